@@ -1,0 +1,199 @@
+"""Per-provider upstream budgets (per second, minute and UTC day) and a circuit breaker.
+
+A budget is checked *before* every upstream call and shared by all threads.
+Per-second limits are smoothed with a short wait; a spent minute or day budget
+is refused at once with ``RateLimited(retry_after=...)``, so the caller can
+answer from stale data or fall back to another provider instead of queueing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import RateLimited
+from .usage import UsageLedger, utc_day
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Calls allowed per window; 0 means no limit for that window."""
+
+    per_second: int = 0
+    per_minute: int = 0
+    per_day: int = 0
+
+
+class Budget:
+    """Sliding-window budget for one provider. Thread-safe; the lock guards only counters.
+
+    ``acquire()`` reserves one call and returns how long to wait before making
+    it (0.0 almost always). Reservations are recorded at the time the call will
+    be made, so smoothing never lets a burst through later.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        limits: Limits,
+        *,
+        ledger: UsageLedger | None = None,
+        clock: Callable[[], float] = time.time,
+        max_wait: float = 2.0,
+    ) -> None:
+        self.provider = provider
+        self.limits = limits
+        self._ledger = ledger
+        self._clock = clock
+        self._max_wait = max_wait
+        self._lock = threading.Lock()
+        self._second: deque[float] = deque()
+        self._minute: deque[float] = deque()
+        self._paused_until = 0.0
+        now = clock()
+        self._day = utc_day(now)
+        self._day_calls = ledger.today(provider) if ledger else 0
+
+    def acquire(self, *, share: float = 1.0) -> float:
+        """Reserve one call; return the seconds to wait first, or raise RateLimited.
+
+        ``share`` < 1 lets a background caller use only part of the minute and
+        day budgets, leaving the rest to interactive requests.
+        """
+        with self._lock:
+            now = self._clock()
+            self._roll(now)
+            if now < self._paused_until:
+                raise self._refused(self._paused_until - now, "paused after the provider said 429")
+            limits = self.limits
+            if limits.per_day and self._day_calls >= _cap(limits.per_day, share):
+                raise self._refused(_seconds_to_midnight(now), "daily budget spent")
+            if limits.per_minute and len(self._minute) >= _cap(limits.per_minute, share):
+                raise self._refused(self._minute[0] + 60.0 - now, "per-minute budget spent")
+            start = now
+            if limits.per_second and len(self._second) >= limits.per_second:
+                start = self._second[-limits.per_second] + 1.0
+                if start - now > self._max_wait:
+                    raise self._refused(start - now, "per-second budget spent")
+            self._second.append(start)
+            self._minute.append(start)
+            self._day_calls += 1
+        if self._ledger:
+            self._ledger.record(self.provider)
+        return max(0.0, start - now)
+
+    def pause(self, seconds: float) -> None:
+        """The provider said 429: make no call to it for ``seconds``."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + max(seconds, 0.0))
+
+    def remaining(self) -> dict[str, int | None]:
+        """Calls left in each window right now (None where there is no limit)."""
+        with self._lock:
+            now = self._clock()
+            self._roll(now)
+            limits = self.limits
+            return {
+                "second": max(0, limits.per_second - len(self._second)) if limits.per_second else None,
+                "minute": max(0, limits.per_minute - len(self._minute)) if limits.per_minute else None,
+                "day": max(0, limits.per_day - self._day_calls) if limits.per_day else None,
+            }
+
+    def calls_today(self) -> int:
+        with self._lock:
+            self._roll(self._clock())
+            return self._day_calls
+
+    def _roll(self, now: float) -> None:
+        while self._second and self._second[0] <= now - 1.0:
+            self._second.popleft()
+        while self._minute and self._minute[0] <= now - 60.0:
+            self._minute.popleft()
+        day = utc_day(now)
+        if day != self._day:
+            self._day, self._day_calls = day, 0
+
+    def _refused(self, retry_after: float, why: str) -> RateLimited:
+        seconds = max(1, math.ceil(retry_after))
+        return RateLimited(
+            f"{self.provider}: {why}; retry in {seconds} s.", retry_after=seconds, provider=self.provider
+        )
+
+
+def _cap(limit: int, share: float) -> int:
+    return max(1, int(limit * share)) if share < 1.0 else limit
+
+
+def _seconds_to_midnight(now: float) -> float:
+    return 86400.0 - (now % 86400.0)
+
+
+class CircuitBreaker:
+    """Stops calling a provider that keeps failing, then lets one probe through.
+
+    Closed -> open after ``threshold`` consecutive failures; open for
+    ``reset_after`` seconds (doubling on each failed probe, up to
+    ``max_reset``); then half-open: one call is let through and its outcome
+    closes or re-opens the circuit. Thread-safe; calls are never serialised,
+    only the state flip is under a lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: int = 5,
+        reset_after: float = 10.0,
+        max_reset: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._threshold = threshold
+        self._base_reset = reset_after
+        self._max_reset = max_reset
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._open_until = 0.0
+        self._reset = reset_after
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._failures < self._threshold:
+                return "closed"
+            return "open" if self._clock() < self._open_until or self._probing else "half-open"
+
+    def allow(self) -> float | None:
+        """None when a call may go ahead; else the seconds until the next probe."""
+        with self._lock:
+            if self._failures < self._threshold:
+                return None
+            now = self._clock()
+            if now >= self._open_until and not self._probing:
+                self._probing = True
+                return None
+            return max(0.0, self._open_until - now) or self._reset
+
+    def release(self) -> None:
+        """A call allowed by :meth:`allow` was not made after all: free the probe slot."""
+        with self._lock:
+            self._probing = False
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._reset = self._base_reset
+            self._probing = False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._probing:
+                self._reset = min(self._reset * 2, self._max_reset)
+            if self._failures >= self._threshold:
+                self._open_until = self._clock() + self._reset
+            self._probing = False

@@ -1,0 +1,40 @@
+"""Shared fixtures: a fake clock, settings pointing at a temp data dir."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from stockcache.settings import Settings
+
+
+class FakeClock:
+    """A clock tests advance by hand (``timer=``-style injection, as in cachetools)."""
+
+    def __init__(self, start: float = 1_767_000_000.0) -> None:  # 2025-12-29, a Monday
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+    def set(self, now: float) -> None:
+        with self._lock:
+            self._now = now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Settings for a test: its own data dir, no keys (demo), no background refresh."""
+    return Settings(data_dir=tmp_path / "data", refresh=False)

@@ -1,0 +1,116 @@
+"""Budgets and the circuit breaker, with a fake clock."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from stockcache.budget import Budget, CircuitBreaker, Limits
+from stockcache.errors import RateLimited
+from stockcache.usage import UsageLedger
+
+
+def test_budget_minute_limit_refuses_at_once_with_retry_after(clock):
+    budget = Budget("finnhub", Limits(per_minute=3), clock=clock)
+    assert [budget.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    clock.advance(20)
+    with pytest.raises(RateLimited) as info:
+        budget.acquire()
+    assert info.value.retry_after == 40
+    clock.advance(40)
+    assert budget.acquire() == 0.0
+
+
+def test_budget_per_second_limit_smooths_with_a_short_wait(clock):
+    budget = Budget("alphavantage", Limits(per_second=1), clock=clock, max_wait=2.0)
+    assert budget.acquire() == 0.0
+    assert budget.acquire() == pytest.approx(1.0)
+    assert budget.acquire() == pytest.approx(2.0)
+    with pytest.raises(RateLimited):
+        budget.acquire()  # a third second of queueing is refused instead
+
+
+def test_budget_day_limit_counts_survive_a_restart(tmp_path, clock):
+    ledger = UsageLedger(tmp_path / "usage.sqlite", clock=clock)
+    budget = Budget("alphavantage", Limits(per_day=2), ledger=ledger, clock=clock)
+    budget.acquire()
+    budget.acquire()
+    ledger.close()
+    reopened = Budget("alphavantage", Limits(per_day=2),
+                      ledger=UsageLedger(tmp_path / "usage.sqlite", clock=clock), clock=clock)
+    with pytest.raises(RateLimited) as info:
+        reopened.acquire()
+    assert 0 < info.value.retry_after <= 86400
+    clock.advance(info.value.retry_after)
+    assert reopened.acquire() == 0.0  # a new UTC day
+
+
+def test_budget_share_leaves_room_for_interactive_calls(clock):
+    budget = Budget("finnhub", Limits(per_minute=10), clock=clock)
+    for _ in range(5):
+        budget.acquire(share=0.5)
+    with pytest.raises(RateLimited):
+        budget.acquire(share=0.5)
+    assert budget.acquire() == 0.0
+
+
+def test_budget_pause_after_429(clock):
+    budget = Budget("finnhub", Limits(), clock=clock)
+    budget.pause(30)
+    with pytest.raises(RateLimited) as info:
+        budget.acquire()
+    assert info.value.retry_after == 30
+    clock.advance(30)
+    assert budget.acquire() == 0.0
+
+
+def test_budget_is_never_exceeded_by_concurrent_callers(clock):
+    budget = Budget("finnhub", Limits(per_minute=50), clock=clock)
+    granted = []
+    barrier = threading.Barrier(8)
+
+    def worker():
+        barrier.wait()
+        for _ in range(20):
+            try:
+                budget.acquire()
+                granted.append(1)
+            except RateLimited:
+                pass
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(granted) == 50
+    assert budget.remaining()["minute"] == 0
+
+
+def test_breaker_opens_after_failures_and_probes_once(clock):
+    breaker = CircuitBreaker(threshold=3, reset_after=10, clock=clock)
+    for _ in range(3):
+        assert breaker.allow() is None
+        breaker.failure()
+    assert breaker.state == "open"
+    assert breaker.allow() == pytest.approx(10)
+    clock.advance(10)
+    assert breaker.allow() is None  # the probe
+    assert breaker.allow() is not None  # only one probe at a time
+    breaker.failure()
+    clock.advance(10)
+    assert breaker.allow() is not None  # the reset doubled to 20 s
+    clock.advance(10)
+    assert breaker.allow() is None
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow() is None
+
+
+def test_breaker_release_frees_an_unused_probe(clock):
+    breaker = CircuitBreaker(threshold=1, reset_after=5, clock=clock)
+    breaker.failure()
+    clock.advance(5)
+    assert breaker.allow() is None
+    breaker.release()
+    assert breaker.allow() is None
