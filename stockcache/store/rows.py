@@ -1,0 +1,56 @@
+"""Rows the store hands out: frozen dataclasses, never carrying a password or token hash.
+
+Hashes leave the store only as a separate element of a tuple
+(:meth:`Store.get_user_by_name`, :meth:`Store.find_api_token`), so printing or
+logging one of these rows can never leak one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    is_admin: bool
+    created_at: str  # ISO 8601 UTC
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A long-lived API token's public part: its short id, owner and history."""
+
+    id: str
+    user_id: int
+    label: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True)
+class Position:
+    id: int
+    symbol: str
+    shares: float
+    cost_basis: float  # price paid per share
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's shape: ``{"id", "symbol", "shares", "cost_basis"}``."""
+        return {"id": self.id, "symbol": self.symbol, "shares": self.shares, "cost_basis": self.cost_basis}
+
+
+@dataclass(frozen=True)
+class WatchItem:
+    symbol: str
+    added_at: str  # ISO 8601 UTC
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"symbol": self.symbol, "added_at": self.added_at}

@@ -1,0 +1,149 @@
+"""Validation of what clients send about users, positions and watch items.
+
+The web layer calls these on parsed JSON bodies; the command line calls
+:func:`username`. Each returns clean values or raises
+:class:`~stockcache.errors.InvalidRequest` (or ``InvalidSymbol``) with a
+message a person can act on and a ``field`` naming the culprit. They never
+raise anything else, whatever the body (property-tested), and never echo a
+password.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from ..errors import InvalidRequest, InvalidSymbol
+from ..models import normalize_symbol
+
+# Large enough for any real holding or price, small enough that
+# shares * price * many positions stays a finite float in the performance totals.
+MAX_AMOUNT = 1e15
+
+USERNAME_MAX = 64
+PASSWORD_MAX = 1024
+LABEL_MAX = 100
+
+# ASCII only: the store compares names with SQLite's NOCASE, which folds
+# ASCII letters only, so "Ä" and "ä" would otherwise be two different users.
+_USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+_POSITION_FIELDS = ("symbol", "shares", "cost_basis")
+
+
+def _shown(key: object) -> str:
+    text = key if isinstance(key, str) else repr(key)
+    return text[:40] + ("..." if len(text) > 40 else "")
+
+
+def _object(body: object) -> dict[Any, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return body
+
+
+def _refuse_unknown(body: dict[Any, Any], allowed: tuple[str, ...]) -> None:
+    for key in body:
+        if key not in allowed:
+            shown = _shown(key)
+            raise InvalidRequest(
+                f"Unknown field {shown!r}; expected only: {', '.join(allowed)}.", field=shown
+            )
+
+
+def symbol(raw: object, *, field: str = "symbol") -> str:
+    """A normalised symbol, or InvalidSymbol carrying ``field``."""
+    try:
+        return normalize_symbol(raw)
+    except InvalidSymbol as exc:
+        raise InvalidSymbol(exc.message, field=field, **exc.fields) from None
+
+
+def _number(body: dict[Any, Any], name: str, *, positive: bool) -> float:
+    raw = body[name]
+    # bool is an int subclass: true as "1 share" is a client bug, not a number.
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise InvalidRequest(f"{name} must be a number.", field=name)
+    try:
+        value = float(raw)
+    except OverflowError:  # an int too large for a float
+        value = math.inf
+    bound = "greater than 0" if positive else "at least 0"
+    if not math.isfinite(value) or value > MAX_AMOUNT:
+        raise InvalidRequest(f"{name} must be a finite number of at most {MAX_AMOUNT:.0e}.", field=name)
+    if (positive and value <= 0) or value < 0:
+        raise InvalidRequest(f"{name} must be {bound}.", field=name)
+    return value
+
+
+def position_input(body: object, *, partial: bool = False) -> dict[str, Any]:
+    """``{"symbol", "shares", "cost_basis"}`` cleaned; with ``partial`` any non-empty subset."""
+    data = _object(body)
+    _refuse_unknown(data, _POSITION_FIELDS)
+    if not partial:
+        for name in _POSITION_FIELDS:
+            if name not in data:
+                raise InvalidRequest(f"{name} is required.", field=name)
+    elif not data:
+        raise InvalidRequest("Give at least one of: " + ", ".join(_POSITION_FIELDS) + ".")
+    out: dict[str, Any] = {}
+    if "symbol" in data:
+        out["symbol"] = symbol(data["symbol"])
+    if "shares" in data:
+        out["shares"] = _number(data, "shares", positive=True)
+    if "cost_basis" in data:
+        out["cost_basis"] = _number(data, "cost_basis", positive=False)
+    return out
+
+
+def watch_input(body: object) -> str:
+    """The symbol of ``{"symbol": ...}``, normalised."""
+    data = _object(body)
+    _refuse_unknown(data, ("symbol",))
+    if "symbol" not in data:
+        raise InvalidRequest("symbol is required.", field="symbol")
+    return symbol(data["symbol"])
+
+
+def login_input(body: object) -> tuple[str, str]:
+    """``(username, password)`` from a login body.
+
+    Other keys are ignored: login clients often send extras ("remember") and
+    refusing them would gain nothing. Only lengths are checked; the name's
+    characters are not, so a login never says more than "wrong credentials".
+    """
+    data = _object(body)
+    name = data.get("username")
+    password = data.get("password")
+    if not isinstance(name, str) or not 1 <= len(name) <= USERNAME_MAX:
+        raise InvalidRequest(f"username must be a string of 1 to {USERNAME_MAX} characters.", field="username")
+    if not isinstance(password, str) or not 1 <= len(password) <= PASSWORD_MAX:
+        raise InvalidRequest(
+            f"password must be a string of 1 to {PASSWORD_MAX} characters.", field="password"
+        )
+    return name, password
+
+
+def username(text: object) -> str:
+    """A new user's name: 1 to 64 ASCII letters, digits or ``. _ @ -``, starting with a letter or digit."""
+    if not isinstance(text, str) or not _USERNAME_RE.fullmatch(text):
+        raise InvalidRequest(
+            "A username is 1 to 64 characters of A-Z a-z 0-9 . _ @ -, starting with a letter or digit.",
+            field="username",
+        )
+    return text
+
+
+def password(text: object) -> str:
+    """A new password: 1 to 1024 characters (the limit login accepts)."""
+    if not isinstance(text, str) or not 1 <= len(text) <= PASSWORD_MAX:
+        raise InvalidRequest(f"A password is 1 to {PASSWORD_MAX} characters.", field="password")
+    return text
+
+
+def label(text: object) -> str:
+    """An API token's label: up to 100 printable characters (may be empty)."""
+    if not isinstance(text, str) or len(text) > LABEL_MAX or not text.isprintable():
+        raise InvalidRequest(f"A label is at most {LABEL_MAX} printable characters.", field="label")
+    return text.strip()
