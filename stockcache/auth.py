@@ -1,0 +1,489 @@
+"""Passwords, JWT access tokens and long-lived API tokens. Knows nothing of Bottle.
+
+- Passwords are hashed with argon2id (argon2-cffi). A login for an unknown
+  name still spends one verification, against a dummy hash, so response time
+  does not tell which names exist.
+- Access tokens are HS256 JWTs signed with 32 random bytes kept in
+  ``<data_dir>/jwt.secret`` (0600). Decoding pins the algorithm, requires
+  ``exp``/``iat``/``sub``, checks expiry against the injected clock, and looks
+  the user up, so a removed user's token is dead at once and admin rights
+  come from the store, not from the token.
+- API tokens are ``sc_<id>_<secret>``: an 8-character public id and 32 random
+  bytes. Only SHA-256 of the secret is stored: a high-entropy secret cannot be
+  guessed offline, so a slow hash would only slow every request down.
+- :class:`LoginLimiter` refuses a login before the password is checked once a
+  username or an address has failed too often, so brute force gets no signal.
+
+Secrets (passwords, tokens, the JWT key) are never logged, never put into an
+error message and never shown by ``repr``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import logging
+import math
+import os
+import re
+import secrets
+import stat
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from .errors import ConfigError, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from .settings import Settings
+from .store import ApiToken, Store, iso_utc, validate
+
+logger = logging.getLogger(__name__)
+
+SECRET_FILENAME = "jwt.secret"
+SECRET_BYTES = 32
+JWT_ALGORITHM = "HS256"
+TOKEN_PREFIX = "sc_"
+TOKEN_ID_LENGTH = 8
+MAX_TOKEN_LENGTH = 4096  # longer bearer values are refused before any parsing
+TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one API token
+
+_INVALID = "Invalid or expired credentials."
+_WRONG_LOGIN = "Wrong username or password."
+_TOKEN_ID_RE = re.compile(r"[A-Za-z0-9_-]{8}")
+_SUB_RE = re.compile(r"[1-9][0-9]{0,18}")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user behind a valid JWT (``via="jwt"``) or API token (``via="api_token"``)."""
+
+    user_id: int
+    username: str
+    is_admin: bool
+    via: str
+
+    def require_admin(self) -> Principal:
+        """Return self when an admin; Forbidden otherwise."""
+        if not self.is_admin:
+            raise Forbidden("This needs an admin.")
+        return self
+
+
+# -- the JWT secret ----------------------------------------------------------------------
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The JWT signing key from ``path``, created (32 random bytes, 0600) on first start.
+
+    Created atomically: the bytes go to a temporary file opened with
+    ``O_CREAT|O_EXCL`` and mode 0600, which is then hard-linked to ``path``.
+    ``link`` fails if ``path`` exists, so two processes starting together agree
+    on one key, and nobody can ever read a half-written file.
+    """
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _create_secret(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            logger.warning("%s was readable by others (mode %o); tightened to 0600", path, mode)
+        text = path.read_text(encoding="ascii").strip()
+        key = bytes.fromhex(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read as a JWT secret ({type(exc).__name__}); "
+                          "delete it to make a new one (everyone will have to log in again)") from None
+    if len(key) < SECRET_BYTES:
+        raise ConfigError(f"{path} holds fewer than {SECRET_BYTES} bytes; delete it to make a new one")
+    return key
+
+
+def _create_secret(path: Path) -> None:
+    data = (secrets.token_bytes(SECRET_BYTES).hex() + "\n").encode("ascii")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process won the race; its key is the key
+    except OSError:
+        # A filesystem without hard links (FAT on a USB stick): exclusive create instead.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    else:
+        logger.info("created a new JWT secret in %s", path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- API tokens --------------------------------------------------------------------------
+
+
+def hash_token_secret(secret: str) -> str:
+    """SHA-256 hex of an API token's secret part: what the store keeps."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def split_api_token(token: str) -> tuple[str, str] | None:
+    """``(id, secret)`` of ``sc_<id>_<secret>``, or None when it is not shaped like one.
+
+    Split by position, not by ``_``: url-safe ids and secrets may contain ``_``.
+    """
+    head = len(TOKEN_PREFIX) + TOKEN_ID_LENGTH
+    if not token.startswith(TOKEN_PREFIX) or len(token) < head + 2 or token[head] != "_":
+        return None
+    token_id, secret = token[len(TOKEN_PREFIX):head], token[head + 1:]
+    if not _TOKEN_ID_RE.fullmatch(token_id):
+        return None
+    return token_id, secret
+
+
+def token_id_of(text: str) -> str:
+    """The public id from an id or a whole token (``tokens revoke`` accepts either)."""
+    parts = split_api_token(text.strip())
+    return parts[0] if parts else text.strip()
+
+
+# -- login limiting ----------------------------------------------------------------------
+
+
+class LoginLimiter:
+    """Counts failed logins per username and per client address, in memory.
+
+    At most ``per_user`` failures per username and ``per_address`` per address
+    within ``window`` seconds; beyond that :meth:`begin` raises TooManyRequests
+    before the password is looked at. An attempt counts as a failure from the
+    moment it begins, so concurrent guesses cannot slip past the limit; a
+    success takes its own mark back and clears the username's failures (not
+    the address's: one good account must not reset an attacker's address).
+
+    Memory is bounded: each key keeps at most its limit of timestamps, and at
+    most ``max_keys`` keys are tracked per kind (the stalest are dropped).
+    Thread-safe: one lock, held for dictionary work only.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_user: int = 5,
+        per_address: int = 20,
+        window: float = 15 * 60,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_user = per_user
+        self.per_address = per_address
+        self.window = window
+        self.max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._users: OrderedDict[str, deque[float]] = OrderedDict()
+        self._addresses: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<LoginLimiter users={len(self._users)} addresses={len(self._addresses)}>"
+
+    @staticmethod
+    def _user_key(username: str) -> str:
+        return username.casefold()  # the store's names are case-insensitive
+
+    def _recent(self, table: OrderedDict[str, deque[float]], key: str, now: float) -> deque[float] | None:
+        marks = table.get(key)
+        if marks is None:
+            return None
+        while marks and marks[0] <= now - self.window:
+            marks.popleft()
+        if not marks:
+            del table[key]
+            return None
+        return marks
+
+    def _retry_after(self, marks: deque[float], now: float) -> int:
+        return max(1, math.ceil(marks[0] + self.window - now))
+
+    def _mark(self, table: OrderedDict[str, deque[float]], key: str, limit: int, now: float) -> None:
+        marks = table.get(key)
+        if marks is None:
+            if len(table) >= self.max_keys:
+                self._prune(table, now)
+            marks = table[key] = deque(maxlen=limit)
+        marks.append(now)
+        table.move_to_end(key)
+
+    def _prune(self, table: OrderedDict[str, deque[float]], now: float) -> None:
+        for key in [k for k, marks in table.items() if not marks or marks[-1] <= now - self.window]:
+            del table[key]
+        while len(table) >= self.max_keys:
+            table.popitem(last=False)  # least recently failed
+
+    def begin(self, username: str, address: str | None) -> float:
+        """Admit one attempt (counted as failed until :meth:`succeeded`) or raise TooManyRequests."""
+        user_key = self._user_key(username)
+        with self._lock:
+            now = self._clock()
+            checks = [(self._users, user_key, self.per_user)]
+            if address:
+                checks.append((self._addresses, address, self.per_address))
+            for table, key, limit in checks:
+                marks = self._recent(table, key, now)
+                if marks is not None and len(marks) >= limit:
+                    seconds = self._retry_after(marks, now)
+                    raise TooManyRequests(
+                        f"Too many failed logins; try again in {seconds} seconds.", retry_after=seconds
+                    )
+            for table, key, limit in checks:
+                self._mark(table, key, limit, now)
+            return now
+
+    def succeeded(self, username: str, address: str | None, mark: float) -> None:
+        """The attempt begun at ``mark`` was right: forget the username's failures and this attempt."""
+        with self._lock:
+            self._users.pop(self._user_key(username), None)
+            marks = self._addresses.get(address) if address else None
+            if marks is not None:
+                try:
+                    marks.remove(mark)
+                except ValueError:
+                    pass
+                if not marks:
+                    del self._addresses[address]  # type: ignore[arg-type]
+
+
+# -- the authenticator -------------------------------------------------------------------
+
+
+class Authenticator:
+    """Logs users in, issues JWTs and API tokens, and turns a bearer value into a Principal.
+
+    Thread-safe: the store is, the limiter is, and the rest is immutable. At
+    most ``max_concurrent_hashes`` argon2 computations run at once (each takes
+    64 MiB with the default parameters), so a burst of logins cannot exhaust
+    a small box's memory.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        secret: bytes,
+        jwt_ttl: int,
+        clock: Callable[[], float] = time.time,
+        hasher: PasswordHasher | None = None,
+        limiter: LoginLimiter | None = None,
+        max_concurrent_hashes: int = 2,
+    ) -> None:
+        if len(secret) < SECRET_BYTES:
+            raise ConfigError(f"the JWT secret must be at least {SECRET_BYTES} bytes")
+        self.store = store
+        self._secret = secret
+        self.jwt_ttl = int(jwt_ttl)
+        self._clock = clock
+        self._hasher = hasher or PasswordHasher()
+        self.limiter = limiter or LoginLimiter(clock=clock)
+        self._hash_slots = threading.BoundedSemaphore(max_concurrent_hashes)
+        self._dummy_hash: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Authenticator store={self.store!r} jwt_ttl={self.jwt_ttl}>"
+
+    # -- passwords ---------------------------------------------------------------------
+
+    def hash_password(self, password: str) -> str:
+        """An argon2id hash of a new password."""
+        with self._hash_slots:
+            return self._hasher.hash(password)
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        with self._hash_slots:
+            try:
+                return bool(self._hasher.verify(password_hash, password))
+            except (VerificationError, InvalidHashError):
+                return False
+
+    def _dummy(self) -> str:
+        # Made lazily (not at start-up, which must stay fast) with the same
+        # parameters as real hashes, so a miss costs what a wrong password costs.
+        if self._dummy_hash is None:
+            self._dummy_hash = self.hash_password(secrets.token_urlsafe(16))
+        return self._dummy_hash
+
+    def login(self, username: str, password: str, address: str | None) -> dict[str, Any]:
+        """A JWT for the right password; Unauthorized (same message for any failure) or TooManyRequests."""
+        mark = self.limiter.begin(username, address)
+        dummy = self._dummy()  # before the lookup, so even the first login's timing is the same for all
+        found = self.store.get_user_by_name(username)
+        if found is None:
+            self._verify(dummy, password)  # spend the same time as a wrong password
+            logger.info("login failed for %r from %s", username[:64], address or "?")
+            raise Unauthorized(_WRONG_LOGIN)
+        user, password_hash = found
+        if not self._verify(password_hash, password):
+            logger.info("login failed for %r from %s", username[:64], address or "?")
+            raise Unauthorized(_WRONG_LOGIN)
+        self.limiter.succeeded(username, address, mark)
+        if self._needs_rehash(password_hash):
+            self.store.set_password(user.id, self.hash_password(password))
+            logger.info("upgraded the password hash of %r", user.username)
+        logger.info("login of %r from %s", user.username, address or "?")
+        return {"access_token": self.issue_jwt(user.id, user.username, user.is_admin),
+                "token_type": "bearer", "expires_in": self.jwt_ttl}
+
+    def _needs_rehash(self, password_hash: str) -> bool:
+        try:
+            return bool(self._hasher.check_needs_rehash(password_hash))
+        except (InvalidHashError, ValueError):
+            return True
+
+    # -- JWT -----------------------------------------------------------------------------
+
+    def issue_jwt(self, user_id: int, username: str, is_admin: bool) -> str:
+        """An HS256 access token valid for ``jwt_ttl`` seconds from the injected clock's now."""
+        now = int(self._clock())
+        claims = {
+            "sub": str(user_id), "name": username, "adm": bool(is_admin),
+            "iat": now, "exp": now + self.jwt_ttl, "jti": secrets.token_urlsafe(12),
+        }
+        return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
+
+    def _principal_from_jwt(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=[JWT_ALGORITHM],
+                # exp and iat are checked below against the injected clock, not the wall clock.
+                options={"require": ["exp", "iat", "sub"], "verify_exp": False, "verify_iat": False},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError, binascii.Error):
+            raise Unauthorized(_INVALID) from None
+        now = self._clock()
+        exp, iat, sub = claims.get("exp"), claims.get("iat"), claims.get("sub")
+        if (
+            not _is_number(exp) or not _is_number(iat) or now >= exp or iat > now + 60
+            or not isinstance(sub, str) or not _SUB_RE.fullmatch(sub)
+        ):
+            raise Unauthorized(_INVALID)
+        user = self.store.get_user(int(sub))
+        # The name check is a second guard: ids are never reused, names may be.
+        if user is None or claims.get("name") != user.username:
+            raise Unauthorized(_INVALID)
+        return Principal(user_id=user.id, username=user.username, is_admin=user.is_admin, via="jwt")
+
+    # -- API tokens ----------------------------------------------------------------------
+
+    def create_api_token(self, username: str, label: str = "") -> tuple[str, ApiToken]:
+        """A new ``sc_...`` token for ``username`` (shown once; only its hash is kept). NotFound for no user."""
+        label = validate.label(label)
+        found = self.store.get_user_by_name(username)
+        if found is None:
+            raise NotFound("No such user.")
+        user = found[0]
+        for _ in range(5):  # 48 random bits per id: a clash is rare, and then we draw again
+            token_id = secrets.token_urlsafe(6)
+            secret = secrets.token_urlsafe(SECRET_BYTES)
+            try:
+                record = self.store.create_api_token(user.id, token_id, hash_token_secret(secret), label)
+            except Conflict:
+                continue
+            logger.info("created API token %s for %r", token_id, user.username)
+            return f"{TOKEN_PREFIX}{token_id}_{secret}", record
+        raise RuntimeError("could not draw a free token id")  # pragma: no cover
+
+    def revoke_api_token(self, token_id: str) -> bool:
+        """Revoke by id or whole token; False when unknown or already revoked."""
+        token_id = token_id_of(token_id)
+        revoked = self.store.revoke_api_token(token_id)
+        if revoked:
+            logger.info("revoked API token %s", token_id)
+        return revoked
+
+    def _principal_from_api_token(self, token: str) -> Principal:
+        parts = split_api_token(token)
+        if parts is None:
+            raise Unauthorized(_INVALID)
+        token_id, secret = parts
+        found = self.store.find_api_token(token_id)
+        if found is None:
+            raise Unauthorized(_INVALID)
+        record, token_hash, owner = found
+        if not hmac.compare_digest(token_hash, hash_token_secret(secret)) or record.revoked:
+            raise Unauthorized(_INVALID)
+        if _stale_use(record.last_used_at, self._clock()):
+            self.store.touch_api_token(token_id, min_interval=TOUCH_INTERVAL)
+        return Principal(user_id=owner.id, username=owner.username, is_admin=owner.is_admin, via="api_token")
+
+    # -- bearer values -------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The Principal for an ``Authorization`` header value ``Bearer <JWT or sc_ token>``.
+
+        Every failure is Unauthorized with one generic message that never echoes the value.
+        """
+        if not authorization:
+            raise Unauthorized("Authentication required: send Authorization: Bearer <token>.")
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("Authentication required: send Authorization: Bearer <token>.")
+        return self.authenticate_token(value.strip())
+
+    def authenticate_token(self, token: str) -> Principal:
+        """The Principal for a bare token (a JWT or an API token), e.g. from a query parameter."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthorized(_INVALID)
+        if token.startswith(TOKEN_PREFIX):
+            return self._principal_from_api_token(token)
+        return self._principal_from_jwt(token)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _stale_use(last_used_at: str | None, now: float) -> bool:
+    """Whether ``last_used_at`` is older than the touch interval (so a write is due)."""
+    return last_used_at is None or last_used_at <= iso_utc(now - TOUCH_INTERVAL)
+
+
+def hash_password(password: str, *, hasher: PasswordHasher | None = None) -> str:
+    """An argon2id hash, for callers without an Authenticator (the command line)."""
+    return (hasher or PasswordHasher()).hash(password)
+
+
+def open_auth(settings: Settings, store: Store, *, clock: Callable[[], float] = time.time) -> Authenticator:
+    """An Authenticator over ``store`` whose secret lives in ``settings.data_dir``."""
+    secret = load_or_create_secret(Path(settings.data_dir) / SECRET_FILENAME)
+    return Authenticator(store, secret=secret, jwt_ttl=settings.jwt_ttl, clock=clock)
