@@ -1,0 +1,335 @@
+"""Alpha Vantage (https://www.alphavantage.co/query): history first, fallback for the rest.
+
+Alpha Vantage reports errors and throttling as HTTP 200 bodies with one of the
+keys ``Error Message``, ``Information`` or ``Note``, told apart only by their
+text; :func:`classify_message` holds that knowledge in one place. The key can
+only travel as the ``apikey`` query parameter, and the daily-cap text quotes
+it back, so every message we raise goes through :meth:`redact`. Numbers arrive
+as strings. TIME_SERIES_DAILY is always ``outputsize=compact``: ``full`` is
+premium for free keys and 100 bars is all the contract offers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+from ..errors import (
+    RateLimited,
+    StockcacheError,
+    SymbolNotFound,
+    UpstreamAuthError,
+    UpstreamError,
+)
+from ..models import Candle, History, News, NewsItem, Profile, Quote
+from .base import (
+    Clock,
+    Provider,
+    UpstreamRequest,
+    days_param,
+    number,
+    query_param,
+    require_dict,
+    retry_after_seconds,
+    seconds_to_utc_midnight,
+    text_or_none,
+)
+
+logger = logging.getLogger(__name__)
+
+_FUNCTIONS = {
+    "quote": "GLOBAL_QUOTE",
+    "profile": "OVERVIEW",
+    "metric": "OVERVIEW",
+    "history": "TIME_SERIES_DAILY",
+    "news": "NEWS_SENTIMENT",
+    "search": "SYMBOL_SEARCH",
+}
+
+# The key whose presence means "this is data", per kind; without it we look for a message.
+_DATA_KEYS = {
+    "quote": "Global Quote",
+    "profile": "Name",
+    "metric": "Name",
+    "history": "Time Series (Daily)",
+    "news": "feed",
+    "search": "bestMatches",
+}
+
+_MESSAGE_KEYS = ("Error Message", "Information", "Note")
+
+# Normalised metric name -> OVERVIEW field, and a unit factor (DividendYield is a fraction).
+_METRICS: dict[str, tuple[str, float]] = {
+    "52_week_high": ("52WeekHigh", 1.0),
+    "52_week_low": ("52WeekLow", 1.0),
+    "beta": ("Beta", 1.0),
+    "market_cap": ("MarketCapitalization", 1.0),
+    "pe_ratio": ("PERatio", 1.0),
+    "eps": ("EPS", 1.0),
+    "dividend_yield": ("DividendYield", 100.0),
+}
+
+try:
+    from zoneinfo import ZoneInfo
+
+    _NEW_YORK: Any = ZoneInfo("America/New_York")
+except Exception:  # no tz database on this box: close is 21:00 UTC in winter, near enough
+    _NEW_YORK = None
+
+
+def _close_timestamp(day: str, now: float) -> int:
+    """Unix time of the US close on ``day`` (YYYY-MM-DD), or now if that is later than now."""
+    date = datetime.strptime(day, "%Y-%m-%d")
+    if _NEW_YORK is not None:
+        close = date.replace(hour=16, tzinfo=_NEW_YORK).timestamp()
+    else:
+        close = date.replace(hour=21, tzinfo=timezone.utc).timestamp()
+    return int(min(close, now))
+
+
+def _published(text: str) -> str:
+    for fmt in ("%Y%m%dT%H%M%S", "%Y%m%dT%H%M"):
+        try:
+            when = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise ValueError(f"time_published {text[:20]!r} is not YYYYMMDDTHHMMSS")
+
+
+def classify_message(
+    key: str, text: str, *, kind: str, symbol: str, now: float
+) -> tuple[type[StockcacheError], str, dict[str, Any]]:
+    """Map an HTTP-200 ``Error Message``/``Information``/``Note`` to (error class, message, fields).
+
+    The order of the tests matters: the burst text also mentions "25 requests
+    per day" and "premium endpoints", and the legacy text mentions "per day".
+    """
+    lowered = text.lower()
+    if key == "Error Message":
+        if "apikey" in lowered or "api key" in lowered:
+            return UpstreamAuthError, "alphavantage refused the API key", {}
+        if "invalid api call" in lowered:
+            return SymbolNotFound, f"alphavantage knows no symbol {symbol}", {"symbol": symbol}
+        return UpstreamError, f"alphavantage said: {text[:160]}", {}
+    if "call frequency" in lowered or "per minute" in lowered:
+        return RateLimited, "alphavantage per-minute limit reached", {"retry_after": 60}
+    if "per second" in lowered or "sparingly" in lowered:
+        return RateLimited, "alphavantage per-second limit reached", {"retry_after": 1}
+    if "premium endpoint" in lowered or "premium feature" in lowered:
+        return UpstreamAuthError, "alphavantage plan does not include this data (premium)", {}
+    if "per day" in lowered or "daily" in lowered:
+        return (
+            RateLimited,
+            "alphavantage daily request limit reached",
+            {"retry_after": seconds_to_utc_midnight(now)},
+        )
+    if "premium" in lowered:
+        return UpstreamAuthError, "alphavantage plan does not include this data (premium)", {}
+    if kind == "news":
+        # NEWS_SENTIMENT answers "Invalid inputs" for tickers it does not know.
+        return SymbolNotFound, f"alphavantage has no news for symbol {symbol}", {"symbol": symbol}
+    return UpstreamError, f"alphavantage said: {text[:160]}", {}
+
+
+class AlphaVantageProvider(Provider):
+    """Alpha Vantage adapter. Stateless after construction, so thread-safe."""
+
+    name = "alphavantage"
+    kinds = frozenset(_FUNCTIONS)
+
+    def __init__(self, *, api_key: str, base_url: str, clock: Clock = time.time) -> None:
+        super().__init__(api_key=api_key, clock=clock)
+        # The settings allow the alpha_vantage package's trailing "?"; requests adds its own.
+        self._base_url = base_url.rstrip("?")
+
+    def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
+        """The Alpha Vantage query for ``kind`` (never outputsize=full)."""
+        self._check_kind(kind)
+        query = {"function": _FUNCTIONS[kind]}
+        if kind == "history":
+            days_param(kind, params)
+            query.update(symbol=symbol, outputsize="compact")
+        elif kind == "news":
+            days = days_param(kind, params)
+            since = datetime.fromtimestamp(self._clock() - days * 86400, timezone.utc)
+            query.update(tickers=symbol, time_from=since.strftime("%Y%m%dT%H%M"), sort="LATEST")
+        elif kind == "search":
+            query.update(keywords=query_param(params, symbol))
+        else:
+            query.update(symbol=symbol)
+        query["apikey"] = self._api_key
+        return UpstreamRequest(url=self._base_url, params=query, headers={"Accept": "application/json"})
+
+    def parse(
+        self,
+        kind: str,
+        symbol: str,
+        params: Mapping[str, Any],
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> Any:
+        """An Alpha Vantage response as our model, or our error."""
+        self._check_kind(kind)
+        if not 200 <= status < 300:
+            self._http_error(status, headers)
+        data = self._json(body)
+        if isinstance(data, dict) and _DATA_KEYS[kind] not in data:
+            for key in _MESSAGE_KEYS:
+                if isinstance(data.get(key), str):
+                    cls, message, fields = classify_message(
+                        key, data[key], kind=kind, symbol=symbol, now=self._clock()
+                    )
+                    if cls is UpstreamError:
+                        logger.warning("alphavantage: unclassified %s: %s", key, self.redact(data[key])[:300])
+                    self._fail(cls, message, **fields)
+        return self._run_parser(kind, symbol, params, data)
+
+    def _http_error(self, status: int, headers: Mapping[str, str]) -> NoReturn:
+        if status == 429:
+            self._fail(
+                RateLimited,
+                "alphavantage rate limit reached (HTTP 429)",
+                retry_after=retry_after_seconds(headers, self._clock()),
+            )
+        if status in (401, 403):
+            self._fail(UpstreamAuthError, f"alphavantage refused the request (HTTP {status})")
+        self._fail(UpstreamError, f"alphavantage answered HTTP {status}")
+
+    def _not_found(self, symbol: str) -> NoReturn:
+        self._fail(SymbolNotFound, f"alphavantage knows no symbol {symbol}", symbol=symbol)
+
+    # Parsers, one per kind; TypeError/ValueError/KeyError mean a wrong shape.
+
+    def _parse_quote(self, symbol: str, params: Mapping[str, Any], data: Any) -> Quote:
+        require_dict(data)
+        quote = data["Global Quote"]
+        require_dict(quote)
+        if not quote:
+            self._not_found(symbol)
+        price = number(quote["05. price"])
+        if not price:
+            self._not_found(symbol)
+        day = text_or_none(quote.get("07. latest trading day"))
+        return Quote(
+            symbol=symbol,
+            price=price,
+            change=number(quote.get("09. change"), optional=True),
+            change_percent=number(quote.get("10. change percent"), optional=True),
+            high=number(quote.get("03. high"), optional=True),
+            low=number(quote.get("04. low"), optional=True),
+            open=number(quote.get("02. open"), optional=True),
+            previous_close=number(quote.get("08. previous close"), optional=True),
+            timestamp=_close_timestamp(day, self._clock()) if day else None,
+        )
+
+    def _overview(self, symbol: str, data: Any) -> dict[str, Any]:
+        require_dict(data)
+        if not data:
+            self._not_found(symbol)
+        if not isinstance(data["Name"], str):
+            raise TypeError("Name is not a string")
+        return data
+
+    def _parse_profile(self, symbol: str, params: Mapping[str, Any], data: Any) -> Profile:
+        data = self._overview(symbol, data)
+        return Profile(
+            symbol=symbol,
+            name=data["Name"],
+            exchange=_field(data, "Exchange"),
+            currency=_field(data, "Currency"),
+            country=_field(data, "Country"),
+            industry=_field(data, "Industry") or _field(data, "Sector"),
+            market_cap=number(data.get("MarketCapitalization"), optional=True),
+            shares_outstanding=number(data.get("SharesOutstanding"), optional=True),
+            weburl=_field(data, "OfficialSite"),
+            description=_field(data, "Description"),
+        )
+
+    def _parse_metric(self, symbol: str, params: Mapping[str, Any], data: Any) -> dict[str, Any]:
+        data = self._overview(symbol, data)
+        out: dict[str, float] = {}
+        for ours, (theirs, factor) in _METRICS.items():
+            try:
+                value = number(data.get(theirs), optional=True)
+            except (TypeError, ValueError):
+                continue  # one odd metric should not sink the others
+            if value is not None:
+                out[ours] = round(value * factor, 6)
+        return {"symbol": symbol, "metrics": out}
+
+    def _parse_history(self, symbol: str, params: Mapping[str, Any], data: Any) -> History:
+        require_dict(data)
+        series = data["Time Series (Daily)"]
+        require_dict(series)
+        if not series:
+            self._not_found(symbol)
+        candles = []
+        for day in sorted(series):
+            datetime.strptime(day, "%Y-%m-%d")
+            bar = series[day]
+            require_dict(bar)
+            candles.append(
+                Candle(
+                    date=day,
+                    open=number(bar["1. open"]),
+                    high=number(bar["2. high"]),
+                    low=number(bar["3. low"]),
+                    close=number(bar["4. close"]),
+                    volume=int(number(bar["5. volume"])),
+                )
+            )
+        return History(symbol=symbol, candles=tuple(candles[-days_param("history", params):]))
+
+    def _parse_news(self, symbol: str, params: Mapping[str, Any], data: Any) -> News:
+        require_dict(data)
+        feed = data["feed"]
+        if not isinstance(feed, list):
+            raise TypeError("feed is not a list")
+        articles = []
+        for item in feed:
+            require_dict(item)
+            for key in ("title", "url", "time_published"):
+                if not isinstance(item[key], str):
+                    raise TypeError(f"{key} is not a string")
+            articles.append(
+                NewsItem(
+                    headline=item["title"],
+                    summary=text_or_none(item.get("summary")) or "",
+                    url=item["url"],
+                    source=text_or_none(item.get("source")) or "",
+                    published_at=_published(item["time_published"]),
+                    image=text_or_none(item.get("banner_image")),
+                )
+            )
+        articles.sort(key=lambda article: article.published_at, reverse=True)
+        return News(symbol=symbol, articles=tuple(articles))
+
+    def _parse_search(self, symbol: str, params: Mapping[str, Any], data: Any) -> list[dict[str, str]]:
+        require_dict(data)
+        matches = data["bestMatches"]
+        if not isinstance(matches, list):
+            raise TypeError("bestMatches is not a list")
+        out = []
+        for item in matches:
+            require_dict(item)
+            if not isinstance(item["1. symbol"], str):
+                raise TypeError("symbol is not a string")
+            out.append(
+                {
+                    "symbol": item["1. symbol"],
+                    "name": text_or_none(item.get("2. name")) or "",
+                    "type": text_or_none(item.get("3. type")) or "",
+                }
+            )
+        return out
+
+
+def _field(data: Mapping[str, Any], key: str) -> str | None:
+    """An OVERVIEW text field, with Alpha Vantage's "None" and "-" as None."""
+    value = text_or_none(data.get(key))
+    return None if value in ("None", "-") else value

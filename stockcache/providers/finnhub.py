@@ -1,0 +1,291 @@
+"""Finnhub (https://finnhub.io/api/v1): quotes, profiles, news, metrics, search.
+
+The key travels in the ``X-Finnhub-Token`` header, never in the query, so a
+logged URL cannot leak it. Unknown symbols come back as HTTP 200 with
+all-zero quotes or ``{}`` profiles; those are :class:`SymbolNotFound`, never data.
+Candles are premium now (403 for free keys), so ``history`` is only built when
+the provider is constructed with ``candles=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+from ..errors import RateLimited, SymbolNotFound, UpstreamAuthError, UpstreamError
+from ..models import Candle, History, News, NewsItem, Profile, Quote
+from .base import (
+    Clock,
+    Provider,
+    UpstreamRequest,
+    days_param,
+    json_object,
+    number as _number,
+    query_param,
+    require_dict,
+    retry_after_seconds,
+    text_or_none,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def number(value: Any, *, optional: bool = False) -> float | None:
+    """Finnhub sends real JSON numbers; a string where a number belongs is a wrong shape."""
+    return _number(value, optional=optional, strings=False)
+
+_PATHS = {
+    "quote": "/quote",
+    "profile": "/stock/profile2",
+    "history": "/stock/candle",
+    "news": "/company-news",
+    "metric": "/stock/metric",
+    "search": "/search",
+}
+
+# Normalised metric name -> Finnhub names to try in order, and a unit factor.
+_METRICS: dict[str, tuple[tuple[str, ...], float]] = {
+    "52_week_high": (("52WeekHigh",), 1.0),
+    "52_week_low": (("52WeekLow",), 1.0),
+    "beta": (("beta",), 1.0),
+    "market_cap": (("marketCapitalization",), 1e6),
+    "pe_ratio": (("peTTM", "peBasicExclExtraTTM", "peNormalizedAnnual"), 1.0),
+    "eps": (("epsTTM", "epsBasicExclExtraItemsTTM", "epsInclExtraItemsTTM"), 1.0),
+    "dividend_yield": (("dividendYieldIndicatedAnnual", "currentDividendYieldTTM"), 1.0),
+}
+
+
+def _utc_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FinnhubProvider(Provider):
+    """Finnhub adapter. Stateless after construction, so thread-safe."""
+
+    name = "finnhub"
+
+    def __init__(
+        self, *, api_key: str, base_url: str, clock: Clock = time.time, candles: bool = False
+    ) -> None:
+        super().__init__(api_key=api_key, clock=clock)
+        self._base_url = base_url.rstrip("/")
+        self._candles = candles
+        self.kinds = frozenset(k for k in _PATHS if candles or k != "history")
+
+    def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
+        """The Finnhub request for ``kind``; history raises UpstreamAuthError unless candles are on."""
+        self._check_kind(kind)
+        query: dict[str, str]
+        now = self._clock()
+        if kind == "history":
+            if not self._candles:
+                self._fail(UpstreamAuthError, "finnhub candles are not in plan")
+            days = days_param(kind, params)
+            # Calendar span that surely holds `days` trading days (weekends, holidays).
+            span = (days * 7 // 5 + 10) * 86400
+            query = {"symbol": symbol, "resolution": "D", "from": str(int(now - span)), "to": str(int(now))}
+        elif kind == "news":
+            days = days_param(kind, params)
+            query = {"symbol": symbol, "from": _utc_date(now - days * 86400), "to": _utc_date(now)}
+        elif kind == "metric":
+            query = {"symbol": symbol, "metric": "all"}
+        elif kind == "search":
+            query = {"q": query_param(params, symbol)}
+        else:
+            query = {"symbol": symbol}
+        return UpstreamRequest(
+            url=self._base_url + _PATHS[kind],
+            params=query,
+            headers={"X-Finnhub-Token": self._api_key, "Accept": "application/json"},
+        )
+
+    def parse(
+        self,
+        kind: str,
+        symbol: str,
+        params: Mapping[str, Any],
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> Any:
+        """A Finnhub response as our model, or our error."""
+        self._check_kind(kind)
+        if not 200 <= status < 300:
+            self._http_error(status, headers, body)
+        data = self._json(body)
+        if isinstance(data, dict) and "error" in data and len(data) == 1:
+            self._error_text(str(data["error"]), status, headers)
+        return self._run_parser(kind, symbol, params, data)
+
+    # Errors
+
+    def _http_error(self, status: int, headers: Mapping[str, str], body: bytes) -> NoReturn:
+        text = ""
+        try:
+            data = json_object(body)
+            if isinstance(data.get("error"), str):
+                text = data["error"]
+        except ValueError:
+            pass
+        if status in (401, 403, 429) or text:
+            self._error_text(text, status, headers)
+        self._fail(UpstreamError, f"finnhub answered HTTP {status}")
+
+    def _error_text(self, text: str, status: int, headers: Mapping[str, str]) -> NoReturn:
+        """Classify Finnhub's ``{"error": ...}`` by status first, then by its words."""
+        lowered = text.lower()
+        shown = f": {text[:160]}" if text else ""
+        if status >= 500:
+            self._fail(UpstreamError, f"finnhub answered HTTP {status}{shown}")
+        if status == 429 or "limit" in lowered:
+            self._fail(
+                RateLimited,
+                f"finnhub rate limit reached{shown}",
+                retry_after=retry_after_seconds(headers, self._clock()),
+            )
+        if status == 401 or "api key" in lowered:
+            self._fail(UpstreamAuthError, f"finnhub refused the API key{shown}")
+        if status == 403 or "access" in lowered:
+            self._fail(UpstreamAuthError, f"finnhub plan does not include this data{shown}")
+        self._fail(UpstreamError, f"finnhub answered HTTP {status}{shown}")
+
+    def _not_found(self, symbol: str) -> NoReturn:
+        self._fail(SymbolNotFound, f"finnhub knows no symbol {symbol}", symbol=symbol)
+
+    # Parsers, one per kind; TypeError/ValueError/KeyError mean a wrong shape.
+
+    def _parse_quote(self, symbol: str, params: Mapping[str, Any], data: Any) -> Quote:
+        require_dict(data)
+        price = number(data["c"], optional=True)
+        if not price:
+            self._not_found(symbol)
+        timestamp = number(data.get("t"), optional=True)
+        return Quote(
+            symbol=symbol,
+            price=price,
+            change=number(data.get("d"), optional=True),
+            change_percent=number(data.get("dp"), optional=True),
+            high=number(data.get("h"), optional=True),
+            low=number(data.get("l"), optional=True),
+            open=number(data.get("o"), optional=True),
+            previous_close=number(data.get("pc"), optional=True),
+            timestamp=int(timestamp) if timestamp else None,
+        )
+
+    def _parse_profile(self, symbol: str, params: Mapping[str, Any], data: Any) -> Profile:
+        require_dict(data)
+        if not data:
+            self._not_found(symbol)
+        name = data["name"]
+        if not isinstance(name, str):
+            raise TypeError("name is not a string")
+        cap = number(data.get("marketCapitalization"), optional=True)
+        shares = number(data.get("shareOutstanding"), optional=True)
+        return Profile(
+            symbol=symbol,
+            name=name,
+            exchange=text_or_none(data.get("exchange")),
+            currency=text_or_none(data.get("currency")),
+            country=text_or_none(data.get("country")),
+            industry=text_or_none(data.get("finnhubIndustry")),
+            ipo=text_or_none(data.get("ipo")),
+            market_cap=None if cap is None else float(round(cap * 1e6)),
+            shares_outstanding=None if shares is None else float(round(shares * 1e6)),
+            logo=text_or_none(data.get("logo")),
+            weburl=text_or_none(data.get("weburl")),
+            phone=text_or_none(data.get("phone")),
+        )
+
+    def _parse_history(self, symbol: str, params: Mapping[str, Any], data: Any) -> History:
+        require_dict(data)
+        if data.get("s") == "no_data":
+            self._not_found(symbol)
+        if data.get("s") != "ok":
+            raise ValueError(f"status {data.get('s')!r}")
+        columns = [data[k] for k in ("t", "o", "h", "l", "c", "v")]
+        if not all(isinstance(col, list) and len(col) == len(columns[0]) for col in columns):
+            raise ValueError("columns of different lengths")
+        candles = sorted(
+            (
+                Candle(
+                    date=_utc_date(number(t)),
+                    open=number(o),
+                    high=number(h),
+                    low=number(lo),
+                    close=number(c),
+                    volume=int(number(v)),
+                )
+                for t, o, h, lo, c, v in zip(*columns)
+            ),
+            key=lambda candle: candle.date,
+        )
+        if not candles:
+            self._not_found(symbol)
+        return History(symbol=symbol, candles=tuple(candles[-days_param("history", params):]))
+
+    def _parse_news(self, symbol: str, params: Mapping[str, Any], data: Any) -> News:
+        if not isinstance(data, list):
+            raise TypeError("expected a list of articles")
+        dated = []
+        for item in data:
+            require_dict(item)
+            for key in ("headline", "url"):
+                if not isinstance(item[key], str):
+                    raise TypeError(f"{key} is not a string")
+            ts = number(item["datetime"])
+            dated.append(
+                (
+                    ts,
+                    NewsItem(
+                        headline=item["headline"],
+                        summary=text_or_none(item.get("summary")) or "",
+                        url=item["url"],
+                        source=text_or_none(item.get("source")) or "",
+                        published_at=_iso(ts),
+                        image=text_or_none(item.get("image")),
+                    ),
+                )
+            )
+        dated.sort(key=lambda pair: pair[0], reverse=True)
+        return News(symbol=symbol, articles=tuple(article for _, article in dated))
+
+    def _parse_metric(self, symbol: str, params: Mapping[str, Any], data: Any) -> dict[str, Any]:
+        require_dict(data)
+        metric = data["metric"]
+        require_dict(metric)
+        if not metric:
+            self._not_found(symbol)
+        out: dict[str, float] = {}
+        for ours, (names, factor) in _METRICS.items():
+            for theirs in names:
+                value = metric.get(theirs)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    out[ours] = round(float(value) * factor, 6)
+                    break
+        return {"symbol": symbol, "metrics": out}
+
+    def _parse_search(self, symbol: str, params: Mapping[str, Any], data: Any) -> list[dict[str, str]]:
+        require_dict(data)
+        result = data["result"]
+        if not isinstance(result, list):
+            raise TypeError("result is not a list")
+        out = []
+        for item in result:
+            require_dict(item)
+            if not isinstance(item["symbol"], str):
+                raise TypeError("symbol is not a string")
+            out.append(
+                {
+                    "symbol": item["symbol"],
+                    "name": text_or_none(item.get("description")) or "",
+                    "type": text_or_none(item.get("type")) or "",
+                }
+            )
+        return out
