@@ -1,0 +1,927 @@
+"""A local fake of Finnhub and Alpha Vantage: a real HTTP server on loopback.
+
+Integration tests and benchmarks point stockcache at it instead of the real
+APIs. It speaks both APIs' shapes (``docs/upstream-apis.md``): Finnhub under
+``/finnhub/api/v1`` (double slashes tolerated, as the official client sends
+them), Alpha Vantage at ``/alphavantage/query``, including their error and
+throttling bodies. Data comes from :class:`stockcache.providers.demo.DemoMarket`
+(unmarked), so the fake and the demo source agree.
+
+Everything is configurable while running, from any thread: latency, expected
+keys, faults per (provider, symbol), a seeded error rate, an outage switch and
+per-provider rate limits. It counts every call it receives.
+
+Fault kinds (:data:`FAULTS`):
+
+==========  ==================================================================
+500/502/503 that HTTP status with a short text body
+429         the provider's "too many requests": Finnhub HTTP 429 (with
+            ``Retry-After`` if given); Alpha Vantage HTTP 200 burst ``Information``
+            (Alpha Vantage never sends 429)
+hang        hold the request until :meth:`FakeUpstream.release_hangs`, ``stop()``
+            (connection dropped, no answer) or ``max_hang`` seconds (then answer)
+reset       drop the connection with a TCP reset, no answer
+badjson     HTTP 200 ``application/json`` with a truncated body
+wrongshape  HTTP 200 ``[{"unexpected": "shape"}]``
+html        HTTP 502 with an HTML gateway error page
+==========  ==================================================================
+
+Run it alone: ``python -m bench.fake_upstream --port 9999 --latency 0.2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import re
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from fnmatch import fnmatchcase
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from stockcache.providers.demo import DemoMarket
+
+logger = logging.getLogger(__name__)
+
+PROVIDERS = ("finnhub", "alphavantage")
+FAULTS = ("500", "502", "503", "429", "hang", "reset", "badjson", "wrongshape", "html")
+
+FINNHUB_PREFIX = "/finnhub/api/v1"
+ALPHAVANTAGE_PATH = "/alphavantage/query"
+
+FINNHUB_LIMIT = {"error": "API limit reached. Please try again later. Remaining Limit: 0"}
+FINNHUB_NO_KEY = {"error": "Please use an API key."}
+FINNHUB_BAD_KEY = {"error": "Invalid API key"}
+FINNHUB_NO_ACCESS = {"error": "You don't have access to this resource."}
+
+AV_DAILY_CAP = (
+    "We have detected your API key as {key} and our standard API rate limit is 25 requests per day. "
+    "Please subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly "
+    "remove all daily rate limits."
+)
+AV_BURST = (
+    "Thank you for using Alpha Vantage! Please consider spreading out your free API requests more "
+    "sparingly (1 request per second). You may subscribe to any of the premium plans at "
+    "https://www.alphavantage.co/premium/ to lift the free key rate limit (25 requests per day), raise "
+    "the per-second burst limit, and instantly unlock all premium endpoints"
+)
+AV_LEGACY = (
+    "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and 500 "
+    "calls per day. Please visit https://www.alphavantage.co/premium/ if you would like to target a "
+    "higher API call frequency."
+)
+AV_PREMIUM_FULL = (
+    "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for "
+    "the TIME_SERIES_DAILY endpoint. You may subscribe to any of the premium plans at "
+    "https://www.alphavantage.co/premium/ to instantly unlock all premium features"
+)
+AV_BAD_KEY = (
+    "the parameter apikey is invalid or missing. Please claim your free API key on "
+    "(https://www.alphavantage.co/support/#api-key). It should take less than 20 seconds."
+)
+AV_INVALID_CALL = (
+    "Invalid API call. Please retry or visit the documentation "
+    "(https://www.alphavantage.co/documentation/) for {function}."
+)
+AV_INVALID_INPUTS = (
+    "Invalid inputs. Please refer to the API documentation "
+    "https://www.alphavantage.co/documentation#newsapi and try again."
+)
+
+HTML_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+    "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+_NEXCHANGE = {"NASDAQ NMS - GLOBAL MARKET": "NASDAQ", "NEW YORK STOCK EXCHANGE, INC.": "NYSE"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request the fake received (secrets left out of ``params``)."""
+
+    provider: str
+    endpoint: str
+    symbol: str | None
+    params: Mapping[str, str]
+    key_in: str | None  # "query", "header" or None
+    at: float
+
+
+@dataclass
+class _Fault:
+    kind: str
+    retry_after: int | None = None
+    remaining: int | None = None  # None: until cleared
+
+
+@dataclass
+class _Limit:
+    per_second: int | None = None
+    per_minute: int | None = None
+    per_day: int | None = None
+    retry_after: int | None = None
+    recent: deque[float] = field(default_factory=deque)  # accepted calls, monotonic time
+    day: str = ""
+    day_count: int = 0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256  # many concurrent clients connect at once; the default 5 drops SYNs
+    fake: FakeUpstream
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Resets and stop() make client sockets fail mid-request; that is the point, not a bug.
+        logger.debug("fake upstream: connection from %s ended abruptly", client_address, exc_info=True)
+
+
+class _Drop(Exception):
+    """End this connection without an answer (reset, or stop() during a hang)."""
+
+
+class FakeUpstream:
+    """A fake Finnhub + Alpha Vantage on 127.0.0.1. Thread-safe; configure it while it runs.
+
+    One thread per connection (keep-alive honoured); sleeps and hangs wait on a
+    condition that ``stop()`` signals, so stopping is immediate.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        expected_keys: Mapping[str, str | None] | None = None,
+        unknown: Iterable[str] = ("ZZZZ*",),
+        error_rate: float = 0.0,
+        error_faults: Iterable[str] = ("500",),
+        seed: int = 0,
+        max_hang: float = 30.0,
+        candles: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._host, self._port = host, port
+        self._clock = clock
+        self._market = DemoMarket(marked=False, unknown=())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._stopping = False
+        self._release_gen = 0
+        self._hanging = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
+        # Configuration; every read and write holds self._lock.
+        self._latency: dict[tuple[str | None, str | None], float] = {(None, None): float(latency)}
+        self._expected: dict[str, str | None] = {name: None for name in PROVIDERS}
+        self._expected.update(expected_keys or {})
+        self._unknown = tuple(unknown)
+        self._faults: dict[tuple[str | None, str | None], _Fault] = {}
+        self._error_rate = float(error_rate)
+        self._error_faults = tuple(error_faults)
+        self._rng = random.Random(seed)
+        self._outage: str | None = None
+        self._limits: dict[str, _Limit] = {}
+        self._candles = candles
+        self.max_hang = max_hang
+        self._calls: list[Call] = []
+        self._rate_limited: dict[str, int] = {name: 0 for name in PROVIDERS}
+        for kind in self._error_faults:
+            _check_fault(kind)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> FakeUpstream:
+        """Bind and serve in a background thread; returns self."""
+        if self._server is not None:
+            raise RuntimeError("already started")
+        server = _Server((self._host, self._port), _Handler)
+        server.fake = self
+        self._server = server
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-upstream", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop at once: hanging and sleeping requests end without an answer, connections close."""
+        server = self._server
+        if server is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            connections = list(self._connections)
+        server.shutdown()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        host = self._host if self._host not in ("", "0.0.0.0") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def finnhub_url(self) -> str:
+        return self.base_url + FINNHUB_PREFIX
+
+    @property
+    def alphavantage_url(self) -> str:
+        return self.base_url + ALPHAVANTAGE_PATH
+
+    # -- configuration ------------------------------------------------------
+
+    @property
+    def latency(self) -> float:
+        """Seconds every answer waits (unless a per-symbol or per-provider latency is set)."""
+        with self._lock:
+            return self._latency[(None, None)]
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self.set_latency(seconds)
+
+    def set_latency(self, seconds: float | None, *, symbol: str | None = None, provider: str | None = None) -> None:
+        """Latency for a symbol and/or provider; None removes that override."""
+        key = (_provider(provider), _sym(symbol))
+        with self._lock:
+            if seconds is None and key != (None, None):
+                self._latency.pop(key, None)
+            else:
+                self._latency[key] = float(seconds or 0.0)
+
+    def set_expected_key(self, provider: str, key: str | None) -> None:
+        """The key ``provider`` accepts; None accepts any non-empty key."""
+        with self._lock:
+            self._expected[_provider(provider)] = key
+
+    @property
+    def expected_keys(self) -> dict[str, str | None]:
+        with self._lock:
+            return dict(self._expected)
+
+    def set_unknown(self, patterns: Iterable[str]) -> None:
+        """Glob patterns of symbols both APIs answer as unknown (default ``ZZZZ*``)."""
+        with self._lock:
+            self._unknown = tuple(p.upper() for p in patterns)
+
+    def set_fault(
+        self,
+        fault: str | None,
+        *,
+        symbol: str | None = None,
+        provider: str | None = None,
+        retry_after: int | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Fail requests for ``symbol`` (all if None) at ``provider`` (both if None).
+
+        ``times`` limits the fault to the next N matching requests. ``None`` as
+        fault clears that entry. The most specific entry wins: (provider, symbol),
+        then symbol, then provider, then global.
+        """
+        key = (_provider(provider), _sym(symbol))
+        with self._lock:
+            if fault is None:
+                self._faults.pop(key, None)
+            else:
+                self._faults[key] = _Fault(_check_fault(fault), retry_after, times)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def set_error_rate(self, rate: float, *, faults: Iterable[str] = ("500",), seed: int | None = None) -> None:
+        """Fail this fraction of requests with faults drawn from ``faults`` (seeded, reproducible)."""
+        faults = tuple(_check_fault(f) for f in faults)
+        with self._lock:
+            self._error_rate, self._error_faults = float(rate), faults
+            if seed is not None:
+                self._rng = random.Random(seed)
+
+    @property
+    def outage(self) -> bool:
+        with self._lock:
+            return self._outage is not None
+
+    @outage.setter
+    def outage(self, on: bool) -> None:
+        self.set_outage(on)
+
+    def set_outage(self, on: bool, *, mode: str = "503") -> None:
+        """Every request fails: ``mode`` "503" answers 503, "reset" drops the connection."""
+        if mode not in ("503", "reset"):
+            raise ValueError("mode must be '503' or 'reset'")
+        with self._lock:
+            self._outage = mode if on else None
+
+    def set_rate_limit(
+        self,
+        provider: str,
+        *,
+        per_second: int | None = None,
+        per_minute: int | None = None,
+        per_day: int | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        """Answer like the real provider once a window is full (None: no limit).
+
+        Finnhub: 429 with its limit body (and ``Retry-After`` if given). Alpha
+        Vantage: HTTP 200 with the daily-cap ``Information`` (quoting the key, as
+        the real one does), the burst ``Information`` or the legacy ``Note``.
+        Only accepted calls fill a window.
+        """
+        with self._lock:
+            self._limits[_provider(provider)] = _Limit(per_second, per_minute, per_day, retry_after)
+
+    def clear_rate_limits(self) -> None:
+        with self._lock:
+            self._limits.clear()
+
+    @property
+    def candles(self) -> bool:
+        """Whether Finnhub /stock/candle answers (a paid plan) or says 403 (free)."""
+        with self._lock:
+            return self._candles
+
+    @candles.setter
+    def candles(self, on: bool) -> None:
+        with self._lock:
+            self._candles = bool(on)
+
+    def release_hangs(self) -> None:
+        """Let every request held by a "hang" fault go on and answer normally."""
+        with self._cond:
+            self._release_gen += 1
+            self._cond.notify_all()
+
+    def wait_hanging(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until ``count`` requests are being held by "hang" (tests sync on this, not sleeps)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._hanging >= count, timeout=timeout)
+
+    def reset(self) -> None:
+        """Forget counts, faults, error rate, outage and rate-limit windows (keys and latency stay)."""
+        with self._cond:
+            self._calls.clear()
+            self._rate_limited = {name: 0 for name in PROVIDERS}
+            self._faults.clear()
+            self._error_rate = 0.0
+            self._outage = None
+            for limit in self._limits.values():
+                limit.recent.clear()
+                limit.day_count = 0
+            self._max_in_flight = self._in_flight
+            self._release_gen += 1
+            self._cond.notify_all()
+
+    # -- counters -----------------------------------------------------------
+
+    def calls(self, provider: str | None = None, endpoint: str | None = None, symbol: str | None = None) -> int:
+        """How many requests arrived, filtered by provider, endpoint and symbol.
+
+        Endpoints: Finnhub paths without the prefix (``quote``, ``stock/profile2``,
+        ``company-news``, ``stock/metric``, ``search``, ``stock/candle``) and Alpha
+        Vantage functions (``GLOBAL_QUOTE``, ...).
+        """
+        symbol = _sym(symbol)
+        with self._lock:
+            return sum(
+                1
+                for call in self._calls
+                if (provider is None or call.provider == provider)
+                and (endpoint is None or call.endpoint == endpoint)
+                and (symbol is None or call.symbol == symbol)
+            )
+
+    def call_log(self) -> list[Call]:
+        """Every call so far, oldest first."""
+        with self._lock:
+            return list(self._calls)
+
+    def rate_limited(self, provider: str | None = None) -> int:
+        """How many calls got a rate-limit answer from :meth:`set_rate_limit` windows."""
+        with self._lock:
+            if provider is None:
+                return sum(self._rate_limited.values())
+            return self._rate_limited[provider]
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """Most requests handled at the same time since start or reset (concurrency proof)."""
+        with self._lock:
+            return self._max_in_flight
+
+    # -- request handling (called from _Handler threads) ---------------------
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def _handle(self, method: str, raw_path: str, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """Route one request; returns (status, headers, body) or raises _Drop."""
+        split = urlsplit(raw_path)
+        path = re.sub(r"/{2,}", "/", split.path)
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        if path.startswith(FINNHUB_PREFIX + "/"):
+            provider, endpoint = "finnhub", path[len(FINNHUB_PREFIX) + 1:].rstrip("/")
+            symbol = query.get("symbol")
+            key, key_in = _finnhub_key(query, headers)
+        elif path.rstrip("/") == ALPHAVANTAGE_PATH:
+            provider, endpoint = "alphavantage", query.get("function", "")
+            symbol = query.get("symbol") or (query.get("tickers") or "").split(",")[0] or None
+            key, key_in = query.get("apikey"), ("query" if "apikey" in query else None)
+        else:
+            return _json(404, {"error": "Not found"})
+        if endpoint in ("search", "SYMBOL_SEARCH"):
+            symbol = None
+        symbol = _sym(symbol)
+        safe = {k: v for k, v in query.items() if k not in ("token", "apikey")}
+
+        with self._cond:
+            self._calls.append(Call(provider, endpoint, symbol, safe, key_in, time.time()))
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            fault = self._pick_fault(provider, symbol)
+            latency = self._lookup(self._latency, provider, symbol) or 0.0
+        try:
+            self._sleep(latency)
+            if fault is not None:
+                answer = self._fault_answer(fault, provider, endpoint, symbol, query, key)
+                if answer is not None:
+                    return answer
+            if method != "GET":
+                return _json(405, {"error": "Method not allowed"})
+            denied = self._check_key(provider, key)
+            if denied is not None:
+                return denied
+            limited = self._check_limit(provider, key)
+            if limited is not None:
+                return limited
+            if provider == "finnhub":
+                return self._finnhub(endpoint, symbol, query)
+            return self._alphavantage(endpoint, symbol, query)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    @staticmethod
+    def _lookup(table: Mapping[tuple[str | None, str | None], Any], provider: str, symbol: str | None) -> Any:
+        """The most specific entry: (provider, symbol), symbol, provider, global."""
+        for key in _precedence(provider, symbol):
+            if key in table:
+                return table[key]
+        return None
+
+    def _pick_fault(self, provider: str, symbol: str | None) -> _Fault | None:
+        """Outage, then a configured fault, then the error rate. Caller holds the lock."""
+        if self._outage is not None:
+            return _Fault(self._outage)
+        for key in _precedence(provider, symbol):
+            fault = self._faults.get(key)
+            if fault is not None:
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        del self._faults[key]
+                return fault
+        if self._error_rate > 0 and self._rng.random() < self._error_rate:
+            return _Fault(self._rng.choice(self._error_faults))
+        return None
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with self._cond:
+            if self._cond.wait_for(lambda: self._stopping, timeout=seconds):
+                raise _Drop
+
+    def _hang(self) -> None:
+        with self._cond:
+            generation = self._release_gen
+            self._hanging += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(
+                    lambda: self._stopping or self._release_gen != generation, timeout=self.max_hang
+                )
+            finally:
+                self._hanging -= 1
+            if self._stopping:
+                raise _Drop
+
+    def _fault_answer(
+        self, fault: _Fault, provider: str, endpoint: str, symbol: str | None, query: Mapping[str, str],
+        key: str | None,
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        kind = fault.kind
+        if kind == "hang":
+            self._hang()
+            return None  # released: answer normally
+        if kind == "reset":
+            raise _Drop
+        if kind in ("500", "502", "503"):
+            return int(kind), {"Content-Type": "text/plain"}, f"{kind} Server Error".encode()
+        if kind == "html":
+            return 502, {"Content-Type": "text/html"}, HTML_502.encode()
+        if kind == "wrongshape":
+            return _json(200, [{"unexpected": "shape"}])
+        if kind == "badjson":
+            if provider == "finnhub":
+                status, headers, body = self._finnhub(endpoint, symbol, query)
+            else:
+                status, headers, body = self._alphavantage(endpoint, symbol, query)
+            return 200, headers, body[: max(1, len(body) // 2)]
+        if kind == "429":
+            if provider == "finnhub":
+                extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                return _json(429, FINNHUB_LIMIT, extra)
+            return _json(200, {"Information": AV_BURST})
+        raise AssertionError(kind)
+
+    def _check_key(self, provider: str, key: str | None) -> tuple[int, dict[str, str], bytes] | None:
+        with self._lock:
+            expected = self._expected.get(provider)
+        good = bool(key) and (expected is None or key == expected)
+        if good:
+            return None
+        if provider == "finnhub":
+            return _json(401, FINNHUB_BAD_KEY if key else FINNHUB_NO_KEY)
+        return _json(200, {"Error Message": AV_BAD_KEY})
+
+    def _check_limit(self, provider: str, key: str | None) -> tuple[int, dict[str, str], bytes] | None:
+        now = time.monotonic()
+        today = datetime.fromtimestamp(self._clock(), timezone.utc).strftime("%Y-%m-%d")
+        with self._lock:
+            limit = self._limits.get(provider)
+            if limit is None:
+                return None
+            if limit.day != today:
+                limit.day, limit.day_count = today, 0
+            while limit.recent and limit.recent[0] <= now - 60:
+                limit.recent.popleft()
+            last_second = sum(1 for t in limit.recent if t > now - 1)
+            window = None
+            if limit.per_day is not None and limit.day_count >= limit.per_day:
+                window = "day"
+            elif limit.per_second is not None and last_second >= limit.per_second:
+                window = "second"
+            elif limit.per_minute is not None and len(limit.recent) >= limit.per_minute:
+                window = "minute"
+            if window is None:
+                limit.recent.append(now)
+                limit.day_count += 1
+                return None
+            self._rate_limited[provider] += 1
+            retry_after = limit.retry_after
+        if provider == "finnhub":
+            extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+            return _json(429, FINNHUB_LIMIT, extra)
+        if window == "day":
+            return _json(200, {"Information": AV_DAILY_CAP.format(key=key)})
+        if window == "second":
+            return _json(200, {"Information": AV_BURST})
+        return _json(200, {"Note": AV_LEGACY})
+
+    def _is_unknown(self, symbol: str) -> bool:
+        with self._lock:
+            patterns = self._unknown
+        return any(fnmatchcase(symbol, p) for p in patterns)
+
+    # -- Finnhub ------------------------------------------------------------
+
+    def _finnhub(self, endpoint: str, symbol: str | None, query: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+        now = self._clock()
+        market = self._market
+        if endpoint == "search":
+            hits = [h for h in market.search(query.get("q", "")) if not self._is_unknown(h["symbol"])]
+            return _json(200, {"count": len(hits), "result": [
+                {"description": h["name"].upper(), "displaySymbol": h["symbol"], "symbol": h["symbol"],
+                 "type": h["type"]} for h in hits]})
+        if endpoint == "stock/candle":
+            with self._lock:
+                allowed = self._candles
+            if not allowed:
+                return _json(403, FINNHUB_NO_ACCESS)
+        if endpoint not in ("quote", "stock/profile2", "company-news", "stock/metric", "stock/candle"):
+            return _json(404, {"error": "Not found"})
+        if not symbol:
+            return _json(422, {"error": "Missing symbol"})
+        unknown = self._is_unknown(symbol)
+        if endpoint == "quote":
+            if unknown:
+                return _json(200, {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0})
+            q = market.quote(symbol, now)
+            return _json(200, {"c": q.price, "d": q.change, "dp": q.change_percent, "h": q.high, "l": q.low,
+                               "o": q.open, "pc": q.previous_close, "t": q.timestamp})
+        if endpoint == "stock/profile2":
+            if unknown:
+                return _json(200, {})
+            p = market.profile(symbol, now)
+            return _json(200, {
+                "country": p.country, "currency": p.currency, "estimateCurrency": p.currency,
+                "exchange": p.exchange, "finnhubIndustry": p.industry, "ipo": p.ipo,
+                "logo": f"https://static.example.com/logo/{symbol}.png",
+                "marketCapitalization": round((p.market_cap or 0) / 1e6, 4), "name": p.name,
+                "phone": "", "shareOutstanding": round((p.shares_outstanding or 0) / 1e6, 6),
+                "ticker": symbol, "weburl": p.weburl,
+            })
+        if endpoint == "company-news":
+            if unknown:
+                return _json(200, [])
+            try:
+                start = _day_start(query["from"])
+                end = min(now, _day_start(query["to"]) + 86399)
+            except (KeyError, ValueError):
+                return _json(422, {"error": "Wrong from/to date format. Use YYYY-MM-DD."})
+            news = market.news(symbol, start, end, limit=20)
+            return _json(200, [
+                {"category": "company", "datetime": int(_parse_iso(a.published_at)), "headline": a.headline,
+                 "id": 1000 + i, "image": a.image or "", "related": symbol, "source": a.source,
+                 "summary": a.summary, "url": a.url}
+                for i, a in enumerate(news.articles)
+            ])
+        if endpoint == "stock/metric":
+            if unknown:
+                return _json(200, {"metric": {}, "metricType": "all", "series": {}})
+            m = market.metrics(symbol, now)["metrics"]
+            return _json(200, {"metric": {
+                "52WeekHigh": m["52_week_high"], "52WeekLow": m["52_week_low"], "beta": m["beta"],
+                "marketCapitalization": round(m["market_cap"] / 1e6, 4), "peTTM": m["pe_ratio"],
+                "epsTTM": m["eps"], "dividendYieldIndicatedAnnual": m["dividend_yield"],
+            }, "metricType": "all", "series": {"annual": {}, "quarterly": {}}, "symbol": symbol})
+        # stock/candle, allowed
+        if unknown:
+            return _json(200, {"s": "no_data"})
+        try:
+            start, end = float(query["from"]), min(float(query["to"]), now)
+        except (KeyError, ValueError):
+            return _json(422, {"error": "Wrong from/to"})
+        candles = market.candles_between(symbol, start, end)
+        if not candles:
+            return _json(200, {"s": "no_data"})
+        return _json(200, {
+            "c": [c.close for c in candles], "h": [c.high for c in candles], "l": [c.low for c in candles],
+            "o": [c.open for c in candles], "s": "ok", "t": [int(_day_start(c.date)) for c in candles],
+            "v": [c.volume for c in candles],
+        })
+
+    # -- Alpha Vantage --------------------------------------------------------
+
+    def _alphavantage(self, function: str, symbol: str | None, query: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+        now = self._clock()
+        market = self._market
+        if function == "SYMBOL_SEARCH":
+            hits = [h for h in market.search(query.get("keywords", "")) if not self._is_unknown(h["symbol"])]
+            return _json(200, {"bestMatches": [
+                {"1. symbol": h["symbol"], "2. name": h["name"], "3. type": "Equity", "4. region": "United States",
+                 "5. marketOpen": "09:30", "6. marketClose": "16:00", "7. timezone": "UTC-04",
+                 "8. currency": "USD", "9. matchScore": "1.0000" if h["symbol"] == query.get("keywords", "").upper()
+                 else "0.5000"} for h in hits]})
+        if function not in ("GLOBAL_QUOTE", "OVERVIEW", "TIME_SERIES_DAILY", "NEWS_SENTIMENT"):
+            return _json(200, {"Error Message": f"This API function ({function}) does not exist."})
+        if function == "TIME_SERIES_DAILY" and query.get("outputsize", "compact") == "full":
+            return _json(200, {"Information": AV_PREMIUM_FULL})
+        if not symbol:
+            return _json(200, {"Error Message": AV_INVALID_CALL.format(function=function)})
+        unknown = self._is_unknown(symbol)
+        if function == "GLOBAL_QUOTE":
+            if unknown:
+                return _json(200, {"Global Quote": {}})
+            q = market.quote(symbol, now)
+            day = market.session_day(now)
+            return _json(200, {"Global Quote": {
+                "01. symbol": symbol, "02. open": f"{q.open:.4f}", "03. high": f"{q.high:.4f}",
+                "04. low": f"{q.low:.4f}", "05. price": f"{q.price:.4f}",
+                "06. volume": str(market.candle(symbol, day).volume), "07. latest trading day": day.isoformat(),
+                "08. previous close": f"{q.previous_close:.4f}", "09. change": f"{q.change:.4f}",
+                "10. change percent": f"{q.change_percent:.4f}%",
+            }})
+        if function == "OVERVIEW":
+            if unknown:
+                return _json(200, {})
+            p = market.profile(symbol, now)
+            m = market.metrics(symbol, now)["metrics"]
+            return _json(200, {
+                "Symbol": symbol, "AssetType": "Common Stock", "Name": p.name,
+                "Description": f"{p.name} is a company in the {p.industry} industry.",
+                "Exchange": _NEXCHANGE.get(p.exchange or "", p.exchange), "Currency": p.currency,
+                "Country": "USA", "Sector": (p.industry or "").upper(), "Industry": (p.industry or "").upper(),
+                "OfficialSite": p.weburl, "MarketCapitalization": str(int(p.market_cap or 0)),
+                "PERatio": str(m["pe_ratio"]), "EPS": str(m["eps"]),
+                "DividendYield": str(round(m["dividend_yield"] / 100, 6)), "52WeekHigh": str(m["52_week_high"]),
+                "52WeekLow": str(m["52_week_low"]), "Beta": str(m["beta"]),
+                "SharesOutstanding": str(int(p.shares_outstanding or 0)),
+            })
+        if function == "TIME_SERIES_DAILY":
+            if unknown:
+                return _json(200, {"Error Message": AV_INVALID_CALL.format(function=function)})
+            candles = market.history(symbol, now, 100).candles
+            return _json(200, {
+                "Meta Data": {
+                    "1. Information": "Daily Prices (open, high, low, close) and Volumes", "2. Symbol": symbol,
+                    "3. Last Refreshed": candles[-1].date, "4. Output Size": "Compact",
+                    "5. Time Zone": "US/Eastern",
+                },
+                "Time Series (Daily)": {
+                    c.date: {"1. open": f"{c.open:.4f}", "2. high": f"{c.high:.4f}", "3. low": f"{c.low:.4f}",
+                             "4. close": f"{c.close:.4f}", "5. volume": str(c.volume)}
+                    for c in reversed(candles)
+                },
+            })
+        # NEWS_SENTIMENT
+        if unknown:
+            return _json(200, {"Information": AV_INVALID_INPUTS})
+        try:
+            start = (datetime.strptime(query["time_from"], "%Y%m%dT%H%M").replace(tzinfo=timezone.utc).timestamp()
+                     if query.get("time_from") else now - 30 * 86400)
+            limit = int(query.get("limit", "50"))
+        except ValueError:
+            return _json(200, {"Information": AV_INVALID_INPUTS})
+        news = market.news(symbol, start, now, limit=min(limit, 50))
+        return _json(200, {
+            "items": str(len(news.articles)),
+            "sentiment_score_definition": "x <= -0.35: Bearish; -0.35 < x <= -0.15: Somewhat-Bearish; "
+                                          "-0.15 < x < 0.15: Neutral; 0.15 <= x < 0.35: Somewhat_Bullish; "
+                                          "x >= 0.35: Bullish",
+            "relevance_score_definition": "0 < x <= 1, with a higher score indicating higher relevance.",
+            "feed": [
+                {"title": a.headline, "url": a.url,
+                 "time_published": a.published_at.replace("-", "").replace(":", "").rstrip("Z"),
+                 "authors": [], "summary": a.summary, "banner_image": a.image, "source": a.source,
+                 "category_within_source": "n/a", "source_domain": "example.com", "topics": [],
+                 "overall_sentiment_score": 0.1, "overall_sentiment_label": "Neutral",
+                 "ticker_sentiment": [{"ticker": symbol, "relevance_score": "0.9", "ticker_sentiment_score": "0.1",
+                                       "ticker_sentiment_label": "Neutral"}]}
+                for a in news.articles
+            ],
+        })
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs behind a pooled session
+    server: _Server
+    timeout = 120  # an idle keep-alive client does not hold a thread forever
+    # Headers and body leave in one segment: written separately, Nagle plus the
+    # client's delayed ACK add 40 ms to every keep-alive request.
+    wbufsize = 64 * 1024
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.fake._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.fake._track(self.connection, False)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer("POST")
+
+    def _answer(self, method: str) -> None:
+        try:
+            status, headers, body = self.server.fake._handle(method, self.path, self.headers)
+        except _Drop:
+            self._reset()
+            return
+        self.send_response(status)
+        headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _reset(self) -> None:
+        """Close with a TCP RST (SO_LINGER 0): the client sees a reset, not an answer."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        logger.debug("fake upstream: " + format, *args)
+
+
+def _json(status: int, obj: Any, headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, json.dumps(obj).encode()
+
+
+def _finnhub_key(query: Mapping[str, str], headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    header = headers.get("X-Finnhub-Token")
+    if header:
+        return header, "header"
+    if "token" in query:
+        return query["token"], "query"
+    return None, None
+
+
+def _precedence(provider: str, symbol: str | None) -> tuple[tuple[str | None, str | None], ...]:
+    return ((provider, symbol), (None, symbol), (provider, None), (None, None))
+
+
+def _sym(symbol: str | None) -> str | None:
+    return symbol.strip().upper() if symbol else None
+
+
+def _provider(provider: str | None) -> str | None:
+    if provider is not None and provider not in PROVIDERS:
+        raise ValueError(f"provider must be one of {PROVIDERS}")
+    return provider
+
+
+def _check_fault(fault: str) -> str:
+    if fault not in FAULTS:
+        raise ValueError(f"fault must be one of {FAULTS}")
+    return fault
+
+
+def _day_start(text: str) -> float:
+    day = date.fromisoformat(text)
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+
+
+def _parse_iso(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted, printing the two base URLs to point stockcache at."""
+    parser = argparse.ArgumentParser(prog="python -m bench.fake_upstream", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--finnhub-key", default=None, help="the only Finnhub key accepted (default: any)")
+    parser.add_argument("--alphavantage-key", default=None, help="the only Alpha Vantage key accepted")
+    parser.add_argument("--candles", action="store_true", help="answer Finnhub /stock/candle (a paid plan)")
+    args = parser.parse_args(argv)
+    fake = FakeUpstream(
+        host=args.host, port=args.port, latency=args.latency, error_rate=args.error_rate, seed=args.seed,
+        expected_keys={"finnhub": args.finnhub_key, "alphavantage": args.alphavantage_key}, candles=args.candles,
+    )
+    fake.start()
+    print(f"STOCKCACHE_FINNHUB_URL={fake.finnhub_url}", flush=True)
+    print(f"STOCKCACHE_ALPHAVANTAGE_URL={fake.alphavantage_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
