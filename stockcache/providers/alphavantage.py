@@ -30,6 +30,7 @@ from .base import (
     Provider,
     UpstreamRequest,
     days_param,
+    maybe_number,
     number,
     query_param,
     require_dict,
@@ -218,12 +219,12 @@ class AlphaVantageProvider(Provider):
         return Quote(
             symbol=symbol,
             price=price,
-            change=number(quote.get("09. change"), optional=True),
-            change_percent=number(quote.get("10. change percent"), optional=True),
-            high=number(quote.get("03. high"), optional=True),
-            low=number(quote.get("04. low"), optional=True),
-            open=number(quote.get("02. open"), optional=True),
-            previous_close=number(quote.get("08. previous close"), optional=True),
+            change=maybe_number(quote.get("09. change")),
+            change_percent=maybe_number(quote.get("10. change percent")),
+            high=maybe_number(quote.get("03. high")),
+            low=maybe_number(quote.get("04. low")),
+            open=maybe_number(quote.get("02. open")),
+            previous_close=maybe_number(quote.get("08. previous close")),
             timestamp=_close_timestamp(day, self._clock()) if day else None,
         )
 
@@ -244,8 +245,8 @@ class AlphaVantageProvider(Provider):
             currency=_field(data, "Currency"),
             country=_field(data, "Country"),
             industry=_field(data, "Industry") or _field(data, "Sector"),
-            market_cap=number(data.get("MarketCapitalization"), optional=True),
-            shares_outstanding=number(data.get("SharesOutstanding"), optional=True),
+            market_cap=maybe_number(data.get("MarketCapitalization")),
+            shares_outstanding=maybe_number(data.get("SharesOutstanding")),
             weburl=_field(data, "OfficialSite"),
             description=_field(data, "Description"),
         )
@@ -255,7 +256,7 @@ class AlphaVantageProvider(Provider):
         out: dict[str, float] = {}
         for ours, (theirs, factor) in _METRICS.items():
             try:
-                value = number(data.get(theirs), optional=True)
+                value = maybe_number(data.get(theirs))
             except (TypeError, ValueError):
                 continue  # one odd metric should not sink the others
             if value is not None:

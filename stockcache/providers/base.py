@@ -26,9 +26,9 @@ import json
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from ..errors import InvalidRequest, StockcacheError, UpstreamError
 
@@ -217,27 +217,35 @@ def query_param(params: Mapping[str, Any], symbol: str) -> str:
     return q.strip()
 
 
-def number(value: Any, *, optional: bool = False, strings: bool = True) -> float | None:
+def maybe_number(value: Any, *, strings: bool = True) -> float | None:
     """A JSON number, or a numeric string when ``strings`` (Alpha Vantage), as float.
 
-    With ``optional``, None and Alpha Vantage's "None"/"-" give None; other junk raises
+    None, "" and Alpha Vantage's "None"/"-" give None; other junk raises
     TypeError/ValueError, which the parsers turn into UpstreamError.
     """
+    if value is None:
+        return None
     if isinstance(value, bool):
         raise TypeError("boolean where a number was expected")
     if isinstance(value, (int, float)):
         result = float(value)
     elif isinstance(value, str) and strings:
         text = value.strip().rstrip("%")
-        if text in ("", "None", "-", "null", "N/A") and optional:
+        if text in ("", "None", "-", "null", "N/A"):
             return None
         result = float(text)
-    elif value is None and optional:
-        return None
     else:
         raise TypeError(f"expected a number, got {type(value).__name__}")
     if not math.isfinite(result):
         raise ValueError("number is not finite")
+    return result
+
+
+def number(value: Any, *, strings: bool = True) -> float:
+    """Like :func:`maybe_number`, but the value must be there."""
+    result = maybe_number(value, strings=strings)
+    if result is None:
+        raise ValueError("a required number is missing")
     return result
 
 

@@ -23,6 +23,7 @@ from .base import (
     UpstreamRequest,
     days_param,
     json_object,
+    maybe_number as _maybe_number,
     number as _number,
     query_param,
     require_dict,
@@ -33,9 +34,14 @@ from .base import (
 logger = logging.getLogger(__name__)
 
 
-def number(value: Any, *, optional: bool = False) -> float | None:
+def number(value: Any) -> float:
     """Finnhub sends real JSON numbers; a string where a number belongs is a wrong shape."""
-    return _number(value, optional=optional, strings=False)
+    return _number(value, strings=False)
+
+
+def maybe_number(value: Any) -> float | None:
+    return _maybe_number(value, strings=False)
+
 
 _PATHS = {
     "quote": "/quote",
@@ -163,19 +169,19 @@ class FinnhubProvider(Provider):
 
     def _parse_quote(self, symbol: str, params: Mapping[str, Any], data: Any) -> Quote:
         require_dict(data)
-        price = number(data["c"], optional=True)
+        price = maybe_number(data["c"])
         if not price:
             self._not_found(symbol)
-        timestamp = number(data.get("t"), optional=True)
+        timestamp = maybe_number(data.get("t"))
         return Quote(
             symbol=symbol,
             price=price,
-            change=number(data.get("d"), optional=True),
-            change_percent=number(data.get("dp"), optional=True),
-            high=number(data.get("h"), optional=True),
-            low=number(data.get("l"), optional=True),
-            open=number(data.get("o"), optional=True),
-            previous_close=number(data.get("pc"), optional=True),
+            change=maybe_number(data.get("d")),
+            change_percent=maybe_number(data.get("dp")),
+            high=maybe_number(data.get("h")),
+            low=maybe_number(data.get("l")),
+            open=maybe_number(data.get("o")),
+            previous_close=maybe_number(data.get("pc")),
             timestamp=int(timestamp) if timestamp else None,
         )
 
@@ -186,8 +192,8 @@ class FinnhubProvider(Provider):
         name = data["name"]
         if not isinstance(name, str):
             raise TypeError("name is not a string")
-        cap = number(data.get("marketCapitalization"), optional=True)
-        shares = number(data.get("shareOutstanding"), optional=True)
+        cap = maybe_number(data.get("marketCapitalization"))
+        shares = maybe_number(data.get("shareOutstanding"))
         return Profile(
             symbol=symbol,
             name=name,
