@@ -7,11 +7,12 @@ kind; :func:`build_providers` picks the configured ones from Settings.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from ..settings import Settings
 from .alphavantage import AlphaVantageProvider
-from .base import KINDS, METRIC_NAMES, Provider, UpstreamRequest
+from .base import KINDS, METRIC_NAMES, Clock, Provider, UpstreamRequest
 from .demo import DemoMarket, DemoProvider
 from .finnhub import FinnhubProvider
 
@@ -40,22 +41,26 @@ ROUTES: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """The providers the settings configure: one per key, or only demo when there is no key."""
+def build_providers(settings: Settings, *, clock: Clock = time.time) -> dict[str, Provider]:
+    """The providers the settings configure: one per key, or only demo when there is no key.
+
+    ``clock`` dates news windows, AV's daily-cap retry_after and demo prices.
+    """
     providers: dict[str, Provider] = {}
     if settings.finnhub_api_key:
         providers["finnhub"] = FinnhubProvider(
             api_key=settings.finnhub_api_key,
             base_url=settings.finnhub_url,
+            clock=clock,
             # Settings has no candles switch yet; Finnhub candles are premium.
             candles=bool(getattr(settings, "finnhub_candles", False)),
         )
     if settings.alphavantage_api_key:
         providers["alphavantage"] = AlphaVantageProvider(
-            api_key=settings.alphavantage_api_key, base_url=settings.alphavantage_url
+            api_key=settings.alphavantage_api_key, base_url=settings.alphavantage_url, clock=clock
         )
     if settings.demo:
-        providers["demo"] = DemoProvider()
+        providers["demo"] = DemoProvider(clock=clock)
     return providers
 
 

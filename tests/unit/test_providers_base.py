@@ -88,6 +88,13 @@ def test_build_providers_from_settings():
     assert "KEY" not in repr(both) and "'a'" not in repr(both)
 
 
+def test_build_providers_passes_the_clock(clock):
+    demo = build_providers(Settings(), clock=clock)["demo"]
+    first = demo.produce("quote", "AAPL", {})
+    clock.advance(6 * 3600)  # from before the session (09:20 UTC) into it
+    assert demo.produce("quote", "AAPL", {}) != first
+
+
 def test_routes_cover_every_kind_in_the_agreed_order():
     assert ROUTES["history"] == ("alphavantage", "finnhub")
     for kind in ("quote", "profile", "news", "metric", "search"):
