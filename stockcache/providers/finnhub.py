@@ -2,7 +2,9 @@
 
 The key travels in the ``X-Finnhub-Token`` header, never in the query, so a
 logged URL cannot leak it. Unknown symbols come back as HTTP 200 with
-all-zero quotes or ``{}`` profiles; those are :class:`SymbolNotFound`, never data.
+all-zero quotes, ``{}`` profiles or an empty ``metric`` object; those are
+:class:`SymbolNotFound`, never data. An empty news list is an empty News: a
+quiet week is not an unknown symbol.
 Candles are premium now (403 for free keys), so ``history`` is only built when
 the provider is constructed with ``candles=True``.
 """
