@@ -554,3 +554,65 @@ def test_open_cache_reads_environment_when_no_settings(
 def test_open_cache_refuses_bad_arguments(tmp_path: Path, kwargs: Mapping[str, Any]) -> None:
     with pytest.raises(ConfigError):
         open_cache(tmp_path, settings=Settings(), janitor_interval=None, **kwargs)
+
+
+# promotion races --------------------------------------------------------------------
+
+
+class RacingTier(MemoryTier):
+    """A lower tier that lets a test run a write while a read is in flight."""
+
+    name = "sqlite"
+    in_process = False
+    during_read: Any = None
+
+    def get(self, key: str) -> Entry | None:
+        entry = super().get(key)
+        if self.during_read is not None:
+            action, self.during_read = self.during_read, None
+            action()
+        return entry
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        found = super().get_many(keys)
+        if self.during_read is not None:
+            action, self.during_read = self.during_read, None
+            action()
+        return found
+
+
+@pytest.fixture
+def racing(clock: Any) -> tuple[TieredCache, MemoryTier, RacingTier]:
+    memory = MemoryTier(10, grace=GRACE, clock=clock)
+    lower = RacingTier(10, grace=GRACE, clock=clock)
+    return TieredCache([memory, lower], ttls=TTLS, grace=GRACE, clock=clock), memory, lower
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["get", "get_many"])
+def test_cache_promotion_cannot_resurrect_a_concurrent_delete(racing: Any, batch: bool) -> None:
+    cache, memory, lower = racing
+    cache.set("quote:AAPL", 1)
+    memory.delete("quote:AAPL")
+    lower.during_read = lambda: cache.delete("quote:AAPL")
+    cache.get_many(["quote:AAPL"]) if batch else cache.get("quote:AAPL")
+    assert memory.get("quote:AAPL") is None
+    assert cache.get("quote:AAPL") is None
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["get", "get_many"])
+def test_cache_promotion_cannot_overwrite_a_concurrent_set(racing: Any, batch: bool) -> None:
+    cache, memory, lower = racing
+    cache.set("quote:AAPL", 1)
+    memory.delete("quote:AAPL")
+    lower.during_read = lambda: cache.set("quote:AAPL", 2)
+    cache.get_many(["quote:AAPL"]) if batch else cache.get("quote:AAPL")
+    assert cache.get("quote:AAPL") == 2
+
+
+def test_cache_promotion_cannot_undo_a_concurrent_clear_pattern(racing: Any) -> None:
+    cache, memory, lower = racing
+    cache.set("quote:AAPL", 1)
+    memory.delete("quote:AAPL")
+    lower.during_read = lambda: cache.clear_pattern("quote:*")
+    cache.get("quote:AAPL")
+    assert cache.get("quote:AAPL") is None
