@@ -79,9 +79,10 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args)  # a bad setting exits 2 before anything heavy is imported
     from .web.server import serve
 
-    return serve(load_settings(args))
+    return serve(settings)
 
 
 class _Refused(Exception):

@@ -97,3 +97,10 @@ def test_cli_bad_setting_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--port" in lines[0] and "must be a number" in lines[0]
+
+
+def test_every_setting_is_documented():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for setting in SETTINGS:
+        for var in setting.env:
+            assert f"`{var}`" in doc, f"{var} is missing from docs/configuration.md"

@@ -1,0 +1,340 @@
+"""StockService: the composition of cache, providers and fetcher behind the contract's Python API.
+
+Every read goes memory -> SQLite (one round trip for a whole batch) -> one
+concurrent upstream batch for what is still missing. Upstream failures become
+per-item errors or stale data flagged as stale; nothing here raises for one
+bad item of a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .budget import Budget, Limits
+from .cache import TieredCache, open_cache
+from .errors import InvalidRequest, StockcacheError, SymbolNotFound, UpstreamTimeout
+from .fetcher import Fetcher, FetchResult, Flight, wait_all
+from .metrics import Metrics
+from .models import KIND_TTL_LEVEL, cache_key, normalize_symbol, normalize_symbols
+from .providers import ROUTES, build_providers
+from .providers.base import Provider
+from .settings import Settings
+from .usage import UsageLedger
+
+log = logging.getLogger(__name__)
+
+# Extra time a caller waits past the upstream timeout before answering upstream_timeout.
+DEADLINE_MARGIN = 0.5
+HISTORY_DAYS = 100  # Alpha Vantage compact: what a free key can get; sliced per request
+
+
+def iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class StockService:
+    """Quotes, profiles, history and news through the two-level cache. Thread-safe.
+
+    Build it with :meth:`from_env` or :meth:`from_settings`; tests inject the
+    clock, the cache, the providers and the HTTP session.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cache: TieredCache | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        session: Any = None,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        ledger: UsageLedger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self._owns_cache = cache is None
+        self.cache = cache if cache is not None else open_cache(settings=settings, clock=clock)
+        self._owns_ledger = ledger is None
+        self.ledger = ledger if ledger is not None else UsageLedger(
+            settings.data_dir / "usage.sqlite", clock=clock)
+        self.providers = dict(providers) if providers is not None else build_providers(settings, clock=clock)
+        budgets = {
+            name: Budget(name, provider_limits(settings, name), ledger=self.ledger, clock=clock)
+            for name, provider in self.providers.items() if not provider.local
+        }
+        self.fetcher = Fetcher(
+            self.providers, budgets, workers=settings.workers, timeout=settings.upstream_timeout,
+            session=session, clock=clock, metrics=self.metrics,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> StockService:
+        """A service configured from the same environment as ``run.py``."""
+        return cls(Settings.from_env(environ), **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> StockService:
+        return cls(settings, **kwargs)
+
+    @property
+    def source_names(self) -> list[str]:
+        return list(self.providers)
+
+    # -- the contract's API ------------------------------------------------------
+
+    def get_quote(self, symbol: str) -> dict[str, Any]:
+        """One quote, as served at /api/quote/<symbol>; raises the item's error."""
+        return self._one("quote", normalize_symbol(symbol))
+
+    def fetch_multiple_quotes(self, symbols: Iterable[str] | str) -> dict[str, Any]:
+        """``{"quotes": {...}, "errors": {...}}``: every symbol once, in one or the other."""
+        found, errors = self._many("quote", self._symbols(symbols))
+        return {"quotes": found, "errors": _error_dicts(errors)}
+
+    def get_profile(self, symbol: str) -> dict[str, Any]:
+        return self._one("profile", normalize_symbol(symbol))
+
+    def fetch_multiple_profiles(self, symbols: Iterable[str] | str) -> dict[str, Any]:
+        found, errors = self._many("profile", self._symbols(symbols))
+        return {"profiles": found, "errors": _error_dicts(errors)}
+
+    def get_history(self, symbol: str, days: int = 30) -> dict[str, Any]:
+        """Daily bars, oldest first; one cached fetch of 100 days serves every ``days``."""
+        days = _days(days, HISTORY_DAYS)
+        answer = self._one("history", normalize_symbol(symbol))
+        answer["candles"] = list(answer.get("candles", ()))[-days:]
+        return answer
+
+    def get_news(self, symbol: str, days: int = 7) -> dict[str, Any]:
+        days = _days(days, 365)
+        return self._one("news", normalize_symbol(symbol), (days,), {"days": days})
+
+    def fetch_portfolio_quotes(self, positions: Sequence[Any]) -> dict[str, Any]:
+        """Performance of positions (dicts or objects with id, symbol, shares, cost_basis).
+
+        All quotes come from one concurrent batch; a position whose quote failed
+        is listed with ``price: null`` and its symbol's error, and left out of totals.
+        """
+        rows = [_position_fields(p) for p in positions]
+        symbols = list(dict.fromkeys(row["symbol"] for row in rows))
+        quotes, errors = self._many("quote", symbols) if symbols else ({}, {})
+        out_rows: list[dict[str, Any]] = []
+        total_value = total_cost = total_day = 0.0
+        priced_cost = 0.0
+        for row in rows:
+            cost = row["shares"] * row["cost_basis"]
+            total_cost += cost
+            quote = quotes.get(row["symbol"])
+            if quote is None:
+                out_rows.append({**row, "price": None, "value": None, "gain": None,
+                                 "gain_percent": None, "day_change": None, "stale": None})
+                continue
+            price = float(quote["price"])
+            value = row["shares"] * price
+            gain = value - cost
+            day_change = row["shares"] * float(quote.get("change") or 0.0)
+            total_value += value
+            total_day += day_change
+            priced_cost += cost
+            out_rows.append({
+                **row, "price": price, "value": _r(value), "gain": _r(gain),
+                "gain_percent": _r(gain / cost * 100) if cost else None,
+                "day_change": _r(day_change), "stale": bool(quote.get("stale")),
+            })
+        total_gain = total_value - priced_cost
+        totals = {
+            "value": _r(total_value), "cost": _r(total_cost), "gain": _r(total_gain),
+            "gain_percent": _r(total_gain / priced_cost * 100) if priced_cost else None,
+            "day_change": _r(total_day),
+        }
+        return {"positions": out_rows, "totals": totals, "errors": _error_dicts(errors)}
+
+    def warm(self, symbols: Iterable[str], kinds: Iterable[str] = ("quote",), *,
+             share: float = 1.0) -> dict[str, StockcacheError]:
+        """Fetch whatever is not fresh for ``symbols``; return the errors by ``kind:symbol``."""
+        failed: dict[str, StockcacheError] = {}
+        names = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
+        step = self.settings.max_batch
+        for kind in kinds:
+            for start in range(0, len(names), step):
+                _, errors = self._many(kind, names[start:start + step], share=share)
+                failed.update({f"{kind}:{s}": e for s, e in errors.items()})
+        return failed
+
+    def stats(self) -> dict[str, Any]:
+        """Cache and upstream statistics, as served at /api/cache/stats."""
+        out = dict(self.cache.get_stats())
+        upstream: dict[str, Any] = {}
+        for name, provider in self.providers.items():
+            budget = self.fetcher.budgets.get(name)
+            breaker = self.fetcher.breakers.get(name)
+            upstream[name] = {
+                "calls": self.metrics.get(Metrics.UPSTREAM_CALLS, name),
+                "errors": self.metrics.get(Metrics.UPSTREAM_ERRORS, name),
+                "rate_limited": self.metrics.get(Metrics.RATE_LIMITED, name),
+                "calls_today": budget.calls_today() if budget else None,
+                "budget_left": budget.remaining() if budget else None,
+                "circuit": breaker.state if breaker and not provider.local else None,
+            }
+        out["upstream"] = upstream
+        out["coalesced"] = self.metrics.total(Metrics.COALESCED)
+        out["stale_served"] = self.metrics.total(Metrics.STALE_SERVED)
+        out["demo"] = self.settings.demo
+        return out
+
+    def close(self) -> None:
+        """Stop the fetcher, flush and close what this service opened. Idempotent."""
+        self.fetcher.close()
+        if self._owns_cache:
+            self.cache.close()
+        if self._owns_ledger:
+            self.ledger.close()
+
+    # -- the read path -------------------------------------------------------------
+
+    def _symbols(self, symbols: Iterable[str] | str) -> list[str]:
+        raw = symbols if isinstance(symbols, str) else list(symbols)
+        return normalize_symbols(raw, max_batch=self.settings.max_batch)
+
+    def _one(self, kind: str, symbol: str, key_params: tuple[Any, ...] = (),
+             fetch_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        found, errors = self._many(kind, [symbol], key_params, fetch_params)
+        if symbol in errors:
+            raise errors[symbol]
+        return found[symbol]
+
+    def _many(
+        self,
+        kind: str,
+        symbols: Sequence[str],
+        key_params: tuple[Any, ...] = (),
+        fetch_params: Mapping[str, Any] | None = None,
+        *,
+        share: float = 1.0,
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, StockcacheError]]:
+        """The heart of every read: cache batch, one concurrent upstream batch, stale-if-error."""
+        params = dict(fetch_params or ({"days": HISTORY_DAYS} if kind == "history" else {}))
+        keys = {symbol: cache_key(kind, symbol, *key_params) for symbol in symbols}
+        now = self.clock()
+        found: dict[str, dict[str, Any]] = {}
+        errors: dict[str, StockcacheError] = {}
+        fresh = self.cache.get_many(list(keys.values()))
+        misses: list[str] = []
+        for symbol, key in keys.items():
+            entry = fresh.get(key)
+            if entry is None:
+                misses.append(symbol)
+            elif "error" in entry.value:
+                errors[symbol] = StockcacheError.from_dict(dict(entry.value["error"]))
+            else:
+                found[symbol] = _render(entry.value, entry.tier, now, stale=False)
+        if not misses:
+            return found, errors
+
+        route = self._route(kind)
+        flights: dict[str, Flight] = {}
+        for symbol in misses:
+            key = keys[symbol]
+            flights[symbol] = self.fetcher.fetch(
+                key, kind, symbol, params, route, share=share,
+                on_done=lambda flight, level=KIND_TTL_LEVEL[kind]: self._store(flight, level),
+                lookup=lambda key=key: self._cached_result(key),
+            )
+        wait_all(flights.values(), time.monotonic() + self.settings.upstream_timeout + DEADLINE_MARGIN)
+
+        now = self.clock()
+        failed: dict[str, StockcacheError] = {}
+        for symbol, flight in flights.items():
+            if flight.result is not None and flight.done:
+                found[symbol] = _render(_envelope(flight.result), "upstream", now, stale=False)
+            elif flight.error is not None and flight.done:
+                failed[symbol] = flight.error
+            else:
+                failed[symbol] = UpstreamTimeout(
+                    f"No answer within {self.settings.upstream_timeout:g} s.", symbol=symbol)
+        if failed:
+            stale = self.cache.get_stale_many([keys[s] for s in failed])
+            for symbol, error in failed.items():
+                entry = stale.get(keys[symbol])
+                if entry is not None and "error" not in entry.value and not isinstance(error, SymbolNotFound):
+                    self.metrics.inc(Metrics.STALE_SERVED, kind)
+                    found[symbol] = _render(entry.value, entry.tier, now, stale=True)
+                else:
+                    error.fields.setdefault("symbol", symbol)
+                    errors[symbol] = error
+        return found, errors
+
+    def _route(self, kind: str) -> list[str]:
+        names = [name for name in ROUTES.get(kind, ()) if name in self.providers]
+        return names or [name for name, p in self.providers.items() if p.local]
+
+    def _cached_result(self, key: str) -> FetchResult | None:
+        entry = self.cache.get_entry(key)
+        if entry is None or "error" in entry.value:
+            return None
+        value = entry.value
+        return FetchResult(value["data"], value["source"], value["fetched_at"])
+
+    def _store(self, flight: Flight, level: str) -> None:
+        """Runs in the fetcher before waiters wake: cache data, or a short-lived negative."""
+        if flight.result is not None:
+            self.cache.set(flight.key, _envelope(flight.result), ttl_level=level)
+        elif isinstance(flight.error, SymbolNotFound) and self.settings.negative_ttl > 0:
+            error = {k: v for k, v in flight.error.to_dict().items() if k != "provider"}
+            self.cache.set(flight.key, {"error": error, "source": flight.error.fields.get("provider"),
+                                        "fetched_at": self.clock()}, ttl=self.settings.negative_ttl)
+
+
+def provider_limits(settings: Settings, name: str) -> Limits:
+    if name == "finnhub":
+        return Limits(settings.finnhub_per_second, settings.finnhub_per_minute, settings.finnhub_per_day)
+    if name == "alphavantage":
+        return Limits(settings.alphavantage_per_second, settings.alphavantage_per_minute,
+                      settings.alphavantage_per_day)
+    return Limits()
+
+
+def _envelope(result: FetchResult) -> dict[str, Any]:
+    data = result.model.to_dict() if hasattr(result.model, "to_dict") else result.model
+    return {"data": data, "source": result.provider, "fetched_at": result.fetched_at}
+
+
+def _render(envelope: Mapping[str, Any], tier: str, now: float, *, stale: bool) -> dict[str, Any]:
+    fetched_at = float(envelope["fetched_at"])
+    out = dict(envelope["data"])
+    out["source"] = envelope["source"]
+    out["cache"] = tier
+    out["fetched_at"] = iso_utc(fetched_at)
+    out["age"] = max(0, int(now - fetched_at))
+    out["stale"] = stale
+    return out
+
+
+def _error_dicts(errors: Mapping[str, StockcacheError]) -> dict[str, dict[str, Any]]:
+    return {symbol: error.to_dict() for symbol, error in errors.items()}
+
+
+def _days(days: Any, most: int) -> int:
+    try:
+        value = int(days)
+    except (TypeError, ValueError):
+        raise InvalidRequest("days must be a whole number.", field="days") from None
+    if isinstance(days, float) and not days.is_integer() or not 1 <= value <= most:
+        raise InvalidRequest(f"days must be from 1 to {most}.", field="days")
+    return value
+
+
+def _position_fields(position: Any) -> dict[str, Any]:
+    get = position.get if isinstance(position, Mapping) else lambda name: getattr(position, name)
+    return {"id": get("id"), "symbol": normalize_symbol(get("symbol")),
+            "shares": float(get("shares")), "cost_basis": float(get("cost_basis"))}
+
+
+def _r(value: float) -> float:
+    return round(value, 4) if math.isfinite(value) else value

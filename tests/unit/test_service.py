@@ -1,0 +1,175 @@
+"""StockService over a real SQLite cache in a temp dir, `responses` for the upstream, a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+import responses
+
+from stockcache.errors import InvalidSymbol, RateLimited, SymbolNotFound, TooManySymbols, UpstreamError
+from stockcache.service import StockService
+from stockcache.settings import Settings
+
+FH = "https://fh.test/api/v1"
+AV = "https://av.test/query"
+GOOD = {"c": 261.74, "d": 2.29, "dp": 0.8826, "h": 263.31, "l": 260.68, "o": 261.07, "pc": 259.45, "t": 1582641000}
+ZERO = {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}
+
+
+def _settings(tmp_path, **overrides):
+    values = dict(data_dir=tmp_path / "data", refresh=False, finnhub_api_key="TESTKEY_fh_0000",
+                  finnhub_url=FH, alphavantage_url=AV, upstream_timeout=2.0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def service(tmp_path, clock):
+    svc = StockService(_settings(tmp_path), clock=clock)
+    yield svc
+    svc.close()
+
+
+def _quote_calls():
+    return [c for c in responses.calls if c.request.url.startswith(f"{FH}/quote")]
+
+
+@responses.activate
+def test_service_quote_reads_through_memory_then_sqlite(tmp_path, clock):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    svc = StockService(_settings(tmp_path), clock=clock)
+    first = svc.get_quote("aapl")
+    assert first["symbol"] == "AAPL" and first["price"] == 261.74
+    assert (first["source"], first["cache"], first["stale"], first["age"]) == ("finnhub", "upstream", False, 0)
+    clock.advance(10)
+    second = svc.get_quote("AAPL")
+    assert second["cache"] == "memory" and second["age"] == 10
+    svc.close()
+    reopened = StockService(_settings(tmp_path), clock=clock)
+    third = reopened.get_quote("AAPL")
+    assert third["cache"] == "sqlite" and third["price"] == 261.74
+    assert reopened.get_quote("AAPL")["cache"] == "memory"
+    reopened.close()
+    assert len(_quote_calls()) == 1
+
+
+@responses.activate
+def test_service_quote_expires_after_its_ttl(service, clock):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    service.get_quote("AAPL")
+    clock.advance(299)
+    assert service.get_quote("AAPL")["cache"] == "memory"
+    clock.advance(2)
+    assert service.get_quote("AAPL")["cache"] == "upstream"
+    assert len(_quote_calls()) == 2
+
+
+@responses.activate
+def test_service_serves_stale_data_flagged_when_the_upstream_fails(service, clock):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    service.get_quote("AAPL")
+    clock.advance(400)
+    responses.replace(responses.GET, f"{FH}/quote", status=500, json={"error": "down"})
+    answer = service.get_quote("AAPL")
+    assert answer["stale"] is True and answer["age"] == 400 and answer["price"] == 261.74
+    assert service.stats()["stale_served"] == 1
+
+
+@responses.activate
+def test_service_without_stale_data_raises_the_upstream_error(service):
+    responses.add(responses.GET, f"{FH}/quote", status=500, json={"error": "down"})
+    with pytest.raises(UpstreamError) as info:
+        service.get_quote("AAPL")
+    assert info.value.status == 502 and info.value.fields["symbol"] == "AAPL"
+
+
+@responses.activate
+def test_service_remembers_not_found_briefly_and_never_as_data(service, clock):
+    responses.add(responses.GET, f"{FH}/quote", json=ZERO)
+    with pytest.raises(SymbolNotFound):
+        service.get_quote("NOPE")
+    with pytest.raises(SymbolNotFound):
+        service.get_quote("NOPE")
+    assert len(_quote_calls()) == 1
+    clock.advance(601)
+    with pytest.raises(SymbolNotFound):
+        service.get_quote("NOPE")
+    assert len(_quote_calls()) == 2
+
+
+@responses.activate
+def test_service_batch_folds_duplicates_and_reports_each_symbol_once(service):
+    def answer(request):
+        symbol = request.params["symbol"]
+        body = ZERO if symbol == "ZZZZ" else {**GOOD, "c": float(len(symbol))}
+        return 200, {"Content-Type": "application/json"}, __import__("json").dumps(body)
+
+    responses.add_callback(responses.GET, f"{FH}/quote", callback=answer)
+    out = service.fetch_multiple_quotes(["aapl", "AAPL", "msft", "ZZZZ"])
+    assert set(out["quotes"]) == {"AAPL", "MSFT"} and set(out["errors"]) == {"ZZZZ"}
+    assert out["errors"]["ZZZZ"]["code"] == "symbol_not_found"
+    assert out["quotes"]["AAPL"]["price"] == 4.0
+    assert len(_quote_calls()) == 3
+
+
+def test_service_batch_validates_symbols_and_size(service):
+    with pytest.raises(InvalidSymbol):
+        service.fetch_multiple_quotes(["AAPL", "../etc"])
+    with pytest.raises(TooManySymbols):
+        service.fetch_multiple_quotes([f"S{i}" for i in range(101)])
+
+
+@responses.activate
+def test_service_spent_budget_serves_stale_or_rate_limited(tmp_path, clock):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    svc = StockService(_settings(tmp_path, finnhub_per_minute=1, ttl_quote=30), clock=clock)
+    svc.get_quote("AAPL")
+    clock.advance(31)
+    stale = svc.get_quote("AAPL")  # the one call this minute is spent
+    assert stale["stale"] is True
+    with pytest.raises(RateLimited) as info:
+        svc.get_quote("MSFT")
+    assert info.value.retry_after and info.value.status == 503
+    assert len(_quote_calls()) == 1
+    svc.close()
+
+
+@responses.activate
+def test_service_portfolio_performance_math(service):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    positions = [{"id": 1, "symbol": "AAPL", "shares": 10, "cost_basis": 200.0},
+                 {"id": 2, "symbol": "AAPL", "shares": 5, "cost_basis": 300.0}]
+    out = service.fetch_portfolio_quotes(positions)
+    first, second = out["positions"]
+    assert first["value"] == pytest.approx(2617.4) and first["gain"] == pytest.approx(617.4)
+    assert first["gain_percent"] == pytest.approx(30.87)
+    assert first["day_change"] == pytest.approx(22.9)
+    assert second["gain"] == pytest.approx(5 * 261.74 - 1500)
+    totals = out["totals"]
+    assert totals["value"] == pytest.approx(15 * 261.74)
+    assert totals["cost"] == pytest.approx(3500.0)
+    assert totals["gain"] == pytest.approx(15 * 261.74 - 3500)
+    assert totals["day_change"] == pytest.approx(15 * 2.29)
+    assert len(_quote_calls()) == 1  # one quote serves both positions
+
+
+def test_service_demo_source_serves_every_kind_without_keys(tmp_path, clock):
+    svc = StockService(Settings(data_dir=tmp_path / "data", refresh=False), clock=clock)
+    try:
+        quote = svc.get_quote("AAPL")
+        assert quote["source"] == "demo" and quote["price"] > 0
+        assert svc.get_profile("MSFT")["source"] == "demo"
+        history = svc.get_history("NVDA", days=30)
+        assert len(history["candles"]) == 30
+        assert history["candles"][0]["date"] < history["candles"][-1]["date"]
+        assert svc.get_news("TSLA", days=7)["source"] == "demo"
+        assert svc.get_quote("AAPL")["cache"] == "memory"
+    finally:
+        svc.close()
+
+
+def test_service_history_days_must_be_in_range(service):
+    from stockcache.errors import InvalidRequest
+
+    for bad in (0, 101, "x", 2.5):
+        with pytest.raises(InvalidRequest):
+            service.get_history("AAPL", days=bad)
