@@ -1,0 +1,91 @@
+"""The app factory: an explicit Bottle app built from a Runtime (no module-level app, no work at import)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import bottle
+
+from ..metrics import Metrics
+from ..runtime import Runtime
+from . import openapi, prometheus, routes
+from .errors import bottle_error_handler
+from .plugins import CACHE_SOURCE, ApiPlugin
+
+access_log = logging.getLogger("stockcache.access")
+
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+API_CSP = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+
+
+def create_app(runtime: Runtime) -> bottle.Bottle:
+    """Build the Bottle app: plugins, routes, and JSON for bottle's own errors (404, 405, 500)."""
+    app = bottle.Bottle(catchall=True, autojson=False)
+    app.default_error_handler = bottle_error_handler  # type: ignore[method-assign]
+    app.install(ApiPlugin(runtime.auth))
+
+    @app.get("/healthz", auth="public")
+    def healthz() -> dict[str, Any]:
+        return runtime.health()
+
+    @app.get("/openapi.json", auth="public")
+    def openapi_json() -> dict[str, Any]:
+        return openapi.spec()
+
+    @app.get("/metrics", auth="admin")
+    def metrics() -> Any:
+        bottle.response.content_type = prometheus.CONTENT_TYPE
+        return prometheus.render(runtime)
+
+    routes.install(app, runtime)
+    return app
+
+
+class AccessLog:
+    """WSGI middleware: one log line and one latency sample per request, plus security headers.
+
+    It logs the route's rule (``/api/quote/<symbol>``), never the raw query
+    string, which for drop-in clients carries their token. Thread-safe.
+    """
+
+    def __init__(self, app: bottle.Bottle, metrics: Metrics, *, clock: Callable[[], float] = time.perf_counter):
+        self._app = app
+        self._metrics = metrics
+        self._clock = clock
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = self._clock()
+        seen: dict[str, str] = {}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"] = status.split(" ", 1)[0]
+            names = {name.lower() for name, _ in headers}
+            headers.extend(h for h in SECURITY_HEADERS if h[0].lower() not in names)
+            if "content-security-policy" not in names:
+                headers.append(API_CSP)
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self._app(environ, start)
+        finally:
+            elapsed = self._clock() - started
+            route = environ.get("bottle.route")
+            rule = route.rule if route is not None else "(no route)"
+            self._metrics.observe(Metrics.REQUEST_LATENCY, rule, elapsed)
+            self._metrics.inc(Metrics.REQUESTS, rule, seen.get("status", "-"))
+            access_log.info(
+                "%s %s %s %.1fms %s", environ.get("REQUEST_METHOD", "-"), rule, seen.get("status", "-"),
+                elapsed * 1000, environ.get(CACHE_SOURCE, "-"),
+            )
+
+
+def wsgi_app(runtime: Runtime) -> AccessLog:
+    """The WSGI callable waitress serves: the app wrapped in the access log."""
+    return AccessLog(create_app(runtime), runtime.metrics)

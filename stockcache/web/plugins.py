@@ -1,0 +1,117 @@
+"""Bottle plugins for the cross-cutting concerns: JSON errors, authentication, request bodies.
+
+Every route's callback is wrapped by :class:`ApiPlugin`: it authenticates per
+the route's ``auth`` config (``"public"``, ``"user"`` the default, or
+``"admin"``), turns returned dicts into JSON and any exception into the one
+error shape. Routes never build error responses themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import bottle
+
+from ..auth import Authenticator, Principal
+from ..errors import InvalidRequest, PayloadTooLarge, StockcacheError, Unauthorized
+from .errors import error_response, unexpected
+
+PRINCIPAL = "stockcache.principal"
+CACHE_SOURCE = "stockcache.cache"
+
+
+class ApiPlugin:
+    """Authentication, JSON rendering and error handling for every route. Thread-safe (stateless)."""
+
+    name = "stockcache_api"
+    api = 2
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
+    def apply(self, callback: Callable[..., Any], route: bottle.Route) -> Callable[..., Any]:
+        level = route.config.get("auth", "user")
+
+        @functools.wraps(callback)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                if level != "public":
+                    principal = self._auth.authenticate(bottle.request.get_header("Authorization"))
+                    if level == "admin":
+                        principal.require_admin()
+                    bottle.request.environ[PRINCIPAL] = principal
+                result = callback(*args, **kwargs)
+            except bottle.HTTPResponse:
+                raise
+            except StockcacheError as exc:
+                return error_response(exc)
+            except Exception as exc:  # the last line of defence: log it, tell nothing
+                return unexpected(exc)
+            if isinstance(result, dict | list):
+                bottle.response.content_type = "application/json"
+                bottle.response.set_header("Cache-Control", "no-store")
+                return json.dumps(result, allow_nan=False, default=_json_default)
+            return result
+
+        return wrapper
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def principal() -> Principal:
+    """The authenticated caller of the current request."""
+    found = bottle.request.environ.get(PRINCIPAL)
+    if found is None:  # a route declared public asked for a principal: a bug, not the client's fault
+        raise Unauthorized()
+    return found
+
+
+def note_cache_source(answer: Any) -> None:
+    """Record where an answer came from, for the access log."""
+    if isinstance(answer, dict) and "cache" in answer:
+        bottle.request.environ[CACHE_SOURCE] = answer["cache"]
+
+
+def json_body(max_bytes: int) -> Any:
+    """The request body parsed as JSON, with clear 400/413 errors for anything else."""
+    request = bottle.request
+    ctype = (request.content_type or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise InvalidRequest("Send a JSON body with Content-Type: application/json.")
+    length = request.content_length
+    if length > max_bytes:
+        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+    raw = request.body.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidRequest("The JSON body is nested too deeply.") from None
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The body is not valid JSON.") from None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def query_int(name: str, default: int) -> int:
+    raw = bottle.request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw) if "." in raw else int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a whole number.", field=name) from None
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        raise InvalidRequest(f"{name} must be a whole number.", field=name)
+    return int(value)

@@ -1,0 +1,101 @@
+"""``GET /metrics``: our Metrics and cache stats in Prometheus text format via prometheus-client.
+
+A fresh registry per call with one custom collector reading the live figures,
+so there is no process-global registry and no double bookkeeping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..metrics import LATENCY_BUCKETS, Metrics
+from ..runtime import Runtime
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class _Collector:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterator[Any]:
+        metrics = self._runtime.metrics
+        stats = self._runtime.service.stats()
+
+        latency = HistogramMetricFamily("stockcache_http_request_duration_seconds",
+                                        "HTTP request latency by route.", labels=["route"])
+        for route, hist in sorted(metrics.histograms(Metrics.REQUEST_LATENCY).items()):
+            cumulative, buckets = 0, []
+            for bound, n in zip(LATENCY_BUCKETS, hist.counts, strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+            latency.add_metric([route], buckets, hist.total)
+        yield latency
+
+        requests = CounterMetricFamily("stockcache_http_requests", "HTTP requests by route and status.",
+                                       labels=["route", "status"])
+        for (route, status), n in sorted(metrics.by_label(Metrics.REQUESTS).items()):
+            requests.add_metric([route, status], n)
+        yield requests
+
+        hits = CounterMetricFamily("stockcache_cache_hits", "Cache hits by tier.", labels=["tier"])
+        misses = CounterMetricFamily("stockcache_cache_misses", "Cache misses by tier.", labels=["tier"])
+        size = GaugeMetricFamily("stockcache_cache_entries", "Entries in each cache tier.", labels=["tier"])
+        for tier in ("memory", "sqlite", "redis"):
+            tier_stats = stats.get(tier)
+            if isinstance(tier_stats, dict):
+                hits.add_metric([tier], tier_stats.get("hits", 0))
+                misses.add_metric([tier], tier_stats.get("misses", 0))
+                size.add_metric([tier], tier_stats.get("size", 0))
+        yield hits
+        yield misses
+        yield size
+
+        kind_hits = CounterMetricFamily("stockcache_cache_kind_hits", "Cache hits by kind of data.",
+                                        labels=["kind"])
+        kind_misses = CounterMetricFamily("stockcache_cache_kind_misses", "Cache misses by kind of data.",
+                                          labels=["kind"])
+        for kind, figures in sorted((stats.get("by_kind") or {}).items()):
+            kind_hits.add_metric([kind], figures.get("hits", 0))
+            kind_misses.add_metric([kind], figures.get("misses", 0))
+        yield kind_hits
+        yield kind_misses
+
+        calls = CounterMetricFamily("stockcache_upstream_calls", "Upstream calls by provider.",
+                                    labels=["provider"])
+        errors = CounterMetricFamily("stockcache_upstream_errors", "Upstream errors by provider.",
+                                     labels=["provider"])
+        limited = CounterMetricFamily("stockcache_upstream_rate_limited",
+                                      "Calls refused by a budget or a 429, by provider.", labels=["provider"])
+        left = GaugeMetricFamily("stockcache_upstream_budget_left", "Calls left in a budget window.",
+                                 labels=["provider", "window"])
+        for name, figures in sorted(stats["upstream"].items()):
+            calls.add_metric([name], figures["calls"])
+            errors.add_metric([name], figures["errors"])
+            limited.add_metric([name], figures["rate_limited"])
+            for window, value in (figures.get("budget_left") or {}).items():
+                if value is not None:
+                    left.add_metric([name, window], value)
+        yield calls
+        yield errors
+        yield limited
+        yield left
+
+        yield CounterMetricFamily("stockcache_coalesced_requests",
+                                  "Requests that joined an upstream call already in flight.",
+                                  value=stats["coalesced"])
+        yield CounterMetricFamily("stockcache_stale_answers",
+                                  "Answers served stale because the upstream failed or the budget was spent.",
+                                  value=stats["stale_served"])
+
+
+def render(runtime: Runtime) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(runtime))  # type: ignore[arg-type]
+    return generate_latest(registry)

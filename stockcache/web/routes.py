@@ -1,0 +1,149 @@
+"""The JSON API routes (the contract's "Market data", "Portfolio and watchlist" and admin parts).
+
+Handlers are thin: validate input, call the service or store, return a dict.
+Authentication and error rendering are done by ApiPlugin; a route opts out of
+authentication with ``auth="public"`` or asks for an admin with ``auth="admin"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bottle
+
+from ..errors import InvalidRequest, NotFound
+from ..models import normalize_symbol
+from ..runtime import Runtime
+from ..store import validate
+from .plugins import json_body, note_cache_source, principal, query_int
+
+
+def install(app: bottle.Bottle, runtime: Runtime) -> None:
+    """Add every /api route to ``app``."""
+    service, store, auth, settings = runtime.service, runtime.store, runtime.auth, runtime.settings
+    max_body = settings.max_request_body
+
+    def tickers_body() -> Any:
+        body = json_body(max_body)
+        if not isinstance(body, dict) or set(body) != {"tickers"}:
+            raise InvalidRequest('Send {"tickers": ["AAPL", ...]}.')
+        if not isinstance(body["tickers"], list):
+            raise InvalidRequest('"tickers" must be a list of symbols.')
+        return body["tickers"]
+
+    # -- auth --------------------------------------------------------------------
+    @app.post("/api/auth/login", auth="public")
+    def login() -> dict[str, Any]:
+        username, password = validate.login_input(json_body(max_body))
+        return auth.login(username, password, bottle.request.remote_addr or "-")
+
+    @app.get("/api/me")
+    def me() -> dict[str, Any]:
+        who = principal()
+        return {"username": who.username, "is_admin": who.is_admin, "via": who.via}
+
+    # -- market data -------------------------------------------------------------
+    @app.get("/api/quote/<symbol>")
+    def quote(symbol: str) -> dict[str, Any]:
+        answer = service.get_quote(normalize_symbol(symbol))
+        note_cache_source(answer)
+        return answer
+
+    @app.post("/api/batch-quotes")
+    def batch_quotes() -> dict[str, Any]:
+        return service.fetch_multiple_quotes(tickers_body())
+
+    @app.get("/api/quotes")
+    def quotes() -> dict[str, Any]:
+        raw = bottle.request.query.getunicode("symbols") or ""
+        return service.fetch_multiple_quotes(raw)
+
+    @app.get("/api/profile/<symbol>")
+    def profile(symbol: str) -> dict[str, Any]:
+        answer = service.get_profile(normalize_symbol(symbol))
+        note_cache_source(answer)
+        return answer
+
+    @app.post("/api/batch-profiles")
+    def batch_profiles() -> dict[str, Any]:
+        return service.fetch_multiple_profiles(tickers_body())
+
+    @app.get("/api/history/<symbol>")
+    def history(symbol: str) -> dict[str, Any]:
+        answer = service.get_history(normalize_symbol(symbol), days=query_int("days", 30))
+        note_cache_source(answer)
+        return answer
+
+    @app.get("/api/news/<symbol>")
+    def news(symbol: str) -> dict[str, Any]:
+        answer = service.get_news(normalize_symbol(symbol), days=query_int("days", 7))
+        note_cache_source(answer)
+        return answer
+
+    # -- portfolio -----------------------------------------------------------------
+    @app.get("/api/portfolio")
+    def portfolio() -> dict[str, Any]:
+        return {"positions": [p.to_dict() for p in store.list_positions(principal().user_id)]}
+
+    @app.post("/api/portfolio")
+    def add_position() -> Any:
+        fields = validate.position_input(json_body(max_body))
+        position = store.add_position(principal().user_id, fields["symbol"], fields["shares"],
+                                      fields["cost_basis"])
+        bottle.response.status = 201
+        return position.to_dict()
+
+    @app.get("/api/portfolio/performance")
+    def performance() -> dict[str, Any]:
+        return service.fetch_portfolio_quotes(store.list_positions(principal().user_id))
+
+    @app.put("/api/portfolio/<position_id:int>")
+    def update_position(position_id: int) -> dict[str, Any]:
+        fields = validate.position_input(json_body(max_body), partial=True)
+        position = store.update_position(principal().user_id, position_id, **fields)
+        if position is None:
+            raise NotFound("No such position.")
+        return position.to_dict()
+
+    @app.delete("/api/portfolio/<position_id:int>")
+    def delete_position(position_id: int) -> Any:
+        if not store.delete_position(principal().user_id, position_id):
+            raise NotFound("No such position.")
+        return bottle.HTTPResponse(status=204)
+
+    # -- watchlist -----------------------------------------------------------------
+    @app.get("/api/watchlist")
+    def watchlist() -> dict[str, Any]:
+        items = store.list_watchlist(principal().user_id)
+        symbols = [item.symbol for item in items]
+        batch = service.fetch_multiple_quotes(symbols) if symbols else {"quotes": {}, "errors": {}}
+        return {
+            "items": [{"symbol": item.symbol, "added_at": item.added_at,
+                       "quote": batch["quotes"].get(item.symbol)} for item in items],
+            "errors": batch["errors"],
+        }
+
+    @app.post("/api/watchlist")
+    def add_watch() -> Any:
+        symbol = validate.watch_input(json_body(max_body))
+        item = store.add_watch(principal().user_id, symbol)
+        bottle.response.status = 201
+        return {"symbol": item.symbol, "added_at": item.added_at}
+
+    @app.delete("/api/watchlist/<symbol>")
+    def remove_watch(symbol: str) -> Any:
+        if not store.remove_watch(principal().user_id, normalize_symbol(symbol)):
+            raise NotFound("That symbol is not on your watchlist.")
+        return bottle.HTTPResponse(status=204)
+
+    # -- cache administration --------------------------------------------------------
+    @app.get("/api/cache/stats", auth="admin")
+    def cache_stats() -> dict[str, Any]:
+        return service.stats()
+
+    @app.delete("/api/cache", auth="admin")
+    def clear_cache() -> dict[str, Any]:
+        pattern = bottle.request.query.getunicode("pattern")
+        if not pattern or len(pattern) > 200:
+            raise InvalidRequest("Give ?pattern=KIND:SYMBOL* (a glob over cache keys).", field="pattern")
+        return {"deleted": runtime.cache.clear_pattern(pattern)}

@@ -1,0 +1,170 @@
+"""Serving the app on waitress, with limits chosen for a small box that may face the internet.
+
+waitress settings and why:
+
+- ``threads`` (8): request handlers; upstream work runs on the fetcher's own pool,
+  so a few threads keep many slow-upstream requests in flight.
+- ``connection_limit`` (1000): waitress's default of 100 lets 100 idle keep-alive
+  or slow-header clients lock everyone else out. Connections cost little here
+  (waitress is event-driven; no thread is held until a request is complete), so
+  the limit is set by file descriptors, not threads.
+- ``channel_timeout`` (30 s): an idle or trickling connection is dropped after this.
+- ``max_request_body_size``: waitress refuses bodies past 4x our JSON limit outright;
+  the app answers JSON 413 for anything over ``STOCKCACHE_MAX_REQUEST_BODY`` (1 MB).
+- ``asyncore_use_poll``: select() cannot watch more than 1024 sockets.
+- ``clear_untrusted_proxy_headers``: X-Forwarded-* from clients are not believed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from waitress import wasyncore
+from waitress.server import create_server
+
+from ..runtime import Runtime
+from ..settings import Settings
+from .app import wsgi_app
+
+log = logging.getLogger(__name__)
+
+
+def waitress_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "threads": settings.threads,
+        "connection_limit": settings.connection_limit,
+        "channel_timeout": settings.channel_timeout,
+        "cleanup_interval": min(30, max(1, settings.channel_timeout // 2)),
+        "max_request_body_size": settings.max_request_body * 4,
+        "max_request_header_size": 64 * 1024,
+        "asyncore_use_poll": True,
+        "clear_untrusted_proxy_headers": True,
+        "ident": "stockcache",
+        "backlog": 2048,
+    }
+
+
+class Server:
+    """One waitress server for a Runtime; ``run()`` blocks until ``stop()``. Thread-safe stop.
+
+    ``stop()`` is graceful: the listening socket closes at once, requests already
+    received finish (up to ``grace`` seconds) and their answers are written,
+    then the runtime flushes and closes the cache and store.
+    """
+
+    def __init__(self, runtime: Runtime, *, host: str | None = None, port: int | None = None) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        self._server = create_server(
+            wsgi_app(runtime), host=host or settings.host,
+            port=settings.port if port is None else port, **waitress_options(settings),
+        )
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.effective_port)
+
+    @property
+    def host(self) -> str:
+        return str(self._server.effective_host)
+
+    @property
+    def url(self) -> str:
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self.port}"
+
+    def run(self) -> None:
+        server = self._server
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(timeout=1.0, map=server._map, use_poll=True, count=1)
+            self._drain(grace=10.0)
+        finally:
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+            wasyncore.close_all(server._map)
+            self.runtime.close()
+            self._stopped.set()
+
+    def _drain(self, grace: float) -> None:
+        """Stop accepting; keep the loop turning until in-flight requests are answered."""
+        server = self._server
+        server.accepting = False
+        server.del_channel()
+        server.socket.close()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            busy = [ch for ch in list(server._map.values())
+                    if getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)]
+            if not busy:
+                break
+            wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+
+    def stop(self, wait: float | None = 15.0) -> None:
+        """Ask run() to finish (safe from any thread or a signal handler)."""
+        self._stopping.set()
+        try:
+            self._server.pull_trigger()
+        except OSError:
+            pass
+        if wait and threading.current_thread() is not threading.main_thread():
+            self._stopped.wait(wait)
+
+    def start_in_thread(self) -> threading.Thread:
+        """Run in a daemon thread (tests, embedding); returns once the socket is listening."""
+        thread = threading.Thread(target=self.run, name="stockcache-server", daemon=True)
+        thread.start()
+        return thread
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def serve(settings: Settings) -> int:
+    """Build the runtime, print where it listens, serve until SIGTERM or Ctrl-C."""
+    configure_logging(settings.log_level)
+    runtime = Runtime(settings)
+    try:
+        server = Server(runtime)
+    except OSError as exc:
+        runtime.close()
+        print(f"stockcache: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        server.stop(wait=None)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    _banner(runtime, server)
+    server.run()
+    log.info("stopped cleanly")
+    return 0
+
+
+def _banner(runtime: Runtime, server: Server) -> None:
+    from ..store import first_run_hint
+
+    settings = runtime.settings
+    lines = [f"stockcache listening on {server.url}  (data: {settings.data_dir.resolve()})"]
+    if settings.demo:
+        lines.append("DEMO MODE: no FINNHUB_API_KEY or ALPHAVANTAGE_API_KEY set; serving offline demo data "
+                     '(every answer says "source": "demo").')
+    else:
+        lines.append("upstream sources: " + ", ".join(runtime.service.source_names))
+    if runtime.store.count_users() == 0:
+        lines.append(first_run_hint(settings.data_dir))
+    lines.append(f"Try: curl {server.url}/healthz")
+    print("\n".join(lines), file=sys.stderr, flush=True)
