@@ -29,7 +29,7 @@ from waitress.server import create_server
 
 from ..runtime import Runtime
 from ..settings import Settings
-from .app import wsgi_app
+from .app import AccessLog, create_app
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ class Server:
     def __init__(self, runtime: Runtime, *, host: str | None = None, port: int | None = None) -> None:
         self.runtime = runtime
         settings = runtime.settings
+        self.app = create_app(runtime)
         self._server = create_server(
-            wsgi_app(runtime), host=host or settings.host,
+            AccessLog(self.app, runtime.metrics), host=host or settings.host,
             port=settings.port if port is None else port, **waitress_options(settings),
         )
         self._stopping = threading.Event()
