@@ -28,6 +28,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Missing or invalid token (unauthorized).",
         403: "Needs an admin (forbidden).",
         404: "Not found (not_found, symbol_not_found).",
+        405: "Method not allowed on this route (method_not_allowed).",
         409: "Already exists (conflict).",
         413: "Body larger than 1 MB (payload_too_large).",
         429: "Too many login attempts (too_many_requests).",
@@ -81,8 +82,8 @@ def spec() -> dict[str, Any]:
                                "shares": {"type": "number"}, "cost_basis": {"type": "number"}}}
     any_object = {"type": "object"}
     paths: dict[str, Any] = {
-        "/healthz": {"get": _op("Health: ok or degraded with reasons.", {"200": _json(any_object, "Health.")},
-                                public=True)},
+        "/healthz": {"get": _op("Health: ok or degraded with reasons.", {"200": _json(any_object, "Health."),
+                                                                          **_errors(405)}, public=True)},
         "/openapi.json": {"get": _op("This document.", {"200": _json(any_object, "OpenAPI.")}, public=True)},
         "/metrics": {"get": _op("Prometheus metrics (admin).", {
             "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}},
