@@ -73,6 +73,7 @@ class TieredCache:
         self._tier_errors: dict[str, int] = {}
         self._by_kind: dict[str, list[int]] = {}
         self._last_error_log: dict[str, float] = {}
+        self._last_failure: dict[str, float] = {}
         self._inflight: dict[str, threading.Event] = {}
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
@@ -494,6 +495,7 @@ class TieredCache:
         try:
             self._errors += 1
             self._tier_errors[tier.name] = self._tier_errors.get(tier.name, 0) + 1
+            self._last_failure[tier.name] = now
             last = self._last_error_log.get(tier.name, -math.inf)
             if now - last < _ERROR_LOG_INTERVAL:
                 return
@@ -510,7 +512,9 @@ class TieredCache:
         Top-level ``hits``/``misses``/``hit_rate`` and ``by_kind`` count fresh
         answers of ``get``/``get_entry``/``get_many`` (``get_stale*`` calls count
         as ``stale_reads`` only). Each tier's own dict counts every lookup that
-        reached it, stale reads included.
+        reached it, stale reads included. ``errors`` counts tier failures ever;
+        ``failing_tiers`` names the tiers that failed in the last minute (what
+        a health check wants).
         """
         out: dict[str, Any] = {"memory": None, "sqlite": None, "redis": None}
         for tier in self._tiers:
@@ -519,8 +523,12 @@ class TieredCache:
             except CacheError as exc:
                 self._tier_failed(tier, "stats", exc)
                 out[tier.name] = None
+        now = time.monotonic()
         with self._lock:
             out.update(
+                failing_tiers=sorted(
+                    name for name, at in self._last_failure.items() if now - at < _ERROR_LOG_INTERVAL
+                ),
                 hits=self._hits,
                 misses=self._misses,
                 hit_rate=_rate(self._hits, self._misses),

@@ -318,7 +318,7 @@ def test_cache_stats_shape_and_counters(cache: TieredCache) -> None:
         "news": {"hits": 1, "misses": 1, "hit_rate": 0.5},
         "profile": {"hits": 0, "misses": 1, "hit_rate": 0.0},
     }
-    assert stats["errors"] == 0
+    assert stats["errors"] == 0 and stats["failing_tiers"] == []
     json.dumps(stats)
 
 
@@ -462,6 +462,7 @@ def test_cache_broken_lower_tier_degrades_to_memory(clock: Any, caplog: pytest.L
         cache.close()
     assert stats["sqlite"] is None and stats["memory"] is not None
     assert stats["errors"] == 8 and stats["tier_errors"] == {"sqlite": stats["errors"]}
+    assert stats["failing_tiers"] == ["sqlite"]
     warnings = [r for r in caplog.records if "sqlite" in r.getMessage()]
     assert len(warnings) == 1  # at most one per minute per tier
     assert "123.456" not in caplog.text and "secret_price" not in caplog.text
