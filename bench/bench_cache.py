@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     overhead = timer_overhead()
-    rows: list[tuple[str, str, tuple[float, float], tuple[float, float] | None]] = []
+    rows: list[tuple[str, str, tuple[float, float], tuple[float, float]]] = []
     work = Path(tempfile.mkdtemp(prefix="bench-cache-"))
 
     def single_key(i: int) -> str:
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(
-    rows: list[tuple[str, str, tuple[float, float], tuple[float, float] | None]],
+    rows: list[tuple[str, str, tuple[float, float], tuple[float, float]]],
     overhead: int,
     args: argparse.Namespace,
 ) -> None:
@@ -275,12 +275,12 @@ def report(
           "| batch-100 median ns/key | batch p99 ns/key | vs dict | vs redis MGET |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, storage, (median, p99), batch in rows:
-        b_median, b_p99 = batch if batch else (float("nan"), float("nan"))
+        b_median, b_p99 = batch
         print(
             f"| {name} | {storage} | {median:,.0f} | {p99:,.0f} | {ratio(median, base_single[0])} "
             f"| {ratio(median, redis_row[0][0] if redis_row else None)} "
             f"| {b_median / BATCH:,.0f} | {b_p99 / BATCH:,.0f} | {ratio(b_median, base_batch[0])} "
-            f"| {ratio(b_median, redis_row[1][0] if redis_row and redis_row[1] else None)} |"
+            f"| {ratio(b_median, redis_row[1][0] if redis_row else None)} |"
         )
 
     memory = by_name["stockcache memory tier (TieredCache.get / get_many)"][0][0]

@@ -20,7 +20,7 @@ from .sqlite import SQLiteTier
 from .tiered import TieredCache
 
 __all__ = [
-    "open_cache", "TieredCache", "Entry", "Tier", "MemoryTier", "SQLiteTier", "freeze", "FrozenDict",
+    "Entry", "FrozenDict", "MemoryTier", "SQLiteTier", "Tier", "TieredCache", "freeze", "open_cache",
 ]
 
 CACHE_FILE = "cache.sqlite"

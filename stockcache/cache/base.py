@@ -10,6 +10,7 @@ Tier failures surface as :class:`~stockcache.errors.CacheError` only.
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class Tier(abc.ABC):
         """Remove ``key``; True if it was there."""
 
     @abc.abstractmethod
-    def delete_pattern_keys(self, pattern: str) -> set[str]:
+    def delete_pattern_keys(self, pattern: str) -> builtins.set[str]:
         """Remove every key matching the SQLite ``GLOB`` pattern; the keys removed."""
 
     def delete_pattern(self, pattern: str) -> int:
@@ -82,8 +83,8 @@ class Tier(abc.ABC):
     def stats(self) -> dict[str, Any]:
         """Counters and sizes for ``get_stats()``."""
 
-    def flush(self) -> None:  # noqa: B027 - optional for tiers that buffer nothing
-        """Make buffered writes durable."""
+    def flush(self) -> None:
+        """Make buffered writes durable (nothing to do for tiers that buffer nothing)."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
 from collections import OrderedDict
@@ -96,12 +97,12 @@ class MemoryTier(Tier):
         with self._lock:
             return self._data.pop(key, None) is not None
 
-    def delete_pattern_keys(self, pattern: str) -> set[str]:
+    def delete_pattern_keys(self, pattern: str) -> builtins.set[str]:
         match = glob_to_regex(pattern).fullmatch
         with self._lock:
             keys = list(self._data)
         matched = {key for key in keys if match(key)}
-        removed: set[str] = set()
+        removed: builtins.set[str] = builtins.set()
         with self._lock:
             for key in matched:
                 if self._data.pop(key, None) is not None:

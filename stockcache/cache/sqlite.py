@@ -18,6 +18,7 @@ their commit; that keeps read-your-writes.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ class SQLiteTier(Tier):
         self._acked = 0
         self._acks: queue.Queue[Any] = queue.Queue()
         self._readers: deque[sqlite3.Connection] = deque()  # append/pop are atomic
+        self._closing = False
         self._closed = False
         self._hits = 0
         self._misses = 0
@@ -127,10 +129,14 @@ class SQLiteTier(Tier):
             )
         except _DB_ERRORS as exc:
             raise CacheError(f"cannot open the SQLite cache {self.path}: {exc}") from exc
-        # sqlitedict sets synchronous=OFF, which can corrupt the file on power loss;
-        # NORMAL in WAL mode only risks losing the last commits.
-        self._query("PRAGMA synchronous=NORMAL")
-        self._query(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+        try:
+            # sqlitedict sets synchronous=OFF, which can corrupt the file on power
+            # loss; NORMAL in WAL mode only risks losing the last commits.
+            self._query("PRAGMA synchronous=NORMAL")
+            self._query(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+        except CacheError:
+            self._db.close(do_log=False, force=True)
+            raise
 
     # reads ---------------------------------------------------------------
 
@@ -302,7 +308,7 @@ class SQLiteTier(Tier):
     def delete(self, key: str) -> bool:
         return bool(self._query(self._sql_delete, (key,), commit=True, forget=key))
 
-    def delete_pattern_keys(self, pattern: str) -> set[str]:
+    def delete_pattern_keys(self, pattern: str) -> builtins.set[str]:
         return {row[0] for row in self._query(self._sql_delete_glob, (pattern,), commit=True)}
 
     def purge(self, limit: int) -> int:
@@ -406,8 +412,9 @@ class SQLiteTier(Tier):
 
     def close(self) -> None:
         with self._lock:
-            if self._closed:
+            if self._closing:  # a second close must not send the worker a second stop
                 return
+            self._closing = True
         error: Exception | None = None
         try:
             self.flush()
@@ -491,7 +498,7 @@ def _check_file(path: Path, check_seconds: float) -> str | None:
 
 
 def _move_aside(path: Path, problem: str) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
     while target.exists():

@@ -8,7 +8,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from ..errors import CacheError
 from ..models import KIND_TTL_LEVEL
@@ -248,13 +248,16 @@ class TieredCache:
                 tier.set_many(entries)
             except CacheError as exc:
                 self._tier_failed(tier, "set", exc)
+        failures: list[tuple[Tier, CacheError]] = []
         with self._lock:
             self._bump(entries)
             for tier in self._local:
                 try:
                     tier.set_many(entries)
                 except CacheError as exc:
-                    self._tier_failed(tier, "set", exc, locked=True)
+                    failures.append((tier, exc))
+        for tier, error in failures:  # logged outside the lock
+            self._tier_failed(tier, "set", error)
         return entries
 
     def _ttl_for(self, key: str, ttl_level: str | None, ttl: float | None) -> float:
@@ -284,13 +287,16 @@ class TieredCache:
                 found = tier.delete(key) or found
             except CacheError as exc:
                 self._tier_failed(tier, "delete", exc)
+        failures: list[tuple[Tier, CacheError]] = []
         with self._lock:
             self._bump([key])
             for tier in self._local:
                 try:
                     found = tier.delete(key) or found
                 except CacheError as exc:
-                    self._tier_failed(tier, "delete", exc, locked=True)
+                    failures.append((tier, exc))
+        for tier, error in failures:
+            self._tier_failed(tier, "delete", error)
         return found
 
     def clear_pattern(self, pattern: str) -> int:
@@ -349,13 +355,12 @@ class TieredCache:
                     if entry is not None:
                         return entry.value
                     with self._lock:
-                        event = self._inflight.get(key)
-                        leader = event is None
-                        if leader:
+                        running = self._inflight.get(key)
+                        if running is None:
                             event = self._inflight[key] = threading.Event()
-                    if leader:
+                    if running is None:
                         break
-                    event.wait()  # then look again; if the leader failed, compute ourselves
+                    running.wait()  # then look again; if the leader failed, compute ourselves
                 try:
                     # A leader that finished between our miss and our taking over
                     # has stored its value by now; look once more, uncounted.
@@ -441,7 +446,7 @@ class TieredCache:
             except CacheError as exc:
                 self._tier_failed(tier, "close", exc)
 
-    def __enter__(self) -> TieredCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -488,21 +493,15 @@ class TieredCache:
                 else:
                     self._hits += count
 
-    def _tier_failed(self, tier: Tier, operation: str, exc: CacheError, *, locked: bool = False) -> None:
+    def _tier_failed(self, tier: Tier, operation: str, exc: CacheError) -> None:
         now = time.monotonic()
-        if not locked:
-            self._lock.acquire()
-        try:
+        with self._lock:
             self._errors += 1
             self._tier_errors[tier.name] = self._tier_errors.get(tier.name, 0) + 1
             self._last_failure[tier.name] = now
-            last = self._last_error_log.get(tier.name, -math.inf)
-            if now - last < _ERROR_LOG_INTERVAL:
+            if now - self._last_error_log.get(tier.name, -math.inf) < _ERROR_LOG_INTERVAL:
                 return
             self._last_error_log[tier.name] = now
-        finally:
-            if not locked:
-                self._lock.release()
         # The message names the tier and the error, never a cached value.
         log.warning("cache tier %s failed during %s, going on without it: %s", tier.name, operation, exc)
 

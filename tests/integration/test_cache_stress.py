@@ -61,7 +61,7 @@ def test_cache_stress_mixed_operations_keep_invariants(tmp_path: Path) -> None:
                     check(key, entry.value if entry else None)
                 else:
                     cache.clear_pattern(f"quote:S{rng.randrange(4)}*")
-        except BaseException as exc:  # reported below, with the thread's name
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,), name=f"stress-{i}") for i in range(THREADS)]

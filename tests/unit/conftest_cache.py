@@ -23,9 +23,9 @@ QUOTE = {
 
 def make_cache(data_dir: Path, clock: Any, **overrides: Any) -> TieredCache:
     """A cache on ``data_dir`` with the test TTLs, no janitor and no environment."""
-    options: dict[str, Any] = dict(
-        ttls=TTLS, memory_max_items=100, redis_url="", settings=Settings(),
-        stale_grace=GRACE, clock=clock, janitor_interval=None,
-    )
+    options: dict[str, Any] = {
+        "ttls": TTLS, "memory_max_items": 100, "redis_url": "", "settings": Settings(),
+        "stale_grace": GRACE, "clock": clock, "janitor_interval": None,
+    }
     options.update(overrides)
     return open_cache(data_dir, **options)
