@@ -291,9 +291,12 @@ class Fetcher:
                 breaker.success()
             if isinstance(error, RateLimited):
                 self.metrics.inc(Metrics.RATE_LIMITED, name)
+                pause = error.retry_after or DEFAULT_429_PAUSE
+                # A 429 without Retry-After still tells the client when to come back (the 503's header).
+                error.fields["retry_after"] = max(1, math.ceil(pause))
                 budget = self._budgets.get(name)
                 if budget is not None:
-                    budget.pause(error.retry_after or DEFAULT_429_PAUSE)
+                    budget.pause(pause)
         else:
             if breaker is not None:
                 breaker.failure()
