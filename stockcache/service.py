@@ -115,6 +115,23 @@ class StockService:
         days = _days(days, 365)
         return self._one("news", normalize_symbol(symbol), (days,), {"days": days})
 
+    def get_metric(self, symbol: str) -> dict[str, Any]:
+        """Key figures ``{"symbol", "metrics": {name: float}}`` (names in providers.base.METRIC_NAMES)."""
+        return self._one("metric", normalize_symbol(symbol))
+
+    def search(self, query: str) -> dict[str, Any]:
+        """Symbols matching ``query``: ``{"query", "results": [{"symbol", "name", "type"}]}``.
+
+        The query is folded (trimmed, spaces collapsed, upper-cased) so ``apple`` and
+        ``APPLE `` share one cache entry, ``search:APPLE``, and one upstream call.
+        """
+        folded = " ".join(str(query).split()).upper() if isinstance(query, str) else ""
+        if not 1 <= len(folded) <= 100:
+            raise InvalidRequest("A search query is 1 to 100 characters.", field="q")
+        answer = self._one("search", folded, (), {"q": folded})
+        answer["query"] = folded
+        return answer
+
     def fetch_portfolio_quotes(self, positions: Sequence[Any]) -> dict[str, Any]:
         """Performance of positions (dicts or objects with id, symbol, shares, cost_basis).
 
@@ -307,7 +324,9 @@ def _envelope(result: FetchResult) -> dict[str, Any]:
 
 def _render(envelope: Mapping[str, Any], tier: str, now: float, *, stale: bool) -> dict[str, Any]:
     fetched_at = float(envelope["fetched_at"])
-    out = dict(envelope["data"])
+    data = envelope["data"]
+    # Search results are a list; every other kind is an object.
+    out = dict(data) if isinstance(data, Mapping) else {"results": list(data)}
     out["source"] = envelope["source"]
     out["cache"] = tier
     out["fetched_at"] = iso_utc(fetched_at)
