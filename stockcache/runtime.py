@@ -14,8 +14,11 @@ from typing import Any
 
 from .auth import Authenticator, open_auth
 from .cache import TieredCache, open_cache
+from .kpis import KPI_FILE, KpiRecorder, KpiStore, costs_from
 from .metrics import Metrics
 from .providers.base import Provider
+from .refresher import Refresher
+from .refresher import from_settings as refresher_from_settings
 from .service import StockService
 from .settings import Settings
 from .store import Store, open_store
@@ -34,6 +37,7 @@ class Runtime:
         providers: Mapping[str, Provider] | None = None,
         session: Any = None,
         janitor_interval: float | None = 60.0,
+        kpi_interval: float | None = 60.0,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -44,6 +48,17 @@ class Runtime:
         self.service = StockService(settings, cache=self.cache, providers=providers, session=session,
                                     clock=clock, metrics=self.metrics)
         self.auth: Authenticator = open_auth(settings, self.store, clock=clock)
+        self.kpis = KpiRecorder(
+            KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.service.ledger,
+            costs=costs_from(settings), snapshot=self.service.stats, clock=clock,
+            providers=[name for name, p in self.service.providers.items() if not p.local])
+        if kpi_interval is not None:
+            self.kpis.start(kpi_interval)
+        # STOCKCACHE_REFRESH=off means no refresher thread at all.
+        self.refresher: Refresher | None = None
+        if settings.refresh:
+            self.refresher = refresher_from_settings(self.service, self.store.held_symbols, clock=clock)
+            self.refresher.start()
         self.started_at = clock()
         self._closed = False
 
@@ -52,9 +67,8 @@ class Runtime:
         from . import __version__
 
         reasons: list[str] = []
-        stats = self.cache.get_stats()
-        if stats.get("errors"):
-            reasons.append("a cache tier reported errors")
+        for tier in self.cache.get_stats().get("failing_tiers", ()):
+            reasons.append(f"cache tier {tier} is failing")
         for name, breaker in self.service.fetcher.breakers.items():
             if breaker.state != "closed":
                 reasons.append(f"upstream {name} is failing (circuit {breaker.state})")
@@ -70,6 +84,9 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        if self.refresher is not None:
+            self.refresher.stop()
+        self.kpis.close()  # its last flush saves a stats snapshot: before the cache closes
         self.service.close()
         self.cache.close()
         self.store.close()

@@ -11,6 +11,7 @@ import bottle
 
 from ..metrics import Metrics
 from ..runtime import Runtime
+from . import dropin
 from . import openapi, prometheus, routes
 from .errors import bottle_error_handler
 from .plugins import CACHE_SOURCE, ApiPlugin
@@ -44,6 +45,7 @@ def create_app(runtime: Runtime) -> bottle.Bottle:
         bottle.response.content_type = prometheus.CONTENT_TYPE
         return prometheus.render(runtime)
 
+    dropin.install(app, runtime)
     routes.install(app, runtime)
     return app
 
