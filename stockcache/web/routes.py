@@ -18,6 +18,11 @@ from ..store import validate
 from .plugins import json_body, note_cache_source, principal, query_int
 
 
+def _is_row_id(value: int) -> bool:
+    """Whether ``value`` can be a SQLite row id: a bigger int would reach sqlite3 as an OverflowError (500)."""
+    return 0 < value < 2**63
+
+
 def install(app: bottle.Bottle, runtime: Runtime) -> None:
     """Add every /api route to ``app``."""
     service, store, auth, settings = runtime.service, runtime.store, runtime.auth, runtime.settings
@@ -100,14 +105,16 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
     @app.put("/api/portfolio/<position_id:int>")
     def update_position(position_id: int) -> dict[str, Any]:
         fields = validate.position_input(json_body(max_body), partial=True)
-        position = store.update_position(principal().user_id, position_id, **fields)
+        position = None
+        if _is_row_id(position_id):
+            position = store.update_position(principal().user_id, position_id, **fields)
         if position is None:
             raise NotFound("No such position.")
         return position.to_dict()
 
     @app.delete("/api/portfolio/<position_id:int>")
     def delete_position(position_id: int) -> Any:
-        if not store.delete_position(principal().user_id, position_id):
+        if not _is_row_id(position_id) or not store.delete_position(principal().user_id, position_id):
             raise NotFound("No such position.")
         return bottle.HTTPResponse(status=204)
 
