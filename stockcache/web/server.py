@@ -13,10 +13,16 @@ waitress settings and why:
   the app answers JSON 413 for anything over ``STOCKCACHE_MAX_REQUEST_BODY`` (1 MB).
 - ``asyncore_use_poll``: select() cannot watch more than 1024 sockets.
 - ``clear_untrusted_proxy_headers``: X-Forwarded-* from clients are not believed.
+
+What waitress refuses itself, before the app sees the request (a body past
+``max_request_body_size``, headers past 64 KiB, a malformed request line or
+chunk), is answered in our JSON error shape too (:class:`_JsonErrorTask`),
+not waitress's text/plain page.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -25,13 +31,41 @@ import time
 from typing import Any
 
 from waitress import wasyncore
-from waitress.server import create_server
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ErrorTask
 
 from ..runtime import Runtime
 from ..settings import Settings
 from .app import AccessLog, create_app
 
 log = logging.getLogger(__name__)
+
+
+# waitress's own refusals mapped to our stable codes (anything else it refuses is a bad request).
+_WAITRESS_CODES = {413: "payload_too_large", 431: "invalid_request", 500: "internal"}
+
+
+class _JsonErrorTask(ErrorTask):
+    """Writes waitress's own errors as ``{"error": {"code", "message"}}``, never echoing the request."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        status = int(getattr(error, "code", 400))
+        reason = str(getattr(error, "reason", "Bad Request"))
+        if status == 501:  # an unsupported Transfer-Encoding: the client's mistake, not a server failure
+            status, reason = 400, "Bad Request"
+        body = json.dumps({"error": {"code": _WAITRESS_CODES.get(status, "invalid_request"),
+                                     "message": f"{reason}."}}).encode()
+        self.status = f"{status} {reason}"
+        self.response_headers.extend([("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _JsonChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask
 
 
 def waitress_options(settings: Settings) -> dict[str, Any]:
@@ -65,6 +99,10 @@ class Server:
             AccessLog(self.app, runtime.metrics), host=host or settings.host,
             port=settings.port if port is None else port, **waitress_options(settings),
         )
+        for listener in list(self._server._map.values()) + [self._server]:
+            if isinstance(listener, BaseWSGIServer):
+                listener.channel_class = _JsonChannel  # type: ignore[misc]
+        self._runner: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stopped = threading.Event()
 
@@ -82,6 +120,7 @@ class Server:
         return f"http://{host}:{self.port}"
 
     def run(self) -> None:
+        self._runner = threading.current_thread()
         server = self._server
         try:
             while not self._stopping.is_set():
@@ -108,13 +147,17 @@ class Server:
             wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
 
     def stop(self, wait: float | None = 15.0) -> None:
-        """Ask run() to finish (safe from any thread or a signal handler)."""
+        """Ask run() to finish (safe from any thread or a signal handler).
+
+        From any thread but the one in run(), waits up to ``wait`` seconds until
+        the runtime is closed, so a restart on the same data dir starts clean.
+        """
         self._stopping.set()
         try:
             self._server.pull_trigger()
         except OSError:
             pass
-        if wait and threading.current_thread() is not threading.main_thread():
+        if wait and threading.current_thread() is not self._runner:
             self._stopped.wait(wait)
 
     def start_in_thread(self) -> threading.Thread:
