@@ -34,7 +34,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .metrics import Metrics
-from .providers.base import Provider, UpstreamRequest
+from .providers.base import Provider, UpstreamRequest, redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ class Fetcher:
         self._clock = clock
         self.metrics = metrics or Metrics()
         self._session = session or _pooled_session(workers)
+        _redact_urllib3_logs()
         self._lock = threading.Lock()
         self._flights: dict[str, Flight] = {}
         self._closing = threading.Event()
@@ -337,6 +338,28 @@ def _pick_error(state: _Route) -> StockcacheError:
     if len(limits) == len(state.errors):
         return min(limits, key=lambda e: e.retry_after or 0)
     return next(e for e in state.errors if not isinstance(e, RateLimited))
+
+
+class _RedactSecrets(logging.Filter):
+    """urllib3 logs each request line with its query string at DEBUG, and Alpha Vantage's key is in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact_secrets(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_REDACT = _RedactSecrets()
+
+
+def _redact_urllib3_logs() -> None:
+    """Mask keys in urllib3's own log lines (idempotent; filters run only for records that are logged)."""
+    for name in ("urllib3.connectionpool", "urllib3.util.retry"):
+        logger = logging.getLogger(name)
+        if _REDACT not in logger.filters:
+            logger.addFilter(_REDACT)
 
 
 def _pooled_session(workers: int) -> FuturesSession:
