@@ -12,7 +12,7 @@ import bottle
 from ..metrics import Metrics
 from ..runtime import Runtime
 from . import dropin
-from . import openapi, prometheus, routes
+from . import dashboard, openapi, prometheus, routes
 from .errors import bottle_error_handler
 from .plugins import CACHE_SOURCE, ApiPlugin
 
@@ -47,6 +47,7 @@ def create_app(runtime: Runtime) -> bottle.Bottle:
 
     dropin.install(app, runtime)
     routes.install(app, runtime)
+    dashboard.install(app, runtime)
     return app
 
 

@@ -131,6 +131,11 @@ def spec() -> dict[str, Any]:
         "/healthz": {"get": _op("Health: ok or degraded with reasons.", {"200": _json(any_object, "Health."),
                                                                           **_errors(405)}, public=True)},
         "/openapi.json": {"get": _op("This document.", {"200": _json(any_object, "OpenAPI.")}, public=True)},
+        "/": {"get": _op("The dashboard page (HTML; it logs in and calls this API).", {
+            "200": {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}}, public=True)},
+        "/static/{name}": {"get": _op("The dashboard's CSS, JavaScript and icons.", {
+            "200": {"description": "A file shipped in the package."}, **_errors(404)},
+            params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}], public=True)},
         "/metrics": {"get": _op("Prometheus metrics (admin).", {
             "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}},
             **_errors(401, 403)})},

@@ -1,0 +1,576 @@
+// stockcache dashboard: plain JavaScript over the JSON API, no build step, no third-party code.
+//
+// The access token lives in sessionStorage (this tab only, gone when it closes) and goes out as a
+// bearer header: no cookie, so no cross-site request can act as the user. Everything the API
+// returns is put on the page with textContent or SVG attributes, never parsed as HTML.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "stockcache.token";
+  const REFRESH_MS = 30000;
+  const KPI_DAYS = 14;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const STALE_HINT = "Served past its TTL: the upstream failed or today's budget is spent.";
+
+  const state = { token: null, me: null, timer: null, generation: 0, refreshing: null, refreshes: 0 };
+  const $ = (id) => document.getElementById(id);
+
+  // -- formatting -----------------------------------------------------------------------------
+  const fmt2 = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const fmt1 = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  const fmtInt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  const fmtCost = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 4 });
+  const fmtShares = new Intl.NumberFormat("en-US", { maximumFractionDigits: 4 });
+  const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+  const DASH = "\u2014";
+
+  const money = (v) => (isNum(v) ? fmt2.format(v) : DASH);
+  const int = (v) => (isNum(v) ? fmtInt.format(v) : DASH);
+  const shares = (v) => (isNum(v) ? fmtShares.format(v) : DASH);
+  function signed(v) {
+    if (!isNum(v)) return DASH;
+    const text = fmt2.format(Math.abs(v));
+    if (text === "0.00") return text;
+    return (v > 0 ? "+" : "-") + text;
+  }
+  const signedPct = (v) => (isNum(v) ? signed(v) + "%" : DASH);
+  const rate = (v) => (isNum(v) ? fmt1.format(v * 100) + "%" : DASH); // hit rates are fractions 0..1
+  const trend = (v) => (!isNum(v) || v === 0 ? "" : v > 0 ? "up" : "down");
+
+  function bytes(n) {
+    if (!isNum(n)) return DASH;
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return (i === 0 ? fmtInt.format(n) : fmt1.format(n)) + " " + units[i];
+  }
+
+  function duration(seconds) {
+    if (!isNum(seconds)) return DASH;
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min";
+    if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+    return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
+  }
+
+  // -- DOM helpers: text only, never HTML -------------------------------------------------------
+  function el(tag, opts, ...children) {
+    const node = document.createElement(tag);
+    const o = opts || {};
+    if (o.cls) node.className = o.cls;
+    if (o.text !== undefined && o.text !== null) node.textContent = String(o.text);
+    if (o.title) node.title = String(o.title);
+    if (o.data) for (const [k, v] of Object.entries(o.data)) node.dataset[k] = String(v);
+    if (o.attrs) for (const [k, v] of Object.entries(o.attrs)) node.setAttribute(k, String(v));
+    for (const child of children) if (child) node.append(child);
+    return node;
+  }
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = String(text);
+    return node;
+  }
+
+  const td = (text, field, cls) => el("td", { text, cls, data: field ? { field } : undefined });
+  const numTd = (text, field, extra) => td(text, field, "num" + (extra ? " " + extra : ""));
+  const tag = (kind, text, title) => el("span", { cls: "tag " + kind, text, title });
+
+  function figure(field, label, value, cls) {
+    return el("div", { cls: "figure", data: { field } },
+      el("span", { cls: "label", text: label }),
+      el("span", { cls: "value" + (cls ? " " + cls : ""), text: value }));
+  }
+
+  function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+
+  // -- the API ------------------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(path, { method = "GET", body, auth = true } = {}) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (auth && state.token) headers.Authorization = "Bearer " + state.token;
+    let response;
+    try {
+      response = await fetch(path, {
+        method, headers, cache: "no-store", credentials: "omit",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (exc) {
+      throw new ApiError(0, "network", "The service did not answer. Is it running?");
+    }
+    if (response.status === 204) return null;
+    let data = null;
+    try { data = await response.json(); } catch (exc) { data = null; }
+    if (!response.ok) {
+      const err = data && data.error ? data.error : {};
+      if (response.status === 401 && auth) sessionEnded();
+      throw new ApiError(response.status, err.code || "http_" + response.status,
+        err.message || "The service answered HTTP " + response.status + ".");
+    }
+    return data;
+  }
+
+  // -- session ------------------------------------------------------------------------------------
+  function setToken(token) {
+    state.token = token;
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (exc) { /* storage disabled: the token stays in memory for this page only */ }
+  }
+
+  function showLogin(message) {
+    $("dashboard").hidden = true;
+    $("whoami").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    $("login-username").focus();
+  }
+
+  function stop() {
+    state.generation += 1;
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.me = null;
+    for (const tbody of document.querySelectorAll("#dashboard tbody")) tbody.replaceChildren();
+    for (const box of document.querySelectorAll("#dashboard .figures, #kpi-chart")) box.replaceChildren();
+  }
+
+  function sessionEnded() {
+    if (!state.token) return;
+    setToken(null);
+    stop();
+    showLogin("Your session has ended. Log in again.");
+  }
+
+  function logout() {
+    setToken(null);
+    stop();
+    showLogin("");
+  }
+
+  async function onLogin(event) {
+    event.preventDefault();
+    const button = event.target.querySelector("button");
+    button.disabled = true;
+    $("login-error").textContent = "";
+    try {
+      const answer = await api("/api/auth/login", {
+        method: "POST", auth: false,
+        body: { username: $("login-username").value.trim(), password: $("login-password").value },
+      });
+      $("login-password").value = "";
+      setToken(answer.access_token);
+      await start();
+    } catch (exc) {
+      $("login-error").textContent = exc.message;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function start() {
+    let me;
+    try {
+      me = await api("/api/me");
+    } catch (exc) {
+      if (exc.status !== 401) showLogin(exc.message);
+      return;
+    }
+    state.me = me;
+    $("whoami").textContent = me.username + (me.is_admin ? " (admin)" : "");
+    $("whoami").hidden = false;
+    $("logout").hidden = false;
+    // Admin panels are hidden, and their endpoints never called, for everyone else.
+    for (const panel of document.querySelectorAll(".admin-only")) panel.hidden = !me.is_admin;
+    $("login").hidden = true;
+    $("dashboard").hidden = false;
+    await refresh();
+  }
+
+  // -- refreshing -------------------------------------------------------------------------------------
+  function refresh() {
+    if (state.refreshing) return state.refreshing;
+    clearTimeout(state.timer);
+    const generation = state.generation;
+    const jobs = [loadHealth(), loadPortfolio(), loadWatchlist()];
+    if (state.me && state.me.is_admin) jobs.push(loadStats(), loadKpis());
+    state.refreshing = Promise.allSettled(jobs).then(() => {
+      state.refreshing = null;
+      if (generation !== state.generation || !state.me) return;
+      const now = new Date();
+      $("updated-at").textContent = now.toLocaleTimeString();
+      $("updated-at").setAttribute("datetime", now.toISOString());
+      state.refreshes += 1;
+      document.body.dataset.refreshes = String(state.refreshes);
+      state.timer = setTimeout(refresh, REFRESH_MS);
+    });
+    return state.refreshing;
+  }
+
+  // Each panel loads on its own: one failing endpoint leaves the others on screen.
+  async function guarded(statusId, load) {
+    try {
+      await load();
+      $(statusId).textContent = "";
+    } catch (exc) {
+      if (exc.status !== 401) $(statusId).textContent = "Could not load: " + exc.message;
+    }
+  }
+
+  // -- health -------------------------------------------------------------------------------------------
+  async function loadHealth() {
+    const badge = $("health-badge");
+    let health;
+    try {
+      health = await api("/healthz", { auth: false });
+    } catch (exc) {
+      badge.textContent = "unreachable";
+      badge.className = "badge down";
+      badge.hidden = false;
+      return;
+    }
+    const status = String(health.status || "unknown");
+    badge.textContent = status;
+    badge.className = "badge " + (status === "ok" ? "ok" : "degraded");
+    badge.hidden = false;
+    const demo = health.source === "demo";
+    $("demo-banner").hidden = !demo;
+    const pairs = [
+      ["status", "Status", status],
+      ["source", "Source", demo ? "demo (offline, not real prices)" : health.source || DASH],
+      ["demo", "Demo data", demo ? "yes" : "no"],
+      ["version", "Version", health.version || DASH],
+      ["uptime", "Up for", duration(health.uptime)],
+    ];
+    $("health-list").replaceChildren(...pairs.flatMap(([field, label, value]) => [
+      el("dt", { text: label }), el("dd", { text: value, data: { field } })]));
+    const reasons = Array.isArray(health.reasons) ? health.reasons : [];
+    $("health-reasons").replaceChildren(...reasons.map((r) => el("li", { text: r })));
+  }
+
+  // -- portfolio -----------------------------------------------------------------------------------------
+  function removeButton(label, action) {
+    const button = el("button", { cls: "remove", text: "Remove", attrs: { type: "button", "aria-label": label } });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try { await action(); } catch (exc) { button.disabled = false; button.title = exc.message; }
+    });
+    return button;
+  }
+
+  function loadPortfolio() {
+    return guarded("portfolio-status", async () => {
+      const perf = await api("/api/portfolio/performance");
+      const errors = perf.errors || {};
+      const rows = (perf.positions || []).map((p) => {
+        const symbolCell = td(p.symbol, "symbol");
+        const tr = el("tr", { data: { symbol: p.symbol, id: p.id } });
+        tr.append(symbolCell, numTd(shares(p.shares), "shares", "opt"),
+          numTd(money(p.cost_basis), "cost_basis", "opt"));
+        if (p.price === null || p.price === undefined) {
+          const err = errors[p.symbol];
+          symbolCell.append(tag("err", "no quote"));
+          tr.append(el("td", { cls: "muted", text: err ? err.message : "No quote right now.",
+            attrs: { colspan: 5 }, data: { field: "error" } }));
+        } else {
+          if (p.stale) {
+            tr.classList.add("stale");
+            symbolCell.append(tag("stale", "stale", STALE_HINT));
+          }
+          tr.append(
+            numTd(money(p.price), "price"), numTd(money(p.value), "value"),
+            numTd(signed(p.gain), "gain", trend(p.gain)),
+            numTd(signedPct(p.gain_percent), "gain_percent", trend(p.gain)),
+            numTd(signed(p.day_change), "day_change", trend(p.day_change)));
+        }
+        tr.append(el("td", {}, removeButton("Remove position " + p.symbol, async () => {
+          await api("/api/portfolio/" + encodeURIComponent(p.id), { method: "DELETE" });
+          await loadPortfolio();
+        })));
+        return tr;
+      });
+      fill($("portfolio-table").tBodies[0], rows);
+      $("portfolio-empty").hidden = rows.length > 0;
+      const t = perf.totals || {};
+      $("portfolio-totals").replaceChildren(...(rows.length ? [
+        figure("total-value", "Value", money(t.value)),
+        figure("total-gain", "Gain",
+          signed(t.gain) + (isNum(t.gain_percent) ? " (" + signedPct(t.gain_percent) + ")" : ""),
+          trend(t.gain)),
+        figure("total-day", "Day change", signed(t.day_change), trend(t.day_change)),
+        figure("total-cost", "Cost", money(t.cost)),
+      ] : []));
+    });
+  }
+
+  // -- watchlist -----------------------------------------------------------------------------------------
+  function loadWatchlist() {
+    return guarded("watchlist-status", async () => {
+      const answer = await api("/api/watchlist");
+      const errors = answer.errors || {};
+      const rows = (answer.items || []).map((item) => {
+        const q = item.quote;
+        const symbolCell = td(item.symbol, "symbol");
+        const tr = el("tr", { data: { symbol: item.symbol } });
+        tr.append(symbolCell);
+        if (!q) {
+          const err = errors[item.symbol];
+          symbolCell.append(tag("err", "no quote"));
+          tr.append(el("td", { cls: "muted", text: err ? err.message : "No quote right now.",
+            attrs: { colspan: 5 }, data: { field: "error" } }));
+        } else {
+          const sourceCell = td(q.source, "source", "opt");
+          if (q.source === "demo") symbolCell.append(tag("demo", "demo", "Offline demo data, not real prices."));
+          const ageCell = td(duration(q.age), "age", "opt");
+          if (q.stale) {
+            tr.classList.add("stale");
+            symbolCell.append(tag("stale", "stale", STALE_HINT));
+          }
+          tr.append(
+            numTd(money(q.price), "price"), numTd(signed(q.change), "change", trend(q.change)),
+            numTd(signedPct(q.change_percent), "change_percent", trend(q.change)), sourceCell, ageCell);
+        }
+        tr.append(el("td", {}, removeButton("Remove " + item.symbol + " from the watchlist", async () => {
+          await api("/api/watchlist/" + encodeURIComponent(item.symbol), { method: "DELETE" });
+          await loadWatchlist();
+        })));
+        return tr;
+      });
+      fill($("watchlist-table").tBodies[0], rows);
+      $("watchlist-empty").hidden = rows.length > 0;
+    });
+  }
+
+  // -- forms ------------------------------------------------------------------------------------------------
+  // Numbers typed by a person go out as numbers; anything else goes out as typed, so the API's own
+  // validation message (the one every client sees) is what appears under the form.
+  function asNumber(text) {
+    const trimmed = text.trim();
+    return trimmed !== "" && Number.isFinite(Number(trimmed)) ? Number(trimmed) : trimmed;
+  }
+
+  function submitter(formId, errorId, send, after) {
+    $(formId).addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const form = event.target;
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      $(errorId).textContent = "";
+      try {
+        await send();
+        form.reset();
+        await after();
+      } catch (exc) {
+        $(errorId).textContent = exc.message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  // -- admin: cache and upstream --------------------------------------------------------------------------
+  function budgetCell(left) {
+    const cell = el("td", { data: { field: "budget_left" } });
+    const windows = [["day", "today"], ["minute", "this minute"], ["second", "this second"]];
+    const parts = left && typeof left === "object"
+      ? windows.filter(([w]) => isNum(left[w])).map(([w, label]) => el("span",
+        { cls: "budget", data: { window: w }, text: int(left[w]) + " " + label }))
+      : isNum(left) ? [el("span", { cls: "budget", data: { window: "day" }, text: int(left) + " today" })] : [];
+    if (!parts.length) cell.textContent = "no limit";
+    parts.forEach((part, i) => { if (i) cell.append(", "); cell.append(part); });
+    return cell;
+  }
+
+  function tierRow(name, tier, other) {
+    if (!tier) {
+      return el("tr", { data: { tier: name } }, td(name, "tier"), el("td", { cls: "muted", text: "not configured",
+        attrs: { colspan: 4 } }));
+    }
+    const size = isNum(tier.max_size) ? int(tier.size) + " / " + int(tier.max_size) : int(tier.size);
+    return el("tr", { data: { tier: name } }, td(name, "tier"), numTd(size, "size"), numTd(int(tier.hits), "hits"),
+      numTd(int(tier.misses), "misses"), numTd(other, "other"));
+  }
+
+  function loadStats() {
+    return guarded("cache-status", async () => {
+      const s = await api("/api/cache/stats");
+      const failing = Array.isArray(s.failing_tiers) ? s.failing_tiers : [];
+      $("cache-figures").replaceChildren(...[
+        figure("hit-rate", "Hit rate", rate(s.hit_rate)),
+        figure("memory-items", "Items in memory", int(s.memory && s.memory.size)),
+        figure("coalesced", "Coalesced", int(s.coalesced)),
+        figure("stale-served", "Stale served", int(s.stale_served)),
+        failing.length ? figure("failing-tiers", "Failing tiers", failing.join(", "), "down") : null,
+      ].filter(Boolean));
+      const mem = s.memory || {};
+      fill($("cache-tiers").tBodies[0], [
+        tierRow("memory", s.memory, isNum(mem.evictions) ? int(mem.evictions) + " evicted" : DASH),
+        tierRow("sqlite", s.sqlite, s.sqlite ? bytes(s.sqlite.file_bytes) + " on disk" : DASH),
+        tierRow("redis", s.redis, DASH),
+      ]);
+      const kinds = Object.entries(s.by_kind || {}).sort(([a], [b]) => a.localeCompare(b));
+      fill($("cache-kinds").tBodies[0], kinds.map(([kind, k]) => el("tr", { data: { kind } },
+        td(kind, "kind"), numTd(int(k.hits), "hits"), numTd(int(k.misses), "misses"),
+        numTd(rate(k.hit_rate), "hit_rate"))));
+      const providers = Object.entries(s.upstream || {}).sort(([a], [b]) => a.localeCompare(b));
+      fill($("upstream-table").tBodies[0], providers.map(([name, u]) => el("tr", { data: { provider: name } },
+        td(name, "provider"), numTd(int(isNum(u.calls_today) ? u.calls_today : u.calls), "calls_today"),
+        budgetCell(u.budget_left), numTd(int(u.errors), "errors"), numTd(int(u.rate_limited), "rate_limited"),
+        td(u.circuit || DASH, "circuit"))));
+    });
+  }
+
+  // -- admin: KPI history ------------------------------------------------------------------------------------
+  const callsOf = (row) => Object.values(row.upstream_calls || {}).reduce((a, n) => a + (isNum(n) ? n : 0), 0);
+  const sum = (rows, f) => rows.reduce((a, r) => a + (isNum(f(r)) ? f(r) : 0), 0);
+
+  function showKpiEmpty() {
+    $("kpi-empty").hidden = false;
+    $("kpi-body").hidden = true;
+    $("kpi-chart").replaceChildren();
+  }
+
+  function loadKpis() {
+    return guarded("kpi-status", async () => {
+      let answer;
+      try {
+        answer = await api("/api/kpis?days=" + KPI_DAYS);
+      } catch (exc) {
+        if (exc.status === 404) { showKpiEmpty(); return; } // no KPI endpoint (yet) on this server
+        throw exc;
+      }
+      const rows = Array.isArray(answer && answer.days) ? answer.days : [];
+      if (!rows.length) { showKpiEmpty(); return; }
+      const latest = rows[0]; // newest first
+      $("kpi-figures").replaceChildren(
+        figure("calls-saved", "Calls saved (" + KPI_DAYS + " d)", int(sum(rows, (r) => r.calls_saved))),
+        figure("calls-saved-today", "Saved " + (latest.date || "today"), int(latest.calls_saved)),
+        figure("requests", "Requests (" + KPI_DAYS + " d)", int(sum(rows, (r) => r.requests))),
+        figure("cost", "Est. cost (" + KPI_DAYS + " d)", fmtCost.format(sum(rows, (r) => r.estimated_cost))),
+        figure("p50", "p50 latency", isNum(latest.p50_ms) ? fmt1.format(latest.p50_ms) + " ms" : DASH),
+        figure("p95", "p95 latency", isNum(latest.p95_ms) ? fmt1.format(latest.p95_ms) + " ms" : DASH),
+        figure("p99", "p99 latency", isNum(latest.p99_ms) ? fmt1.format(latest.p99_ms) + " ms" : DASH));
+      fill($("kpi-table").tBodies[0], rows.map((r) => el("tr", { data: { date: r.date } },
+        td(r.date, "date"), numTd(int(r.requests), "requests"), numTd(rate(r.hit_rate), "hit_rate"),
+        numTd(int(callsOf(r)), "upstream_calls"), numTd(int(r.calls_saved), "calls_saved"),
+        numTd(isNum(r.p50_ms) ? fmt1.format(r.p50_ms) : DASH, "p50_ms"),
+        numTd(isNum(r.p95_ms) ? fmt1.format(r.p95_ms) : DASH, "p95_ms"),
+        numTd(isNum(r.p99_ms) ? fmt1.format(r.p99_ms) : DASH, "p99_ms"))));
+      $("kpi-chart").replaceChildren(chart(rows));
+      $("kpi-empty").hidden = true;
+      $("kpi-body").hidden = false;
+    });
+  }
+
+  // The calls axis has four gridlines, so its top is a round number that splits into quarters.
+  function niceCeiling(n) {
+    if (n <= 4) return 4;
+    const step = Math.pow(10, Math.floor(Math.log10(n)));
+    for (const m of [1, 2, 4, 8, 10]) if (m * step >= n) return m * step;
+    return 10 * step;
+  }
+
+  // One slot per calendar day of the window, ending on the newest row's day: the API lists only days
+  // with activity, and a quiet day should read as a gap, not vanish from the time axis.
+  function daySlots(rows) {
+    const newest = Date.parse(String(rows[0].date) + "T00:00:00Z");
+    if (!Number.isFinite(newest)) return rows.slice().reverse().map((r) => [String(r.date), r]);
+    const byDate = new Map(rows.map((r) => [String(r.date), r]));
+    const slots = [];
+    for (let i = KPI_DAYS - 1; i >= 0; i -= 1) {
+      const day = new Date(newest - i * 86400000).toISOString().slice(0, 10);
+      slots.push([day, byDate.get(day)]);
+    }
+    return slots;
+  }
+
+  // Bars: upstream calls per day (left axis). Line: cache hit rate (right axis, 0-100 %). Oldest left.
+  function chart(rows) {
+    const slots = daySlots(rows);
+    const W = 640, H = 220, L = 44, R = 44, T = 12, B = 28;
+    const plotW = W - L - R, plotH = H - T - B;
+    const top = niceCeiling(Math.max(0, ...rows.map(callsOf)));
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "kpi-chart-title" });
+    root.append(svg("title", { id: "kpi-chart-title" },
+      "Upstream calls (bars) and cache hit rate (line) per day, oldest on the left"));
+    for (let i = 0; i <= 4; i += 1) {
+      const y = T + plotH - (plotH * i) / 4;
+      root.append(svg("line", { class: "grid-line", x1: L, x2: W - R, y1: y, y2: y }));
+      const tick = (top * i) / 4;
+      root.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" },
+        (Number.isInteger(tick) ? fmtInt : fmt1).format(tick)));
+      root.append(svg("text", { x: W - R + 6, y: y + 4, "text-anchor": "start" }, (25 * i) + "%"));
+    }
+    root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: T + plotH, y2: T + plotH }));
+    const slot = plotW / Math.max(1, slots.length);
+    const labelEvery = slots.length > 7 ? 2 : 1;
+    const points = [];
+    slots.forEach(([day, d], i) => {
+      const x = L + slot * i;
+      if ((slots.length - 1 - i) % labelEvery === 0) {
+        root.append(svg("text", { x: x + slot / 2, y: H - 8, "text-anchor": "middle" }, day.slice(5)));
+      }
+      if (!d) return;
+      const calls = callsOf(d);
+      const h = top ? (plotH * calls) / top : 0;
+      const bar = svg("rect", { class: "bar-calls", x: x + slot * 0.15, y: T + plotH - h, width: slot * 0.7,
+        height: h, "data-date": day, "data-calls": calls });
+      bar.append(svg("title", {}, `${day}: ${calls} upstream calls`));
+      root.append(bar);
+      if (isNum(d.hit_rate)) {
+        const hr = Math.min(1, Math.max(0, d.hit_rate));
+        points.push([x + slot / 2, T + plotH - plotH * hr, day, d]);
+      }
+    });
+    if (points.length) {
+      root.append(svg("polyline", { class: "line-hit", points: points.map(([x, y]) => `${x},${y}`).join(" ") }));
+      for (const [x, y, day, d] of points) {
+        const dot = svg("circle", { class: "dot-hit", cx: x, cy: y, r: 3.5, "data-date": day });
+        dot.append(svg("title", {}, `${day}: hit rate ${rate(d.hit_rate)}`));
+        root.append(dot);
+      }
+    }
+    return root;
+  }
+
+  // -- start ---------------------------------------------------------------------------------------------------
+  function boot() {
+    $("login-form").addEventListener("submit", onLogin);
+    $("logout").addEventListener("click", logout);
+    $("refresh-now").addEventListener("click", () => refresh());
+    submitter("watch-form", "watch-error",
+      () => api("/api/watchlist", { method: "POST", body: { symbol: $("watch-symbol").value.trim() } }),
+      loadWatchlist);
+    submitter("position-form", "position-error",
+      () => api("/api/portfolio", { method: "POST", body: {
+        symbol: $("position-symbol").value.trim(),
+        shares: asNumber($("position-shares").value),
+        cost_basis: asNumber($("position-cost").value),
+      } }),
+      loadPortfolio);
+    let saved = null;
+    try { saved = sessionStorage.getItem(TOKEN_KEY); } catch (exc) { saved = null; }
+    if (saved) {
+      state.token = saved;
+      start();
+    } else {
+      loadHealth();
+      showLogin("");
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+  else boot();
+})();
