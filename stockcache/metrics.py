@@ -11,6 +11,7 @@ import bisect
 import math
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -45,6 +46,46 @@ class Histogram:
             if seen >= rank and n:
                 return bound if math.isfinite(bound) else LATENCY_BUCKETS[-2]
         return LATENCY_BUCKETS[-2]
+
+    def quantile(self, q: float) -> float | None:
+        """The q-th quantile in seconds, interpolated inside its bucket as Prometheus does; None when empty.
+
+        Finer than :meth:`percentile` (a bucket's upper bound); a value in the
+        open-ended last bucket reads as the highest finite bound.
+        """
+        return quantile(LATENCY_BUCKETS, self.counts, q)
+
+    def summary_ms(self) -> dict[str, Any]:
+        """``{"count", "p50_ms", "p95_ms", "p99_ms"}`` for stats, the CLI and KPIs."""
+        return {"count": self.count, **percentiles_ms(self.counts)}
+
+
+def quantile(bounds: Sequence[float], counts: Sequence[int], q: float) -> float | None:
+    """The q-th quantile (0..1) of bucket ``counts`` with upper ``bounds``, linearly interpolated."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    lower = 0.0
+    for bound, n in zip(bounds, counts, strict=True):
+        if n and seen + n >= rank:
+            if not math.isfinite(bound):
+                return lower
+            return lower + (bound - lower) * max(0.0, rank - seen) / n
+        seen += n
+        if math.isfinite(bound):
+            lower = bound
+    return lower
+
+
+def percentiles_ms(counts: Sequence[int]) -> dict[str, float | None]:
+    """p50/p95/p99 in milliseconds (rounded to 0.01 ms) of latency bucket counts; None when empty."""
+    out: dict[str, float | None] = {}
+    for name, q in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+        value = quantile(LATENCY_BUCKETS, counts, q)
+        out[name] = None if value is None else round(value * 1000, 2)
+    return out
 
 
 class Metrics:
@@ -104,3 +145,12 @@ class Metrics:
     STALE_SERVED = "stale_served"
     REQUESTS = "http_requests"
     REQUEST_LATENCY = "http_request_seconds"
+    # Interactive item reads (labels: kind, tier): tier is where a fresh answer
+    # was found (memory, sqlite, redis) or "miss" when it had to go upstream.
+    # Background refreshes are not reads and are not counted here.
+    READS = "cache_reads"
+    READ_MISS = "miss"
+    REFRESH_RUNS = "refresh_runs"
+    REFRESHED = "refresh_refreshed"  # label: kind
+    REFRESH_FAILED = "refresh_failed"  # label: kind
+    REFRESH_SKIPPED = "refresh_skipped_budget"  # label: kind

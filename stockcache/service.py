@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from .budget import Budget, Limits
-from .cache import TieredCache, open_cache
+from .cache import Entry, TieredCache, open_cache
 from .errors import InvalidRequest, StockcacheError, SymbolNotFound, UpstreamTimeout
 from .fetcher import Fetcher, FetchResult, Flight, wait_all
 from .metrics import Metrics
@@ -184,6 +186,20 @@ class StockService:
                 failed.update({f"{kind}:{s}": e for s, e in errors.items()})
         return failed
 
+    def refresh(self, kind: str, symbols: Sequence[str], *, share: float = 1.0,
+                cancel: threading.Event | None = None) -> tuple[dict[str, Any], dict[str, StockcacheError]]:
+        """Fetch ``symbols`` now even if their cached entries are still fresh (background refresh).
+
+        Goes through the same single-flight, budgets (``share`` of each) and
+        write-through as a read; returns ``(found, errors)`` by symbol and never
+        serves stale data. ``symbols`` must already be normalised.
+        """
+        return self._many(kind, list(symbols), share=share, force=True, cancel=cancel)
+
+    def route(self, kind: str) -> list[str]:
+        """The providers tried for ``kind``, in order (the first one's budget is the one that matters)."""
+        return self._route(kind)
+
     def stats(self) -> dict[str, Any]:
         """Cache and upstream statistics, as served at /api/cache/stats."""
         out = dict(self.cache.get_stats())
@@ -203,6 +219,7 @@ class StockService:
         out["coalesced"] = self.metrics.total(Metrics.COALESCED)
         out["stale_served"] = self.metrics.total(Metrics.STALE_SERVED)
         out["demo"] = self.settings.demo
+        out.update(activity_stats(self.metrics, self.settings))
         return out
 
     def close(self) -> None:
@@ -234,14 +251,23 @@ class StockService:
         fetch_params: Mapping[str, Any] | None = None,
         *,
         share: float = 1.0,
+        force: bool = False,
+        cancel: threading.Event | None = None,
     ) -> tuple[dict[str, dict[str, Any]], dict[str, StockcacheError]]:
-        """The heart of every read: cache batch, one concurrent upstream batch, stale-if-error."""
+        """The heart of every read: cache batch, one concurrent upstream batch, stale-if-error.
+
+        ``force`` (the background refresher) skips the cache lookup and fetches
+        every symbol, still single-flight and written through, is not counted as
+        a read and serves nothing stale; ``cancel`` stops the waiting early.
+        """
         params = dict(fetch_params or ({"days": HISTORY_DAYS} if kind == "history" else {}))
         keys = {symbol: cache_key(kind, symbol, *key_params) for symbol in symbols}
         now = self.clock()
         found: dict[str, dict[str, Any]] = {}
         errors: dict[str, StockcacheError] = {}
-        fresh = self.cache.get_many(list(keys.values()))
+        fresh = {} if force else self.cache.get_many(list(keys.values()))
+        if not force:
+            self._count_reads(kind, fresh.values(), len(keys) - len(fresh))
         misses: list[str] = []
         for symbol, key in keys.items():
             entry = fresh.get(key)
@@ -261,9 +287,13 @@ class StockService:
             flights[symbol] = self.fetcher.fetch(
                 key, kind, symbol, params, route, share=share,
                 on_done=lambda flight, level=KIND_TTL_LEVEL[kind]: self._store(flight, level),
-                lookup=lambda key=key: self._cached_result(key),
+                lookup=None if force else lambda key=key: self._cached_result(key),
             )
-        wait_all(flights.values(), time.monotonic() + self.settings.upstream_timeout + DEADLINE_MARGIN)
+        deadline = time.monotonic() + self.settings.upstream_timeout + DEADLINE_MARGIN
+        if cancel is None:
+            wait_all(flights.values(), deadline)
+        else:
+            _wait_unless(flights.values(), deadline, cancel)
 
         now = self.clock()
         failed: dict[str, StockcacheError] = {}
@@ -276,7 +306,7 @@ class StockService:
                 failed[symbol] = UpstreamTimeout(
                     f"No answer within {self.settings.upstream_timeout:g} s.", symbol=symbol)
         if failed:
-            stale = self.cache.get_stale_many([keys[s] for s in failed])
+            stale = {} if force else self.cache.get_stale_many([keys[s] for s in failed])
             for symbol, error in failed.items():
                 entry = stale.get(keys[symbol])
                 if entry is not None and "error" not in entry.value and not isinstance(error, SymbolNotFound):
@@ -286,6 +316,12 @@ class StockService:
                     error.fields.setdefault("symbol", symbol)
                     errors[symbol] = error
         return found, errors
+
+    def _count_reads(self, kind: str, hits: Iterable[Entry], misses: int) -> None:
+        for tier, n in Counter(entry.tier for entry in hits).items():
+            self.metrics.inc(Metrics.READS, kind, tier, amount=n)
+        if misses:
+            self.metrics.inc(Metrics.READS, kind, Metrics.READ_MISS, amount=misses)
 
     def _route(self, kind: str) -> list[str]:
         names = [name for name in ROUTES.get(kind, ()) if name in self.providers]
@@ -306,6 +342,45 @@ class StockService:
             error = {k: v for k, v in flight.error.to_dict().items() if k != "provider"}
             self.cache.set(flight.key, {"error": error, "source": flight.error.fields.get("provider"),
                                         "fetched_at": self.clock()}, ttl=self.settings.negative_ttl)
+
+
+def activity_stats(metrics: Metrics, settings: Settings) -> dict[str, Any]:
+    """Reads by kind and tier, latency percentiles by route and refresher counters, for stats()."""
+    by_kind: dict[str, dict[str, Any]] = {}
+    for (kind, tier), n in sorted(metrics.by_label(Metrics.READS).items()):
+        by_kind.setdefault(kind, {})[tier] = n
+    hits = misses = 0
+    for figures in by_kind.values():
+        kind_misses = figures.get(Metrics.READ_MISS, 0)
+        kind_hits = sum(figures.values()) - kind_misses
+        figures.update(hits=kind_hits, misses=kind_misses, hit_rate=_rate(kind_hits, kind_misses))
+        hits, misses = hits + kind_hits, misses + kind_misses
+    latency = {route: hist.summary_ms()
+               for route, hist in sorted(metrics.histograms(Metrics.REQUEST_LATENCY).items())}
+
+    def per_kind(name: str) -> dict[str, int]:
+        return {labels[0]: n for labels, n in sorted(metrics.by_label(name).items()) if labels}
+
+    refresher = {
+        "enabled": settings.refresh, "hours": settings.refresh_hours,
+        "runs": metrics.get(Metrics.REFRESH_RUNS), "refreshed": per_kind(Metrics.REFRESHED),
+        "failed": per_kind(Metrics.REFRESH_FAILED), "skipped_budget": per_kind(Metrics.REFRESH_SKIPPED),
+    }
+    return {"reads": {"hits": hits, "misses": misses, "hit_rate": _rate(hits, misses), "by_kind": by_kind},
+            "latency": latency, "refresher": refresher}
+
+
+def _rate(hits: int, misses: int) -> float | None:
+    total = hits + misses
+    return round(hits / total, 4) if total else None
+
+
+def _wait_unless(flights: Iterable[Flight], deadline: float, cancel: threading.Event) -> None:
+    """Like ``wait_all``, but gives up within 50 ms of ``cancel`` being set (shutdown)."""
+    for flight in flights:
+        while not flight.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if cancel.is_set() or time.monotonic() >= deadline:
+                return
 
 
 def provider_limits(settings: Settings, name: str) -> Limits:

@@ -178,6 +178,9 @@ SETTINGS: tuple[Setting, ...] = (
             "When the refresher runs: 'market' (US regular session) or 'always'."),
     Setting("refresh_budget_share", ("STOCKCACHE_REFRESH_BUDGET_SHARE",), _fraction, 0.5,
             "Share of each provider's budget the background refresher may use."),
+    Setting("refresh_lead", ("STOCKCACHE_REFRESH_LEAD",), _positive_int, 60,
+            "Seconds before a held symbol's quote expires that the refresher fetches it again "
+            "(at most half the quote TTL)."),
     Setting("jwt_ttl", ("STOCKCACHE_JWT_TTL",), _positive_int, 3600, "Seconds a login token stays valid."),
     Setting("finnhub_cost_per_call", ("STOCKCACHE_FINNHUB_COST_PER_CALL",), _non_negative_float, 0.0,
             "Price of one Finnhub call, for the estimated cost in KPIs."),
@@ -230,6 +233,7 @@ class Settings:
     refresh: bool = True
     refresh_hours: str = "market"
     refresh_budget_share: float = 0.5
+    refresh_lead: int = 60
     jwt_ttl: int = 3600
     finnhub_cost_per_call: float = 0.0
     alphavantage_cost_per_call: float = 0.0

@@ -1,0 +1,274 @@
+"""The background refresher: keeps every symbol held in a portfolio or watchlist fresh.
+
+A quote is fetched again ``lead`` seconds before its cache entry expires, so a
+user opening their portfolio finds it in memory instead of waiting for the
+upstream. Profiles and history are refreshed on their own, longer tiers: when
+their entry has expired (a day for profiles, the history TTL for history).
+
+Every refresh goes through ``StockService.refresh``: the same fetcher,
+single-flight (a refresh and a user's miss for one key share one call) and
+budgets, but only ``share`` of each provider's minute and day budget, so
+interactive requests always keep the rest. A kind whose provider fails or is
+rate limited backs off exponentially (capped) before it is tried again.
+
+By default it works only during the US regular session (``markethours``);
+outside it quotes do not move and nothing is spent. Time and the wait are
+injected: tests call :meth:`Refresher.run_once` with a fake clock and never
+start the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import RateLimited, SymbolNotFound
+from .markethours import seconds_until_session
+from .metrics import Metrics
+from .models import KIND_TTL_LEVEL, cache_key
+from .service import StockService
+
+log = logging.getLogger(__name__)
+
+KINDS = ("quote", "profile", "history")  # in priority order: quotes first when the budget is short
+IDLE_WAIT = 60.0  # nothing due: look again (held symbols may have changed) after this long
+MIN_WAIT = 1.0  # never loop faster than this, whatever is due
+MAX_WAIT = 300.0  # a long wait is cut into pieces so clock changes are noticed
+BATCH_WINDOW = 15.0  # entries due within this long are refreshed together, in one batch
+BUDGET_WAIT = 5.0  # the refresher's share of a minute budget is spent: look again after this long
+BACKOFF_BASE = 15.0
+BACKOFF_CAP = 900.0
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    until: float = 0.0
+
+
+class Refresher:
+    """Refreshes held symbols before they expire, within a share of the budgets.
+
+    Thread-safe: :meth:`start`/:meth:`stop` from any thread; :meth:`run_once`
+    is serialised by a lock (the thread, or a test, calls it).
+
+    ``held`` returns the symbols to keep fresh (``Store.held_symbols``).
+    ``hours`` is ``"market"`` or ``"always"``. ``wait(seconds)`` blocks until
+    the next run and returns True when the refresher should stop; the default
+    waits on the stop event.
+    """
+
+    def __init__(
+        self,
+        service: StockService,
+        held: Callable[[], Iterable[str]],
+        *,
+        hours: str = "market",
+        share: float = 0.5,
+        lead: float = 60.0,
+        kinds: Sequence[str] = KINDS,
+        clock: Callable[[], float] = time.time,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
+        if hours not in ("market", "always"):
+            raise ValueError("hours must be 'market' or 'always'")
+        self._service = service
+        self._held = held
+        self._hours = hours
+        self._share = share
+        self._lead = lead
+        self._kinds = [kind for kind in kinds if kind in KIND_TTL_LEVEL]
+        self._clock = clock
+        self._stop = threading.Event()
+        self._wait = wait or self._stop.wait
+        self._metrics: Metrics = service.metrics
+        self._run_lock = threading.Lock()
+        self._backoff: dict[str, _Backoff] = {kind: _Backoff() for kind in self._kinds}
+        # A kind whose budget share is spent waits here, without counting as a failure.
+        self._budget_until: dict[str, float] = {kind: 0.0 for kind in self._kinds}
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread (once)."""
+        if self._thread is not None or self._stop.is_set():
+            return
+        self._thread = threading.Thread(target=self._loop, name="stockcache-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and wait for it; a refresh in progress stops waiting for the upstream at once."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("the refresher did not stop within %.0f s", timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                delay = self.run_once()
+            except Exception:  # the refresher must outlive any surprise
+                log.exception("background refresh failed")
+                delay = IDLE_WAIT
+            if self._wait(min(max(delay, MIN_WAIT), MAX_WAIT)):
+                return
+
+    # -- one round -----------------------------------------------------------------
+
+    def run_once(self) -> float:
+        """Refresh whatever is due now; return the seconds until something is due next."""
+        with self._run_lock:
+            now = self._clock()
+            if self._hours == "market":
+                closed_for = seconds_until_session(now)
+                if closed_for > 0:
+                    return closed_for
+            symbols = sorted(set(self._held()))
+            if not symbols:
+                return IDLE_WAIT
+            self._metrics.inc(Metrics.REFRESH_RUNS)
+            next_due = now + IDLE_WAIT
+            for kind in self._kinds:
+                if self._stop.is_set():
+                    break
+                next_due = min(next_due, self._refresh_kind(kind, symbols, now))
+            return max(MIN_WAIT, next_due - self._clock())
+
+    def _refresh_kind(self, kind: str, symbols: list[str], now: float) -> float:
+        """Refresh the due symbols of one kind; return when this kind is due next."""
+        backoff = self._backoff[kind]
+        wait_until = max(backoff.until, self._budget_until[kind])
+        if now < wait_until:
+            return wait_until
+        ttl = self._service.settings.ttls[KIND_TTL_LEVEL[kind]]
+        if ttl <= 0:
+            return math.inf  # not cached at all: nothing to keep fresh
+        # Quotes are fetched ahead of expiry; profiles and history once they expire.
+        # Whatever falls due within the batch window goes along, so rounds stay few.
+        lead = min(self._lead, ttl / 2) if kind == "quote" else 0.0
+        due, next_due = self._due(kind, symbols, now, lead, min(BATCH_WINDOW, ttl / 4))
+        if not due:
+            return next_due
+        room = self._room(kind)
+        if room is not None and room < len(due):
+            self._metrics.inc(Metrics.REFRESH_SKIPPED, kind, amount=len(due) - room)
+            due = due[:room]
+            self._budget_until[kind] = now + self._budget_wait(kind)
+            next_due = min(next_due, self._budget_until[kind])
+        refreshed = failed = limited = 0
+        retry_after = 0.0
+        step = self._service.settings.max_batch
+        for start in range(0, len(due), step):
+            if self._stop.is_set():
+                break
+            found, errors = self._service.refresh(kind, due[start:start + step], share=self._share,
+                                                  cancel=self._stop)
+            refreshed += len(found)
+            for error in errors.values():
+                if isinstance(error, SymbolNotFound):
+                    refreshed += 1  # the "not found" is cached again: that is a refresh too
+                elif isinstance(error, RateLimited):
+                    limited += 1
+                    retry_after = max(retry_after, float(error.retry_after or 0))
+                else:
+                    failed += 1
+        self._count(kind, refreshed, failed, limited)
+        if failed or limited:
+            backoff.failures += 1
+            delay = min(BACKOFF_BASE * 2 ** (backoff.failures - 1), BACKOFF_CAP)
+            backoff.until = self._clock() + max(delay, min(retry_after, BACKOFF_CAP))
+            log.info("refreshing %s: %d failed, %d rate limited; backing off for %.0f s",
+                     kind, failed, limited, backoff.until - self._clock())
+            return backoff.until
+        backoff.failures = 0
+        return next_due
+
+    def _due(self, kind: str, symbols: list[str], now: float, lead: float,
+             window: float) -> tuple[list[str], float]:
+        """Symbols to refresh now (missing first, then soonest to expire) and the next due time."""
+        keys = {symbol: cache_key(kind, symbol) for symbol in symbols}
+        # get_stale_many sees entries past their TTL too and, unlike get_many,
+        # does not count as a read, so the refresher leaves hit rates alone.
+        entries = self._service.cache.get_stale_many(keys.values())
+        due: list[tuple[float, str]] = []
+        next_due = math.inf
+        for symbol, key in keys.items():
+            entry = entries.get(key)
+            at = -math.inf if entry is None else entry.expires_at - lead
+            if at <= now + window:
+                due.append((at, symbol))
+            else:
+                next_due = min(next_due, at)
+        due.sort()
+        return [symbol for _, symbol in due], next_due
+
+    def _room(self, kind: str) -> int | None:
+        """Calls the refresher may still make now for ``kind`` (None: no budget applies).
+
+        Read from the route's first provider: the refresher may use ``share`` of
+        its minute and day budgets, minus what anyone already used. Keeping to
+        this keeps refreshes off the fallback provider's (often tiny) budget.
+        """
+        route = self._service.route(kind)
+        budget = self._service.fetcher.budgets.get(route[0]) if route else None
+        if budget is None:
+            return None
+        left = budget.remaining()
+        rooms: list[int] = []
+        for window, limit in (("minute", budget.limits.per_minute), ("day", budget.limits.per_day)):
+            remaining = left.get(window)
+            if limit and remaining is not None:
+                rooms.append(max(0, share_cap(limit, self._share) - (limit - remaining)))
+        if budget.limits.per_second:
+            # The fetcher smooths bursts over ~2 s; more than that would be refused.
+            rooms.append(2 * budget.limits.per_second)
+        return min(rooms) if rooms else None
+
+    def _budget_wait(self, kind: str) -> float:
+        """How long until the refresher's share has room again: to UTC midnight if the day is spent."""
+        route = self._service.route(kind)
+        budget = self._service.fetcher.budgets.get(route[0]) if route else None
+        if budget is not None and budget.limits.per_day:
+            left = budget.remaining().get("day")
+            used = budget.limits.per_day - (left or 0)
+            if used >= share_cap(budget.limits.per_day, self._share):
+                now = self._clock()
+                return 86400.0 - (now % 86400.0)
+        return BUDGET_WAIT
+
+    def _count(self, kind: str, refreshed: int, failed: int, limited: int) -> None:
+        if refreshed:
+            self._metrics.inc(Metrics.REFRESHED, kind, amount=refreshed)
+        if failed:
+            self._metrics.inc(Metrics.REFRESH_FAILED, kind, amount=failed)
+        if limited:
+            self._metrics.inc(Metrics.REFRESH_SKIPPED, kind, amount=limited)
+
+    def backoff(self) -> dict[str, float]:
+        """Seconds each backed-off kind still waits (for stats and tests)."""
+        now = self._clock()
+        return {kind: b.until - now for kind, b in self._backoff.items() if b.until > now}
+
+
+def share_cap(limit: int, share: float) -> int:
+    """The calls a caller limited to ``share`` may make out of ``limit`` (as ``Budget.acquire`` counts)."""
+    return max(1, int(limit * share)) if share < 1.0 else limit
+
+
+def from_settings(service: StockService, held: Callable[[], Iterable[str]], *,
+                  clock: Callable[[], float] = time.time) -> Refresher:
+    """A refresher configured by the service's settings (hours, budget share, lead)."""
+    settings = service.settings
+    return Refresher(service, held, hours=settings.refresh_hours, share=settings.refresh_budget_share,
+                     lead=settings.refresh_lead, clock=clock)
