@@ -13,6 +13,7 @@ from ..metrics import Metrics
 from ..runtime import Runtime
 from . import dropin
 from . import dashboard, openapi, prometheus, routes
+from . import routes_kpis
 from .errors import bottle_error_handler
 from .plugins import CACHE_SOURCE, ApiPlugin
 
@@ -47,6 +48,7 @@ def create_app(runtime: Runtime) -> bottle.Bottle:
 
     dropin.install(app, runtime)
     routes.install(app, runtime)
+    routes_kpis.install(app, runtime)
     dashboard.install(app, runtime)
     return app
 

@@ -194,6 +194,14 @@ def spec() -> dict[str, Any]:
             **_errors(400, 401, 403)},
             params=[{"name": "pattern", "in": "query", "required": True,
                      "schema": {"type": "string", "minLength": 1, "maxLength": 200}}])},
+        "/api/kpis": {"get": _op("KPI history, one row per UTC day, newest first (admin; days 1..366, default 7).", {
+            "200": _json({"type": "object", "required": ["days"], "properties": {"days": {
+                "type": "array", "items": {"type": "object", "required": [
+                    "date", "requests", "hit_rate", "upstream_calls", "calls_saved", "p50_ms", "p95_ms",
+                    "p99_ms", "estimated_cost"]}}}}, "KPIs by day."),
+            **_errors(400, 401, 403)},
+            params=[{"name": "days", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 7}}])},
     }
     paths.update(_dropin_paths())
     return {

@@ -87,12 +87,54 @@ class _Collector:
         yield limited
         yield left
 
+        yield from _activity(metrics, stats)
+
         yield CounterMetricFamily("stockcache_coalesced_requests",
                                   "Requests that joined an upstream call already in flight.",
                                   value=stats["coalesced"])
         yield CounterMetricFamily("stockcache_stale_answers",
                                   "Answers served stale because the upstream failed or the budget was spent.",
                                   value=stats["stale_served"])
+
+
+def _activity(metrics: Metrics, stats: dict[str, Any]) -> Iterator[Any]:
+    """Reads by kind and tier, latency percentiles by route, and the refresher's counters."""
+    read_hits = CounterMetricFamily("stockcache_read_hits",
+                                    "Items of interactive requests answered fresh from a cache tier.",
+                                    labels=["kind", "tier"])
+    read_misses = CounterMetricFamily("stockcache_read_misses",
+                                      "Items of interactive requests that had to go upstream.", labels=["kind"])
+    for (kind, tier), n in sorted(metrics.by_label(Metrics.READS).items()):
+        if tier == Metrics.READ_MISS:
+            read_misses.add_metric([kind], n)
+        else:
+            read_hits.add_metric([kind, tier], n)
+    yield read_hits
+    yield read_misses
+
+    quantiles = GaugeMetricFamily("stockcache_http_request_latency_quantile_seconds",
+                                  "p50/p95/p99 HTTP latency by route, read off the histogram.",
+                                  labels=["route", "quantile"])
+    for route, hist in sorted(metrics.histograms(Metrics.REQUEST_LATENCY).items()):
+        for q in (0.5, 0.95, 0.99):
+            value = hist.quantile(q)
+            if value is not None:
+                quantiles.add_metric([route, str(q)], value)
+    yield quantiles
+
+    refresher = stats.get("refresher") or {}
+    yield CounterMetricFamily("stockcache_refresh_runs", "Background refresh rounds.",
+                              value=refresher.get("runs", 0))
+    for name, key, text in (
+        ("stockcache_refresh_refreshed", "refreshed", "Entries the background refresher fetched again."),
+        ("stockcache_refresh_failed", "failed", "Background refreshes the upstream failed."),
+        ("stockcache_refresh_skipped_budget", "skipped_budget",
+         "Due refreshes left for later because the refresher's budget share was spent."),
+    ):
+        family = CounterMetricFamily(name, text, labels=["kind"])
+        for kind, n in sorted((refresher.get(key) or {}).items()):
+            family.add_metric([kind], n)
+        yield family
 
 
 def render(runtime: Runtime) -> bytes:
