@@ -157,7 +157,8 @@ class Refresher:
         # Quotes are fetched ahead of expiry; profiles and history once they expire.
         # Whatever falls due within the batch window goes along, so rounds stay few.
         lead = min(self._lead, ttl / 2) if kind == "quote" else 0.0
-        due, next_due = self._due(kind, symbols, now, lead, min(BATCH_WINDOW, ttl / 4))
+        window = min(BATCH_WINDOW, ttl / 4)
+        due, next_due = self._due(kind, symbols, now, lead, window)
         if not due:
             return next_due
         room = self._room(kind)
@@ -192,11 +193,16 @@ class Refresher:
                      kind, failed, limited, backoff.until - self._clock())
             return backoff.until
         backoff.failures = 0
-        return next_due
+        # What was just fetched is due again one TTL later.
+        return min(next_due, self._clock() + ttl - lead - window)
 
     def _due(self, kind: str, symbols: list[str], now: float, lead: float,
              window: float) -> tuple[list[str], float]:
-        """Symbols to refresh now (missing first, then soonest to expire) and the next due time."""
+        """Symbols to refresh now (missing first, then soonest to expire) and when to look next.
+
+        An entry is due ``lead`` seconds before it expires; everything due
+        within ``window`` from now goes along in this batch.
+        """
         keys = {symbol: cache_key(kind, symbol) for symbol in symbols}
         # get_stale_many sees entries past their TTL too and, unlike get_many,
         # does not count as a read, so the refresher leaves hit rates alone.
@@ -209,7 +215,7 @@ class Refresher:
             if at <= now + window:
                 due.append((at, symbol))
             else:
-                next_due = min(next_due, at)
+                next_due = min(next_due, at - window)
         due.sort()
         return [symbol for _, symbol in due], next_due
 
