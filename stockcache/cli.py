@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     _add_user_commands(commands)
+    _add_data_commands(commands)
     return parser
 
 
@@ -210,6 +211,212 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+# -- warm and stats -------------------------------------------------------------
+
+WARM_KINDS = ("quote", "profile", "history")
+STATS_DESCRIPTION = (
+    "Cache and upstream statistics as a table (--json for JSON). stats runs in its own process, so it "
+    "reads what the server saves in the data folder: a snapshot of /api/cache/stats written every "
+    "minute and at shutdown (kpis.sqlite), today's upstream calls per provider (usage.sqlite, counted "
+    "by every process) and the KPI history. It works with the server running or stopped and needs no "
+    "token; the server figures are at most a minute old (their time is shown)."
+)
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in text.split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in WARM_KINDS]
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"kinds are a comma-separated list of {', '.join(WARM_KINDS)}")
+    return kinds
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    warm = commands.add_parser(
+        "warm", help="fill the cache for some symbols now, with a progress bar",
+        description="Fetch what is not fresh in the cache for each SYMBOL, through the same budgets as "
+                    "the server (the cache and usage files are shared with a running server). Prints a "
+                    "summary and every failed item; exit status 1 if any item failed.")
+    warm.add_argument("symbols", nargs="+", metavar="SYMBOL")
+    warm.add_argument("--kinds", type=_kinds, default=("quote",),
+                      help="comma-separated kinds of data: quote, profile, history (default: quote)")
+    warm.add_argument("--quiet", action="store_true", help="no progress bar")
+    warm.set_defaults(handler=cmd_warm)
+    stats = commands.add_parser("stats", help="cache and upstream statistics as a table (--json for JSON)",
+                                description=STATS_DESCRIPTION)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    stats.add_argument("--days", type=int, default=7, help="days of KPI history to show (1..366, default 7)")
+    stats.set_defaults(handler=cmd_stats)
+    for leaf in (warm, stats):
+        _global_options(leaf)
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .metrics import Metrics
+    from .models import normalize_symbol
+    from .service import StockService
+
+    settings = load_settings(args)
+    try:
+        symbols = list(dict.fromkeys(normalize_symbol(s) for s in args.symbols))
+    except StockcacheError as exc:
+        return _fail(f"{exc.message} (got {exc.fields.get('symbol', '')!r})")
+    kinds: tuple[str, ...] = args.kinds
+    service = StockService.from_settings(settings)
+    started = time.monotonic()
+    failed: dict[str, StockcacheError] = {}
+    try:
+        step = max(1, min(settings.workers, settings.max_batch))  # small batches keep the bar moving
+        with tqdm(total=len(symbols) * len(kinds), unit="item", desc="warming", file=sys.stderr,
+                  disable=args.quiet) as bar:
+            for kind in kinds:
+                for start in range(0, len(symbols), step):
+                    chunk = symbols[start:start + step]
+                    failed.update(service.warm(chunk, kinds=(kind,)))
+                    bar.update(len(chunk))
+        reads = service.metrics.by_label(Metrics.READS)
+    finally:
+        service.close()
+    rows = [("KIND", "FETCHED", "ALREADY FRESH", "FAILED")]
+    for kind in kinds:
+        misses = reads.get((kind, Metrics.READ_MISS), 0)
+        fresh = sum(n for (k, tier), n in reads.items() if k == kind and tier != Metrics.READ_MISS)
+        kind_failed = sum(1 for key in failed if key.startswith(kind + ":"))
+        rows.append((kind, str(misses - kind_failed), str(fresh), str(kind_failed)))
+    total = len(symbols) * len(kinds)
+    what = f"{len(symbols)} symbol{'s' if len(symbols) > 1 else ''} x {len(kinds)} kind{'s' if len(kinds) > 1 else ''}"
+    print(f"Warmed {total - len(failed)} of {total} items ({what}) in {time.monotonic() - started:.1f} s; "
+          f"source: {', '.join(service.source_names)}.")
+    _print_table(rows)
+    if failed:
+        print("\nFailed:")
+        _print_table([("ITEM", "ERROR", "MESSAGE")]
+                     + [(key, error.code, error.message) for key, error in sorted(failed.items())])
+        return 1
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .kpis import KPI_FILE, KpiStore, costs_from, kpi_days
+    from .usage import UsageLedger, utc_day
+
+    settings = load_settings(args)
+    if not 1 <= args.days <= 366:
+        return _fail("--days must be from 1 to 366")
+    data_dir = settings.data_dir
+    kpi_path, usage_path = data_dir / KPI_FILE, data_dir / "usage.sqlite"
+    # Only read what exists: stats must not create files in a data folder.
+    store = KpiStore(kpi_path) if kpi_path.exists() else None
+    ledger = UsageLedger(usage_path) if usage_path.exists() else None
+    now = time.time()
+    try:
+        snapshot = store.snapshot() if store is not None else None
+        providers = [name for name, key in (("finnhub", settings.finnhub_api_key),
+                                            ("alphavantage", settings.alphavantage_api_key)) if key]
+        kpis = kpi_days(store, ledger, now=now, days=args.days, costs=costs_from(settings), providers=providers)
+        today = ledger.days(1).get(utc_day(now), {}) if ledger is not None else {}
+    finally:
+        if store is not None:
+            store.close()
+        if ledger is not None:
+            ledger.close()
+    report = {
+        "data_dir": str(data_dir),
+        "saved_at": _iso(snapshot[0]) if snapshot else None,
+        "saved_seconds_ago": int(now - snapshot[0]) if snapshot else None,
+        "server": snapshot[1] if snapshot else None,
+        "calls_today": today,
+        "kpis": kpis,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _print_stats(report)
+    return 0
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _cell(value: object, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _print_stats(report: dict) -> None:  # type: ignore[type-arg]
+    server = report["server"]
+    print(f"stockcache statistics for {report['data_dir']}")
+    if server is None:
+        print("\nNo server figures yet: a running server saves them every minute and when it stops.")
+    else:
+        print(f"Server figures saved at {report['saved_at']} ({report['saved_seconds_ago']} s ago).\n")
+        rows = [("TIER", "ENTRIES", "HITS", "MISSES")]
+        for tier in ("memory", "redis", "sqlite"):
+            figures = server.get(tier)
+            if isinstance(figures, dict):
+                rows.append((tier, _cell(figures.get("size")), _cell(figures.get("hits")),
+                             _cell(figures.get("misses"))))
+        _print_table(rows)
+        reads = server.get("reads") or {}
+        print(f"\nItems asked for: {reads.get('hits', 0)} from the cache, {reads.get('misses', 0)} from "
+              f"upstream (hit rate {_cell(reads.get('hit_rate'), 4)}); coalesced {server.get('coalesced', 0)}, "
+              f"stale answers {server.get('stale_served', 0)}.\n")
+        rows = [("KIND", "MEMORY", "SQLITE", "MISSES", "HIT RATE")]
+        for kind, figures in sorted((reads.get("by_kind") or {}).items()):
+            rows.append((kind, _cell(figures.get("memory", 0)), _cell(figures.get("sqlite", 0)),
+                         _cell(figures.get("misses")), _cell(figures.get("hit_rate"), 4)))
+        if len(rows) > 1:
+            _print_table(rows)
+            print()
+        rows = [("PROVIDER", "CALLS", "ERRORS", "RATE LIMITED", "LEFT THIS MINUTE", "LEFT TODAY", "CIRCUIT")]
+        for name, figures in sorted((server.get("upstream") or {}).items()):
+            left = figures.get("budget_left") or {}
+            rows.append((name, _cell(figures.get("calls")), _cell(figures.get("errors")),
+                         _cell(figures.get("rate_limited")), _cell(left.get("minute")), _cell(left.get("day")),
+                         _cell(figures.get("circuit"))))
+        _print_table(rows)
+        refresher = server.get("refresher") or {}
+
+        def counts(name: str) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted((refresher.get(name) or {}).items())) or "0"
+
+        state = f"on ({refresher.get('hours')} hours)" if refresher.get("enabled") else "off"
+        print(f"\nRefresher: {state}; {refresher.get('runs', 0)} runs; refreshed {counts('refreshed')}; "
+              f"failed {counts('failed')}; skipped for budget {counts('skipped_budget')}.\n")
+        rows = [("ROUTE", "REQUESTS", "P50 MS", "P95 MS", "P99 MS")]
+        for route, figures in sorted((server.get("latency") or {}).items()):
+            rows.append((route, _cell(figures.get("count")), _cell(figures.get("p50_ms")),
+                         _cell(figures.get("p95_ms")), _cell(figures.get("p99_ms"))))
+        if len(rows) > 1:
+            _print_table(rows)
+    calls = ", ".join(f"{name} {n}" for name, n in sorted(report["calls_today"].items())) or "none"
+    print(f"\nUpstream calls today (UTC, every process): {calls}.\n")
+    rows = [("DATE", "REQUESTS", "HIT RATE", "CALLS SAVED", "UPSTREAM CALLS", "P50 MS", "P95 MS", "P99 MS",
+             "COST")]
+    for day in report["kpis"]:
+        upstream = " ".join(f"{k}={v}" for k, v in sorted(day["upstream_calls"].items())) or "-"
+        rows.append((day["date"], _cell(day["requests"]), _cell(day["hit_rate"], 4), _cell(day["calls_saved"]),
+                     upstream, _cell(day["p50_ms"]), _cell(day["p95_ms"]), _cell(day["p99_ms"]),
+                     _cell(day["estimated_cost"], 4)))
+    if len(rows) > 1:
+        _print_table(rows)
+    else:
+        print("No KPI history yet.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

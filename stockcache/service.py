@@ -19,7 +19,7 @@ from typing import Any
 
 from .budget import Budget, Limits
 from .cache import Entry, TieredCache, open_cache
-from .errors import InvalidRequest, StockcacheError, SymbolNotFound, UpstreamTimeout
+from .errors import InvalidRequest, StockcacheError, SymbolNotFound, UpstreamError, UpstreamTimeout
 from .fetcher import Fetcher, FetchResult, Flight, wait_all
 from .metrics import Metrics
 from .models import KIND_TTL_LEVEL, cache_key, normalize_symbol, normalize_symbols
@@ -176,14 +176,21 @@ class StockService:
 
     def warm(self, symbols: Iterable[str], kinds: Iterable[str] = ("quote",), *,
              share: float = 1.0) -> dict[str, StockcacheError]:
-        """Fetch whatever is not fresh for ``symbols``; return the errors by ``kind:symbol``."""
+        """Fetch whatever is not fresh for ``symbols``; return the errors by ``kind:symbol``.
+
+        An item answered only by a stale copy (the upstream failed) is an error too:
+        it was not warmed.
+        """
         failed: dict[str, StockcacheError] = {}
         names = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
         step = self.settings.max_batch
         for kind in kinds:
             for start in range(0, len(names), step):
-                _, errors = self._many(kind, names[start:start + step], share=share)
+                found, errors = self._many(kind, names[start:start + step], share=share)
                 failed.update({f"{kind}:{s}": e for s, e in errors.items()})
+                failed.update({f"{kind}:{s}": UpstreamError("The upstream failed; only a stale copy is cached.",
+                                                            symbol=s)
+                               for s, item in found.items() if item.get("stale")})
         return failed
 
     def refresh(self, kind: str, symbols: Sequence[str], *, share: float = 1.0,
