@@ -54,17 +54,22 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class ServiceProcess:
-    """``python -m stockcache serve`` on a free loopback port, demo data, its stderr drained by a thread."""
+    """``python -m stockcache serve`` on a free loopback port, its stderr drained by a thread.
 
-    def __init__(self, data_dir: Path, *, ready_timeout: float = 30.0) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("STOCKCACHE_") and k not in ("FINNHUB_API_KEY", "ALPHAVANTAGE_API_KEY",
-                                                                "REDIS_URL")}
-        env.update(STOCKCACHE_REFRESH="off", STOCKCACHE_LOG_LEVEL="warning", PYTHONUNBUFFERED="1")
+    The environment is the caller's minus every stockcache setting and key (so
+    demo data), plus ``env``.
+    """
+
+    def __init__(self, data_dir: Path, *, ready_timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith("STOCKCACHE_") and k not in ("FINNHUB_API_KEY", "ALPHAVANTAGE_API_KEY",
+                                                                  "REDIS_URL")}
+        clean.update(STOCKCACHE_REFRESH="off", STOCKCACHE_LOG_LEVEL="warning", PYTHONUNBUFFERED="1")
+        clean.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stockcache", "serve", "--host", "127.0.0.1", "--port", "0",
              "--data-dir", str(data_dir)],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=clean, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         self.lines: list[str] = []
         self._url: queue.Queue[str] = queue.Queue()
@@ -408,7 +413,7 @@ class CrashRun:
                            happened, lost, integrity, other, restarts, files)
 
 
-def make_users(data_dir: Path, count: int) -> list[tuple[str, str]]:
+def make_users(data_dir: Path, count: int, *, prefix: str = "writer", admin: bool = False) -> list[tuple[str, str]]:
     """Users with long-lived API tokens, written straight into the store before the first start."""
     from stockcache.auth import open_auth
     from stockcache.settings import Settings
@@ -420,8 +425,8 @@ def make_users(data_dir: Path, count: int) -> list[tuple[str, str]]:
         auth = open_auth(settings, store)
         out = []
         for i in range(count):
-            name = f"writer{i}"
-            store.create_user(name, "not-a-password-hash")  # token only: no login, no argon2 time
+            name = f"{prefix}{i}"
+            store.create_user(name, "not-a-password-hash", is_admin=admin)  # token only: no login, no argon2 time
             token, _ = auth.create_api_token(name, "crash test")
             out.append((name, token))
         return out
