@@ -27,6 +27,7 @@ import itertools
 import random
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -211,7 +212,7 @@ class Outcome:
     errors: int
     calls: Counter[str] = field(default_factory=Counter)
     busiest_minute: dict[str, int] = field(default_factory=dict)
-    busiest_day: dict[str, int] = field(default_factory=dict)
+    busiest_second: dict[str, int] = field(default_factory=dict)
     refreshed: int = 0
     skipped: int = 0
 
@@ -280,7 +281,7 @@ def simulate(users: int, *, refresher: bool, day: str = "2026-03-02", seed: int 
             items=hits + misses, hits=hits, misses=misses, stale=stale, errors=errors,
             calls=Counter({p: session.calls(p) for p in ("finnhub", "alphavantage")}),
             busiest_minute={p: session.busiest(p, 60.0) for p in ("finnhub", "alphavantage")},
-            busiest_day={p: session.calls(p) for p in ("finnhub", "alphavantage")},
+            busiest_second={p: session.busiest(p, 1.0) for p in ("finnhub", "alphavantage")},
             refreshed=service.metrics.total(Metrics.REFRESHED),
             skipped=service.metrics.total(Metrics.REFRESH_SKIPPED),
         )
@@ -290,19 +291,35 @@ def simulate(users: int, *, refresher: bool, day: str = "2026-03-02", seed: int 
     return outcome
 
 
+def within_budget(o: Outcome, settings: Settings) -> bool:
+    """No window of any provider saw more calls than its limit (0 means no limit)."""
+    checks = [
+        (o.busiest_second["finnhub"], settings.finnhub_per_second),
+        (o.busiest_minute["finnhub"], settings.finnhub_per_minute),
+        (o.calls["finnhub"], settings.finnhub_per_day),
+        (o.busiest_second["alphavantage"], settings.alphavantage_per_second),
+        (o.busiest_minute["alphavantage"], settings.alphavantage_per_minute),
+        (o.calls["alphavantage"], settings.alphavantage_per_day),
+    ]
+    return all(not limit or used <= limit for used, limit in checks)
+
+
 def table(outcomes: list[Outcome], settings: Settings) -> str:
     lines = [
-        "| users | distinct held | refresher | page loads | items | hit rate | upstream calls | calls / user-day "
-        "| calls / held symbol | stale | errors | busiest Finnhub minute | AV calls (day) |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| users | distinct held symbols | refresher | page loads | items asked | hit rate | upstream calls "
+        "| calls / user-day | calls / held symbol | calls vs refresher off | stale | errors "
+        "| busiest Finnhub second / minute | AV calls | within budgets |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    off_calls = {o.users: o.total_calls for o in outcomes if not o.refresher}
     for o in outcomes:
+        ratio = o.total_calls / off_calls[o.users] if off_calls.get(o.users) else float("nan")
         lines.append(
-            f"| {o.users} | {o.distinct} | {'on' if o.refresher else 'off'} | {o.page_loads} | {o.items} "
-            f"| {o.hit_rate:.2%} | {o.total_calls} | {o.total_calls / o.users:.1f} "
-            f"| {o.total_calls / max(o.distinct, 1):.1f} | {o.stale} | {o.errors} "
-            f"| {o.busiest_minute['finnhub']} / {settings.finnhub_per_minute or 'no limit'} "
-            f"| {o.busiest_day['alphavantage']} / {settings.alphavantage_per_day or 'no limit'} |"
+            f"| {o.users} | {o.distinct} | {'on' if o.refresher else 'off'} | {o.page_loads:,} | {o.items:,} "
+            f"| {o.hit_rate:.2%} | {o.total_calls:,} | {o.total_calls / o.users:,.1f} "
+            f"| {o.total_calls / max(o.distinct, 1):.1f} | {ratio:.2f}x | {o.stale} | {o.errors} "
+            f"| {o.busiest_second['finnhub']} / {o.busiest_minute['finnhub']} | {o.calls['alphavantage']} "
+            f"| {'yes' if within_budget(o, settings) else 'NO'} |"
         )
     return "\n".join(lines)
 
@@ -310,20 +327,23 @@ def table(outcomes: list[Outcome], settings: Settings) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", default="10,50,200", help="comma-separated user counts")
-    parser.add_argument("--finnhub-per-minute", type=int, default=300,
-                        help="Finnhub calls per minute (free plan 60; 300 is a paid plan)")
+    parser.add_argument("--finnhub-per-minute", default="300,60",
+                        help="comma-separated Finnhub plans to compare, calls per minute (free: 60)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    overrides = {"finnhub_per_minute": args.finnhub_per_minute}
-    settings = bench_settings(Path("."), **overrides)
-    outcomes = []
-    for users in (int(u) for u in args.users.split(",")):
-        for refresher in (False, True):
-            outcomes.append(simulate(users, refresher=refresher, seed=args.seed, **overrides))
-    print(f"Finnhub {settings.finnhub_per_minute}/min, {settings.finnhub_per_second}/s; Alpha Vantage "
-          f"{settings.alphavantage_per_day}/day; quote TTL {settings.ttl_quote} s; refresher share "
-          f"{settings.refresh_budget_share}, lead {settings.refresh_lead} s; seed {args.seed}\n")
-    print(table(outcomes, settings))
+    started = time.monotonic()
+    for per_minute in (int(p) for p in args.finnhub_per_minute.split(",")):
+        overrides = {"finnhub_per_minute": per_minute}
+        settings = bench_settings(Path("."), **overrides)
+        outcomes = [simulate(int(users), refresher=refresher, seed=args.seed, **overrides)
+                    for users in args.users.split(",") for refresher in (False, True)]
+        print(f"Finnhub {settings.finnhub_per_minute}/min and {settings.finnhub_per_second}/s, Alpha Vantage "
+              f"{settings.alphavantage_per_day}/day and {settings.alphavantage_per_second}/s; quote TTL "
+              f"{settings.ttl_quote} s; refresher share {settings.refresh_budget_share}, lead "
+              f"{settings.refresh_lead} s; market hours only; seed {args.seed}.\n")
+        print(table(outcomes, settings))
+        print()
+    print(f"({time.monotonic() - started:.0f} s wall time)")
 
 
 if __name__ == "__main__":
