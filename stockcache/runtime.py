@@ -67,8 +67,15 @@ class Runtime:
         from . import __version__
 
         reasons: list[str] = []
-        for tier in self.cache.get_stats().get("failing_tiers", ()):
+        stats = self.cache.get_stats()
+        redis = stats.get("redis")
+        for tier in stats.get("failing_tiers", ()):
+            if tier == "redis" and redis:
+                continue  # its live link state (below) says more than "failed in the last minute"
             reasons.append(f"cache tier {tier} is failing")
+        if redis and redis.get("status") != "ok":
+            reasons.append("redis is unreachable: serving from memory and SQLite with this "
+                           "instance's own budgets until it answers again")
         for name, breaker in self.service.fetcher.breakers.items():
             if breaker.state != "closed":
                 reasons.append(f"upstream {name} is failing (circuit {breaker.state})")

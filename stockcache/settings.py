@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,13 @@ def _redis_url(text: str) -> str:
     return text
 
 
+def _redis_namespace(text: str) -> str:
+    text = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
+        raise ValueError("must be 1 to 64 letters, digits, '_', '.' or '-'")
+    return text
+
+
 def _text(text: str) -> str:
     return text.strip()
 
@@ -167,6 +175,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("redis_url", ("REDIS_URL", "STOCKCACHE_REDIS_URL"), _redis_url, "",
             "Optional Redis URL for a cache tier shared by several instances; unset means no Redis.",
             secret=True),
+    Setting("redis_namespace", ("STOCKCACHE_REDIS_NAMESPACE",), _redis_namespace, "stockcache",
+            "Prefix of every Redis key (NAMESPACE:cache:..., :budget:, :lock:); instances that share "
+            "a cache use the same one."),
     Setting("workers", ("STOCKCACHE_WORKERS",), _positive_int, 32,
             "Threads (and pooled HTTP connections) for concurrent upstream requests."),
     Setting("max_batch", ("STOCKCACHE_MAX_BATCH",), _positive_int, 100, "Most symbols in one batch request."),
@@ -227,6 +238,7 @@ class Settings:
     stale_grace: int = 86400
     negative_ttl: int = 600
     redis_url: str = field(default="", repr=False)
+    redis_namespace: str = "stockcache"
     workers: int = 32
     max_batch: int = 100
     memory_max_items: int = 10_000

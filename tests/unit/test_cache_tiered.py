@@ -519,9 +519,20 @@ def test_cache_purge_expired_is_bounded_per_tier(cache: TieredCache, clock: Any)
     assert cache.purge_expired(limit=10) == 0
 
 
-def test_open_cache_refuses_redis_url_for_now(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="Redis tier is not available"):
-        open_cache(tmp_path, redis_url="redis://127.0.0.1:6379/0", settings=Settings(), janitor_interval=None)
+def test_open_cache_with_unreachable_redis_still_opens_and_serves_locally(tmp_path: Path) -> None:
+    # Nothing listens on a port just freed; the Redis tier goes last and the cache works without it.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open_cache(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0", settings=Settings(),
+                    janitor_interval=None) as cache:
+        assert [t.name for t in cache.tiers] == ["memory", "sqlite", "redis"]
+        cache.set("quote:A", 1)
+        assert cache.get("quote:A") == 1
+        stats = cache.get_stats()
+        assert stats["redis"]["status"] == "down" and "size" not in stats["redis"]
 
 
 def test_open_cache_merges_partial_ttls_over_settings(tmp_path: Path, clock: Any) -> None:
