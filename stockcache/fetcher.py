@@ -7,7 +7,10 @@ waits for all of them up to one deadline. Each flight walks its provider route
 waits on another and a hung request holds only its own item.
 
 Concurrent misses for one key share one flight (single-flight): the first
-caller starts it, later callers wait on the same result or error.
+caller starts it, later callers wait on the same result or error. With
+``peers`` (Redis, several instances), the leader also takes the key's
+cross-instance lock; a leader that finds it taken waits, on one poller thread,
+for the peer's cache entry instead of calling upstream.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests_futures.sessions import FuturesSession
 
-from .budget import Budget, CircuitBreaker
+from .budget import CircuitBreaker, Limits
 from .errors import (
     RateLimited,
     StockcacheError,
@@ -40,6 +43,35 @@ log = logging.getLogger(__name__)
 
 # When a provider says 429 without Retry-After, leave it alone this long.
 DEFAULT_429_PAUSE = 10.0
+PEER_POLL = 0.02  # seconds between looks at the locks of keys a peer instance is fetching
+
+
+class UpstreamBudget(Protocol):
+    """What the fetcher needs of a budget: ``budget.Budget``, or ``redisshared.SharedBudget``."""
+
+    provider: str
+    limits: Limits
+
+    def acquire(self, *, share: float = 1.0) -> float: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def remaining(self) -> dict[str, int | None]: ...
+
+    def calls_today(self) -> int: ...
+
+
+class PeerLocks(Protocol):
+    """Cross-instance per-key locks (``redisshared.PeerLocks``); methods raise StockcacheError if unusable."""
+
+    def acquire(self, key: str) -> str | None: ...
+
+    def acquire_many(self, keys: Iterable[str]) -> list[str | None]: ...
+
+    def release(self, key: str, token: str) -> None: ...
+
+
+Lookup = Callable[[], "FetchResult | StockcacheError | None"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +116,7 @@ class _Route:
     on_done: Callable[[Flight], None] | None
     errors: list[StockcacheError] = field(default_factory=list)
     index: int = 0
+    peer_token: str | None = None  # held cross-instance lock, released in _finish
 
 
 class Fetcher:
@@ -97,7 +130,7 @@ class Fetcher:
     def __init__(
         self,
         providers: Mapping[str, Provider],
-        budgets: Mapping[str, Budget],
+        budgets: Mapping[str, UpstreamBudget],
         *,
         workers: int = 32,
         timeout: float = 10.0,
@@ -105,6 +138,8 @@ class Fetcher:
         session: FuturesSession | None = None,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        peers: PeerLocks | None = None,
+        peer_poll: float = PEER_POLL,
     ) -> None:
         self._providers = dict(providers)
         self._budgets = dict(budgets)
@@ -119,13 +154,15 @@ class Fetcher:
         self._lock = threading.Lock()
         self._flights: dict[str, Flight] = {}
         self._closing = threading.Event()
+        self._peers = peers
+        self._waiter = _PeerWaiter(self, peers, peer_poll) if peers is not None else None
 
     @property
     def providers(self) -> Mapping[str, Provider]:
         return self._providers
 
     @property
-    def budgets(self) -> Mapping[str, Budget]:
+    def budgets(self) -> Mapping[str, UpstreamBudget]:
         return self._budgets
 
     @property
@@ -145,7 +182,7 @@ class Fetcher:
         route: Iterable[str],
         *,
         on_done: Callable[[Flight], None] | None = None,
-        lookup: Callable[[], FetchResult | None] | None = None,
+        lookup: Lookup | None = None,
         share: float = 1.0,
     ) -> Flight:
         """Start (or join) the flight for ``key`` and return it at once.
@@ -154,7 +191,8 @@ class Fetcher:
         before waiters wake or the key is released, so a cache write there is
         visible to everyone who comes later. ``lookup`` is a last cache check
         made by the leader, closing the gap between a caller's cache miss and
-        its joining a flight that another caller just finished. ``share`` < 1
+        its joining a flight that another caller just finished (it may return
+        a cached error, such as a remembered "not found"). ``share`` < 1
         makes the flight use only part of each budget (background refresh).
         """
         with self._lock:
@@ -165,16 +203,54 @@ class Fetcher:
             flight = self._flights[key] = Flight(key)
         state = _Route(flight, kind, symbol, params, [p for p in route if p in self._providers],
                        share, on_done)
-        if lookup is not None:
-            try:
-                found = lookup()
-            except StockcacheError:
-                found = None
-            if found is not None:
-                self._finish(state, result=found, run_hook=False)
-                return flight
-        self._next(state)
+        if self._peers is not None:
+            self._lead_or_wait(state, lookup)
+        elif lookup is None or not self._settle(state, lookup):
+            self._next(state)
         return flight
+
+    def _settle(self, state: _Route, lookup: Lookup) -> bool:
+        """Finish the flight from the cache if ``lookup`` finds the key; True if it did."""
+        try:
+            found = lookup()
+        except StockcacheError:
+            found = None
+        if found is None:
+            return False
+        if isinstance(found, StockcacheError):
+            self._finish(state, error=found, run_hook=False)
+        else:
+            self._finish(state, result=found, run_hook=False)
+        return True
+
+    def _lead_or_wait(self, state: _Route, lookup: Lookup | None) -> None:
+        """Take the key's cross-instance lock and fetch, or wait for the peer that holds it.
+
+        Redis unusable: fetch as a single instance would. A flight without
+        ``lookup`` (a forced refresh) cannot read a peer's answer, so it fetches
+        even when a peer holds the lock.
+        """
+        assert self._peers is not None and self._waiter is not None
+        try:
+            token = self._peers.acquire(state.flight.key)
+            held_by_peer = token is None
+        except StockcacheError:
+            token, held_by_peer = None, False
+        if held_by_peer and lookup is not None:
+            self._waiter.add(state, lookup, time.monotonic() + self._timeout)
+            return
+        state.peer_token = token
+        self._resume(state, lookup)
+
+    def _resume(self, state: _Route, lookup: Lookup | None) -> None:
+        """Look in the cache once more (a peer may just have stored the key), else walk the route."""
+        try:
+            if lookup is None or not self._settle(state, lookup):
+                self._next(state)
+        except Exception:  # a bug here must not leave waiters hanging
+            log.exception("starting the flight for %s failed", state.flight.key)
+            if not state.flight.done:
+                self._finish(state, error=UpstreamError("stockcache could not start this fetch."))
 
     def in_flight(self) -> int:
         with self._lock:
@@ -183,6 +259,8 @@ class Fetcher:
     def close(self) -> None:
         """Stop delayed requests and shut the pool down; in-flight requests end by their timeout."""
         self._closing.set()
+        if self._waiter is not None:
+            self._waiter.close()
         self._session.close()
         self._session.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -321,10 +399,89 @@ class Fetcher:
                 state.on_done(flight)
             except Exception:
                 log.exception("storing the result for %s failed", flight.key)
+        if state.peer_token is not None and self._peers is not None:
+            # After on_done stored the result: a peer that takes the lock next finds it cached.
+            try:
+                self._peers.release(flight.key, state.peer_token)
+            except StockcacheError:
+                pass  # it expires by itself
+            state.peer_token = None
         with self._lock:
             if self._flights.get(flight.key) is flight:
                 del self._flights[flight.key]
         flight._done.set()
+
+
+class _PeerWaiter:
+    """One thread that, every ``poll`` seconds, tries to take the locks of keys peers are fetching.
+
+    Thread-safe. Taking a lock means the peer is done (or gave up): the flight
+    then finds the peer's entry in the cache, or fetches itself. A flight also
+    fetches itself once its deadline (the upstream timeout) passes, and at once
+    if Redis stops answering. One pipelined round trip per poll for all keys.
+    """
+
+    def __init__(self, fetcher: Fetcher, peers: PeerLocks, poll: float) -> None:
+        self._fetcher = fetcher
+        self._peers = peers
+        self._poll = poll
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[_Route, Lookup, float]] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def add(self, state: _Route, lookup: Lookup, deadline: float) -> None:
+        with self._cond:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._waiting.append((state, lookup, deadline))
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="stockcache-peer-wait", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
+        if closed:
+            self._fetcher._finish(state, error=UpstreamError("stockcache is shutting down."))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    waiting, self._waiting = self._waiting, []
+                    break
+                waiting = list(self._waiting)
+            try:
+                tokens = self._peers.acquire_many([state.flight.key for state, _, _ in waiting])
+                redis_gone = False
+            except StockcacheError:
+                tokens, redis_gone = [None] * len(waiting), True
+            except Exception:
+                log.exception("polling peer locks failed")
+                tokens, redis_gone = [None] * len(waiting), True
+            now = time.monotonic()
+            ready = [(item, token) for item, token in zip(waiting, tokens)
+                     if token is not None or redis_gone or now >= item[2]]
+            if ready:
+                with self._cond:
+                    done = {id(item[0]) for item, _ in ready}
+                    self._waiting = [item for item in self._waiting if id(item[0]) not in done]
+                for (state, lookup, _), token in ready:
+                    state.peer_token = token
+                    self._fetcher._resume(state, lookup)
+            with self._cond:
+                if self._closed:
+                    continue
+                self._cond.wait(self._poll)
+        for state, _, _ in waiting:
+            self._fetcher._finish(state, error=UpstreamError("stockcache is shutting down."))
 
 
 def _pick_error(state: _Route) -> StockcacheError:

@@ -20,7 +20,7 @@ from typing import Any
 from .budget import Budget, Limits
 from .cache import Entry, TieredCache, open_cache
 from .errors import InvalidRequest, StockcacheError, SymbolNotFound, UpstreamError, UpstreamTimeout
-from .fetcher import Fetcher, FetchResult, Flight, wait_all
+from .fetcher import Fetcher, FetchResult, Flight, UpstreamBudget, wait_all
 from .metrics import Metrics
 from .models import KIND_TTL_LEVEL, cache_key, normalize_symbol, normalize_symbols
 from .providers import ROUTES, build_providers
@@ -66,13 +66,21 @@ class StockService:
         self.ledger = ledger if ledger is not None else UsageLedger(
             settings.data_dir / "usage.sqlite", clock=clock)
         self.providers = dict(providers) if providers is not None else build_providers(settings, clock=clock)
-        budgets = {
+        budgets: Mapping[str, UpstreamBudget] = {
             name: Budget(name, provider_limits(settings, name), ledger=self.ledger, clock=clock)
             for name, provider in self.providers.items() if not provider.local
         }
+        # Several instances on one Redis share budgets and single-flight; redis-py
+        # is imported only when REDIS_URL is set.
+        self.shared: Any = None
+        if settings.redis_url:
+            from .redisshared import SharedUpstream
+            self.shared = SharedUpstream.open(settings, self.cache, clock=clock)
+            budgets = self.shared.budgets(budgets)
         self.fetcher = Fetcher(
             self.providers, budgets, workers=settings.workers, timeout=settings.upstream_timeout,
             session=session, clock=clock, metrics=self.metrics,
+            peers=self.shared.locks if self.shared is not None else None,
         )
 
     @classmethod
@@ -232,6 +240,8 @@ class StockService:
     def close(self) -> None:
         """Stop the fetcher, flush and close what this service opened. Idempotent."""
         self.fetcher.close()
+        if self.shared is not None:
+            self.shared.close()
         if self._owns_cache:
             self.cache.close()
         if self._owns_ledger:
@@ -334,11 +344,13 @@ class StockService:
         names = [name for name in ROUTES.get(kind, ()) if name in self.providers]
         return names or [name for name, p in self.providers.items() if p.local]
 
-    def _cached_result(self, key: str) -> FetchResult | None:
+    def _cached_result(self, key: str) -> FetchResult | StockcacheError | None:
         entry = self.cache.get_entry(key)
-        if entry is None or "error" in entry.value:
+        if entry is None:
             return None
         value = entry.value
+        if "error" in value:  # a remembered "not found" (perhaps stored by a peer instance)
+            return StockcacheError.from_dict(dict(value["error"]))
         return FetchResult(value["data"], value["source"], value["fetched_at"])
 
     def _store(self, flight: Flight, level: str) -> None:
