@@ -155,10 +155,10 @@ class InProcessSession:
 
 
 def bench_settings(data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        data_dir=data_dir, refresh=False, finnhub_api_key="BENCHKEY_fh", alphavantage_api_key="BENCHKEY_av",
-        finnhub_url=FINNHUB_URL, alphavantage_url=ALPHAVANTAGE_URL,
-    )
+    values: dict[str, Any] = {
+        "data_dir": data_dir, "refresh": False, "finnhub_api_key": "BENCHKEY_fh",
+        "alphavantage_api_key": "BENCHKEY_av", "finnhub_url": FINNHUB_URL, "alphavantage_url": ALPHAVANTAGE_URL,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -306,9 +306,9 @@ def within_budget(o: Outcome, settings: Settings) -> bool:
 
 def table(outcomes: list[Outcome], settings: Settings) -> str:
     lines = [
-        "| users | distinct held symbols | refresher | page loads | items asked | hit rate | upstream calls "
-        "| calls / user-day | calls / held symbol | calls vs refresher off | stale | errors "
-        "| busiest Finnhub second / minute | AV calls | within budgets |",
+        ("| users | distinct held symbols | refresher | page loads | items asked | hit rate | upstream calls "
+         "| calls / user-day | calls / held symbol | calls vs refresher off | stale | errors "
+         "| busiest Finnhub second / minute | AV calls | within budgets |"),
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     off_calls = {o.users: o.total_calls for o in outcomes if not o.refresher}

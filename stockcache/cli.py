@@ -283,7 +283,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
         reads = service.metrics.by_label(Metrics.READS)
     finally:
         service.close()
-    rows = [("KIND", "FETCHED", "ALREADY FRESH", "FAILED")]
+    rows: list[tuple[str, ...]] = [("KIND", "FETCHED", "ALREADY FRESH", "FAILED")]
     for kind in kinds:
         misses = reads.get((kind, Metrics.READ_MISS), 0)
         fresh = sum(n for (k, tier), n in reads.items() if k == kind and tier != Metrics.READ_MISS)
@@ -296,8 +296,9 @@ def cmd_warm(args: argparse.Namespace) -> int:
     _print_table(rows)
     if failed:
         print("\nFailed:")
-        _print_table([("ITEM", "ERROR", "MESSAGE")]
-                     + [(key, error.code, error.message) for key, error in sorted(failed.items())])
+        failures: list[tuple[str, ...]] = [("ITEM", "ERROR", "MESSAGE")]
+        failures += [(key, error.code, error.message) for key, error in sorted(failed.items())]
+        _print_table(failures)
         return 1
     return 0
 
@@ -365,7 +366,7 @@ def _print_stats(report: dict) -> None:  # type: ignore[type-arg]
         print("\nNo server figures yet: a running server saves them every minute and when it stops.")
     else:
         print(f"Server figures saved at {report['saved_at']} ({report['saved_seconds_ago']} s ago).\n")
-        rows = [("TIER", "ENTRIES", "HITS", "MISSES")]
+        rows: list[tuple[str, ...]] = [("TIER", "ENTRIES", "HITS", "MISSES")]
         for tier in ("memory", "redis", "sqlite"):
             figures = server.get(tier)
             if isinstance(figures, dict):

@@ -8,6 +8,7 @@ bad item of a batch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -304,7 +305,7 @@ class StockService:
             flights[symbol] = self.fetcher.fetch(
                 key, kind, symbol, params, route, share=share,
                 on_done=lambda flight, level=KIND_TTL_LEVEL[kind]: self._store(flight, level),
-                lookup=None if force else lambda key=key: self._cached_result(key),
+                lookup=None if force else functools.partial(self._cached_result, key),
             )
         deadline = time.monotonic() + self.settings.upstream_timeout + DEADLINE_MARGIN
         if cancel is None:

@@ -22,7 +22,8 @@ def run(data_dir: Path, upstream, *args: str, **env: str) -> subprocess.Complete
         "STOCKCACHE_FINNHUB_COST_PER_CALL": "0.25", **env,
     })
     command = [sys.executable, "-m", "stockcache", *args, "--data-dir", str(data_dir)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environ, timeout=60)
+    return subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, env=environ,
+                          timeout=60)
 
 
 def test_cli_warm_fills_the_cache_lists_failures_and_exits_1(tmp_path, upstream):
