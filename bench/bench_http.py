@@ -1,0 +1,313 @@
+"""HTTP load test of stockcache beside a bare Bottle+waitress app, in one run; plus RSS and start-up time.
+
+Run: ``.venv/bin/python -m bench.bench_http`` (``--duration`` seconds per run, ``--rounds``, ``--connections``).
+Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Prints markdown tables; results
+go in docs/benchmarks.md with this command.
+
+Both servers run as subprocesses on loopback ports: stockcache via ``run.py``
+on the demo source with its default settings (8 waitress threads, access log
+at info to a file), and :mod:`bench.bare_app` with the same thread count,
+answering the very JSON stockcache answered. Measured:
+
+- a cached quote (``GET /api/quote/AAPL`` with an API token) at 1, 8 and 32
+  keep-alive connections: requests/s and p50/p95/p99, bare app then stockcache
+  at each level;
+- a warm batch of 100 quotes (``POST /api/batch-quotes``) against one cached
+  quote, one connection each;
+- RSS right after start-up, and after 10 000 quotes were cached (warmed through
+  the batch route);
+- start-up: process start to the first 200 from ``/healthz``, median of 5, on
+  a fresh data dir and on a restart.
+
+wrk runs one thread (the machine has 2 cores; a second wrk thread would only
+take CPU from the server under test). Each cell is ``--rounds`` runs that
+alternate between the two servers, and the medians are reported, so a burst
+of load from elsewhere on the machine hits both sides. Beside requests/s, each
+run records the server process's CPU time per request (from /proc), a figure
+less sensitive to other load than throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stockcache.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "bench password 1234"
+BATCH = [f"Q{i:04d}" for i in range(100)]
+FILL = [f"Q{i:04d}" for i in range(10_000)]
+
+WRK_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "socket_errors": %d, "non_2xx": %d, ' ..
+    '"p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Load:
+    """Requests/s, latency percentiles in ms and the server's CPU time per request in µs."""
+
+    rps: float
+    p50: float
+    p95: float
+    p99: float
+    cpu_us: float = 0.0
+
+
+def median_load(loads: list[Load]) -> Load:
+    """The median of each figure over rounds (the rounds interleave the servers, so load spikes hit both)."""
+    return Load(*(statistics.median(getattr(load, name) for load in loads)
+                  for name in ("rps", "p50", "p95", "p99", "cpu_us")))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_env() -> dict[str, str]:
+    """The caller's environment without any stockcache or provider setting: defaults, demo source."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("STOCKCACHE_") and k not in ("FINNHUB_API_KEY", "ALPHAVANTAGE_API_KEY",
+                                                              "REDIS_URL")}
+
+
+def cli(data_dir: Path, *args: str, stdin: str = "") -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "stockcache", *args, "--data-dir", str(data_dir)], input=stdin,
+        capture_output=True, text=True, cwd=ROOT, env=service_env(), check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"stockcache {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def request(port: int, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Poll /healthz until it answers 200 (a start-up time measurement, so a tight poll)."""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with status {process.returncode} before answering")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+            conn.close()
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise SystemExit(f"no 200 from /healthz on port {port} in time")
+
+
+@contextmanager
+def serving(argv: list[str], port: int, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """Start a server subprocess; yield it and its start-up time (process start to first 200)."""
+    with open(log, "ab") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, cwd=ROOT, env=service_env(), stdout=out, stderr=out)
+    try:
+        wait_ready(port, process, time.monotonic() + 30)
+        yield process, time.perf_counter() - started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def service_argv(port: int, data_dir: Path) -> list[str]:
+    return [sys.executable, "run.py", "--port", str(port), "--data-dir", str(data_dir)]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def wrk(url: str, connections: int, duration: int, scripts: Path, token: str | None = None,
+        body: Any = None, pid: int | None = None) -> Load:
+    lua = WRK_DONE
+    if body is not None:
+        lua = (f"wrk.method = \"POST\"\nwrk.body = {json.dumps(json.dumps(body))}\n"
+               "wrk.headers[\"Content-Type\"] = \"application/json\"\n") + lua
+    script = scripts / f"wrk_{abs(hash(lua))}.lua"
+    script.write_text(lua)
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script)]
+    if token:
+        argv += ["-H", f"Authorization: Bearer {token}"]
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
+    line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
+    result = json.loads(line[len("WRKJSON "):])
+    if result["non_2xx"] or result["socket_errors"] or not result["requests"]:
+        raise SystemExit(f"wrk against {url} saw errors: {result}")
+    return Load(result["requests"] / (result["duration_us"] / 1e6), result["p50_us"] / 1000,
+                result["p95_us"] / 1000, result["p99_us"] / 1000, cpu / result["requests"] * 1e6)
+
+
+def startup_times(root: Path, data_dir: Path, runs: int) -> tuple[list[float], list[float]]:
+    """(fresh data dir, restart on ``data_dir``) start-up times in seconds."""
+    fresh, restart = [], []
+    for i in range(runs):
+        port = free_port()
+        with serving(service_argv(port, root / f"fresh{i}"), port, root / "startup.log") as (_, took):
+            fresh.append(took)
+        port = free_port()
+        with serving(service_argv(port, data_dir), port, root / "startup.log") as (_, took):
+            restart.append(took)
+    return fresh, restart
+
+
+def fill(port: int, token: str, symbols: list[str]) -> None:
+    for start in range(0, len(symbols), 100):
+        status, answer = request(port, "POST", "/api/batch-quotes", token, {"tickers": symbols[start:start + 100]})
+        if status != 200 or answer["errors"]:
+            raise SystemExit(f"warming failed: {status} {str(answer)[:200]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_http", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="wrk runs per cell, interleaving the servers (medians reported)")
+    parser.add_argument("--connections", default="1,8,32", help="connection counts, comma-separated")
+    parser.add_argument("--startups", type=int, default=5, help="start-ups to time (median reported)")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
+    levels = [int(c) for c in args.connections.split(",")]
+    threads = Settings().threads
+    load_before = os.getloadavg()
+    root = Path(tempfile.mkdtemp(prefix="bench_http_"))
+    data_dir = root / "data"
+    try:
+        cli(data_dir, "users", "add", "bench", stdin=PASSWORD + "\n")
+        cli(data_dir, "users", "add", "benchadmin", "--admin", stdin=PASSWORD + "\n")
+        token = cli(data_dir, "tokens", "create", "bench", "--label", "bench")
+        admin = cli(data_dir, "tokens", "create", "benchadmin", "--label", "bench")
+
+        fresh, restart = startup_times(root, data_dir, args.startups)
+
+        port, bare_port = free_port(), free_port()
+        with serving(service_argv(port, data_dir), port, root / "service.log") as (service, _):
+            rss_idle = rss_mb(service.pid)
+            status, quote = request(port, "GET", "/api/quote/AAPL", token)
+            if status != 200:
+                raise SystemExit(f"quote failed: {status} {quote}")
+            fill(port, token, BATCH)
+            (root / "quote.json").write_text(json.dumps(quote))
+            bare_argv = [sys.executable, "-m", "bench.bare_app", "--port", str(bare_port),
+                         "--threads", str(threads), "--quote", str(root / "quote.json")]
+            quote_url = f"http://127.0.0.1:{port}/api/quote/AAPL"
+            batch_url = f"http://127.0.0.1:{port}/api/batch-quotes"
+            with serving(bare_argv, bare_port, root / "bare.log") as (bare_process, _):
+                bare_url = f"http://127.0.0.1:{bare_port}/api/quote/AAPL"
+                wrk(bare_url, 8, 2, root)  # warm-up, untimed
+                wrk(quote_url, 8, 2, root, token)
+                loads = []
+                for c in levels:
+                    bares, ours = [], []
+                    for _ in range(args.rounds):
+                        bares.append(wrk(bare_url, c, args.duration, root, pid=bare_process.pid))
+                        ours.append(wrk(quote_url, c, args.duration, root, token, pid=service.pid))
+                    loads.append((c, median_load(bares), median_load(ours)))
+            singles, batches = [], []
+            for _ in range(args.rounds):
+                singles.append(wrk(quote_url, 1, args.duration, root, token, pid=service.pid))
+                batches.append(wrk(batch_url, 1, args.duration, root, token, {"tickers": BATCH}, pid=service.pid))
+            single, batch = median_load(singles), median_load(batches)
+            rss_loaded = rss_mb(service.pid)
+            fill(port, token, FILL)
+            rss_full = rss_mb(service.pid)
+            status, stats = request(port, "GET", "/api/cache/stats", admin)
+            cached = stats["memory"]["size"] if status == 200 else None
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.system()} {platform.release()}; load average {load_before[0]:.1f} before, "
+          f"{load_after[0]:.1f} after")
+    print(f"wrk -t1, {args.rounds} rounds x {args.duration} s per cell (servers interleaved, medians); "
+          f"waitress threads={threads} for both apps\n")
+    print("| connections | bare req/s | stockcache req/s | stockcache / bare "
+          "| bare p50 / p95 / p99 ms | stockcache p50 / p95 / p99 ms | stockcache p99 / p50 "
+          "| server CPU per request, bare / stockcache |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c, bare, ours in loads:
+        print(f"| {c} | {bare.rps:,.0f} | {ours.rps:,.0f} | {ours.rps / bare.rps:.0%} "
+              f"| {bare.p50:.2f} / {bare.p95:.2f} / {bare.p99:.2f} "
+              f"| {ours.p50:.2f} / {ours.p95:.2f} / {ours.p99:.2f} | {ours.p99 / ours.p50:.1f}x "
+              f"| {bare.cpu_us:.0f} / {ours.cpu_us:.0f} µs |")
+    print("\n| one connection | req/s | p50 / p95 / p99 ms | p50 / one cached quote | server CPU per request |")
+    print("|---|---:|---:|---:|---:|")
+    for name, load in (("GET /api/quote/AAPL (cached)", single), ("POST /api/batch-quotes, 100 warm", batch)):
+        print(f"| {name} | {load.rps:,.0f} | {load.p50:.2f} / {load.p95:.2f} / {load.p99:.2f} "
+              f"| {load.p50 / single.p50:.2f}x | {load.cpu_us:.0f} µs |")
+    print("\n| measure | value |")
+    print("|---|---:|")
+    print(f"| RSS after start-up (idle) | {rss_idle:.1f} MB |")
+    print(f"| RSS after the load tests | {rss_loaded:.1f} MB |")
+    print(f"| RSS with {cached if cached is not None else '?'} cached quotes in memory | {rss_full:.1f} MB |")
+    print(f"| start-up to first /healthz 200, fresh data dir (median of {len(fresh)}) "
+          f"| {statistics.median(fresh) * 1000:.0f} ms (min {min(fresh) * 1000:.0f}, "
+          f"max {max(fresh) * 1000:.0f}) |")
+    print(f"| start-up to first /healthz 200, restart (median of {len(restart)}) "
+          f"| {statistics.median(restart) * 1000:.0f} ms (min {min(restart) * 1000:.0f}, "
+          f"max {max(restart) * 1000:.0f}) |")
+
+
+if __name__ == "__main__":
+    main()
