@@ -54,7 +54,7 @@ class ApiPlugin:
             if isinstance(result, dict | list):
                 bottle.response.content_type = "application/json"
                 bottle.response.set_header("Cache-Control", "no-store")
-                return json.dumps(result, allow_nan=False, default=_json_default)
+                return _ENCODER.encode(result)
             return result
 
         return wrapper
@@ -64,6 +64,11 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple | set | frozenset):
         return list(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# One encoder for every response (it keeps no state between calls, so threads share it):
+# json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, default=_json_default)
 
 
 def principal() -> Principal:
