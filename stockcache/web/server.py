@@ -173,6 +173,13 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # The access log writes a record per request. The format above uses none of
+    # the caller's frame, thread or process, so skip collecting them (the
+    # logging HOWTO's "Optimization" settings): about a third of a record's cost.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def serve(settings: Settings) -> int:
