@@ -54,6 +54,8 @@ TOKEN_PREFIX = "sc_"
 TOKEN_ID_LENGTH = 8
 MAX_TOKEN_LENGTH = 4096  # longer bearer values are refused before any parsing
 TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one API token
+VERIFIED_LIFETIME = 5.0  # seconds a verified bearer value is reused while the store is unchanged
+VERIFIED_MAX = 1024  # verified bearer values remembered per thread
 
 _INVALID = "Invalid or expired credentials."
 _WRONG_LOGIN = "Wrong username or password."
@@ -291,10 +293,10 @@ class LoginLimiter:
 class Authenticator:
     """Logs users in, issues JWTs and API tokens, and turns a bearer value into a Principal.
 
-    Thread-safe: the store is, the limiter is, and the rest is immutable. At
-    most ``max_concurrent_hashes`` argon2 computations run at once (each takes
-    64 MiB with the default parameters), so a burst of logins cannot exhaust
-    a small box's memory.
+    Thread-safe: the store is, the limiter is, verified bearer values are kept
+    per thread, and the rest is immutable. At most ``max_concurrent_hashes``
+    argon2 computations run at once (each takes 64 MiB with the default
+    parameters), so a burst of logins cannot exhaust a small box's memory.
     """
 
     def __init__(
@@ -318,6 +320,7 @@ class Authenticator:
         self.limiter = limiter or LoginLimiter(clock=clock)
         self._hash_slots = threading.BoundedSemaphore(max_concurrent_hashes)
         self._dummy_hash: str | None = None
+        self._local = threading.local()  # .verified: this thread's recently verified bearer values
 
     def __repr__(self) -> str:
         return f"<Authenticator store={self.store!r} jwt_ttl={self.jwt_ttl}>"
@@ -381,7 +384,8 @@ class Authenticator:
         }
         return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
 
-    def _principal_from_jwt(self, token: str) -> Principal:
+    def _principal_from_jwt(self, token: str) -> tuple[Principal, float]:
+        """The principal and the token's expiry time."""
         try:
             claims = jwt.decode(
                 token, self._secret, algorithms=[JWT_ALGORITHM],
@@ -401,7 +405,7 @@ class Authenticator:
         # The name check is a second guard: ids are never reused, names may be.
         if user is None or claims.get("name") != user.username:
             raise Unauthorized(_INVALID)
-        return Principal(user_id=user.id, username=user.username, is_admin=user.is_admin, via="jwt")
+        return Principal(user_id=user.id, username=user.username, is_admin=user.is_admin, via="jwt"), float(exp)
 
     # -- API tokens ----------------------------------------------------------------------
 
@@ -461,12 +465,38 @@ class Authenticator:
         return self.authenticate_token(value.strip())
 
     def authenticate_token(self, token: str) -> Principal:
-        """The Principal for a bare token (a JWT or an API token), e.g. from a query parameter."""
+        """The Principal for a bare token (a JWT or an API token), e.g. from a query parameter.
+
+        Verifying costs a store query (a JWT also an HMAC and a JSON decode) per
+        request, a large share of serving a cached quote. So each thread
+        remembers the bearer values it verified, by their SHA-256, and reuses
+        the answer only while the store reports no write by anyone since
+        (:meth:`Store.data_version`, which sees other processes' commits too):
+        a revoked token or a removed user is refused at once, as before. An
+        answer is reused for at most ``VERIFIED_LIFETIME`` seconds (so
+        ``last_used_at`` stays current) and never past a JWT's expiry.
+        Failures are never remembered.
+        """
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized(_INVALID)
+        verified: dict[bytes, tuple[Principal, tuple[int, int], float]] | None = getattr(
+            self._local, "verified", None)
+        if verified is None:
+            verified = self._local.verified = {}
+        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        version = self.store.data_version()  # read before verifying: a write after it voids the entry
+        now = self._clock()
+        hit = verified.get(key)
+        if hit is not None and hit[1] == version and now < hit[2]:
+            return hit[0]
         if token.startswith(TOKEN_PREFIX):
-            return self._principal_from_api_token(token)
-        return self._principal_from_jwt(token)
+            principal, until = self._principal_from_api_token(token), math.inf
+        else:
+            principal, until = self._principal_from_jwt(token)
+        if len(verified) >= VERIFIED_MAX:
+            verified.clear()
+        verified[key] = (principal, version, min(now + VERIFIED_LIFETIME, until))
+        return principal
 
 
 def _is_number(value: object) -> bool:

@@ -97,9 +97,10 @@ class Store:
         self.path = Path(path)
         self._clock = clock
         self._local = threading.local()
-        self._lock = threading.Lock()  # guards _connections and _closed only
+        self._lock = threading.Lock()  # guards _connections, _closed and _writes only
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        self._writes = 0  # write transactions ended by this process (guarded by _lock)
 
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r}>"
@@ -144,6 +145,21 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            with self._lock:
+                self._writes += 1
+
+    @_translated
+    def data_version(self) -> tuple[int, int]:
+        """A value that changes whenever anyone may have changed the store, as seen from this thread.
+
+        For caches of what the store says (the authenticator's verified
+        tokens). SQLite's ``PRAGMA data_version`` changes when any *other*
+        connection, in any thread or process, commits; this process's own
+        write count covers the commits of the connection asking.
+        """
+        row = self._conn().execute("PRAGMA data_version").fetchone()
+        return self._writes, int(row[0])
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         # fetchall: a half-read cursor would keep a read transaction open
