@@ -32,7 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.bench_cache import BATCH, GRACE, QUOTE, TTLS, measure, redis_server, timer_overhead
+from bench.bench_cache import (
+    BATCH,
+    GRACE,
+    QUOTE,
+    TTLS,
+    measure,
+    redis_server,
+    timer_overhead,
+)
 from bench.fake_upstream import FakeUpstream
 from stockcache.cache import Entry, MemoryTier, SQLiteTier, TieredCache, freeze
 from stockcache.cache.redis import RedisTier
@@ -134,11 +142,12 @@ def print_latency(rows: list[tuple[str, str, Any, Any]], overhead: int, args: ar
 # -- part 2: two instances -------------------------------------------------------
 
 def settings_for(data_dir: Path, upstream: FakeUpstream, redis_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        data_dir=data_dir, refresh=False, finnhub_api_key="BENCHKEY_fh", alphavantage_api_key="BENCHKEY_av",
-        finnhub_url=upstream.finnhub_url, alphavantage_url=upstream.alphavantage_url, redis_url=redis_url,
-        upstream_timeout=5.0, finnhub_per_second=0, alphavantage_per_second=0, alphavantage_per_day=0,
-    )
+    values: dict[str, Any] = {
+        "data_dir": data_dir, "refresh": False, "finnhub_api_key": "BENCHKEY_fh",
+        "alphavantage_api_key": "BENCHKEY_av", "finnhub_url": upstream.finnhub_url,
+        "alphavantage_url": upstream.alphavantage_url, "redis_url": redis_url, "upstream_timeout": 5.0,
+        "finnhub_per_second": 0, "alphavantage_per_second": 0, "alphavantage_per_day": 0,
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -220,13 +220,17 @@ class SharedBudget:
         local = self.local.remaining()
         limits = self.limits
         day_calls = max(int(day or 0), self.local.calls_today())
-        out = {
+        out: dict[str, int | None] = {
             "second": max(0, limits.per_second - second) if limits.per_second else None,
             "minute": max(0, limits.per_minute - minute) if limits.per_minute else None,
             "day": max(0, limits.per_day - day_calls) if limits.per_day else None,
         }
         # The local budget is enforced too: never report more room than it has.
-        return {w: v if v is None or local[w] is None else min(v, local[w]) for w, v in out.items()}
+        for window, left in out.items():
+            mine = local.get(window)
+            if left is not None and mine is not None:
+                out[window] = min(left, mine)
+        return out
 
     def calls_today(self) -> int:
         """Upstream calls to this provider today by all instances (this one's if Redis is down)."""
@@ -291,7 +295,8 @@ class SharedUpstream:
 
     @classmethod
     def open(cls, settings: Settings, cache: TieredCache, *, clock: Callable[[], float] = time.time) -> SharedUpstream:
-        link = next((t.link for t in cache.tiers if isinstance(getattr(t, "link", None), RedisLink)), None)
+        links = (getattr(tier, "link", None) for tier in cache.tiers)
+        link = next((found for found in links if isinstance(found, RedisLink)), None)
         owns = link is None
         if link is None:
             link = RedisLink(settings.redis_url)
