@@ -128,6 +128,8 @@ class RedisLink:
             with self._lock:
                 self._errors += 1
                 self._last_error = f"{type(exc).__name__}: {str(exc)[:120]}"
+            if self._down:
+                self._recovered()
             raise CacheError(f"Redis {operation} failed: {type(exc).__name__}") from exc
         self._answered = True
         if self._down:

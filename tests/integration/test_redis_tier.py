@@ -188,3 +188,14 @@ def test_redis_tier_silent_server_costs_one_short_timeout_not_one_per_request(
         with pytest.raises(CacheError):
             cache.tiers[2].get("quote:AAPL")
         assert cache.get_stats()["redis"]["status"] == "down"
+
+
+def test_redis_tier_command_error_is_not_an_outage(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    client_for(redis_url).lpush("stockcache:cache:quote:ODD", "a list, not our string")
+    with opened(tmp_path, redis_url) as cache:
+        with pytest.raises(CacheError):
+            cache.tiers[2].get("quote:ODD")  # WRONGTYPE: Redis answered, the command failed
+        assert cache.get("quote:ODD") is None  # the tiered cache skips the tier for this read
+        cache.set("quote:OK", 1)
+        assert cache.tiers[2].get("quote:OK") is not None  # no fail-fast pause: Redis is up
+        assert cache.get_stats()["redis"]["status"] == "ok"
