@@ -165,6 +165,35 @@ def test_security_dropin_routes_refuse_every_bad_token(live):
         assert "Global Quote" not in av.json() and (not value or value[:20] not in av.text), (name, av.text)
 
 
+def test_security_revocation_and_removal_take_effect_at_once(live):
+    """Tokens used (and so remembered as verified) in every server thread die at the next request."""
+    from stockcache.store import open_store, store_path
+
+    auth, store = live.runtime.auth, live.runtime.store
+    carol = store.create_user("carol", "not-a-password-hash")
+    jwt_token = auth.issue_jwt(carol.id, carol.username, False)
+    api_token, record = auth.create_api_token("carol")
+    dave = store.create_user("dave", "not-a-password-hash")
+    dave_token, _ = auth.create_api_token("dave")
+
+    def statuses(token: str) -> set[int]:
+        # A fresh connection per request, so every waitress thread sees the token.
+        return {requests.get(live.url + "/api/portfolio", headers={"Authorization": f"Bearer {token}"},
+                             timeout=10).status_code for _ in range(3 * live.runtime.settings.threads)}
+
+    assert statuses(api_token) == statuses(jwt_token) == statuses(dave_token) == {200}
+    cli = open_store(store_path(live.runtime.settings.data_dir))  # a second connection, as the CLI has
+    try:
+        assert cli.revoke_api_token(record.id)
+        assert statuses(api_token) == {401}
+        assert statuses(jwt_token) == {200}  # revoking one token leaves the user's others alone
+        assert cli.delete_user("carol")
+        assert statuses(jwt_token) == {401}
+        assert statuses(dave_token) == {200}
+    finally:
+        cli.close()
+
+
 def test_security_valid_tokens_work_and_admin_rights_come_from_the_store(live):
     auth, store = live.runtime.auth, live.runtime.store
     user = store.create_user("mallory", "not-a-password-hash")
