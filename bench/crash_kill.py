@@ -376,7 +376,7 @@ class CrashRun:
         try:
             for round_no in range(1, self.rounds + 1):
                 target = self._acks + self.rng.randint(self.min_acks, self.max_acks)
-                self._wait(lambda: self._acks >= target or any(c.errors for c in clients), 120,
+                self._wait(lambda target=target: self._acks >= target or any(c.errors for c in clients), 120,
                            f"{target} acknowledged writes")
                 self.stopping.wait(self.rng.uniform(0, self.max_jitter))  # a random moment, not a sync
                 service.kill()

@@ -27,7 +27,6 @@ import os
 import queue
 import random
 import shutil
-import statistics
 import tempfile
 import threading
 import time

@@ -25,9 +25,16 @@ from argon2 import PasswordHasher
 from bench.fake_upstream import FakeUpstream
 from stockcache.auth import SECRET_FILENAME, Authenticator, load_or_create_secret
 from stockcache.runtime import Runtime
-from stockcache.web.server import Server
 from stockcache.web.plugins import ApiPlugin
-from tests.integration.conftest import AV_KEY, FINNHUB_KEY, Api, Live, start_service, upstream_settings
+from stockcache.web.server import Server
+from tests.integration.conftest import (
+    AV_KEY,
+    FINNHUB_KEY,
+    Api,
+    Live,
+    start_service,
+    upstream_settings,
+)
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]  # the HS512 forgery
@@ -173,7 +180,7 @@ def test_security_revocation_and_removal_take_effect_at_once(live):
     carol = store.create_user("carol", "not-a-password-hash")
     jwt_token = auth.issue_jwt(carol.id, carol.username, False)
     api_token, record = auth.create_api_token("carol")
-    dave = store.create_user("dave", "not-a-password-hash")
+    store.create_user("dave", "not-a-password-hash")
     dave_token, _ = auth.create_api_token("dave")
 
     def statuses(token: str) -> set[int]:
