@@ -7,6 +7,7 @@ Bad configuration prints one line naming the setting and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -164,14 +165,15 @@ def cmd_users_remove(args: argparse.Namespace) -> int:
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
     from .auth import open_auth
+    from .store import command_prefix
 
     def work(settings: Settings, store: Store) -> int:
         token, record = open_auth(settings, store).create_api_token(args.name, args.label)
         print(token)
         print(
             f"API token {record.id} for {args.name!r}: shown once, only its hash is kept. "
-            f"Send it as 'Authorization: Bearer <token>'; revoke with: "
-            f"python -m stockcache tokens revoke {record.id}",
+            f"Send it as 'Authorization: Bearer <token>'; revoke with: {command_prefix()} tokens revoke "
+            f"{record.id} --data-dir {shlex.quote(str(settings.data_dir.resolve()))}",
             file=sys.stderr,
         )
         return 0
@@ -428,3 +430,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stockcache: configuration error: {exc.message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `stockcache stats | head`: the reader left, which is fine
+        sys.stderr.close()
+        return 0

@@ -189,7 +189,7 @@ AV_QUOTE_NOT_FOUND: Json = {"Global Quote": {}}
 AV_OVERVIEW_NOT_FOUND: Json = {}
 AV_BAD_KEY = (
     "the parameter apikey is invalid or missing. Use a stockcache API token as apikey "
-    "(python -m stockcache tokens create NAME)."
+    "(stockcache tokens create NAME)."
 )
 AV_INVALID_INPUTS = (
     "Invalid inputs. Please refer to the API documentation "

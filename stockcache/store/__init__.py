@@ -7,6 +7,7 @@ cleans what clients send before it reaches the store.
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 from .rows import ApiToken, Position, User, WatchItem
@@ -15,18 +16,33 @@ from .sqlite import STORE_FILENAME, Store, iso_utc, open_store, store_path
 
 __all__ = [
     "ApiToken", "Position", "User", "WatchItem", "Store", "open_store", "store_path",
-    "first_run_hint", "iso_utc", "SCHEMA_VERSION", "STORE_FILENAME",
+    "command_prefix", "first_run_hint", "iso_utc", "SCHEMA_VERSION", "STORE_FILENAME",
 ]
+
+
+def command_prefix() -> str:
+    """How to run this stockcache's command line from the current folder, pasteable as is.
+
+    The interpreter running now (the project's .venv when started by scripts/run), so a
+    copied command never picks up a system Python that lacks our dependencies.
+    """
+    python = Path(sys.executable)
+    try:
+        shown = str(python.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(python)
+    return f"{shlex.quote(shown)} -m stockcache"
 
 
 def first_run_hint(data_dir: Path) -> str:
     """What to print at start-up when there are no users: the exact commands for the first admin."""
-    folder = shlex.quote(str(data_dir))
+    folder = shlex.quote(str(Path(data_dir).resolve()))
+    cmd = command_prefix()
     return (
-        "No users yet. Create the first admin (it asks for the password):\n"
-        f"  python -m stockcache users add admin --admin --data-dir {folder}\n"
+        "No users yet. Create the first admin (it asks for the password twice):\n"
+        f"  {cmd} users add admin --admin --data-dir {folder}\n"
         "or from a script, with the password on standard input:\n"
-        f"  python -m stockcache users add admin --admin --data-dir {folder} < password.txt\n"
+        f"  {cmd} users add admin --admin --data-dir {folder} < password.txt\n"
         "Then log in with POST /api/auth/login, or make an API token:\n"
-        f"  python -m stockcache tokens create admin --label laptop --data-dir {folder}"
+        f"  {cmd} tokens create admin --label laptop --data-dir {folder}"
     )

@@ -12,7 +12,7 @@ import pytest
 from stockcache.errors import ConfigError
 from stockcache.settings import SETTINGS, Settings
 
-CONTRACT = Path(__file__).resolve().parents[2].parent / "shared" / "docs" / "contract.md"
+CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
 
 def test_settings_defaults_match_the_contract():
