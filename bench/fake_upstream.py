@@ -43,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -595,7 +595,7 @@ class FakeUpstream:
 
     def _check_limit(self, provider: str, key: str | None) -> tuple[int, dict[str, str], bytes] | None:
         now = time.monotonic()
-        today = datetime.fromtimestamp(self._clock(), timezone.utc).strftime("%Y-%m-%d")
+        today = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%d")
         with self._lock:
             limit = self._limits.get(provider)
             if limit is None:
@@ -777,7 +777,7 @@ class FakeUpstream:
         if unknown:
             return _json(200, {"Information": AV_INVALID_INPUTS})
         try:
-            start = (datetime.strptime(query["time_from"], "%Y%m%dT%H%M").replace(tzinfo=timezone.utc).timestamp()
+            start = (datetime.strptime(query["time_from"], "%Y%m%dT%H%M").replace(tzinfo=UTC).timestamp()
                      if query.get("time_from") else now - 30 * 86400)
             limit = int(query.get("limit", "50"))
         except ValueError:
@@ -889,11 +889,11 @@ def _check_fault(fault: str) -> str:
 
 def _day_start(text: str) -> float:
     day = date.fromisoformat(text)
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 def _parse_iso(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -301,7 +301,7 @@ def av_news(news: Mapping[str, Any], start: float, end: float, *, sort: str = "L
             continue
         feed.append({
             "title": article["headline"], "url": article["url"],
-            "time_published": datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%S"),
+            "time_published": datetime.fromtimestamp(ts, UTC).strftime("%Y%m%dT%H%M%S"),
             "authors": [], "summary": _text(article.get("summary")),
             "banner_image": article.get("image"), "source": _text(article.get("source")),
             "category_within_source": "n/a", "source_domain": urlsplit(article["url"]).hostname or "",
@@ -367,7 +367,7 @@ def news_window(first_day: date, today: date) -> int:
 
 def day_start(day: date) -> float:
     """Unix time of 00:00 UTC on ``day``."""
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -391,7 +391,7 @@ def _day_start(text: str) -> float:
 
 
 def _unix(iso: str) -> int:
-    return int(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+    return int(datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
 
 
 def _article_id(url: str) -> int:

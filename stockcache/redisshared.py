@@ -165,7 +165,7 @@ class SharedBudget:
         limits = self.limits
         keys = self._keys(now)
         member = _token()
-        args = [
+        args: list[int | str] = [
             int(now * 1000), limits.per_second,
             _cap(limits.per_minute, share) if limits.per_minute else 0,
             _cap(limits.per_day, share) if limits.per_day else 0,

@@ -311,7 +311,7 @@ class StockService:
             key = keys[symbol]
             flights[symbol] = self.fetcher.fetch(
                 key, kind, symbol, params, route, share=share,
-                on_done=lambda flight, level=KIND_TTL_LEVEL[kind]: self._store(flight, level),
+                on_done=functools.partial(self._store, level=KIND_TTL_LEVEL[kind]),
                 lookup=None if force else functools.partial(self._cached_result, key),
             )
         deadline = time.monotonic() + self.settings.upstream_timeout + DEADLINE_MARGIN
@@ -452,7 +452,9 @@ def _days(days: Any, most: int) -> int:
 
 
 def _position_fields(position: Any) -> dict[str, Any]:
-    get = position.get if isinstance(position, Mapping) else lambda name: getattr(position, name)
+    def get(name: str) -> Any:
+        return position[name] if isinstance(position, Mapping) else getattr(position, name)
+
     return {"id": get("id"), "symbol": normalize_symbol(get("symbol")),
             "shares": float(get("shares")), "cost_basis": float(get("cost_basis"))}
 

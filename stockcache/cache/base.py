@@ -83,7 +83,7 @@ class Tier(abc.ABC):
     def stats(self) -> dict[str, Any]:
         """Counters and sizes for ``get_stats()``."""
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - optional hook, a no-op for tiers that buffer nothing
         """Make buffered writes durable (nothing to do for tiers that buffer nothing)."""
 
     @abc.abstractmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from ..errors import (
@@ -87,7 +87,7 @@ def _close_timestamp(day: str, now: float) -> int:
     if _NEW_YORK is not None:
         close = date.replace(hour=16, tzinfo=_NEW_YORK).timestamp()
     else:
-        close = date.replace(hour=21, tzinfo=timezone.utc).timestamp()
+        close = date.replace(hour=21, tzinfo=UTC).timestamp()
     return int(min(close, now))
 
 
@@ -156,7 +156,7 @@ class AlphaVantageProvider(Provider):
             query.update(symbol=symbol, outputsize="compact")
         elif kind == "news":
             days = days_param(kind, params)
-            since = datetime.fromtimestamp(self._clock() - days * 86400, timezone.utc)
+            since = datetime.fromtimestamp(self._clock() - days * 86400, UTC)
             query.update(tickers=symbol, time_from=since.strftime("%Y%m%dT%H%M"), sort="LATEST")
         elif kind == "search":
             query.update(keywords=query_param(params, symbol))

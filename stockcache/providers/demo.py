@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -111,7 +111,7 @@ def _prev_weekday(day: date) -> date:
 
 
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def _iso(ts: float) -> str:
@@ -197,7 +197,7 @@ class DemoMarket:
         self.check(symbol)
         now = math.floor(now / 60) * 60  # a new price once a minute
         day = self.session_day(now)
-        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() + _SESSION_OPEN
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + _SESSION_OPEN
         f = min(1.0, max(0.0, (now - start) / _SESSION_LENGTH))
         bar = self.candle(symbol, day)
         previous = self.candle(symbol, _prev_weekday(day)).close
@@ -285,10 +285,10 @@ class DemoMarket:
         """At most ``limit`` articles published within [start, end], newest first."""
         self.check(symbol)
         name = self.company(symbol).name
-        articles = []
+        articles: list[NewsItem] = []
         day = _utc(end).date()
         while len(articles) < limit:
-            midnight = datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+            midnight = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
             if midnight + 86400 <= start:
                 break
             x = day.toordinal()

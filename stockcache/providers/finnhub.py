@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from ..errors import RateLimited, SymbolNotFound, UpstreamAuthError, UpstreamError
@@ -25,12 +25,16 @@ from .base import (
     UpstreamRequest,
     days_param,
     json_object,
-    maybe_number as _maybe_number,
-    number as _number,
     query_param,
     require_dict,
     retry_after_seconds,
     text_or_none,
+)
+from .base import (
+    maybe_number as _maybe_number,
+)
+from .base import (
+    number as _number,
 )
 
 logger = logging.getLogger(__name__)
@@ -67,11 +71,11 @@ _METRICS: dict[str, tuple[tuple[str, ...], float]] = {
 
 
 def _utc_date(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FinnhubProvider(Provider):

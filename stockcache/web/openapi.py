@@ -42,7 +42,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 _SYMBOL = {"name": "symbol", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": SYMBOL_PATTERN}}
 _DAYS = {"name": "days", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _MARKET = (400, 401, 404, 502, 503, 504)
 
 

@@ -464,7 +464,8 @@ def test_auth_secrets_never_appear_in_logs_or_reprs(
     secrets_ = [password, api_token, api_token[12:], access, access.split(".")[2], secret_hex, stored_hash]
     logged = caplog.text + "".join(repr(r.args) + str(r.__dict__) for r in caplog.records)
     assert caplog.records  # the scenario did log (logins, token creation)
-    shown = [repr(obj) + str(obj) for obj in seen] + [json.dumps(e.to_dict()) for e in seen if isinstance(e, Unauthorized)]
+    shown = [repr(obj) + str(obj) for obj in seen]
+    shown += [json.dumps(e.to_dict()) for e in seen if isinstance(e, Unauthorized)]
     for secret in secrets_:
         assert secret not in logged
         for text in shown:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 import responses
@@ -82,7 +82,7 @@ def test_demo_history_100_weekdays_consistent_with_quote(symbol, now):
     assert isinstance(history, History) and len(history.candles) == 100
     dates = [date.fromisoformat(c.date) for c in history.candles]
     assert dates == sorted(set(dates)) and all(d.weekday() < 5 for d in dates)
-    assert dates[-1] < datetime.fromtimestamp(now, timezone.utc).date()
+    assert dates[-1] < datetime.fromtimestamp(now, UTC).date()
     for candle in history.candles:
         assert candle.high >= max(candle.open, candle.close) and candle.low <= min(candle.open, candle.close)
         assert candle.low > 0 and candle.volume > 0
