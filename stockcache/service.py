@@ -85,6 +85,9 @@ class StockService:
             from .redisshared import SharedUpstream
             self.shared = SharedUpstream.open(settings, self.cache, clock=clock)
             budgets = self.shared.budgets(budgets)
+        # Kinds whose cache held a value this service did not write; each is logged once.
+        self._foreign_kinds: set[str] = set()
+        self._foreign_lock = threading.Lock()
         self.fetcher = Fetcher(
             self.providers, budgets, workers=settings.workers, timeout=settings.upstream_timeout,
             session=session, clock=clock, metrics=self.metrics,
@@ -290,7 +293,7 @@ class StockService:
         now = self.clock()
         found: dict[str, dict[str, Any]] = {}
         errors: dict[str, StockcacheError] = {}
-        fresh = {} if force else self.cache.get_many(list(keys.values()))
+        fresh = {} if force else self._envelopes(self.cache.get_many(list(keys.values())))
         if not force:
             self._count_reads(kind, fresh.values(), len(keys) - len(fresh))
         misses: list[str] = []
@@ -331,7 +334,7 @@ class StockService:
                 failed[symbol] = UpstreamTimeout(
                     f"No answer within {self.settings.upstream_timeout:g} s.", symbol=symbol)
         if failed:
-            stale = {} if force else self.cache.get_stale_many([keys[s] for s in failed])
+            stale = {} if force else self._envelopes(self.cache.get_stale_many([keys[s] for s in failed]))
             for symbol, error in failed.items():
                 entry = stale.get(keys[symbol])
                 if entry is not None and "error" not in entry.value and not isinstance(error, SymbolNotFound):
@@ -352,9 +355,32 @@ class StockService:
         names = [name for name in ROUTES.get(kind, ()) if name in self.providers]
         return names or [name for name, p in self.providers.items() if p.local]
 
+    def _envelopes(self, entries: dict[str, Entry]) -> dict[str, Entry]:
+        """``entries`` without values this service did not write (a foreign value is a miss)."""
+        foreign = [key for key, entry in entries.items() if not _is_envelope(entry.value)]
+        for key in foreign:
+            del entries[key]
+            self._note_foreign(key)
+        return entries
+
+    def _note_foreign(self, key: str) -> None:
+        # Anyone with the data dir can write under our keys (the contract's own
+        # cache.set("quote:AAPL", {...}) example, @cache.cached(key_prefix="profile")).
+        # The value is never logged: it is someone else's data.
+        kind = key.partition(":")[0]
+        with self._foreign_lock:
+            if kind in self._foreign_kinds:
+                return
+            self._foreign_kinds.add(kind)
+        log.warning("the cache holds a %s value this service did not write (key %s); "
+                    "treating it as a miss and overwriting it on the next fetch", kind, key)
+
     def _cached_result(self, key: str) -> FetchResult | StockcacheError | None:
         entry = self.cache.get_entry(key)
         if entry is None:
+            return None
+        if not _is_envelope(entry.value):
+            self._note_foreign(key)
             return None
         value = entry.value
         if "error" in value:  # a remembered "not found" (perhaps stored by a peer instance)
@@ -422,6 +448,21 @@ def provider_limits(settings: Settings, name: str) -> Limits:
 def _envelope(result: FetchResult) -> dict[str, Any]:
     data = result.model.to_dict() if hasattr(result.model, "to_dict") else result.model
     return {"data": data, "source": result.provider, "fetched_at": result.fetched_at}
+
+
+def _is_envelope(value: Any) -> bool:
+    """Whether ``value`` is what :meth:`StockService._store` writes: data or a remembered error."""
+    if not isinstance(value, Mapping):
+        return False
+    if "error" in value:
+        error = value["error"]
+        return isinstance(error, Mapping) and isinstance(error.get("code"), str)
+    fetched_at = value.get("fetched_at")
+    data = value.get("data")
+    return (isinstance(value.get("source"), str)
+            and isinstance(fetched_at, (int, float)) and not isinstance(fetched_at, bool)
+            and math.isfinite(fetched_at)
+            and (isinstance(data, Mapping) or isinstance(data, (list, tuple))))
 
 
 def _render(envelope: Mapping[str, Any], tier: str, now: float, *, stale: bool) -> dict[str, Any]:

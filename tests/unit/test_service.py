@@ -173,3 +173,35 @@ def test_service_history_days_must_be_in_range(service):
     for bad in (0, 101, "x", 2.5):
         with pytest.raises(InvalidRequest):
             service.get_history("AAPL", days=bad)
+
+
+@pytest.mark.parametrize("foreign", [
+    {"price": 1.0},  # the contract's own cache.set example
+    {"data": {"price": 1.0}},  # half an envelope
+    {"error": "not ours"},  # an "error" key that is not a remembered error
+    [1, 2, 3],
+    "text",
+])
+@responses.activate
+def test_service_treats_a_foreign_cache_value_as_a_miss(service, clock, caplog, foreign):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    service.cache.set("quote:AAPL", foreign, ttl_level="quote")
+    with caplog.at_level("WARNING", logger="stockcache.service"):
+        assert service.get_quote("AAPL")["price"] == 261.74  # fresh path and the leader's lookup
+    assert service.cache.get("quote:AAPL")["data"]["price"] == 261.74  # the fetch overwrote it
+    warnings = [r for r in caplog.records if r.name == "stockcache.service"]
+    assert len(warnings) == 1 and "quote" in warnings[0].getMessage()
+    assert "1.0" not in warnings[0].getMessage() and "not ours" not in warnings[0].getMessage()
+
+    service.cache.set("quote:AAPL", foreign, ttl_level="quote")
+    out = service.fetch_multiple_quotes(["AAPL", "MSFT"])
+    assert set(out["quotes"]) == {"AAPL", "MSFT"} and out["errors"] == {}
+    assert len([r for r in caplog.records if r.name == "stockcache.service"]) == 1  # once per kind
+
+    # The stale path: the upstream fails and the only copy is foreign -> the upstream's error.
+    service.cache.set("quote:AAPL", foreign, ttl=1)
+    clock.advance(2)
+    responses.replace(responses.GET, f"{FH}/quote", status=500, json={"error": "down"})
+    with pytest.raises(UpstreamError) as info:
+        service.get_quote("AAPL")
+    assert info.value.status == 502
