@@ -376,7 +376,8 @@ class StockService:
                     "treating it as a miss and overwriting it on the next fetch", kind, key)
 
     def _cached_result(self, key: str) -> FetchResult | StockcacheError | None:
-        entry = self.cache.get_entry(key)
+        # Uncounted: the caller's get_many already counted this read as a miss.
+        entry = self.cache.peek(key)
         if entry is None:
             return None
         if not _is_envelope(entry.value):

@@ -108,6 +108,14 @@ class TieredCache:
         self._count(key, entry is not None)
         return entry
 
+    def peek(self, key: str) -> Entry | None:
+        """Like :meth:`get_entry`, but not counted in hits and misses.
+
+        For a second look at a key whose read was already counted (the service's
+        last check before fetching), so one read is never two misses.
+        """
+        return self._find(key)
+
     def _find(self, key: str) -> Entry | None:
         """A fresh entry from the first tier that has one, without counting stats."""
         now = self._clock()

@@ -254,7 +254,13 @@ def test_http_cache_stats_and_pattern_delete(admin, upstream):
     admin.get("/api/quote/AAPL")
     stats = admin.get("/api/cache/stats").json()
     assert stats["memory"]["size"] >= 2 and stats["memory"]["hits"] >= 1
-    assert stats["by_kind"]["quote"]["hits"] >= 1 and 0 < stats["hit_rate"] <= 1
+    # Two cold reads and one warm one: each read counted once, whatever the read path looks at.
+    assert (stats["hits"], stats["misses"], stats["hit_rate"]) == (1, 2, round(1 / 3, 4))
+    assert stats["by_kind"]["quote"] == {"hits": 1, "misses": 2, "hit_rate": round(1 / 3, 4)}
+    assert (stats["reads"]["hits"], stats["reads"]["misses"]) == (1, 2)
+    metrics = admin.get("/metrics").text
+    assert 'stockcache_cache_kind_hits_total{kind="quote"} 1.0' in metrics
+    assert 'stockcache_cache_kind_misses_total{kind="quote"} 2.0' in metrics
     assert stats["upstream"]["finnhub"]["calls"] == 2
     assert stats["sqlite"]["file_bytes"] > 0 and stats["redis"] is None
     deleted = admin.delete("/api/cache?pattern=quote:A*").json()

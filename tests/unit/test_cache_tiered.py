@@ -322,6 +322,24 @@ def test_cache_stats_shape_and_counters(cache: TieredCache) -> None:
     json.dumps(stats)
 
 
+def test_cache_peek_finds_fresh_entries_without_counting(tmp_path: Path, clock: Any) -> None:
+    first = make_cache(tmp_path, clock)
+    first.set("quote:AAPL", {"v": 1})
+    first.close()
+    cache = make_cache(tmp_path, clock)  # the entry is in SQLite only now
+    try:
+        assert cache.peek("quote:MSFT") is None
+        entry = cache.peek("quote:AAPL")
+        assert entry is not None and entry.value == {"v": 1} and entry.tier == "sqlite"
+        assert memory_of(cache).get("quote:AAPL") is not None  # promoted like any read
+        clock.advance(TTLS["quote"])
+        assert cache.peek("quote:AAPL") is None  # expired is not fresh
+        stats = cache.get_stats()
+        assert (stats["hits"], stats["misses"], stats["by_kind"]) == (0, 0, {})
+    finally:
+        cache.close()
+
+
 def test_cache_stats_by_kind_stays_bounded(cache: TieredCache) -> None:
     for i in range(100):
         cache.get(f"kind{i}:X")
