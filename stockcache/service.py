@@ -24,7 +24,8 @@ from .errors import InvalidRequest, StockcacheError, SymbolNotFound, UpstreamErr
 from .fetcher import Fetcher, FetchResult, Flight, UpstreamBudget, wait_all
 from .metrics import Metrics
 from .models import KIND_TTL_LEVEL, cache_key, normalize_symbol, normalize_symbols
-from .providers import ROUTES, build_providers
+from .providers import build_providers, no_route_error
+from .providers import route as provider_route
 from .providers.base import Provider
 from .settings import Settings
 from .usage import UsageLedger
@@ -224,7 +225,7 @@ class StockService:
 
     def route(self, kind: str) -> list[str]:
         """The providers tried for ``kind``, in order (the first one's budget is the one that matters)."""
-        return self._route(kind)
+        return [provider.name for provider in provider_route(kind, self.providers)]
 
     def stats(self) -> dict[str, Any]:
         """Cache and upstream statistics, as served at /api/cache/stats."""
@@ -308,7 +309,13 @@ class StockService:
         if not misses:
             return found, errors
 
-        route = self._route(kind)
+        route = self.route(kind)
+        failed: dict[str, StockcacheError] = {}
+        if not route:
+            # Nothing configured serves this kind (history with only a Finnhub key):
+            # say which key would, instead of a provider's "not in plan"; stale copies still serve.
+            failed = {symbol: no_route_error(kind, self.providers) for symbol in misses}
+            misses = []
         flights: dict[str, Flight] = {}
         for symbol in misses:
             key = keys[symbol]
@@ -324,7 +331,6 @@ class StockService:
             _wait_unless(flights.values(), deadline, cancel)
 
         now = self.clock()
-        failed: dict[str, StockcacheError] = {}
         for symbol, flight in flights.items():
             if flight.result is not None and flight.done:
                 found[symbol] = _render(_envelope(flight.result), "upstream", now, stale=False)
@@ -350,10 +356,6 @@ class StockService:
             self.metrics.inc(Metrics.READS, kind, tier, amount=n)
         if misses:
             self.metrics.inc(Metrics.READS, kind, Metrics.READ_MISS, amount=misses)
-
-    def _route(self, kind: str) -> list[str]:
-        names = [name for name in ROUTES.get(kind, ()) if name in self.providers]
-        return names or [name for name, p in self.providers.items() if p.local]
 
     def _envelopes(self, entries: dict[str, Entry]) -> dict[str, Entry]:
         """``entries`` without values this service did not write (a foreign value is a miss)."""

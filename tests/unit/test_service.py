@@ -205,3 +205,27 @@ def test_service_treats_a_foreign_cache_value_as_a_miss(service, clock, caplog, 
     with pytest.raises(UpstreamError) as info:
         service.get_quote("AAPL")
     assert info.value.status == 502
+
+
+@responses.activate
+def test_service_kind_no_configured_provider_serves_names_the_key_it_needs(service):
+    # Finnhub-only: history (candles are premium at Finnhub) needs an Alpha Vantage key.
+    from stockcache.errors import UpstreamAuthError
+
+    assert service.route("history") == [] and service.route("quote") == ["finnhub"]
+    with pytest.raises(UpstreamAuthError) as info:
+        service.get_history("AAPL", days=30)
+    assert info.value.status == 502 and info.value.code == "upstream_error"
+    assert "history" in info.value.message and "ALPHAVANTAGE_API_KEY" in info.value.message
+    assert info.value.fields["symbol"] == "AAPL"
+    assert len(responses.calls) == 0
+    assert service.stats()["upstream"]["finnhub"]["calls"] == 0
+
+
+def test_service_route_follows_the_agreed_order_and_each_provider_kinds(tmp_path, clock):
+    svc = StockService(_settings(tmp_path, alphavantage_api_key="TESTKEY_av_0000"), clock=clock)
+    try:
+        assert svc.route("quote") == ["finnhub", "alphavantage"]
+        assert svc.route("history") == ["alphavantage"]
+    finally:
+        svc.close()
