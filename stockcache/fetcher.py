@@ -117,6 +117,7 @@ class _Route:
     errors: list[StockcacheError] = field(default_factory=list)
     index: int = 0
     peer_token: str | None = None  # held cross-instance lock, released in _finish
+    finished: bool = False  # set once, under Fetcher._lock: a flight is finished exactly once
 
 
 class Fetcher:
@@ -204,10 +205,25 @@ class Fetcher:
         state = _Route(flight, kind, symbol, params, [p for p in route if p in self._providers],
                        share, on_done)
         if self._peers is not None:
-            self._lead_or_wait(state, lookup)
-        elif lookup is None or not self._settle(state, lookup):
-            self._next(state)
+            self._run(state, self._lead_or_wait, state, lookup)
+        else:
+            self._run(state, self._resume, state, lookup)
         return flight
+
+    def _run(self, state: _Route, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of a flight; an unexpected exception fails the flight instead of stranding it.
+
+        Every entry point (``fetch``, the peer waiter, response callbacks) goes
+        through here. Without it a bug in a provider or a lookup would leave the
+        key in ``_flights`` and every later caller would join a flight that never
+        ends. Breaker slots are given back where they are taken (``_start_request``,
+        ``_outcome``), so only the flight is left to finish.
+        """
+        try:
+            step(*args)
+        except Exception:
+            log.exception("fetching %s failed unexpectedly", state.flight.key)
+            self._finish(state, error=UpstreamError("stockcache could not complete this fetch."))
 
     def _settle(self, state: _Route, lookup: Lookup) -> bool:
         """Finish the flight from the cache if ``lookup`` finds the key; True if it did."""
@@ -244,13 +260,8 @@ class Fetcher:
 
     def _resume(self, state: _Route, lookup: Lookup | None) -> None:
         """Look in the cache once more (a peer may just have stored the key), else walk the route."""
-        try:
-            if lookup is None or not self._settle(state, lookup):
-                self._next(state)
-        except Exception:  # a bug here must not leave waiters hanging
-            log.exception("starting the flight for %s failed", state.flight.key)
-            if not state.flight.done:
-                self._finish(state, error=UpstreamError("stockcache could not start this fetch."))
+        if lookup is None or not self._settle(state, lookup):
+            self._next(state)
 
     def in_flight(self) -> int:
         with self._lock:
@@ -306,8 +317,18 @@ class Fetcher:
                 self.metrics.inc(Metrics.RATE_LIMITED, name)
             state.errors.append(exc)
             return False
+        except BaseException:
+            # No call was made: give back a half-open probe slot, or the provider stays off for good.
+            if breaker is not None:
+                breaker.release()
+            raise
         self.metrics.inc(Metrics.UPSTREAM_CALLS, name)
-        future = self._send(request, delay)
+        try:
+            future = self._send(request, delay)
+        except BaseException:
+            if breaker is not None:
+                breaker.release()
+            raise
         future.add_done_callback(lambda f: self._on_response(state, name, provider, f))
         return True
 
@@ -325,11 +346,11 @@ class Fetcher:
         return requests.Session.request(self._session, method, url, **kwargs)
 
     def _on_response(self, state: _Route, name: str, provider: Provider, future: Future[Any]) -> None:
-        try:
-            error = self._outcome(state, name, provider, future)
-        except Exception:  # a bug here must not leave waiters hanging
-            log.exception("unexpected error handling a %s answer", name)
-            error = UpstreamError(f"{name} gave an answer stockcache could not read.", provider=name)
+        # concurrent.futures swallows a callback's exception: _run is what finishes the flight then.
+        self._run(state, self._after_response, state, name, provider, future)
+
+    def _after_response(self, state: _Route, name: str, provider: Provider, future: Future[Any]) -> None:
+        error = self._outcome(state, name, provider, future)
         if error is None:
             return
         state.errors.append(error)
@@ -351,12 +372,20 @@ class Fetcher:
             error = UpstreamError(f"could not reach {name} ({type(exc).__name__}).", provider=name)
         except StockcacheError as exc:
             error = exc
+        except Exception:
+            log.exception("the %s request for %s failed unexpectedly", name, state.flight.key)
+            error = UpstreamError(f"stockcache could not complete the {name} request.", provider=name)
         else:
             try:
                 model = provider.parse(state.kind, state.symbol, state.params, response.status_code,
                                        response.headers, response.content)
             except StockcacheError as exc:
                 error = exc
+            except Exception:
+                # A parser bug: count it against the provider like any unreadable answer (this
+                # also ends a half-open probe) and let the fallback try.
+                log.exception("unexpected error parsing a %s answer for %s", name, state.flight.key)
+                error = UpstreamError(f"{name} gave an answer stockcache could not read.", provider=name)
             else:
                 if breaker is not None:
                     breaker.success()
@@ -393,23 +422,32 @@ class Fetcher:
         run_hook: bool = True,
     ) -> None:
         flight = state.flight
-        flight.result, flight.error = result, error
-        if run_hook and state.on_done is not None:
-            try:
-                state.on_done(flight)
-            except Exception:
-                log.exception("storing the result for %s failed", flight.key)
-        if state.peer_token is not None and self._peers is not None:
-            # After on_done stored the result: a peer that takes the lock next finds it cached.
-            try:
-                self._peers.release(flight.key, state.peer_token)
-            except StockcacheError:
-                pass  # it expires by itself
-            state.peer_token = None
         with self._lock:
-            if self._flights.get(flight.key) is flight:
-                del self._flights[flight.key]
-        flight._done.set()
+            if state.finished:
+                return
+            state.finished = True
+        try:
+            flight.result, flight.error = result, error
+            if run_hook and state.on_done is not None:
+                try:
+                    state.on_done(flight)
+                except Exception:
+                    log.exception("storing the result for %s failed", flight.key)
+            if state.peer_token is not None and self._peers is not None:
+                # After on_done stored the result: a peer that takes the lock next finds it cached.
+                try:
+                    self._peers.release(flight.key, state.peer_token)
+                except StockcacheError:
+                    pass  # it expires by itself
+                except Exception:
+                    log.exception("releasing the peer lock of %s failed", flight.key)
+                state.peer_token = None
+        finally:
+            # Whatever happened above, the key is freed and the waiters wake.
+            with self._lock:
+                if self._flights.get(flight.key) is flight:
+                    del self._flights[flight.key]
+            flight._done.set()
 
 
 class _PeerWaiter:
@@ -475,7 +513,7 @@ class _PeerWaiter:
                     self._waiting = [item for item in self._waiting if id(item[0]) not in done]
                 for (state, lookup, _), token in ready:
                     state.peer_token = token
-                    self._fetcher._resume(state, lookup)
+                    self._fetcher._run(state, self._fetcher._resume, state, lookup)
             with self._cond:
                 if self._closed:
                     continue

@@ -15,6 +15,7 @@ from stockcache.fetcher import Fetcher, wait_all
 from stockcache.metrics import Metrics
 from stockcache.models import Quote
 from stockcache.providers import AlphaVantageProvider, FinnhubProvider
+from stockcache.providers.demo import DemoProvider
 
 FH = "https://fh.test/api/v1"
 AV = "https://av.test/query"
@@ -208,3 +209,130 @@ def test_fetcher_refused_key_is_an_upstream_error_and_falls_back(clock, status):
     flight = fetcher.fetch("quote:MSFT", "quote", "MSFT", {}, ROUTE)
     _wait([flight])
     assert flight.result.provider == "alphavantage"
+
+
+# -- unexpected exceptions (a provider bug, a lookup bug) never strand a flight ------------------
+
+
+class _Bug:
+    """A provider mixin with a bug switched on in ``fail_in`` ("build_request" or "parse")."""
+
+    fail_in: str | None = None
+    exc: Exception = KeyError("c")
+
+    def build_request(self, kind, symbol, params):
+        if self.fail_in == "build_request":
+            raise self.exc
+        return super().build_request(kind, symbol, params)
+
+    def parse(self, kind, symbol, params, status, headers, body):
+        if self.fail_in == "parse":
+            raise self.exc
+        return super().parse(kind, symbol, params, status, headers, body)
+
+
+class _BuggyFinnhub(_Bug, FinnhubProvider):
+    pass
+
+
+class _BuggyAlphaVantage(_Bug, AlphaVantageProvider):
+    pass
+
+
+class _BuggyDemo(DemoProvider):
+    fail_in: str | None = None
+    exc: Exception = KeyError("c")
+
+    def produce(self, kind, symbol, params):
+        if self.fail_in == "produce":
+            raise self.exc
+        return super().produce(kind, symbol, params)
+
+
+def _buggy_fetcher(clock, provider, *, threshold=5):
+    breakers = {provider.name: CircuitBreaker(threshold=threshold, reset_after=30, clock=clock)}
+    budgets = {} if provider.local else {provider.name: Budget(provider.name, Limits(), clock=clock)}
+    return Fetcher({provider.name: provider}, budgets, workers=4, timeout=2.0, breakers=breakers, clock=clock,
+                   metrics=Metrics())
+
+
+@pytest.mark.parametrize(("where", "exc"), [
+    ("build_request", KeyError("c")), ("build_request", RuntimeError("bug")),
+    ("parse", KeyError("c")), ("parse", RuntimeError("bug")),
+    ("produce", KeyError("c")), ("produce", RuntimeError("bug")),
+])
+@responses.activate
+def test_fetcher_provider_bug_fails_the_item_and_frees_the_key(clock, where, exc):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    if where == "produce":
+        provider = _BuggyDemo(clock=clock)
+    else:
+        provider = _BuggyFinnhub(api_key=FH_KEY, base_url=FH, clock=clock)
+    provider.fail_in, provider.exc = where, exc
+    fetcher = _buggy_fetcher(clock, provider)
+    route = (provider.name,)
+    flight = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, route)
+    _wait([flight])
+    assert flight.done and isinstance(flight.error, UpstreamError)
+    assert fetcher.in_flight() == 0
+    provider.fail_in = None  # the next request for the key is a new attempt, not the dead flight
+    again = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, route)
+    _wait([again])
+    assert again is not flight and again.result is not None
+    fetcher.close()
+
+
+@pytest.mark.parametrize("where", ["build_request", "parse"])
+@responses.activate
+def test_fetcher_provider_bug_during_a_probe_does_not_disable_the_provider(clock, where):
+    responses.add(responses.GET, f"{FH}/quote", status=500, json={"error": "down"})
+    provider = _BuggyFinnhub(api_key=FH_KEY, base_url=FH, clock=clock)
+    fetcher = _buggy_fetcher(clock, provider, threshold=1)
+    _wait([fetcher.fetch("quote:A", "quote", "A", {}, ("finnhub",))])
+    assert fetcher.breakers["finnhub"].state == "open"
+    clock.advance(30)
+    provider.fail_in = where  # the half-open probe hits the bug
+    probe = fetcher.fetch("quote:B", "quote", "B", {}, ("finnhub",))
+    _wait([probe])
+    assert isinstance(probe.error, UpstreamError)
+    provider.fail_in = None
+    responses.replace(responses.GET, f"{FH}/quote", json=GOOD)
+    clock.advance(120)  # past any doubled reset: a new probe must be let through
+    recovered = fetcher.fetch("quote:C", "quote", "C", {}, ("finnhub",))
+    _wait([recovered])
+    assert recovered.result is not None
+    assert fetcher.breakers["finnhub"].state == "closed"
+    fetcher.close()
+
+
+@responses.activate
+def test_fetcher_lookup_bug_fails_the_item_and_frees_the_key(clock):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    fetcher = _fetcher(clock)
+
+    def broken_lookup():
+        raise LookupError("cache bug")
+
+    flight = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, ROUTE, lookup=broken_lookup)
+    _wait([flight])
+    assert isinstance(flight.error, UpstreamError)
+    assert fetcher.in_flight() == 0
+    again = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, ROUTE, lookup=lambda: None)
+    _wait([again])
+    assert again.result is not None
+    fetcher.close()
+
+
+@responses.activate
+def test_fetcher_bug_in_the_fallback_after_a_failed_answer_fails_the_item(clock):
+    # The fallback starts from the primary's response callback, on a pool thread.
+    responses.add(responses.GET, f"{FH}/quote", status=500, json={"error": "down"})
+    fallback = _BuggyAlphaVantage(api_key=AV_KEY, base_url=AV, clock=clock)
+    fallback.fail_in = "build_request"
+    providers = {"finnhub": FinnhubProvider(api_key=FH_KEY, base_url=FH, clock=clock), "alphavantage": fallback}
+    fetcher = Fetcher(providers, {}, workers=4, timeout=2.0, clock=clock, metrics=Metrics())
+    flight = fetcher.fetch("quote:MSFT", "quote", "MSFT", {}, ROUTE)
+    assert flight.wait(10)
+    assert isinstance(flight.error, UpstreamError)
+    assert fetcher.in_flight() == 0
+    fetcher.close()
