@@ -4,6 +4,10 @@ A budget is checked *before* every upstream call and shared by all threads.
 Per-second limits are smoothed with a short wait; a spent minute or day budget
 is refused at once with ``RateLimited(retry_after=...)``, so the caller can
 answer from stale data or fall back to another provider instead of queueing.
+
+The day budget is shared by every process on one data dir (the server, a
+cron'd ``warm``) through the :class:`~stockcache.usage.UsageLedger`: another
+process's calls count here within about a second (see ``usage``).
 """
 
 from __future__ import annotations
@@ -54,9 +58,10 @@ class Budget:
         self._second: deque[float] = deque()
         self._minute: deque[float] = deque()
         self._paused_until = 0.0
-        now = clock()
-        self._day = utc_day(now)
-        self._day_calls = ledger.today(provider) if ledger else 0
+        self._day = utc_day(clock())
+        self._day_calls = 0  # this budget's own calls today; the ledger adds other processes'
+        if ledger is not None:
+            ledger.start()
 
     def acquire(self, *, share: float = 1.0) -> float:
         """Reserve one call; return the seconds to wait first, or raise RateLimited.
@@ -70,7 +75,7 @@ class Budget:
             if now < self._paused_until:
                 raise self._refused(self._paused_until - now, "paused after the provider said 429")
             limits = self.limits
-            if limits.per_day and self._day_calls >= _cap(limits.per_day, share):
+            if limits.per_day and self._used_today() >= _cap(limits.per_day, share):
                 raise self._refused(_seconds_to_midnight(now), "daily budget spent")
             if limits.per_minute and len(self._minute) >= _cap(limits.per_minute, share):
                 raise self._refused(self._minute[0] + 60.0 - now, "per-minute budget spent")
@@ -82,8 +87,8 @@ class Budget:
             self._second.append(start)
             self._minute.append(start)
             self._day_calls += 1
-        if self._ledger:
-            self._ledger.record(self.provider)
+            if self._ledger:
+                self._ledger.record(self.provider)  # in memory only, so it may stay under our lock
         return max(0.0, start - now)
 
     def pause(self, seconds: float) -> None:
@@ -100,13 +105,21 @@ class Budget:
             return {
                 "second": max(0, limits.per_second - len(self._second)) if limits.per_second else None,
                 "minute": max(0, limits.per_minute - len(self._minute)) if limits.per_minute else None,
-                "day": max(0, limits.per_day - self._day_calls) if limits.per_day else None,
+                "day": max(0, limits.per_day - self._used_today()) if limits.per_day else None,
             }
 
     def calls_today(self) -> int:
+        """Calls to this provider today by every process sharing the ledger (this budget's alone without one)."""
         with self._lock:
             self._roll(self._clock())
+            return self._used_today()
+
+    def _used_today(self) -> int:
+        # The ledger's count (every process, as of its last flush, plus this one's
+        # since) already includes ours; max() keeps ours if the ledger lags or fails.
+        if self._ledger is None:
             return self._day_calls
+        return max(self._day_calls, self._ledger.today(self.provider))
 
     def _roll(self, now: float) -> None:
         while self._second and self._second[0] <= now - 1.0:

@@ -1,8 +1,18 @@
-"""Upstream calls per provider per UTC day, persisted so a daily budget survives a restart.
+"""Upstream calls per provider per UTC day, shared by every process on one data dir.
 
 Alpha Vantage's free plan allows 25 calls a day; a restart that forgot the
-morning's calls would blow the quota by lunch. The ledger is also the source of
-"upstream calls per day" for the KPI history.
+morning's calls would blow the quota by lunch, and so would a cron'd
+``python -m stockcache warm`` next to the server if each counted alone. The
+ledger is also the source of "upstream calls per day" for the KPI history.
+
+Counting is in memory and never touches the disk on the request path:
+``record()`` adds to a pending counter; a flusher thread (started lazily,
+every ``flush_interval`` seconds, and once more at close) adds the pending
+counts to the SQLite file in one transaction and reads back the day's totals
+across all processes. So another process's calls reach this one's
+:meth:`UsageLedger.today` within about one interval (1 s by default): for a
+daily budget that small lag can let through at most the calls two processes
+make in the same second. A crash loses at most the last interval's counts.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from .errors import CacheError
 
 log = logging.getLogger(__name__)
 
+_Key = tuple[str, str]  # (day, provider)
+
 
 def utc_day(ts: float) -> str:
     """``YYYY-MM-DD`` of a unix time, in UTC."""
@@ -27,58 +39,108 @@ def utc_day(ts: float) -> str:
 
 
 class UsageLedger:
-    """Counts calls per (day, provider) in SQLite. Thread-safe: one connection behind a lock.
+    """Counts calls per (day, provider); persisted in SQLite by a background flusher. Thread-safe.
 
-    Each call is one small upsert (WAL, synchronous=NORMAL: a power cut may lose
-    the last few counts, never corrupt the file). Pass ``path=None`` for a
-    ledger that lives in memory only (tests, the Python API without a data dir).
+    Two locks: ``_lock`` guards only the in-memory counters (never held
+    across I/O), ``_db_lock`` serialises use of the one SQLite connection
+    (flushes and history reads; never taken by :meth:`record` or
+    :meth:`today`). Pass ``path=None`` for a ledger that lives in memory only
+    (tests, the Python API without a data dir), and ``flush_interval=None``
+    for no flusher thread (flush only on :meth:`flush`, :meth:`days` and
+    :meth:`close`).
     """
 
-    def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path | None, *, clock: Callable[[], float] = time.time, flush_interval: float | None = 1.0
+    ) -> None:
         self._clock = clock
+        self._interval = flush_interval
         self._lock = threading.Lock()
+        self._db_lock = threading.Lock()
+        self._pending: dict[_Key, int] = {}
+        self._inflight: dict[_Key, int] = {}  # taken from _pending by the flush now writing them
+        self._totals: dict[_Key, int] = {}  # the file's counts for one day, all processes, at the last flush
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
         target = ":memory:" if path is None else str(path)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists():
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
-            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+            # The upserts of one flush share a transaction; a busy peer's flush is waited out.
+            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, provider TEXT NOT NULL,"
                 " calls INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (day, provider))"
             )
+            self._totals = self._read_day(utc_day(clock()))
         except sqlite3.Error as exc:
             raise CacheError(f"cannot open the usage ledger: {exc}") from exc
 
-    def record(self, provider: str, calls: int = 1) -> None:
-        """Add ``calls`` to today's count; a failure is logged, never raised (counting must not fail a fetch)."""
-        day = utc_day(self._clock())
-        try:
-            with self._lock:
-                self._db.execute(
-                    "INSERT INTO usage (day, provider, calls) VALUES (?, ?, ?)"
-                    " ON CONFLICT(day, provider) DO UPDATE SET calls = calls + excluded.calls",
-                    (day, provider, calls),
-                )
-        except sqlite3.Error as exc:
-            log.warning("could not record upstream usage: %s", exc)
+    def start(self) -> None:
+        """Start the flusher now (idempotent): a budget calls it so an idle process still learns others' calls."""
+        self._start_flusher()
 
-    def calls_on(self, day: str, provider: str) -> int:
+    def record(self, provider: str, calls: int = 1) -> None:
+        """Add ``calls`` to today's count, in memory only: no I/O, so it is safe under a caller's lock."""
+        key = (utc_day(self._clock()), provider)
         with self._lock:
-            row = self._db.execute(
-                "SELECT calls FROM usage WHERE day = ? AND provider = ?", (day, provider)
-            ).fetchone()
-        return int(row[0]) if row else 0
+            self._pending[key] = self._pending.get(key, 0) + calls
+        self._start_flusher()
 
     def today(self, provider: str) -> int:
+        """Today's calls to ``provider`` by every process, as of the last flush, plus this one's since. No I/O."""
         return self.calls_on(utc_day(self._clock()), provider)
 
-    def days(self, limit: int) -> dict[str, dict[str, int]]:
-        """The last ``limit`` days that have counts: ``{day: {provider: calls}}``, newest first."""
+    def calls_on(self, day: str, provider: str) -> int:
+        """Calls on ``day`` (today, or a day not yet flushed) as this process knows them. No I/O."""
+        key = (day, provider)
         with self._lock:
+            return self._totals.get(key, 0) + self._inflight.get(key, 0) + self._pending.get(key, 0)
+
+    def flush(self) -> None:
+        """Write the pending counts and learn today's totals of every process; a failure is logged and retried."""
+        with self._db_lock:
+            if self._closed:
+                return
+            with self._lock:
+                self._inflight, self._pending = self._pending, {}
+                batch = dict(self._inflight)
+            today = utc_day(self._clock())
+            try:
+                if batch:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._db.executemany(
+                            "INSERT INTO usage (day, provider, calls) VALUES (?, ?, ?)"
+                            " ON CONFLICT(day, provider) DO UPDATE SET calls = calls + excluded.calls",
+                            [(day, provider, calls) for (day, provider), calls in batch.items()],
+                        )
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+                totals = self._read_day(today)
+            except sqlite3.Error as exc:
+                log.warning("could not record upstream usage (will retry): %s", exc)
+                with self._lock:
+                    for key, calls in self._inflight.items():
+                        self._pending[key] = self._pending.get(key, 0) + calls
+                    self._inflight = {}
+                return
+            with self._lock:
+                self._totals, self._inflight = totals, {}
+
+    def days(self, limit: int) -> dict[str, dict[str, int]]:
+        """The last ``limit`` days that have counts: ``{day: {provider: calls}}``, newest first (flushes first)."""
+        self.flush()
+        with self._db_lock:
+            if self._closed:
+                return {}
             rows = self._db.execute(
                 "SELECT day, provider, calls FROM usage WHERE day IN"
                 " (SELECT DISTINCT day FROM usage ORDER BY day DESC LIMIT ?) ORDER BY day DESC",
@@ -90,5 +152,34 @@ class UsageLedger:
         return out
 
     def close(self) -> None:
+        """Stop the flusher, write what is pending and close the file. Idempotent."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self.flush()
+        with self._db_lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def _read_day(self, day: str) -> dict[_Key, int]:
+        rows = self._db.execute("SELECT provider, calls FROM usage WHERE day = ?", (day,)).fetchall()
+        return {(day, provider): int(calls) for provider, calls in rows}
+
+    def _start_flusher(self) -> None:
+        if self._thread is not None or self._interval is None or self._stop.is_set():
+            return
         with self._lock:
-            self._db.close()
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        interval = self._interval or 1.0
+        while not self._stop.wait(interval):
+            try:
+                self.flush()
+            except Exception:  # the flusher must outlive a surprise; the next round retries
+                log.exception("usage ledger flush failed")

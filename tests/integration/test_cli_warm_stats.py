@@ -103,3 +103,29 @@ def test_cli_stats_on_a_fresh_data_dir_says_so_and_creates_nothing(tmp_path, ups
     assert answer.returncode == 0, answer.stderr
     assert "No server figures yet" in answer.stdout and "No KPI history yet" in answer.stdout
     assert list(data.iterdir()) == []
+
+
+def test_cli_warm_spends_the_same_daily_budget_as_the_running_server(tmp_path, upstream):
+    from stockcache.budget import Budget, Limits
+    from stockcache.usage import UsageLedger
+
+    settings = upstream_settings(tmp_path, upstream, alphavantage_per_day=3)
+    live = start_service(settings)
+    try:
+        server_budget = live.runtime.service.fetcher.budgets["alphavantage"]
+        assert server_budget.remaining()["day"] == 3
+        answer = run(settings.data_dir, upstream, "warm", "AAPL", "MSFT", "--kinds", "history", "--quiet",
+                     STOCKCACHE_ALPHAVANTAGE_PER_DAY="3")
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        assert upstream.calls("alphavantage") == 2  # history comes from Alpha Vantage first
+        live.runtime.service.ledger.flush()  # what the server's flusher does about once a second
+        assert server_budget.remaining()["day"] == 1
+    finally:
+        live.stop()
+
+    # A process started afterwards (the next warm, a restarted server) counts them too.
+    ledger = UsageLedger(settings.data_dir / "usage.sqlite", flush_interval=None)
+    try:
+        assert Budget("alphavantage", Limits(per_day=3), ledger=ledger).calls_today() == 2
+    finally:
+        ledger.close()

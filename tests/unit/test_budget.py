@@ -114,3 +114,38 @@ def test_breaker_release_frees_an_unused_probe(clock):
     assert breaker.allow() is None
     breaker.release()
     assert breaker.allow() is None
+
+
+def test_budget_day_limit_counts_the_calls_of_another_process(tmp_path, clock):
+    path = tmp_path / "usage.sqlite"
+    server_ledger = UsageLedger(path, clock=clock, flush_interval=None)
+    server = Budget("alphavantage", Limits(per_day=3), ledger=server_ledger, clock=clock)
+    warm_ledger = UsageLedger(path, clock=clock, flush_interval=None)  # e.g. a cron'd `warm`
+    warm = Budget("alphavantage", Limits(per_day=3), ledger=warm_ledger, clock=clock)
+    for _ in range(3):
+        warm.acquire()
+    warm_ledger.flush()
+    server_ledger.flush()  # the server's flusher runs about once a second
+    assert server.remaining()["day"] == 0 and server.calls_today() == 3
+    with pytest.raises(RateLimited) as info:
+        server.acquire()
+    assert "daily budget spent" in str(info.value)
+    server_ledger.close()
+    warm_ledger.close()
+
+
+def test_budget_day_limit_shared_calls_add_up_across_processes(tmp_path, clock):
+    path = tmp_path / "usage.sqlite"
+    ledgers = [UsageLedger(path, clock=clock, flush_interval=None) for _ in range(2)]
+    budgets = [Budget("alphavantage", Limits(per_day=3), ledger=ledger, clock=clock) for ledger in ledgers]
+    budgets[0].acquire()
+    budgets[1].acquire()
+    for ledger in ledgers:
+        ledger.flush()
+    assert budgets[0].acquire() == 0.0  # 3 of 3 used between the two
+    ledgers[0].flush()
+    ledgers[1].flush()
+    with pytest.raises(RateLimited):
+        budgets[1].acquire()
+    for ledger in ledgers:
+        ledger.close()
