@@ -240,8 +240,9 @@ def test_faults_429_at_primary_falls_back_and_serves_stale_when_both_limit(upstr
 def test_faults_daily_cap_and_429_answer_503_with_retry_after_and_no_key(upstream, user):
     upstream.set_rate_limit("alphavantage", per_day=0)  # its answer quotes our key
     answer = timed(user, "GET", "/api/history/AAPL?days=5")
-    # History falls back to Finnhub candles, which the free plan refuses (403): upstream_error.
-    assert answer.status_code == 502 and "TESTKEY" not in answer.text
+    # Only Alpha Vantage serves history (Finnhub candles are premium): its daily cap is a 503.
+    assert answer.status_code == 503 and error_code(answer) == "rate_limited"
+    assert int(answer.headers["Retry-After"]) >= 1 and "TESTKEY" not in answer.text
     upstream.set_fault("429", provider="finnhub")
     answer = quote(user, "MSFT")
     assert answer.status_code == 503 and error_code(answer) == "rate_limited"
