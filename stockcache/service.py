@@ -26,7 +26,7 @@ from .metrics import Metrics
 from .models import KIND_TTL_LEVEL, cache_key, normalize_symbol, normalize_symbols
 from .providers import build_providers, no_route_error
 from .providers import route as provider_route
-from .providers.base import Provider
+from .providers.base import MAX_HISTORY_DAYS, Provider, days_param
 from .settings import Settings
 from .usage import UsageLedger
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 # Extra time a caller waits past the upstream timeout before answering upstream_timeout.
 DEADLINE_MARGIN = 0.5
-HISTORY_DAYS = 100  # Alpha Vantage compact: what a free key can get; sliced per request
 
 
 def iso_utc(ts: float) -> str:
@@ -127,14 +126,14 @@ class StockService:
         return {"profiles": found, "errors": _error_dicts(errors)}
 
     def get_history(self, symbol: str, days: int = 30) -> dict[str, Any]:
-        """Daily bars, oldest first; one cached fetch of 100 days serves every ``days``."""
-        days = _days(days, HISTORY_DAYS)
+        """Daily bars, oldest first; one cached fetch of the most days serves every ``days``."""
+        days = days_param("history", {"days": days})
         answer = self._one("history", normalize_symbol(symbol))
         answer["candles"] = list(answer.get("candles", ()))[-days:]
         return answer
 
     def get_news(self, symbol: str, days: int = 7) -> dict[str, Any]:
-        days = _days(days, 365)
+        days = days_param("news", {"days": days})
         return self._one("news", normalize_symbol(symbol), (days,), {"days": days})
 
     def get_metric(self, symbol: str) -> dict[str, Any]:
@@ -289,7 +288,9 @@ class StockService:
         every symbol, still single-flight and written through, is not counted as
         a read and serves nothing stale; ``cancel`` stops the waiting early.
         """
-        params = dict(fetch_params or ({"days": HISTORY_DAYS} if kind == "history" else {}))
+        # History is always fetched at its longest (Alpha Vantage compact, what a free key gets)
+        # and sliced per request, so every ``days`` shares one cache entry.
+        params = dict(fetch_params or ({"days": MAX_HISTORY_DAYS} if kind == "history" else {}))
         keys = {symbol: cache_key(kind, symbol, *key_params) for symbol in symbols}
         now = self.clock()
         found: dict[str, dict[str, Any]] = {}
@@ -483,16 +484,6 @@ def _render(envelope: Mapping[str, Any], tier: str, now: float, *, stale: bool) 
 
 def _error_dicts(errors: Mapping[str, StockcacheError]) -> dict[str, dict[str, Any]]:
     return {symbol: error.to_dict() for symbol, error in errors.items()}
-
-
-def _days(days: Any, most: int) -> int:
-    try:
-        value = int(days)
-    except (TypeError, ValueError):
-        raise InvalidRequest("days must be a whole number.", field="days") from None
-    if isinstance(days, float) and not days.is_integer() or not 1 <= value <= most:
-        raise InvalidRequest(f"days must be from 1 to {most}.", field="days")
-    return value
 
 
 def _position_fields(position: Any) -> dict[str, Any]:

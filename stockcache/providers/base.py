@@ -205,7 +205,7 @@ def days_param(kind: str, params: Mapping[str, Any]) -> int:
     if isinstance(days, str) and days.strip().isdigit():
         days = int(days)
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= most:
-        raise InvalidRequest(f"days must be a whole number from 1 to {most}")
+        raise InvalidRequest(f"days must be a whole number from 1 to {most}", field="days")
     return days
 
 

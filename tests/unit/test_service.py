@@ -229,3 +229,21 @@ def test_service_route_follows_the_agreed_order_and_each_provider_kinds(tmp_path
         assert svc.route("history") == ["alphavantage"]
     finally:
         svc.close()
+
+
+def test_service_days_follow_the_providers_limits(tmp_path, clock):
+    from stockcache.errors import InvalidRequest
+    from stockcache.providers.base import MAX_HISTORY_DAYS, MAX_NEWS_DAYS
+
+    svc = StockService(Settings(data_dir=tmp_path / "data", refresh=False), clock=clock)
+    try:
+        assert len(svc.get_history("AAPL", days=MAX_HISTORY_DAYS)["candles"]) == MAX_HISTORY_DAYS
+        assert len(svc.get_history("AAPL", days="5")["candles"]) == 5
+        assert svc.get_news("AAPL", days=MAX_NEWS_DAYS)["source"] == "demo"
+        for call, most in ((svc.get_history, MAX_HISTORY_DAYS), (svc.get_news, MAX_NEWS_DAYS)):
+            for bad in (0, most + 1, True, "x", 2.5, None):
+                with pytest.raises(InvalidRequest) as info:
+                    call("AAPL", days=bad)
+                assert info.value.fields["field"] == "days" and str(most) in info.value.message
+    finally:
+        svc.close()
