@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .clock import seconds_to_utc_midnight, utc_day
 from .errors import RateLimited
-from .usage import UsageLedger, utc_day
+from .usage import UsageLedger
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ class Budget:
             if now < self._paused_until:
                 raise self._refused(self._paused_until - now, "paused after the provider said 429")
             limits = self.limits
-            if limits.per_day and self._used_today() >= _cap(limits.per_day, share):
-                raise self._refused(_seconds_to_midnight(now), "daily budget spent")
-            if limits.per_minute and len(self._minute) >= _cap(limits.per_minute, share):
+            if limits.per_day and self._used_today() >= share_cap(limits.per_day, share):
+                raise self._refused(seconds_to_utc_midnight(now), "daily budget spent")
+            if limits.per_minute and len(self._minute) >= share_cap(limits.per_minute, share):
                 raise self._refused(self._minute[0] + 60.0 - now, "per-minute budget spent")
             start = now
             if limits.per_second and len(self._second) >= limits.per_second:
@@ -137,12 +138,9 @@ class Budget:
         )
 
 
-def _cap(limit: int, share: float) -> int:
+def share_cap(limit: int, share: float) -> int:
+    """The calls a caller limited to ``share`` may make out of ``limit`` (at least 1)."""
     return max(1, int(limit * share)) if share < 1.0 else limit
-
-
-def _seconds_to_midnight(now: float) -> float:
-    return 86400.0 - (now % 86400.0)
 
 
 class CircuitBreaker:

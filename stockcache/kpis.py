@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .clock import seconds_to_utc_midnight
 from .errors import CacheError
 from .metrics import LATENCY_BUCKETS, Metrics, percentiles_ms
 from .usage import UsageLedger, utc_day
@@ -290,7 +291,7 @@ class KpiRecorder:
 
     def _next_wait(self, interval: float) -> float:
         # Flush half a second before midnight so a day's requests land on that day.
-        to_midnight = 86400.0 - (self._clock() % 86400.0)
+        to_midnight = seconds_to_utc_midnight(self._clock())
         if to_midnight > 1.0:
             return min(interval, to_midnight - 0.5)
         return min(interval, to_midnight + 0.5)

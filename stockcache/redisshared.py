@@ -32,12 +32,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .budget import Budget, Limits
+from .budget import Budget, Limits, share_cap
 from .cache import TieredCache
 from .cache.redis import DEFAULT_NAMESPACE, RedisLink
+from .clock import seconds_to_utc_midnight, utc_day
 from .errors import CacheError, RateLimited
 from .settings import Settings
-from .usage import utc_day
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,6 @@ def _token() -> str:
     return f"{_instance}:{next(_counter)}"
 
 
-def _cap(limit: int, share: float) -> int:
-    return max(1, int(limit * share)) if share < 1.0 else limit
-
-
 class SharedBudget:
     """A provider's budget shared by every instance on one Redis; the interface of ``budget.Budget``.
 
@@ -167,8 +163,8 @@ class SharedBudget:
         member = _token()
         args: list[int | str] = [
             int(now * 1000), limits.per_second,
-            _cap(limits.per_minute, share) if limits.per_minute else 0,
-            _cap(limits.per_day, share) if limits.per_day else 0,
+            share_cap(limits.per_minute, share) if limits.per_minute else 0,
+            share_cap(limits.per_day, share) if limits.per_day else 0,
             int(self._max_wait * 1000), member, self.local.calls_today(),
         ]
         try:
@@ -176,7 +172,7 @@ class SharedBudget:
         except CacheError:
             return self.local.acquire(share=share)  # Redis unusable: this instance's own budget only
         if not ok:
-            retry = 86400.0 - (now % 86400.0) if why == "daily budget spent" else int(wait_ms) / 1000
+            retry = seconds_to_utc_midnight(now) if why == "daily budget spent" else int(wait_ms) / 1000
             seconds = max(1, math.ceil(retry))
             raise RateLimited(f"{self.provider}: {why} (shared by all instances); retry in {seconds} s.",
                               retry_after=seconds, provider=self.provider)

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from .budget import share_cap
+from .clock import seconds_to_utc_midnight
 from .errors import RateLimited, SymbolNotFound
 from .markethours import seconds_until_session
 from .metrics import Metrics
@@ -249,8 +251,7 @@ class Refresher:
             left = budget.remaining().get("day")
             used = budget.limits.per_day - (left or 0)
             if used >= share_cap(budget.limits.per_day, self._share):
-                now = self._clock()
-                return 86400.0 - (now % 86400.0)
+                return seconds_to_utc_midnight(self._clock())
         return BUDGET_WAIT
 
     def _count(self, kind: str, refreshed: int, failed: int, limited: int) -> None:
@@ -265,11 +266,6 @@ class Refresher:
         """Seconds each backed-off kind still waits (for stats and tests)."""
         now = self._clock()
         return {kind: b.until - now for kind, b in self._backoff.items() if b.until > now}
-
-
-def share_cap(limit: int, share: float) -> int:
-    """The calls a caller limited to ``share`` may make out of ``limit`` (as ``Budget.acquire`` counts)."""
-    return max(1, int(limit * share)) if share < 1.0 else limit
 
 
 def from_settings(service: StockService, held: Callable[[], Iterable[str]], *,

@@ -23,19 +23,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
+from .clock import utc_day
 from .errors import CacheError
 
 log = logging.getLogger(__name__)
 
+__all__ = ["UsageLedger", "utc_day"]  # utc_day lives in clock; importable from here as before
+
 _Key = tuple[str, str]  # (day, provider)
-
-
-def utc_day(ts: float) -> str:
-    """``YYYY-MM-DD`` of a unix time, in UTC."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 class UsageLedger:

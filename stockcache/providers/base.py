@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from ..clock import seconds_to_utc_midnight as _to_midnight
 from ..errors import InvalidRequest, StockcacheError, UpstreamError
 
 KINDS = ("quote", "profile", "history", "news", "metric", "search")
@@ -191,8 +192,8 @@ def retry_after_seconds(headers: Mapping[str, str], now: float) -> int | None:
 
 
 def seconds_to_utc_midnight(now: float) -> int:
-    """Seconds until the next UTC day starts, when daily quotas reset (at least 1)."""
-    return max(1, math.ceil(86400 - (now % 86400)))
+    """Whole seconds until the next UTC day starts, when daily quotas reset (at least 1): a Retry-After."""
+    return max(1, math.ceil(_to_midnight(now)))
 
 
 def days_param(kind: str, params: Mapping[str, Any]) -> int:

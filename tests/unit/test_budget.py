@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from stockcache.budget import Budget, CircuitBreaker, Limits
+from stockcache.budget import Budget, CircuitBreaker, Limits, share_cap
+from stockcache.clock import seconds_to_utc_midnight
 from stockcache.errors import RateLimited
 from stockcache.usage import UsageLedger
 
@@ -149,3 +150,18 @@ def test_budget_day_limit_shared_calls_add_up_across_processes(tmp_path, clock):
         budgets[1].acquire()
     for ledger in ledgers:
         ledger.close()
+
+
+@pytest.mark.parametrize(("limit", "share", "cap"), [(25, 1.0, 25), (25, 0.5, 12), (3, 0.2, 1), (60, 0.25, 15)])
+def test_budget_share_cap_is_what_a_background_caller_may_spend(limit, share, cap):
+    assert share_cap(limit, share) == cap
+
+
+def test_budget_daily_refusal_retries_at_the_next_utc_midnight(clock):
+    clock.set(86400 * 20_000 + 86400 - 90.5)  # 90.5 s before a UTC midnight
+    budget = Budget("alphavantage", Limits(per_day=1), clock=clock)
+    budget.acquire()
+    with pytest.raises(RateLimited) as info:
+        budget.acquire()
+    assert info.value.retry_after == 91
+    assert seconds_to_utc_midnight(clock()) == pytest.approx(90.5)
