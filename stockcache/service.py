@@ -118,6 +118,17 @@ class StockService:
         found, errors = self._many("quote", self._symbols(symbols))
         return {"quotes": found, "errors": _error_dicts(errors)}
 
+    def quotes_for(self, symbols: Iterable[str]) -> dict[str, Any]:
+        """Quotes for a user's saved symbols (watchlist), as ``{"quotes": {...}, "errors": {...}}``.
+
+        Unlike :meth:`fetch_multiple_quotes` there is no ``max_batch`` cap: that
+        bounds one request, while a saved list may be longer, so it is read in
+        chunks of ``max_batch``. A symbol that is not valid any more is an error
+        of its own, not a failure of the whole list.
+        """
+        found, errors = self._quotes_chunked(symbols)
+        return {"quotes": found, "errors": _error_dicts(errors)}
+
     def get_profile(self, symbol: str) -> dict[str, Any]:
         return self._one("profile", normalize_symbol(symbol))
 
@@ -156,12 +167,12 @@ class StockService:
     def fetch_portfolio_quotes(self, positions: Sequence[Any]) -> dict[str, Any]:
         """Performance of positions (dicts or objects with id, symbol, shares, cost_basis).
 
-        All quotes come from one concurrent batch; a position whose quote failed
-        is listed with ``price: null`` and its symbol's error, and left out of totals.
+        Quotes are read like :meth:`quotes_for`: one concurrent batch per
+        ``max_batch`` symbols. A position whose quote failed is listed with
+        ``price: null`` and its symbol's error, and left out of totals.
         """
         rows = [_position_fields(p) for p in positions]
-        symbols = list(dict.fromkeys(row["symbol"] for row in rows))
-        quotes, errors = self._many("quote", symbols) if symbols else ({}, {})
+        quotes, errors = self._quotes_chunked(row["symbol"] for row in rows)
         out_rows: list[dict[str, Any]] = []
         total_value = total_cost = total_day = 0.0
         priced_cost = 0.0
@@ -263,6 +274,25 @@ class StockService:
     def _symbols(self, symbols: Iterable[str] | str) -> list[str]:
         raw = symbols if isinstance(symbols, str) else list(symbols)
         return normalize_symbols(raw, max_batch=self.settings.max_batch)
+
+    def _quotes_chunked(
+        self, symbols: Iterable[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, StockcacheError]]:
+        found: dict[str, dict[str, Any]] = {}
+        errors: dict[str, StockcacheError] = {}
+        names: dict[str, None] = {}
+        for raw in symbols:
+            try:
+                names[normalize_symbol(raw)] = None
+            except InvalidRequest as exc:
+                errors[str(raw)] = exc
+        ordered = list(names)
+        step = self.settings.max_batch
+        for start in range(0, len(ordered), step):
+            chunk_found, chunk_errors = self._many("quote", ordered[start:start + step])
+            found.update(chunk_found)
+            errors.update(chunk_errors)
+        return found, errors
 
     def _one(self, kind: str, symbol: str, key_params: tuple[Any, ...] = (),
              fetch_params: Mapping[str, Any] | None = None) -> dict[str, Any]:

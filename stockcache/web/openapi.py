@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from .. import __version__
+from .routes import MAX_POSITIONS, MAX_WATCHLIST_ITEMS
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9.\-^=:_]{1,20}$"
 
@@ -166,8 +167,8 @@ def spec() -> dict[str, Any]:
             "200": _json(market_item, "News."), **_errors(*_MARKET)}, params=[_SYMBOL, _DAYS])},
         "/api/portfolio": {
             "get": _op("Your positions.", {"200": _json(any_object, "Positions."), **_errors(401)}),
-            "post": _op("Add a position.", {"201": _json(position, "The position."),
-                                            **_errors(400, 401, 413)}, body=position_in),
+            "post": _op(f"Add a position (at most {MAX_POSITIONS} per user).",
+                        {"201": _json(position, "The position."), **_errors(400, 401, 413)}, body=position_in),
         },
         "/api/portfolio/performance": {"get": _op("Value, gain and day change of your positions.", {
             "200": _json(any_object, "Performance."), **_errors(401)})},
@@ -181,7 +182,8 @@ def spec() -> dict[str, Any]:
         },
         "/api/watchlist": {
             "get": _op("Your watchlist with quotes.", {"200": _json(any_object, "Items."), **_errors(401)}),
-            "post": _op("Add a symbol.", {"201": _json(any_object, "Added."), **_errors(400, 401, 409, 413)},
+            "post": _op(f"Add a symbol (at most {MAX_WATCHLIST_ITEMS} per user).",
+                        {"201": _json(any_object, "Added."), **_errors(400, 401, 409, 413)},
                         body={"type": "object", "required": ["symbol"], "additionalProperties": False,
                               "properties": {"symbol": {"type": "string", "pattern": SYMBOL_PATTERN}}}),
         },

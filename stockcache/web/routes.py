@@ -11,11 +11,17 @@ from typing import Any
 
 import bottle
 
-from ..errors import InvalidRequest, NotFound
+from ..errors import InvalidRequest, NotFound, TooManySymbols
 from ..models import normalize_symbol
 from ..runtime import Runtime
 from ..store import validate
 from .plugins import json_body, note_cache_source, principal, query_int
+
+# What one user may keep. Reads cope with any size (in chunks of max_batch); these keep
+# one user's GET /api/watchlist and /api/portfolio/performance bounded. Two adds racing
+# at the limit can pass it by one each: harmless, it is a size bound, not a quota.
+MAX_WATCHLIST_ITEMS = 500
+MAX_POSITIONS = 500
 
 
 def _is_row_id(value: int) -> bool:
@@ -93,8 +99,10 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
     @app.post("/api/portfolio")
     def add_position() -> Any:
         fields = validate.position_input(json_body(max_body))
-        position = store.add_position(principal().user_id, fields["symbol"], fields["shares"],
-                                      fields["cost_basis"])
+        user_id = principal().user_id
+        if len(store.list_positions(user_id)) >= MAX_POSITIONS:
+            raise InvalidRequest(f"A portfolio holds at most {MAX_POSITIONS} positions; remove one first.")
+        position = store.add_position(user_id, fields["symbol"], fields["shares"], fields["cost_basis"])
         bottle.response.status = 201
         return position.to_dict()
 
@@ -122,8 +130,7 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
     @app.get("/api/watchlist")
     def watchlist() -> dict[str, Any]:
         items = store.list_watchlist(principal().user_id)
-        symbols = [item.symbol for item in items]
-        batch = service.fetch_multiple_quotes(symbols) if symbols else {"quotes": {}, "errors": {}}
+        batch = service.quotes_for(item.symbol for item in items)
         return {
             "items": [{"symbol": item.symbol, "added_at": item.added_at,
                        "quote": batch["quotes"].get(item.symbol)} for item in items],
@@ -133,7 +140,11 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
     @app.post("/api/watchlist")
     def add_watch() -> Any:
         symbol = validate.watch_input(json_body(max_body))
-        item = store.add_watch(principal().user_id, symbol)
+        user_id = principal().user_id
+        watched = {item.symbol for item in store.list_watchlist(user_id)}
+        if len(watched) >= MAX_WATCHLIST_ITEMS and symbol not in watched:  # a repeat still gets its 409
+            raise TooManySymbols(f"A watchlist holds at most {MAX_WATCHLIST_ITEMS} symbols; remove one first.")
+        item = store.add_watch(user_id, symbol)
         bottle.response.status = 201
         return {"symbol": item.symbol, "added_at": item.added_at}
 

@@ -233,6 +233,55 @@ def test_http_users_cannot_touch_each_others_rows(alice, bob):
     assert alice.get("/api/portfolio").json()["positions"][0]["shares"] == 1
 
 
+def test_http_watchlist_and_performance_serve_more_symbols_than_max_batch(tmp_path, upstream):
+    live = start_service(upstream_settings(tmp_path, upstream, max_batch=3))
+    try:
+        api = live.add_user("wendy")
+        symbols = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "ZZZZ1"]
+        for symbol in symbols:
+            assert api.post("/api/watchlist", json={"symbol": symbol}).status_code == 201
+            position = {"symbol": symbol, "shares": 2, "cost_basis": 10}
+            assert api.post("/api/portfolio", json=position).status_code == 201
+        watch = api.get("/api/watchlist")
+        assert watch.status_code == 200, watch.text
+        items = watch.json()["items"]
+        assert [item["symbol"] for item in items] == symbols
+        assert all(item["quote"]["price"] > 0 for item in items[:-1]) and items[-1]["quote"] is None
+        assert set(watch.json()["errors"]) == {"ZZZZ1"}
+        perf = api.get("/api/portfolio/performance")
+        assert perf.status_code == 200, perf.text
+        rows = perf.json()["positions"]
+        assert [row["symbol"] for row in rows] == symbols and rows[-1]["price"] is None
+        assert perf.json()["totals"]["value"] == pytest.approx(sum(row["value"] for row in rows[:-1]))
+        assert set(perf.json()["errors"]) == {"ZZZZ1"}
+        # The batch routes keep their cap: it bounds one request, not what a user may keep.
+        _error(api.get("/api/quotes?symbols=" + ",".join(symbols)), 400, "too_many_symbols")
+    finally:
+        live.stop()
+
+
+def test_http_watchlist_and_portfolio_sizes_are_capped_at_add_time(live):
+    from stockcache.web.routes import MAX_POSITIONS, MAX_WATCHLIST_ITEMS
+
+    api = live.add_user("hoarder")
+    user, _ = live.runtime.store.get_user_by_name("hoarder")
+    for i in range(MAX_WATCHLIST_ITEMS - 1):
+        live.runtime.store.add_watch(user.id, f"W{i}")
+    for _ in range(MAX_POSITIONS - 1):
+        live.runtime.store.add_position(user.id, "AAPL", 1.0, 1.0)
+    assert api.post("/api/watchlist", json={"symbol": "LAST"}).status_code == 201
+    assert api.post("/api/portfolio", json={"symbol": "LAST", "shares": 1, "cost_basis": 1}).status_code == 201
+    error = _error(api.post("/api/watchlist", json={"symbol": "MORE"}), 400, "too_many_symbols")
+    assert str(MAX_WATCHLIST_ITEMS) in error["message"]
+    error = _error(api.post("/api/portfolio", json={"symbol": "MORE", "shares": 1, "cost_basis": 1}),
+                   400, "invalid_request")
+    assert str(MAX_POSITIONS) in error["message"]
+    # Making room works again, and another user is not affected.
+    assert api.delete("/api/watchlist/LAST").status_code == 204
+    assert api.post("/api/watchlist", json={"symbol": "MORE"}).status_code == 201
+    assert live.add_user("other").post("/api/watchlist", json={"symbol": "MORE"}).status_code == 201
+
+
 def test_http_watchlist_add_list_conflict_remove(alice):
     assert alice.post("/api/watchlist", json={"symbol": "nvda"}).status_code == 201
     _error(alice.post("/api/watchlist", json={"symbol": "NVDA"}), 409, "conflict")
