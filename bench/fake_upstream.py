@@ -21,6 +21,14 @@ Fault kinds (:data:`FAULTS`):
 hang        hold the request until :meth:`FakeUpstream.release_hangs`, ``stop()``
             (connection dropped, no answer) or ``max_hang`` seconds (then answer)
 reset       drop the connection with a TCP reset, no answer
+trickle     HTTP 200 headers (with the full Content-Length) at once, then the normal
+            body one byte every :data:`TRICKLE_EVERY` seconds: every socket read
+            succeeds, so only a deadline on the whole answer ends it. Stopped like
+            "hang": :meth:`FakeUpstream.release_hangs` sends the rest at once,
+            ``stop()`` drops the connection, ``max_hang`` sends the rest
+huge        HTTP 200 with the normal answer padded to :data:`HUGE_BYTES` (an extra
+            ``"padding"`` string: still valid JSON, still parseable), streamed with
+            chunked transfer encoding (no Content-Length)
 badjson     HTTP 200 ``application/json`` with a truncated body
 wrongshape  HTTP 200 ``[{"unexpected": "shape"}]``
 html        HTTP 502 with an HTML gateway error page
@@ -54,7 +62,9 @@ from stockcache.providers.demo import DemoMarket
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("finnhub", "alphavantage")
-FAULTS = ("500", "502", "503", "429", "hang", "reset", "badjson", "wrongshape", "html")
+FAULTS = ("500", "502", "503", "429", "hang", "trickle", "huge", "reset", "badjson", "wrongshape", "html")
+TRICKLE_EVERY = 0.2  # seconds between the bytes of a "trickle" answer
+HUGE_BYTES = 8 * 1024 * 1024  # size of a "huge" answer: more than any client should read into RAM
 
 FINNHUB_PREFIX = "/finnhub/api/v1"
 ALPHAVANTAGE_PATH = "/alphavantage/query"
@@ -149,6 +159,17 @@ class _Server(ThreadingHTTPServer):
 
 class _Drop(Exception):
     """End this connection without an answer (reset, or stop() during a hang)."""
+
+
+@dataclass
+class _Stream:
+    """A body written piece by piece as ``chunks`` yields; ``length`` None means chunked encoding.
+
+    The iterator may raise :class:`_Drop` to end the connection mid-answer.
+    """
+
+    chunks: Iterable[bytes]
+    length: int | None = None
 
 
 class FakeUpstream:
@@ -392,7 +413,7 @@ class FakeUpstream:
             self._cond.notify_all()
 
     def wait_hanging(self, count: int, timeout: float = 5.0) -> bool:
-        """Block until ``count`` requests are being held by "hang" (tests sync on this, not sleeps)."""
+        """Block until ``count`` requests are held by "hang" or "trickle" (tests sync on this, not sleeps)."""
         with self._cond:
             return self._cond.wait_for(lambda: self._hanging >= count, timeout=timeout)
 
@@ -462,8 +483,13 @@ class FakeUpstream:
             else:
                 self._connections.discard(conn)
 
-    def _handle(self, method: str, raw_path: str, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
-        """Route one request; returns (status, headers, body) or raises _Drop."""
+    def _handle(
+        self, method: str, raw_path: str, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes | _Stream]:
+        """Route one request; returns (status, headers, body) or raises _Drop.
+
+        The body is a :class:`_Stream` only for the "trickle" and "huge" faults.
+        """
         split = urlsplit(raw_path)
         path = re.sub(r"/{2,}", "/", split.path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -554,14 +580,60 @@ class FakeUpstream:
             if self._stopping:
                 raise _Drop
 
+    def _trickle(self, body: bytes) -> Iterable[bytes]:
+        """``body`` a byte at a time, held like a hang: released or past ``max_hang``, the rest at once."""
+        with self._cond:
+            generation = self._release_gen
+            self._hanging += 1
+            self._cond.notify_all()
+        try:
+            deadline = time.monotonic() + self.max_hang
+            for i in range(len(body)):
+                yield body[i:i + 1]
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopping or self._release_gen != generation,
+                                        timeout=TRICKLE_EVERY)
+                    if self._stopping:
+                        raise _Drop
+                    rest = self._release_gen != generation or time.monotonic() >= deadline
+                if rest:
+                    yield body[i + 1:]
+                    return
+        finally:
+            with self._cond:
+                self._hanging -= 1
+
+    @staticmethod
+    def _huge(body: bytes, total: int) -> Iterable[bytes]:
+        """``body`` (a JSON object) with a padding string making it ``total`` bytes, made as it is sent."""
+        inner = body.strip()[1:-1].strip()
+        head, tail = b"{" + inner + (b", " if inner else b"") + b'"padding": "', b'"}'
+        yield head
+        left = total - len(head) - len(tail)
+        block = b"x" * 65536
+        while left > 0:
+            yield block[:left]
+            left -= len(block)
+        yield tail
+
     def _fault_answer(
         self, fault: _Fault, provider: str, endpoint: str, symbol: str | None, query: Mapping[str, str],
         key: str | None,
-    ) -> tuple[int, dict[str, str], bytes] | None:
+    ) -> tuple[int, dict[str, str], bytes | _Stream] | None:
         kind = fault.kind
         if kind == "hang":
             self._hang()
             return None  # released: answer normally
+        if kind in ("trickle", "huge"):
+            if provider == "finnhub":
+                status, headers, body = self._finnhub(endpoint, symbol, query)
+            else:
+                status, headers, body = self._alphavantage(endpoint, symbol, query)
+            if kind == "trickle":
+                return status, headers, _Stream(self._trickle(body), len(body))
+            if not body.lstrip().startswith(b"{"):
+                body = b"{}"  # a list answer (news) cannot be padded and stay the same shape
+            return status, headers, _Stream(self._huge(body, HUGE_BYTES))
         if kind == "reset":
             raise _Drop
         if kind in ("500", "502", "503"):
@@ -837,9 +909,30 @@ class _Handler(BaseHTTPRequestHandler):
         headers.setdefault("Content-Type", "application/json; charset=utf-8")
         for name, value in headers.items():
             self.send_header(name, value)
+        if isinstance(body, _Stream):
+            self._stream(body)
+            return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _stream(self, body: _Stream) -> None:
+        """Send headers now, then each piece as it comes (flushed: wfile is buffered)."""
+        chunked = body.length is None
+        self.send_header(*(("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(body.length))))
+        self.end_headers()
+        try:
+            for piece in body.chunks:
+                if not piece:
+                    continue
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                self.wfile.flush()
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except _Drop:
+            self._reset()
+        except OSError:
+            self.close_connection = True  # the client gave up (it is meant to)
 
     def _reset(self) -> None:
         """Close with a TCP RST (SO_LINGER 0): the client sees a reset, not an answer."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests_futures.sessions import FuturesSession
 
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 # When a provider says 429 without Retry-After, leave it alone this long.
 DEFAULT_429_PAUSE = 10.0
 PEER_POLL = 0.02  # seconds between looks at the locks of keys a peer instance is fetching
+# The largest upstream answer read. Real ones are a few KB (100 days of history is
+# about 20 KB); anything near this is a captive portal or a mistyped URL, and on a
+# Raspberry Pi every one of ``workers`` concurrent requests may hold this much RAM.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+READ_CHUNK = 64 * 1024
 
 
 class UpstreamBudget(Protocol):
@@ -333,8 +339,10 @@ class Fetcher:
         return True
 
     def _send(self, request: UpstreamRequest, delay: float) -> Future[requests.Response]:
+        # stream=True: the future is done once the headers are in; _outcome reads the body
+        # (on the same pool thread), bounded in time and size, which requests would not do.
         kwargs = {"params": request.params, "headers": request.headers, "timeout": self._timeout,
-                  "allow_redirects": False}
+                  "allow_redirects": False, "stream": True}
         if delay <= 0:
             return self._session.request(request.method, request.url, **kwargs)
         return self._session.executor.submit(self._delayed, delay, request.method, request.url, kwargs)
@@ -377,8 +385,9 @@ class Fetcher:
             error = UpstreamError(f"stockcache could not complete the {name} request.", provider=name)
         else:
             try:
+                body = _read_body(response, name, self._timeout)
                 model = provider.parse(state.kind, state.symbol, state.params, response.status_code,
-                                       response.headers, response.content)
+                                       response.headers, body)
             except StockcacheError as exc:
                 error = exc
             except Exception:
@@ -520,6 +529,52 @@ class _PeerWaiter:
                 self._cond.wait(self._poll)
         for state, _, _ in waiting:
             self._fetcher._finish(state, error=UpstreamError("stockcache is shutting down."))
+
+
+def _read_body(response: Any, name: str, timeout: float) -> bytes:
+    """The body of a streamed ``response``: whole within ``timeout`` of sending the request, at most MAX_ANSWER_BYTES.
+
+    requests' ``timeout`` bounds each socket read, not the answer: an upstream
+    sending a byte every few seconds would hold the pool thread forever, and
+    ``response.content`` would load any size into RAM. ``read1`` returns what
+    has arrived instead of waiting for a full chunk, and each read waits at most
+    until the deadline, so a stall or a trickle ends on time. On an error the
+    caller's ``response.close()`` closes the connection, half-read.
+    """
+    raw = getattr(response, "raw", None)
+    if raw is None or not hasattr(raw, "read1"):
+        return bytes(response.content)  # an injected session's ready-made answer (tests, replay)
+    # The clock started when the request went out (requests' elapsed: send to headers).
+    deadline = time.monotonic() + timeout - response.elapsed.total_seconds()
+    too_large = UpstreamError(f"{name} sent an answer too large to read (over {MAX_ANSWER_BYTES // 2**20} MB).",
+                              provider=name)
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamTimeout(f"{name} did not send its whole answer within {timeout:g} s.",
+                                      provider=name)
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(remaining)  # urllib3 sets its own again when it reuses the connection
+            chunk = raw.read1(READ_CHUNK, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise too_large
+            chunks.append(chunk)
+    except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+        raise UpstreamTimeout(f"{name} did not send its whole answer within {timeout:g} s.",
+                              provider=name) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        # Type only: a urllib3 error's text can carry the URL with its query string (a key).
+        raise UpstreamError(f"could not read {name}'s answer ({type(exc).__name__}).", provider=name) from exc
 
 
 def _pick_error(state: _Route) -> StockcacheError:

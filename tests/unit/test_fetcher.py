@@ -11,7 +11,7 @@ import responses
 
 from stockcache.budget import Budget, CircuitBreaker, Limits
 from stockcache.errors import RateLimited, SymbolNotFound, UpstreamError, UpstreamTimeout
-from stockcache.fetcher import Fetcher, wait_all
+from stockcache.fetcher import MAX_ANSWER_BYTES, Fetcher, wait_all
 from stockcache.metrics import Metrics
 from stockcache.models import Quote
 from stockcache.providers import AlphaVantageProvider, FinnhubProvider
@@ -335,4 +335,17 @@ def test_fetcher_bug_in_the_fallback_after_a_failed_answer_fails_the_item(clock)
     assert flight.wait(10)
     assert isinstance(flight.error, UpstreamError)
     assert fetcher.in_flight() == 0
+    fetcher.close()
+
+
+@responses.activate
+def test_fetcher_answer_over_the_size_cap_is_an_upstream_error_and_falls_back(clock):
+    responses.add(responses.GET, f"{FH}/quote", status=200, content_type="application/json",
+                  body=b'{"c": 1, "padding": "' + b"x" * MAX_ANSWER_BYTES + b'"}')
+    responses.add(responses.GET, AV, json=AV_QUOTE)
+    fetcher = _fetcher(clock)
+    flight = fetcher.fetch("quote:MSFT", "quote", "MSFT", {}, ROUTE)
+    _wait([flight])
+    assert flight.result.provider == "alphavantage"
+    assert fetcher.metrics.get(Metrics.UPSTREAM_ERRORS, "finnhub") == 1
     fetcher.close()
