@@ -41,7 +41,9 @@ class ApiPlugin:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 if level != "public":
-                    principal = self._auth.authenticate(bottle.request.get_header("Authorization"))
+                    # The header as waitress passed it: get_header() builds a header dict per request
+                    # and decodes the value as UTF-8, which fails (a 500) on other bytes.
+                    principal = self._auth.authenticate(bottle.request.environ.get("HTTP_AUTHORIZATION"))
                     if level == "admin":
                         principal.require_admin()
                     bottle.request.environ[PRINCIPAL] = principal
