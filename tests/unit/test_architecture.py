@@ -40,6 +40,7 @@ OWNERS = {
     "argon2": ("auth.py",),
     "redis": ("cache/redis.py", "redisshared.py"),
     "prometheus_client": ("web/prometheus.py",),
+    "orjson": ("web/plugins.py",),
 }
 
 
