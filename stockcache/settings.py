@@ -134,6 +134,8 @@ SETTINGS: tuple[Setting, ...] = (
             "waitress worker threads answering HTTP requests.", "--threads"),
     Setting("connection_limit", ("STOCKCACHE_CONNECTION_LIMIT",), _positive_int, 1000,
             "Most open client connections; idle keep-alive clients must not lock others out."),
+    Setting("trusted_proxy", ("STOCKCACHE_TRUSTED_PROXY",), _text, "",
+            "Address of a reverse proxy whose X-Forwarded-For is believed (login limits per client)."),
     Setting("channel_timeout", ("STOCKCACHE_CHANNEL_TIMEOUT",), _positive_int, 30,
             "Seconds an idle or slow client connection is kept open."),
     Setting("max_request_body", ("STOCKCACHE_MAX_REQUEST_BODY",), _positive_int, 1_048_576,
@@ -217,6 +219,7 @@ class Settings:
     data_dir: Path = Path("data")
     threads: int = 8
     connection_limit: int = 1000
+    trusted_proxy: str = ""
     channel_timeout: int = 30
     max_request_body: int = 1_048_576
     finnhub_api_key: str = field(default="", repr=False)

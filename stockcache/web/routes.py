@@ -46,7 +46,9 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
     @app.post("/api/auth/login", auth="public")
     def login() -> dict[str, Any]:
         username, password = validate.login_input(json_body(max_body))
-        return auth.login(username, password, bottle.request.remote_addr or "-")
+        # REMOTE_ADDR, not bottle's remote_addr, which would believe a client's X-Forwarded-For;
+        # waitress rewrites REMOTE_ADDR only for STOCKCACHE_TRUSTED_PROXY.
+        return auth.login(username, password, bottle.request.environ.get("REMOTE_ADDR") or "-")
 
     @app.get("/api/me")
     def me() -> dict[str, Any]:

@@ -79,6 +79,10 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
         "max_request_header_size": 64 * 1024,
         "asyncore_use_poll": True,
         "clear_untrusted_proxy_headers": True,
+        # Behind a reverse proxy every client would share its address (and one client's failed
+        # logins would lock out all): believe X-Forwarded-For from that proxy only.
+        **({"trusted_proxy": settings.trusted_proxy, "trusted_proxy_headers": {"x-forwarded-for"},
+            "trusted_proxy_count": 1} if settings.trusted_proxy else {}),
         "ident": "stockcache",
         "backlog": 2048,
     }
