@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +50,9 @@ PEER_POLL = 0.02  # seconds between looks at the locks of keys a peer instance i
 # Raspberry Pi every one of ``workers`` concurrent requests may hold this much RAM.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 READ_CHUNK = 64 * 1024
+# close() waits this long past the upstream timeout for running requests (their
+# callbacks write to the cache, which closes right after).
+CLOSE_MARGIN = 1.0
 
 
 class UpstreamBudget(Protocol):
@@ -161,6 +164,9 @@ class Fetcher:
         self._lock = threading.Lock()
         self._flights: dict[str, Flight] = {}
         self._closing = threading.Event()
+        # Requests sent whose response callback has not finished yet; close() waits for them.
+        self._running: set[Future[Any]] = set()
+        self._idle = threading.Condition()
         self._peers = peers
         self._waiter = _PeerWaiter(self, peers, peer_poll) if peers is not None else None
 
@@ -274,12 +280,31 @@ class Fetcher:
             return len(self._flights)
 
     def close(self) -> None:
-        """Stop delayed requests and shut the pool down; in-flight requests end by their timeout."""
+        """Stop upstream work and release the pool. Idempotent.
+
+        Flights not yet sent fail with "shutting down"; requests already on the
+        wire get up to the upstream timeout (plus CLOSE_MARGIN) to finish, so
+        their results are stored before the owner closes the cache and the
+        ledger. No fallback request starts once closing.
+        """
+        if self._closing.is_set():
+            return
         self._closing.set()
         if self._waiter is not None:
             self._waiter.close()
-        self._session.close()
-        self._session.executor.shutdown(wait=False, cancel_futures=True)
+        with self._idle:
+            queued = list(self._running)
+        for future in queued:
+            future.cancel()  # only those not started yet; their callbacks fail their flights
+        with self._idle:
+            drained = self._idle.wait_for(lambda: not self._running, timeout=self._timeout + CLOSE_MARGIN)
+            left = len(self._running)
+        if drained:
+            self._session.close()
+        else:
+            # FuturesSession.close() would wait for them without a bound: leave them to their timeout.
+            log.warning("%d upstream requests still running at shutdown; not waiting for them", left)
+        self._session.executor.shutdown(wait=drained, cancel_futures=True)
 
     # -- the route walk ---------------------------------------------------------
 
@@ -289,6 +314,9 @@ class Fetcher:
             name = state.providers[state.index]
             state.index += 1
             provider = self._providers[name]
+            if self._closing.is_set() and not provider.local:
+                state.errors.append(_shutting_down(name))
+                break
             if provider.local:
                 try:
                     model = provider.produce(state.kind, state.symbol, state.params)
@@ -328,13 +356,22 @@ class Fetcher:
             if breaker is not None:
                 breaker.release()
             raise
-        self.metrics.inc(Metrics.UPSTREAM_CALLS, name)
         try:
             future = self._send(request, delay)
+        except RuntimeError:
+            if breaker is not None:
+                breaker.release()
+            if not self._closing.is_set():
+                raise
+            state.errors.append(_shutting_down(name))  # close() shut the pool between our check and here
+            return False
         except BaseException:
             if breaker is not None:
                 breaker.release()
             raise
+        self.metrics.inc(Metrics.UPSTREAM_CALLS, name)
+        with self._idle:
+            self._running.add(future)
         future.add_done_callback(lambda f: self._on_response(state, name, provider, f))
         return True
 
@@ -355,7 +392,13 @@ class Fetcher:
 
     def _on_response(self, state: _Route, name: str, provider: Provider, future: Future[Any]) -> None:
         # concurrent.futures swallows a callback's exception: _run is what finishes the flight then.
-        self._run(state, self._after_response, state, name, provider, future)
+        try:
+            self._run(state, self._after_response, state, name, provider, future)
+        finally:
+            with self._idle:
+                self._running.discard(future)
+                if not self._running:
+                    self._idle.notify_all()
 
     def _after_response(self, state: _Route, name: str, provider: Provider, future: Future[Any]) -> None:
         error = self._outcome(state, name, provider, future)
@@ -370,6 +413,11 @@ class Fetcher:
     def _outcome(self, state: _Route, name: str, provider: Provider, future: Future[Any]) -> StockcacheError | None:
         """Parse one response; finish the flight on success and return None, else return the error."""
         breaker = self._breakers.get(name)
+        if future.cancelled() or (self._closing.is_set() and isinstance(future.exception(), UpstreamError)):
+            # Never sent (cancelled, or a delayed request let go by close()): not the provider's fault.
+            if breaker is not None:
+                breaker.release()
+            return _shutting_down(name)
         try:
             response = future.result()
         except requests.Timeout:
@@ -492,9 +540,13 @@ class _PeerWaiter:
             self._fetcher._finish(state, error=UpstreamError("stockcache is shutting down."))
 
     def close(self) -> None:
+        """Fail the flights still waiting and join the thread (one poll, a Redis round trip at most)."""
         with self._cond:
             self._closed = True
             self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _run(self) -> None:
         while True:
@@ -529,6 +581,10 @@ class _PeerWaiter:
                 self._cond.wait(self._poll)
         for state, _, _ in waiting:
             self._fetcher._finish(state, error=UpstreamError("stockcache is shutting down."))
+
+
+def _shutting_down(name: str) -> UpstreamError:
+    return UpstreamError("stockcache is shutting down.", provider=name)
 
 
 def _read_body(response: Any, name: str, timeout: float) -> bytes:
@@ -613,7 +669,9 @@ def _redact_urllib3_logs() -> None:
 
 
 def _pooled_session(workers: int) -> FuturesSession:
-    session = FuturesSession(max_workers=workers)
+    # Our own executor so its threads are named (shutdown checks and py-spy dumps find them).
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stockcache-upstream")
+    session = FuturesSession(executor=executor)
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=workers, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -44,21 +44,36 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
         self.cache: TieredCache = open_cache(settings=settings, clock=clock, janitor_interval=janitor_interval)
-        self.store: Store = open_store(settings.data_dir / "store.sqlite", clock=clock)
-        self.service = StockService(settings, cache=self.cache, providers=providers, session=session,
-                                    clock=clock, metrics=self.metrics)
-        self.auth: Authenticator = open_auth(settings, self.store, clock=clock)
-        self.kpis = KpiRecorder(
-            KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.service.ledger,
-            costs=costs_from(settings), snapshot=self.service.stats, clock=clock,
-            providers=[name for name, p in self.service.providers.items() if not p.local])
-        if kpi_interval is not None:
-            self.kpis.start(kpi_interval)
-        # STOCKCACHE_REFRESH=off means no refresher thread at all.
-        self.refresher: Refresher | None = None
-        if settings.refresh:
-            self.refresher = refresher_from_settings(self.service, self.store.held_symbols, clock=clock)
-            self.refresher.start()
+        # A start that fails half-way (say, an unreadable JWT secret) closes what it built, newest
+        # first: its threads (cache janitor, SQLite writer, KPI flusher) would outlive it otherwise.
+        built: list[Callable[[], None]] = [self.cache.close]
+        try:
+            self.store: Store = open_store(settings.data_dir / "store.sqlite", clock=clock)
+            built.append(self.store.close)
+            self.service = StockService(settings, cache=self.cache, providers=providers, session=session,
+                                        clock=clock, metrics=self.metrics)
+            built.append(self.service.close)
+            self.auth: Authenticator = open_auth(settings, self.store, clock=clock)
+            self.kpis = KpiRecorder(
+                KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.service.ledger,
+                costs=costs_from(settings), snapshot=self.service.stats, clock=clock,
+                providers=[name for name, p in self.service.providers.items() if not p.local])
+            built.append(self.kpis.close)
+            if kpi_interval is not None:
+                self.kpis.start(kpi_interval)
+            # STOCKCACHE_REFRESH=off means no refresher thread at all.
+            self.refresher: Refresher | None = None
+            if settings.refresh:
+                self.refresher = refresher_from_settings(self.service, self.store.held_symbols, clock=clock)
+                built.append(self.refresher.stop)
+                self.refresher.start()
+        except BaseException:
+            for close in reversed(built):
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing a part of a runtime that failed to start failed")
+            raise
         self.started_at = clock()
         self._closed = False
 
@@ -93,6 +108,9 @@ class Runtime:
         self._closed = True
         if self.refresher is not None:
             self.refresher.stop()
+        # Requests on the wire finish (bounded by the upstream timeout) and store their results
+        # while the cache and the ledger are open, and before the KPI recorder's last flush.
+        self.service.fetcher.close()
         self.kpis.close()  # its last flush saves a stats snapshot: before the cache closes
         self.service.close()
         self.cache.close()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
 import pytest
 
 from bench.fake_upstream import FakeUpstream
+from stockcache.auth import SECRET_FILENAME
 from stockcache.budget import Budget, Limits
-from stockcache.errors import UpstreamError, UpstreamTimeout
+from stockcache.errors import StockcacheError, UpstreamError, UpstreamTimeout
 from stockcache.fetcher import Fetcher
 from stockcache.metrics import Metrics
 from stockcache.providers import FinnhubProvider
+from stockcache.runtime import Runtime
 from stockcache.service import DEADLINE_MARGIN
 
 from .conftest import FINNHUB_KEY, start_service, upstream_settings
@@ -101,3 +104,55 @@ def test_fetcher_limits_huge_upstream_answer_is_a_502(slow_live, upstream):
     error = answer.json()["error"]
     assert error["code"] == "upstream_error" and "too large" in error["message"]
     assert FINNHUB_KEY not in json.dumps(error)
+
+
+# -- shutdown ----------------------------------------------------------------------------------
+
+def _new_threads(before: set[threading.Thread]) -> list[str]:
+    """Threads started since ``before`` and still alive, except the fake upstream's request handlers."""
+    return [t.name for t in threading.enumerate()
+            if t not in before and t.is_alive() and "process_request_thread" not in t.name]
+
+
+def test_fetcher_limits_runtime_close_during_a_hanging_request_is_prompt_and_clean(tmp_path, upstream, caplog):
+    before = set(threading.enumerate())
+    runtime = Runtime(upstream_settings(tmp_path, upstream, upstream_timeout=TIMEOUT),
+                      janitor_interval=60.0, kpi_interval=60.0)
+    upstream.set_fault("hang")
+    outcome: dict[str, object] = {}
+
+    def ask() -> None:
+        try:
+            outcome["answer"] = runtime.service.get_quote("AAPL")
+        except StockcacheError as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=ask, name="test-caller")
+    caller.start()
+    try:
+        assert upstream.wait_hanging(1)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            runtime.close()
+        assert time.monotonic() - started < TIMEOUT + SLACK
+    finally:
+        upstream.release_hangs()
+        caller.join(10)
+    assert isinstance(outcome.get("error"), UpstreamError)
+    assert upstream.calls("alphavantage") == 0  # no fallback request started on the way out
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert _eventually(lambda: not _new_threads(before), within=2.0), _new_threads(before)
+
+
+def test_fetcher_limits_runtime_that_fails_to_start_leaves_no_thread(tmp_path, upstream):
+    settings = upstream_settings(tmp_path, upstream)
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / SECRET_FILENAME).mkdir()  # the JWT secret cannot be read: a directory in its place
+    before = set(threading.enumerate())
+    with pytest.raises(Exception):  # noqa: B017 (whatever the secret loader raises; the point is what is left)
+        Runtime(settings, janitor_interval=60.0, kpi_interval=60.0)
+    assert _eventually(lambda: not _new_threads(before), within=2.0), _new_threads(before)
+    # Everything it opened was closed: a second start on the same data dir works once the secret is fixed.
+    (settings.data_dir / SECRET_FILENAME).rmdir()
+    runtime = Runtime(settings, janitor_interval=None, kpi_interval=None)
+    runtime.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import pytest
@@ -349,3 +350,50 @@ def test_fetcher_answer_over_the_size_cap_is_an_upstream_error_and_falls_back(cl
     assert flight.result.provider == "alphavantage"
     assert fetcher.metrics.get(Metrics.UPSTREAM_ERRORS, "finnhub") == 1
     fetcher.close()
+
+
+# -- shutdown ----------------------------------------------------------------------------------
+
+
+@responses.activate
+def test_fetcher_after_close_fails_new_flights_at_once_without_a_call(clock, caplog):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    fetcher = _fetcher(clock)
+    fetcher.close()
+    fetcher.close()  # idempotent
+    with caplog.at_level(logging.WARNING):
+        flight = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, ROUTE)
+    assert flight.done and isinstance(flight.error, UpstreamError)
+    assert "shutting down" in flight.error.message
+    assert fetcher.in_flight() == 0 and len(responses.calls) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class _PeerHoldsEverything:
+    """Peer locks where another instance is always fetching; each poll is a slow Redis round trip."""
+
+    def __init__(self) -> None:
+        self.polling = threading.Event()
+
+    def acquire(self, key):
+        return None
+
+    def acquire_many(self, keys):
+        self.polling.set()
+        threading.Event().wait(0.2)  # a round trip in progress when close() comes
+        return [None] * len(keys)
+
+    def release(self, key, token):
+        pass
+
+
+def test_fetcher_close_stops_the_peer_waiter_thread_and_fails_its_flights(clock):
+    peers = _PeerHoldsEverything()
+    fetcher = Fetcher({"finnhub": FinnhubProvider(api_key=FH_KEY, base_url=FH, clock=clock)}, {}, timeout=30.0,
+                      clock=clock, metrics=Metrics(), peers=peers, peer_poll=0.01)
+    flight = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, ("finnhub",), lookup=lambda: None)
+    assert peers.polling.wait(5)
+    fetcher.close()
+    assert not [t for t in threading.enumerate() if t.name == "stockcache-peer-wait"]
+    assert flight.done and isinstance(flight.error, UpstreamError)
+    assert fetcher.in_flight() == 0
