@@ -82,7 +82,7 @@ class Runtime:
         from . import __version__
 
         reasons: list[str] = []
-        stats = self.cache.get_stats()
+        stats = self.cache.health()  # cheap: /healthz is open and polled by monitors
         redis = stats.get("redis")
         for tier in stats.get("failing_tiers", ()):
             if tier == "redis" and redis:

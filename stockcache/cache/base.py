@@ -79,6 +79,10 @@ class Tier(abc.ABC):
     def purge(self, limit: int) -> int:
         """Drop at most ``limit`` entries whose ``expires_at + grace`` has passed."""
 
+    def health(self) -> dict[str, Any] | None:
+        """The tier's live status for a health check, cheaply (no scans); None when it has none."""
+        return None
+
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
         """Counters and sizes for ``get_stats()``."""

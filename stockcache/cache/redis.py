@@ -367,6 +367,11 @@ class RedisTier(Tier):
 
     # admin ---------------------------------------------------------------
 
+    def health(self) -> dict[str, Any]:
+        """The link's status; a PING only while Redis is down (or never answered), never a scan."""
+        self.link.probe()
+        return self.link.status()
+
     def stats(self) -> dict[str, Any]:
         """Counters, the link's status, and the namespace's key count (``size``) while Redis is up.
 

@@ -17,12 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import Conflict, ConfigError, InvalidRequest, NotFound, StockcacheError
+from ..errors import ConfigError, Conflict, InvalidRequest, NotFound, StockcacheError
 from . import validate
 from .rows import ApiToken, Position, User, WatchItem
 from .schema import migrate
@@ -42,7 +42,7 @@ def store_path(data_dir: Path) -> Path:
 
 def iso_utc(timestamp: float) -> str:
     """``2024-05-06T12:34:56Z``: fixed width, so text order is time order in SQL."""
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _translated(method: F) -> F:

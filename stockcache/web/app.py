@@ -11,9 +11,7 @@ import bottle
 
 from ..metrics import Metrics
 from ..runtime import Runtime
-from . import dropin
-from . import dashboard, openapi, prometheus, routes
-from . import routes_kpis
+from . import dashboard, dropin, openapi, prometheus, routes, routes_kpis
 from .errors import bottle_error_handler
 from .plugins import CACHE_SOURCE, ApiPlugin
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import bottle
@@ -256,7 +256,7 @@ class DropIn:
             return invalid, None
         if symbol is None:
             return invalid, None
-        first = datetime.fromtimestamp(min(start, now), timezone.utc).date()
+        first = datetime.fromtimestamp(min(start, now), UTC).date()
         try:
             answer = self._service.get_news(symbol, days=render.news_window(first, self._today()))
         except SymbolNotFound:
@@ -281,7 +281,7 @@ class DropIn:
         return _symbol(raw)
 
     def _today(self) -> date:
-        return datetime.fromtimestamp(self._clock(), timezone.utc).date()
+        return datetime.fromtimestamp(self._clock(), UTC).date()
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def _av_time(text: str | None) -> float | None:
         return None
     for fmt in ("%Y%m%dT%H%M", "%Y%m%dT%H%M%S"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
         except ValueError:
             continue
     raise ValueError("time_from/time_to is YYYYMMDDTHHMM")

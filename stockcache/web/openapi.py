@@ -138,7 +138,8 @@ def spec() -> dict[str, Any]:
             "200": {"description": "A file shipped in the package."}, **_errors(404)},
             params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}], public=True)},
         "/metrics": {"get": _op("Prometheus metrics (admin).", {
-            "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "200": {"description": "Prometheus text format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
             **_errors(401, 403)})},
         "/api/auth/login": {"post": _op("Log in; returns a JWT.", {
             "200": _json({"type": "object", "required": ["access_token", "token_type", "expires_in"],

@@ -646,3 +646,19 @@ def test_cache_promotion_cannot_undo_a_concurrent_clear_pattern(racing: Any) -> 
     lower.during_read = lambda: cache.clear_pattern("quote:*")
     cache.get("quote:AAPL")
     assert cache.get("quote:AAPL") is None
+
+
+def test_cache_health_reports_failing_tiers_without_counting_or_scanning(tmp_path, clock):
+    cache = open_cache(data_dir=tmp_path, clock=clock, janitor_interval=None)
+    try:
+        cache.set("quote:AAPL", {"price": 1.0}, ttl_level="quote")
+        before = cache.get_stats()
+        assert cache.health() == {"failing_tiers": []}
+        sqlite = next(t for t in cache.tiers if t.name == "sqlite")
+        sqlite.close()  # every later use of the tier fails
+        cache.get_many(["quote:MSFT"])
+        assert cache.health()["failing_tiers"] == ["sqlite"]
+        after = cache.get_stats()
+        assert (after["hits"], after["misses"]) == (before["hits"], before["misses"] + 1)
+    finally:
+        cache.close()

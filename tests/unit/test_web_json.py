@@ -11,7 +11,8 @@ import pytest
 from stockcache.cache.frozen import freeze
 from stockcache.web.plugins import encode_json
 
-STRICT = json.JSONEncoder(allow_nan=False, default=lambda v: list(v) if isinstance(v, tuple | set | frozenset) else None)
+STRICT = json.JSONEncoder(
+    allow_nan=False, default=lambda v: list(v) if isinstance(v, tuple | set | frozenset) else None)
 
 
 @pytest.mark.parametrize(
