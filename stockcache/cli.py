@@ -309,6 +309,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from .clock import iso_utc
     from .kpis import KPI_FILE, KpiStore, costs_from, kpi_days
     from .usage import UsageLedger, utc_day
 
@@ -334,7 +335,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             ledger.close()
     report = {
         "data_dir": str(data_dir),
-        "saved_at": _iso(snapshot[0]) if snapshot else None,
+        "saved_at": iso_utc(snapshot[0]) if snapshot else None,
         "saved_seconds_ago": int(now - snapshot[0]) if snapshot else None,
         "server": snapshot[1] if snapshot else None,
         "calls_today": today,
@@ -345,12 +346,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         _print_stats(report)
     return 0
-
-
-def _iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _cell(value: object, digits: int = 2) -> str:

@@ -15,11 +15,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from .budget import Budget, Limits
 from .cache import Entry, TieredCache, open_cache
+from .clock import iso_utc
 from .errors import InvalidRequest, StockcacheError, SymbolNotFound, UpstreamError, UpstreamTimeout
 from .fetcher import Fetcher, FetchResult, Flight, UpstreamBudget, wait_all
 from .metrics import Metrics
@@ -34,17 +34,6 @@ log = logging.getLogger(__name__)
 
 # Extra time a caller waits past the upstream timeout before answering upstream_timeout.
 DEADLINE_MARGIN = 0.5
-
-
-def iso_utc(ts: float) -> str:
-    return _iso_second(math.floor(ts))
-
-
-@functools.lru_cache(maxsize=4096)
-def _iso_second(second: int) -> str:
-    # Every answer renders its fetched_at, and a batch's items were mostly fetched
-    # in the same second: formatting once per second is ~20% of a warm 100-quote batch.
-    return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class StockService:

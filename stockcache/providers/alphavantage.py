@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from ..clock import iso_utc
 from ..errors import (
     RateLimited,
     StockcacheError,
@@ -97,7 +98,7 @@ def _published(text: str) -> str:
             when = datetime.strptime(text, fmt)
         except ValueError:
             continue
-        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_utc(when.replace(tzinfo=UTC).timestamp())
     raise ValueError(f"time_published {text[:20]!r} is not YYYYMMDDTHHMMSS")
 
 

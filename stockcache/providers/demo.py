@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..clock import iso_utc
 from ..errors import SymbolNotFound
 from ..models import Candle, History, News, NewsItem, Profile, Quote
 from .base import KINDS, Clock, Provider, UpstreamRequest, days_param, query_param
@@ -112,10 +113,6 @@ def _prev_weekday(day: date) -> date:
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def _iso(ts: float) -> str:
-    return _utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class DemoMarket:
@@ -306,7 +303,7 @@ class DemoMarket:
                             ),
                             url=f"https://example.com/demo/news/{symbol.lower()}/{day:%Y%m%d}",
                             source="Demo Wire" if self.marked else "Example Wire",
-                            published_at=_iso(ts),
+                            published_at=iso_utc(ts),
                             image=None,
                         )
                     )

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from ..clock import iso_utc
 from ..errors import RateLimited, SymbolNotFound, UpstreamAuthError, UpstreamError
 from ..models import Candle, History, News, NewsItem, Profile, Quote
 from .base import (
@@ -72,10 +73,6 @@ _METRICS: dict[str, tuple[tuple[str, ...], float]] = {
 
 def _utc_date(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FinnhubProvider(Provider):
@@ -260,7 +257,7 @@ class FinnhubProvider(Provider):
                         summary=text_or_none(item.get("summary")) or "",
                         url=item["url"],
                         source=text_or_none(item.get("source")) or "",
-                        published_at=_iso(ts),
+                        published_at=iso_utc(ts),
                         image=text_or_none(item.get("image")),
                     ),
                 )
