@@ -36,6 +36,7 @@ from .base import (
     query_param,
     require_dict,
     retry_after_seconds,
+    search_results,
     seconds_to_utc_midnight,
     text_or_none,
 )
@@ -312,23 +313,7 @@ class AlphaVantageProvider(Provider):
         return News(symbol=symbol, articles=tuple(articles))
 
     def _parse_search(self, symbol: str, params: Mapping[str, Any], data: Any) -> list[dict[str, str]]:
-        require_dict(data)
-        matches = data["bestMatches"]
-        if not isinstance(matches, list):
-            raise TypeError("bestMatches is not a list")
-        out = []
-        for item in matches:
-            require_dict(item)
-            if not isinstance(item["1. symbol"], str):
-                raise TypeError("symbol is not a string")
-            out.append(
-                {
-                    "symbol": item["1. symbol"],
-                    "name": text_or_none(item.get("2. name")) or "",
-                    "type": text_or_none(item.get("3. type")) or "",
-                }
-            )
-        return out
+        return search_results(data, "bestMatches", "1. symbol", "2. name", "3. type")
 
 
 def _field(data: Mapping[str, Any], key: str) -> str | None:

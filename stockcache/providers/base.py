@@ -264,6 +264,33 @@ def require_dict(value: Any) -> None:
         raise TypeError(f"expected an object, got {type(value).__name__}")
 
 
+def search_results(
+    data: Any, list_key: str, symbol_key: str, name_key: str, type_key: str
+) -> list[dict[str, str]]:
+    """A symbol search body as ``[{"symbol", "name", "type"}]``; TypeError when malformed.
+
+    Finnhub and Alpha Vantage differ only in the field names; ``data[list_key]``
+    holds the matches.
+    """
+    require_dict(data)
+    matches = data[list_key]
+    if not isinstance(matches, list):
+        raise TypeError(f"{list_key} is not a list")
+    out = []
+    for item in matches:
+        require_dict(item)
+        if not isinstance(item[symbol_key], str):
+            raise TypeError("symbol is not a string")
+        out.append(
+            {
+                "symbol": item[symbol_key],
+                "name": text_or_none(item.get(name_key)) or "",
+                "type": text_or_none(item.get(type_key)) or "",
+            }
+        )
+    return out
+
+
 def text_or_none(value: Any) -> str | None:
     """A JSON string, with "" and null as None; TypeError for anything else."""
     if value is None or value == "":

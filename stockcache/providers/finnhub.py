@@ -29,6 +29,7 @@ from .base import (
     query_param,
     require_dict,
     retry_after_seconds,
+    search_results,
     text_or_none,
 )
 from .base import (
@@ -281,20 +282,4 @@ class FinnhubProvider(Provider):
         return {"symbol": symbol, "metrics": out}
 
     def _parse_search(self, symbol: str, params: Mapping[str, Any], data: Any) -> list[dict[str, str]]:
-        require_dict(data)
-        result = data["result"]
-        if not isinstance(result, list):
-            raise TypeError("result is not a list")
-        out = []
-        for item in result:
-            require_dict(item)
-            if not isinstance(item["symbol"], str):
-                raise TypeError("symbol is not a string")
-            out.append(
-                {
-                    "symbol": item["symbol"],
-                    "name": text_or_none(item.get("description")) or "",
-                    "type": text_or_none(item.get("type")) or "",
-                }
-            )
-        return out
+        return search_results(data, "result", "symbol", "description", "type")
