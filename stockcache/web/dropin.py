@@ -110,25 +110,13 @@ class DropIn:
 
     def _fh_quote(self, query: Mapping[str, str]) -> Answer:
         symbol = _symbol(query.get("symbol"))
-        if symbol is None:
-            return dict(render.FINNHUB_QUOTE_NOT_FOUND), None
-        try:
-            answer = self._service.get_quote(symbol)
-        except SymbolNotFound:
-            return dict(render.FINNHUB_QUOTE_NOT_FOUND), None
-        return render.finnhub_quote(answer), answer
+        return _read(symbol, dict(render.FINNHUB_QUOTE_NOT_FOUND), self._service.get_quote, render.finnhub_quote)
 
     def _fh_profile(self, query: Mapping[str, str]) -> Answer:
         if not query.get("symbol") and (query.get("isin") or query.get("cusip")):
             raise InvalidRequest("stockcache looks profiles up by symbol only.")
         symbol = _symbol(query.get("symbol"))
-        if symbol is None:
-            return {}, None
-        try:
-            answer = self._service.get_profile(symbol)
-        except SymbolNotFound:
-            return {}, None
-        return render.finnhub_profile(answer), answer
+        return _read(symbol, {}, self._service.get_profile, render.finnhub_profile)
 
     def _fh_news(self, query: Mapping[str, str]) -> Answer:
         symbol = _symbol(query.get("symbol"))
@@ -138,24 +126,16 @@ class DropIn:
         except (KeyError, ValueError):
             raise InvalidRequest("Wrong from/to date format. Use YYYY-MM-DD.") from None
         today = self._today()
-        if symbol is None or last < first or first > today:
+        if last < first or first > today:
             return [], None
-        try:
-            answer = self._service.get_news(symbol, days=render.news_window(first, today))
-        except SymbolNotFound:
-            return [], None
-        return render.finnhub_news(answer, render.day_start(first), render.day_start(last) + 86399), answer
+        return _read(symbol, [], lambda known: self._service.get_news(known, days=render.news_window(first, today)),
+                     lambda answer: render.finnhub_news(answer, render.day_start(first),
+                                                        render.day_start(last) + 86399))
 
     def _fh_metric(self, query: Mapping[str, str]) -> Answer:
         # Every metric group (all, price, valuation, margin) is answered with the figures we cache.
         symbol = _symbol(query.get("symbol"))
-        if symbol is None:
-            return dict(render.FINNHUB_METRIC_NOT_FOUND), None
-        try:
-            answer = self._service.get_metric(symbol)
-        except SymbolNotFound:
-            return dict(render.FINNHUB_METRIC_NOT_FOUND), None
-        return render.finnhub_metric(answer), answer
+        return _read(symbol, dict(render.FINNHUB_METRIC_NOT_FOUND), self._service.get_metric, render.finnhub_metric)
 
     def _fh_search(self, query: Mapping[str, str]) -> Answer:
         text = query.get("q")
@@ -172,13 +152,9 @@ class DropIn:
         except (KeyError, ValueError):
             raise InvalidRequest("from and to must be unix timestamps in seconds.") from None
         symbol = _symbol(query.get("symbol"))
-        if symbol is None:
-            return dict(render.FINNHUB_NO_DATA), None
-        try:
-            answer = self._service.get_history(symbol, days=render.HISTORY_POINTS)
-        except SymbolNotFound:
-            return dict(render.FINNHUB_NO_DATA), None
-        return render.finnhub_candles(answer, start, end), answer
+        return _read(symbol, dict(render.FINNHUB_NO_DATA),
+                     lambda known: self._service.get_history(known, days=render.HISTORY_POINTS),
+                     lambda answer: render.finnhub_candles(answer, start, end))
 
     # -- Alpha Vantage -----------------------------------------------------------------------
 
@@ -209,28 +185,21 @@ class DropIn:
 
     def _av_quote(self, query: Mapping[str, str]) -> Answer:
         symbol = self._av_symbol(query, "GLOBAL_QUOTE")
-        if symbol is None:
-            return dict(render.AV_QUOTE_NOT_FOUND), None
-        try:
-            answer = self._service.get_quote(symbol)
-        except SymbolNotFound:
-            return dict(render.AV_QUOTE_NOT_FOUND), None
-        return render.av_global_quote(answer), answer
+        return _read(symbol, dict(render.AV_QUOTE_NOT_FOUND), self._service.get_quote, render.av_global_quote)
 
     def _av_overview(self, query: Mapping[str, str]) -> Answer:
         symbol = self._av_symbol(query, "OVERVIEW")
-        if symbol is None:
-            return {}, None
-        try:
-            profile = self._service.get_profile(symbol)
-        except SymbolNotFound:
-            return {}, None
-        try:
-            metric: Mapping[str, Any] | None = self._service.get_metric(symbol)
-        except StockcacheError as exc:  # the profile alone is still a useful OVERVIEW
-            log.info("OVERVIEW %s without key figures: %s", symbol, exc.code)
-            metric = None
-        return render.av_overview(profile, metric), profile
+
+        def overview(profile: Mapping[str, Any]) -> Any:
+            assert symbol is not None  # _read shapes an answer only after reading it by symbol
+            try:
+                metric: Mapping[str, Any] | None = self._service.get_metric(symbol)
+            except StockcacheError as exc:  # the profile alone is still a useful OVERVIEW
+                log.info("OVERVIEW %s without key figures: %s", symbol, exc.code)
+                metric = None
+            return render.av_overview(profile, metric)
+
+        return _read(symbol, {}, self._service.get_profile, overview)
 
     def _av_daily(self, query: Mapping[str, str]) -> Answer:
         if (query.get("outputsize") or "compact").lower() == "full":
@@ -254,16 +223,14 @@ class DropIn:
             limit = int(query.get("limit") or 50)
         except ValueError:
             return invalid, None
-        if symbol is None:
-            return invalid, None
-        first = datetime.fromtimestamp(min(start, now), UTC).date()
-        try:
-            answer = self._service.get_news(symbol, days=render.news_window(first, self._today()))
-        except SymbolNotFound:
-            return invalid, None
-        body = render.av_news(answer, start, end, sort=query.get("sort") or "LATEST",
-                              limit=min(max(limit, 1), 1000))
-        return body, answer
+
+        def read(known: str) -> Mapping[str, Any]:
+            first = datetime.fromtimestamp(min(start, now), UTC).date()
+            return self._service.get_news(known, days=render.news_window(first, self._today()))
+
+        return _read(symbol, invalid, read,
+                     lambda answer: render.av_news(answer, start, end, sort=query.get("sort") or "LATEST",
+                                                   limit=min(max(limit, 1), 1000)))
 
     def _av_search(self, query: Mapping[str, str]) -> Answer:
         keywords = query.get("keywords")
@@ -304,6 +271,22 @@ def _symbol(raw: str | None) -> str | None:
         return normalize_symbol(raw)
     except InvalidSymbol:
         return None
+
+
+def _read(symbol: str | None, not_found: Any, read: Callable[[str], Mapping[str, Any]],
+          shape: Callable[[Mapping[str, Any]], Any]) -> Answer:
+    """``read`` the symbol through the service and ``shape`` it as the provider would.
+
+    A symbol that cannot exist (None) and SymbolNotFound both answer the provider's
+    own not-found body (``not_found``), as upstream does; other errors propagate.
+    """
+    if symbol is None:
+        return not_found, None
+    try:
+        answer = read(symbol)
+    except SymbolNotFound:
+        return not_found, None
+    return shape(answer), answer
 
 
 def _bearer(authorization: str | None) -> str | None:
