@@ -270,7 +270,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
     except StockcacheError as exc:
         return _fail(f"{exc.message} (got {exc.fields.get('symbol', '')!r})")
     kinds: tuple[str, ...] = args.kinds
-    service = StockService.from_settings(settings)
+    service = StockService(settings)
     started = time.monotonic()
     failed: dict[str, StockcacheError] = {}
     try:

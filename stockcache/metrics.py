@@ -34,23 +34,10 @@ class Histogram:
         self.total += seconds
         self.count += 1
 
-    def percentile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the q-th quantile (q in 0..1); None when empty."""
-        if not self.count:
-            return None
-        rank = q * self.count
-        seen = 0
-        for bound, n in zip(LATENCY_BUCKETS, self.counts, strict=True):
-            seen += n
-            if seen >= rank and n:
-                return bound if math.isfinite(bound) else LATENCY_BUCKETS[-2]
-        return LATENCY_BUCKETS[-2]
-
     def quantile(self, q: float) -> float | None:
         """The q-th quantile in seconds, interpolated inside its bucket as Prometheus does; None when empty.
 
-        Finer than :meth:`percentile` (a bucket's upper bound); a value in the
-        open-ended last bucket reads as the highest finite bound.
+        A value in the open-ended last bucket reads as the highest finite bound.
         """
         return quantile(LATENCY_BUCKETS, self.counts, q)
 
@@ -131,10 +118,6 @@ class Metrics:
     def by_label(self, name: str) -> dict[tuple[str, ...], int]:
         with self._lock:
             return {labels: v for (n, labels), v in self._counts.items() if n == name}
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {f"{n}{{{','.join(labels)}}}": v for (n, labels), v in self._counts.items()}
 
     # Names used across the code base, in one place so a typo cannot split a counter.
     UPSTREAM_CALLS = "upstream_calls"

@@ -39,7 +39,7 @@ DEADLINE_MARGIN = 0.5
 class StockService:
     """Quotes, profiles, history and news through the two-level cache. Thread-safe.
 
-    Build it with :meth:`from_env` or :meth:`from_settings`; tests inject the
+    Build it with :meth:`from_env` or from a Settings; tests inject the
     clock, the cache, the providers and the HTTP session.
     """
 
@@ -87,10 +87,6 @@ class StockService:
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> StockService:
         """A service configured from the same environment as ``run.py``."""
         return cls(Settings.from_env(environ), **kwargs)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> StockService:
-        return cls(settings, **kwargs)
 
     @property
     def source_names(self) -> list[str]:
