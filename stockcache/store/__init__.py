@@ -21,17 +21,18 @@ __all__ = [
 
 
 def command_prefix() -> str:
-    """How to run this stockcache's command line from the current folder, pasteable as is.
+    """How to run this stockcache's command line, pasteable as is from any folder.
 
-    The interpreter running now (the project's .venv when started by scripts/run), so a
-    copied command never picks up a system Python that lacks our dependencies.
+    The absolute path of the ``stockcache`` script installed next to the interpreter running
+    now (the project's .venv when started by scripts/run): a relative path would only work
+    from one folder, and ``python -m stockcache`` would pick up any ``stockcache/`` folder in
+    the current directory (a clone's own) instead of the installed package.
     """
-    python = Path(sys.executable)
-    try:
-        shown = str(python.relative_to(Path.cwd()))
-    except ValueError:
-        shown = str(python)
-    return f"{shlex.quote(shown)} -m stockcache"
+    python = Path(sys.executable).absolute()
+    script = python.parent / "stockcache"
+    if script.exists():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(str(python))} -P -m stockcache"
 
 
 def first_run_hint(data_dir: Path) -> str:

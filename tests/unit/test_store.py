@@ -121,8 +121,20 @@ def test_store_path_is_inside_the_data_dir(tmp_path: Path) -> None:
 
 def test_store_first_run_hint_names_the_command_and_data_dir(tmp_path: Path) -> None:
     hint = first_run_hint(tmp_path / "my data")
-    assert "python -m stockcache users add admin --admin --data-dir" in hint
+    assert "stockcache users add admin --admin --data-dir" in hint
     assert f"'{tmp_path / 'my data'}'" in hint  # quoted for the shell
+
+
+def test_store_first_run_hint_command_works_from_any_folder(tmp_path: Path) -> None:
+    """Pasted from a folder holding a ``stockcache/`` directory (a clone's parent), it still runs."""
+    import subprocess
+
+    (tmp_path / "stockcache").mkdir()
+    line = next(ln for ln in first_run_hint(tmp_path / "data").splitlines() if "users add" in ln)
+    command = line.strip().split(" users add")[0]
+    result = subprocess.run(f"{command} users list --data-dir {tmp_path / 'data'}", shell=True, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 # -- users -----------------------------------------------------------------------------
