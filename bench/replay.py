@@ -250,7 +250,7 @@ def simulate(users: int, *, refresher: bool, day: str = "2026-03-02", seed: int 
         for index, symbols in enumerate(held):
             user = store.create_user(f"user{index}", "x")
             positions.append([store.add_position(user.id, s, 10, 100.0).to_dict() for s in symbols])
-        worker = Refresher(service, store.held_symbols, hours=settings.refresh_hours,
+        worker = Refresher(service, store.held_symbol_counts, hours=settings.refresh_hours,
                            share=settings.refresh_budget_share, lead=settings.refresh_lead,
                            clock=clock) if refresher else None
 

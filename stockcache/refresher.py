@@ -8,8 +8,11 @@ their entry has expired (a day for profiles, the history TTL for history).
 Every refresh goes through ``StockService.refresh``: the same fetcher,
 single-flight (a refresh and a user's miss for one key share one call) and
 budgets, but only ``share`` of each provider's minute and day budget, so
-interactive requests always keep the rest. A kind whose provider fails or is
-rate limited backs off exponentially (capped) before it is tried again.
+interactive requests always keep the rest. When that share cannot pay for
+everything that is due, the symbols held by the most users go first (ties:
+the one expiring first), so a short budget keeps the most-read quotes fresh
+rather than whichever expired first. A kind whose provider fails or is rate
+limited backs off exponentially (capped) before it is tried again.
 
 By default it works only during the US regular session (``markethours``);
 outside it quotes do not move and nothing is spent. Time and the wait are
@@ -23,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .budget import share_cap
@@ -58,7 +61,9 @@ class Refresher:
     Thread-safe: :meth:`start`/:meth:`stop` from any thread; :meth:`run_once`
     is serialised by a lock (the thread, or a test, calls it).
 
-    ``held`` returns the symbols to keep fresh (``Store.held_symbols``).
+    ``held`` returns the symbols to keep fresh with how many users hold each
+    (``Store.held_symbol_counts``); a plain iterable of symbols is accepted
+    too and counts every symbol as held once (then expiry alone orders them).
     ``hours`` is ``"market"`` or ``"always"``. ``wait(seconds)`` blocks until
     the next run and returns True when the refresher should stop; the default
     waits on the stop event.
@@ -67,7 +72,7 @@ class Refresher:
     def __init__(
         self,
         service: StockService,
-        held: Callable[[], Iterable[str]],
+        held: Callable[[], Mapping[str, int] | Iterable[str]],
         *,
         hours: str = "market",
         share: float = 0.5,
@@ -136,18 +141,25 @@ class Refresher:
                 closed_for = seconds_until_session(now)
                 if closed_for > 0:
                     return closed_for
-            symbols = sorted(set(self._held()))
-            if not symbols:
+            holders = self._holders()
+            if not holders:
                 return IDLE_WAIT
             self._metrics.inc(Metrics.REFRESH_RUNS)
             next_due = now + IDLE_WAIT
             for kind in self._kinds:
                 if self._stop.is_set():
                     break
-                next_due = min(next_due, self._refresh_kind(kind, symbols, now))
+                next_due = min(next_due, self._refresh_kind(kind, holders, now))
             return max(MIN_WAIT, next_due - self._clock())
 
-    def _refresh_kind(self, kind: str, symbols: list[str], now: float) -> float:
+    def _holders(self) -> dict[str, int]:
+        """Held symbols with how many users hold each (1 each when ``held`` gives only symbols)."""
+        held = self._held()
+        if isinstance(held, Mapping):
+            return {symbol: int(count) for symbol, count in held.items()}
+        return dict.fromkeys(held, 1)
+
+    def _refresh_kind(self, kind: str, holders: dict[str, int], now: float) -> float:
         """Refresh the due symbols of one kind; return when this kind is due next."""
         backoff = self._backoff[kind]
         wait_until = max(backoff.until, self._budget_until[kind])
@@ -160,7 +172,7 @@ class Refresher:
         # Whatever falls due within the batch window goes along, so rounds stay few.
         lead = min(self._lead, ttl / 2) if kind == "quote" else 0.0
         window = min(BATCH_WINDOW, ttl / 4)
-        due, next_due = self._due(kind, symbols, now, lead, window)
+        due, next_due = self._due(kind, holders, now, lead, window)
         if not due:
             return next_due
         room = self._room(kind)
@@ -198,28 +210,30 @@ class Refresher:
         # What was just fetched is due again one TTL later.
         return min(next_due, self._clock() + ttl - lead - window)
 
-    def _due(self, kind: str, symbols: list[str], now: float, lead: float,
+    def _due(self, kind: str, holders: dict[str, int], now: float, lead: float,
              window: float) -> tuple[list[str], float]:
-        """Symbols to refresh now (missing first, then soonest to expire) and when to look next.
+        """Symbols to refresh now, in priority order, and when to look next.
 
         An entry is due ``lead`` seconds before it expires; everything due
-        within ``window`` from now goes along in this batch.
+        within ``window`` from now goes along in this batch. Priority: most
+        holders first, then missing, then soonest to expire, so when the
+        budget share cuts the list short, what most users read stays fresh.
         """
-        keys = {symbol: cache_key(kind, symbol) for symbol in symbols}
+        keys = {symbol: cache_key(kind, symbol) for symbol in sorted(holders)}
         # get_stale_many sees entries past their TTL too and, unlike get_many,
         # does not count as a read, so the refresher leaves hit rates alone.
         entries = self._service.cache.get_stale_many(keys.values())
-        due: list[tuple[float, str]] = []
+        due: list[tuple[int, float, str]] = []
         next_due = math.inf
         for symbol, key in keys.items():
             entry = entries.get(key)
             at = -math.inf if entry is None else entry.expires_at - lead
             if at <= now + window:
-                due.append((at, symbol))
+                due.append((-holders[symbol], at, symbol))
             else:
                 next_due = min(next_due, at - window)
         due.sort()
-        return [symbol for _, symbol in due], next_due
+        return [symbol for _, _, symbol in due], next_due
 
     def _room(self, kind: str) -> int | None:
         """Calls the refresher may still make now for ``kind`` (None: no budget applies).
@@ -268,7 +282,7 @@ class Refresher:
         return {kind: b.until - now for kind, b in self._backoff.items() if b.until > now}
 
 
-def from_settings(service: StockService, held: Callable[[], Iterable[str]], *,
+def from_settings(service: StockService, held: Callable[[], Mapping[str, int] | Iterable[str]], *,
                   clock: Callable[[], float] = time.time) -> Refresher:
     """A refresher configured by the service's settings (hours, budget share, lead)."""
     settings = service.settings

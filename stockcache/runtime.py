@@ -64,7 +64,7 @@ class Runtime:
             # STOCKCACHE_REFRESH=off means no refresher thread at all.
             self.refresher: Refresher | None = None
             if settings.refresh:
-                self.refresher = refresher_from_settings(self.service, self.store.held_symbols, clock=clock)
+                self.refresher = refresher_from_settings(self.service, self.store.held_symbol_counts, clock=clock)
                 built.append(self.refresher.stop)
                 self.refresher.start()
         except BaseException:

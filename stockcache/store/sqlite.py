@@ -424,6 +424,20 @@ class Store:
         rows = self._all("SELECT symbol FROM positions UNION SELECT symbol FROM watchlist")
         return {r["symbol"] for r in rows}
 
+    @_translated
+    def held_symbol_counts(self) -> dict[str, int]:
+        """How many users hold each symbol (portfolio or watchlist, a user counted once).
+
+        The background refresher's priority: when its budget share cannot keep
+        every held symbol fresh, the most-held go first.
+        """
+        rows = self._all(
+            """SELECT symbol, COUNT(DISTINCT user_id) AS holders
+               FROM (SELECT user_id, symbol FROM positions UNION ALL SELECT user_id, symbol FROM watchlist)
+               GROUP BY symbol"""
+        )
+        return {r["symbol"]: r["holders"] for r in rows}
+
 
 def _position_error(exc: sqlite3.IntegrityError) -> StockcacheError:
     name = _constraint(exc)

@@ -22,6 +22,7 @@ from bench.replay import InProcessSession, bench_settings
 from stockcache.cache import open_cache
 from stockcache.markethours import NEW_YORK, is_regular_session, next_session_open
 from stockcache.metrics import Metrics
+from stockcache.models import cache_key
 from stockcache.refresher import BACKOFF_CAP, Refresher
 from stockcache.runtime import Runtime
 from stockcache.service import StockService
@@ -66,7 +67,7 @@ def hold(world: SimpleNamespace, *symbols: str) -> None:
 def refresher(world: SimpleNamespace, clock, **options: Any) -> Refresher:
     options.setdefault("hours", "always")
     options.setdefault("kinds", ("quote",))
-    return Refresher(world.service, world.store.held_symbols, share=world.settings.refresh_budget_share,
+    return Refresher(world.service, world.store.held_symbol_counts, share=world.settings.refresh_budget_share,
                      lead=world.settings.refresh_lead, clock=clock, **options)
 
 
@@ -141,6 +142,49 @@ def test_refresher_uses_only_its_share_of_the_minute_budget(make_world, clock):
     assert {s.symbol for s in world.session.sent[-3:]} == set(held) - {s.symbol for s in world.session.sent[:5]}
     assert world.session.busiest("finnhub", 60.0) <= 10
     assert world.session.calls("alphavantage") == 0  # never spilled onto the fallback's budget
+
+
+def run_for(worker: Refresher, clock, seconds: int, watch: list[str], cache: Any,
+            warm_up: int = 0) -> dict[str, float]:
+    """Drive ``worker`` as its thread would (next round when run_once says) for ``seconds``;
+    return the share of each second after ``warm_up`` in which each watched quote was fresh."""
+    keys = {symbol: cache_key("quote", symbol) for symbol in watch}
+    fresh = dict.fromkeys(watch, 0)
+    start = next_run = clock()
+    for second in range(seconds):
+        now = start + second
+        clock.set(now)
+        if now >= next_run:
+            next_run = now + worker.run_once()
+        if second >= warm_up:
+            entries = cache.get_stale_many(keys.values())
+            for symbol, key in keys.items():
+                fresh[symbol] += key in entries and entries[key].expires_at > now
+    return {symbol: count / (seconds - warm_up) for symbol, count in fresh.items()}
+
+
+def test_refresher_keeps_the_most_held_symbols_fresh_when_its_share_covers_only_some(make_world, clock):
+    # 2 calls a minute, the refresher's half is 1: a quote refreshed every 240 s
+    # (TTL 300 s less the 60 s lead) means the share keeps exactly 4 symbols fresh.
+    world = make_world(finnhub_per_minute=2, finnhub_per_second=0)
+    users = [world.user] + [world.store.create_user(f"user{n}", "x") for n in range(1, 5)]
+    holders = {"AAA1": 1, "BBB1": 1, "HLD2": 2, "HLD3": 3, "HLD4": 4, "HLD5": 5}  # A/B sort first by name
+    for symbol, count in holders.items():
+        for user in users[:count]:
+            world.store.add_watch(user.id, symbol)
+    worker = refresher(world, clock)
+
+    fresh = run_for(worker, clock, 3600, list(holders), world.cache, warm_up=300)
+    assert fresh == {"AAA1": 0.0, "BBB1": 0.0, "HLD2": 1.0, "HLD3": 1.0, "HLD4": 1.0, "HLD5": 1.0}
+    assert {s.symbol for s in world.session.sent} == {"HLD2", "HLD3", "HLD4", "HLD5"}
+    assert world.session.busiest("finnhub", 60.0) == 1  # never more than its share
+
+    # Four more users take up AAA1: it now outranks HLD2, which falls out of the budget.
+    for user in users[1:5]:
+        world.store.add_watch(user.id, "AAA1")
+    fresh = run_for(worker, clock, 3600, list(holders), world.cache, warm_up=600)
+    assert fresh == {"AAA1": 1.0, "BBB1": 0.0, "HLD2": 0.0, "HLD3": 1.0, "HLD4": 1.0, "HLD5": 1.0}
+    assert world.session.busiest("finnhub", 60.0) == 1
 
 
 def test_refresher_uses_only_its_share_of_the_daily_budget(make_world, clock):

@@ -351,6 +351,24 @@ def test_store_held_symbols_covers_portfolios_and_watchlists(store: Store, two_u
     assert store.held_symbols() == {"AAPL", "MSFT"}
 
 
+def test_store_held_symbol_counts_counts_each_user_once_and_forgets_deleted_users(
+        store: Store, two_users) -> None:
+    alice, bob = two_users
+    carol = store.create_user("carol", "hash-c")
+    assert store.held_symbol_counts() == {}
+    store.add_position(alice.id, "AAPL", 1, 1)
+    store.add_position(alice.id, "AAPL", 2, 3)  # two lots and a watch: alice is still one holder
+    store.add_watch(alice.id, "AAPL")
+    store.add_watch(bob.id, "AAPL")
+    store.add_position(bob.id, "MSFT", 1, 1)
+    store.add_watch(carol.id, "AAPL")
+    store.add_watch(carol.id, "NVDA")
+    assert store.held_symbol_counts() == {"AAPL": 3, "MSFT": 1, "NVDA": 1}
+    assert store.delete_user("carol")  # the cascade takes her holdings out of the counts
+    assert store.remove_watch(bob.id, "AAPL")
+    assert store.held_symbol_counts() == {"AAPL": 1, "MSFT": 1}
+
+
 # -- concurrency and durability --------------------------------------------------------
 
 
