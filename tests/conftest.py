@@ -28,6 +28,14 @@ class FakeClock:
         with self._lock:
             self._now = now
 
+    @property
+    def now(self) -> float:
+        return self()
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.set(value)
+
 
 @pytest.fixture
 def clock() -> FakeClock:

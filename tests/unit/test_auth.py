@@ -32,18 +32,12 @@ from stockcache.errors import ConfigError, Forbidden, InvalidRequest, NotFound, 
 from stockcache.settings import Settings
 from stockcache.store import Store, open_store
 
+from ..conftest import FakeClock
+
 T0 = 1_700_000_000.0
 TTL = 3600
 SECRET = b"k" * 32
 PASSWORD = "correct horse battery staple 7f3a"
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingHasher(PasswordHasher):
@@ -60,7 +54,7 @@ class CountingHasher(PasswordHasher):
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

@@ -11,21 +11,15 @@ from stockcache.auth import Authenticator, LoginLimiter
 from stockcache.errors import TooManyRequests, Unauthorized
 from stockcache.store import open_store
 
+from ..conftest import FakeClock
+
 WINDOW = 15 * 60
 PASSWORD = "the right password"
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_000_000.0)
 
 
 @pytest.fixture
@@ -127,7 +121,7 @@ def test_limiter_success_does_not_clear_the_address(auth: Authenticator) -> None
 
 def test_limiter_counts_an_attempt_as_failed_until_it_succeeds() -> None:
     # Concurrent guesses cannot all pass the check before any failure is recorded.
-    limiter = LoginLimiter(per_user=2, clock=FakeClock())
+    limiter = LoginLimiter(per_user=2, clock=FakeClock(1_000_000.0))
     limiter.begin("alice", None)
     limiter.begin("alice", None)
     with pytest.raises(TooManyRequests):
@@ -145,6 +139,6 @@ def test_limiter_memory_is_bounded(clock: FakeClock) -> None:
 
 
 def test_limiter_repr_shows_counts_only() -> None:
-    limiter = LoginLimiter(clock=FakeClock())
+    limiter = LoginLimiter(clock=FakeClock(1_000_000.0))
     limiter.begin("secret-looking-name", "192.0.2.1")
     assert "secret-looking-name" not in repr(limiter) and "192.0.2.1" not in repr(limiter)

@@ -16,20 +16,14 @@ from stockcache.errors import ConfigError, Conflict, InvalidRequest, NotFound, S
 from stockcache.store import SCHEMA_VERSION, Position, Store, WatchItem, first_run_hint, open_store, store_path
 from stockcache.store.schema import MIGRATIONS
 
+from ..conftest import FakeClock
+
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
