@@ -43,7 +43,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from .errors import ConfigError, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from .settings import Settings
-from .store import ApiToken, Store, iso_utc, validate
+from .store import ApiToken, Store, validate
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,8 @@ JWT_ALGORITHM = "HS256"
 TOKEN_PREFIX = "sc_"
 TOKEN_ID_LENGTH = 8
 MAX_TOKEN_LENGTH = 4096  # longer bearer values are refused before any parsing
-TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one API token
-VERIFIED_LIFETIME = 5.0  # seconds a verified bearer value is reused while the store is unchanged
-VERIFIED_MAX = 1024  # verified bearer values remembered per thread
+VERIFIED_LIFETIME = 60.0  # seconds a verified bearer value is reused while the store is unchanged
+VERIFIED_MAX = 4096  # verified bearer values remembered
 
 _INVALID = "Invalid or expired credentials."
 _WRONG_LOGIN = "Wrong username or password."
@@ -320,7 +319,9 @@ class Authenticator:
         self.limiter = limiter or LoginLimiter(clock=clock)
         self._hash_slots = threading.BoundedSemaphore(max_concurrent_hashes)
         self._dummy_hash: str | None = None
-        self._local = threading.local()  # .verified: this thread's recently verified bearer values
+        # sha256(bearer) -> (principal, store generation, reuse until, API token id or None).
+        # One dict for every thread: get and set are atomic, and a race only costs a re-verification.
+        self._verified: dict[bytes, tuple[Principal, int, float, str | None]] = {}
 
     def __repr__(self) -> str:
         return f"<Authenticator store={self.store!r} jwt_ttl={self.jwt_ttl}>"
@@ -446,8 +447,7 @@ class Authenticator:
         record, token_hash, owner = found
         if not hmac.compare_digest(token_hash, hash_token_secret(secret)) or record.revoked:
             raise Unauthorized(_INVALID)
-        if _stale_use(record.last_used_at, self._clock()):
-            self.store.touch_api_token(token_id, min_interval=TOUCH_INTERVAL)
+        self.store.note_token_use(token_id)
         return Principal(user_id=owner.id, username=owner.username, is_admin=owner.is_admin, via="api_token")
 
     # -- bearer values -------------------------------------------------------------------
@@ -467,45 +467,42 @@ class Authenticator:
     def authenticate_token(self, token: str) -> Principal:
         """The Principal for a bare token (a JWT or an API token), e.g. from a query parameter.
 
-        Verifying costs a store query (a JWT also an HMAC and a JSON decode) per
-        request, a large share of serving a cached quote. So each thread
-        remembers the bearer values it verified, by their SHA-256, and reuses
-        the answer only while the store reports no write by anyone since
-        (:meth:`Store.data_version`, which sees other processes' commits too):
-        a revoked token or a removed user is refused at once, as before. An
-        answer is reused for at most ``VERIFIED_LIFETIME`` seconds (so
-        ``last_used_at`` stays current) and never past a JWT's expiry.
+        Verifying costs a store query (a JWT also an HMAC and a JSON decode), a
+        large share of serving a cached quote, and the request path must do no
+        I/O. So verified bearer values are remembered, by their SHA-256, with
+        the store's :meth:`~stockcache.store.Store.generation` at the time: an
+        answer is reused only while the generation is unchanged. Writes through
+        this process (a revocation through the API) change it at once; other
+        processes' commits (the command line) within the store watcher's
+        interval (``store.WATCH_INTERVAL``, 0.25 s). An answer is reused for at
+        most ``VERIFIED_LIFETIME`` seconds and never past a JWT's expiry.
         Failures are never remembered.
         """
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized(_INVALID)
-        verified: dict[bytes, tuple[Principal, tuple[int, int], float]] | None = getattr(
-            self._local, "verified", None)
-        if verified is None:
-            verified = self._local.verified = {}
         key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        version = self.store.data_version()  # read before verifying: a write after it voids the entry
+        version = self.store.generation()  # read before verifying: a write after it voids the entry
         now = self._clock()
-        hit = verified.get(key)
+        hit = self._verified.get(key)
         if hit is not None and hit[1] == version and now < hit[2]:
+            if hit[3] is not None:
+                self.store.note_token_use(hit[3])
             return hit[0]
+        token_id: str | None = None
         if token.startswith(TOKEN_PREFIX):
             principal, until = self._principal_from_api_token(token), math.inf
+            token_id = split_api_token(token)[0]  # type: ignore[index]  # valid: it just verified
         else:
             principal, until = self._principal_from_jwt(token)
+        verified = self._verified
         if len(verified) >= VERIFIED_MAX:
             verified.clear()
-        verified[key] = (principal, version, min(now + VERIFIED_LIFETIME, until))
+        verified[key] = (principal, version, min(now + VERIFIED_LIFETIME, until), token_id)
         return principal
 
 
 def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _stale_use(last_used_at: str | None, now: float) -> bool:
-    """Whether ``last_used_at`` is older than the touch interval (so a write is due)."""
-    return last_used_at is None or last_used_at <= iso_utc(now - TOUCH_INTERVAL)
 
 
 def hash_password(password: str, *, hasher: PasswordHasher | None = None) -> str:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from .rows import ApiToken, Position, User, WatchItem
 from .schema import SCHEMA_VERSION
-from .sqlite import STORE_FILENAME, Store, iso_utc, open_store, store_path
+from .sqlite import STORE_FILENAME, WATCH_INTERVAL, Store, iso_utc, open_store, store_path
 
 __all__ = [
     "ApiToken", "Position", "User", "WatchItem", "Store", "open_store", "store_path",
-    "command_prefix", "first_run_hint", "iso_utc", "SCHEMA_VERSION", "STORE_FILENAME",
+    "command_prefix", "first_run_hint", "iso_utc", "SCHEMA_VERSION", "STORE_FILENAME", "WATCH_INTERVAL",
 ]
 
 

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 STORE_FILENAME = "store.sqlite"
 BUSY_TIMEOUT_S = 5.0
+# How often the watcher looks for other processes' commits: the bound on how long a token
+# revoked or a user removed from another process (the command line) keeps working here.
+WATCH_INTERVAL = 0.25
+TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one API token
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,10 +101,16 @@ class Store:
         self.path = Path(path)
         self._clock = clock
         self._local = threading.local()
-        self._lock = threading.Lock()  # guards _connections, _closed and _writes only
+        self._lock = threading.Lock()  # guards _connections, _closed and _generation
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
-        self._writes = 0  # write transactions ended by this process (guarded by _lock)
+        # Changes whenever anyone may have changed the store; see generation().
+        self._generation = 0
+        self._used: dict[str, float] = {}  # API token id -> last use not yet written (see note_token_use)
+        self._watcher: threading.Thread | None = None
+        self._watch_stop = threading.Event()
+        self._watch_conn: sqlite3.Connection | None = None
+        self._watch_seen: int | None = None
 
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r}>"
@@ -132,9 +142,9 @@ class Store:
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         """One write transaction, committed (durably) before the caller returns."""
-        conn = self._conn()
+        conn = conn or self._conn()
         # IMMEDIATE takes the write lock up front, so two writers queue on
         # busy_timeout instead of one failing at its first write.
         conn.execute("BEGIN IMMEDIATE")
@@ -146,20 +156,100 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
         finally:
-            with self._lock:
-                self._writes += 1
+            self._bump()
+
+    def _bump(self) -> None:
+        with self._lock:
+            self._generation += 1
+
+    # -- noticing changes without I/O on the request path ------------------------------
+
+    def generation(self) -> int:
+        """A number that changes whenever anyone may have changed the store. No I/O.
+
+        For caches of what the store says (the authenticator's verified tokens),
+        read on every request. Writes through this Store change it before they
+        return. Commits by anyone else (the command line in another process)
+        are noticed by :meth:`watch`'s thread within its interval, or at the
+        next :meth:`check_for_changes`.
+        """
+        return self._generation
+
+    def watch(self, interval: float = WATCH_INTERVAL) -> None:
+        """Start the thread that notices other processes' commits every ``interval`` seconds (idempotent).
+
+        It also writes the API-token uses noted by :meth:`note_token_use`, so
+        the request path never writes either.
+        """
+        with self._lock:
+            if self._watcher is not None or self._closed:
+                return
+            self._watcher = threading.Thread(target=self._watch_loop, args=(interval,),
+                                             name="stockcache-store-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch_loop(self, interval: float) -> None:
+        while not self._watch_stop.wait(interval):
+            try:
+                self.check_for_changes()
+                self.flush_token_uses()
+            except StockcacheError:
+                pass  # logged by _translated; the next round tries again
+            except Exception:  # the watcher must outlive any surprise
+                logger.exception("store watcher step failed")
 
     @_translated
-    def data_version(self) -> tuple[int, int]:
-        """A value that changes whenever anyone may have changed the store, as seen from this thread.
+    def check_for_changes(self) -> bool:
+        """One look for commits by other connections (``PRAGMA data_version``); True if there were."""
+        conn = self._watch_conn
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    return False
+                conn = self._watch_conn = self._connect()
+                self._connections.append(conn)
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        changed = self._watch_seen is not None and version != self._watch_seen
+        self._watch_seen = version
+        if changed:
+            self._bump()
+        return changed
 
-        For caches of what the store says (the authenticator's verified
-        tokens). SQLite's ``PRAGMA data_version`` changes when any *other*
-        connection, in any thread or process, commits; this process's own
-        write count covers the commits of the connection asking.
+    def note_token_use(self, token_id: str) -> None:
+        """Remember that an API token was used now; written by the watcher, never on the request path.
+
+        No lock: one dict store is atomic, and a use noted while a flush swaps
+        the dict is at worst a last-use time a minute old.
         """
-        row = self._conn().execute("PRAGMA data_version").fetchone()
-        return self._writes, int(row[0])
+        self._used[token_id] = self._clock()
+
+    @_translated
+    def flush_token_uses(self) -> int:
+        """Write the noted token uses (each token at most once a TOUCH_INTERVAL); how many rows changed.
+
+        These writes do not change :meth:`generation`: a last-use time never
+        makes a token valid or invalid.
+        """
+        with self._lock:
+            used, self._used = self._used, {}
+        if not used:
+            return 0
+        conn = self._watch_conn or self._conn()
+        changed = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for token_id, at in used.items():
+                changed += conn.execute(
+                    """UPDATE api_tokens SET last_used_at = ?
+                       WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)""",
+                    (iso_utc(at), token_id, iso_utc(at - TOUCH_INTERVAL)),
+                ).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return changed
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         # fetchall: a half-read cursor would keep a read transaction open
@@ -183,6 +273,7 @@ class Store:
             if str(mode).lower() != "wal":
                 logger.warning("store %s: WAL not available (journal_mode=%s)", self.path, mode)
             migrate(conn, path=self.path)
+            self.check_for_changes()  # the baseline later commits by others are compared with
         except sqlite3.DatabaseError as exc:
             self.close()
             raise ConfigError(f"{self.path} cannot be opened as the store: {exc}") from exc
@@ -192,7 +283,16 @@ class Store:
         return self
 
     def close(self) -> None:
-        """Close every thread's connection. Later calls raise StockcacheError."""
+        """Write pending token uses, stop the watcher, close every connection. Later calls raise StockcacheError."""
+        self._watch_stop.set()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=10)
+        if not self._closed:
+            try:
+                self.flush_token_uses()
+            except StockcacheError:
+                pass
         with self._lock:
             self._closed = True
             connections, self._connections = self._connections, []

@@ -333,13 +333,18 @@ def test_auth_api_token_last_used_is_written_at_most_once_a_minute(auth: Authent
         assert found is not None
         return found[0].last_used_at
 
+    # Uses are noted in memory and written by the store's watcher (flush_token_uses), never by the request.
     auth.authenticate(_bearer(token))
+    assert last_used() is None
+    auth.store.flush_token_uses()
     assert last_used() == "2023-11-14T22:13:20Z"
     clock.now += 30
     auth.authenticate(_bearer(token))
+    auth.store.flush_token_uses()
     assert last_used() == "2023-11-14T22:13:20Z"
     clock.now += 30
     auth.authenticate(_bearer(token))
+    auth.store.flush_token_uses()
     assert last_used() == "2023-11-14T22:14:20Z"
 
 
