@@ -92,6 +92,15 @@ class Metrics:
                 histogram = self._histograms[(name, label)] = Histogram()
             histogram.observe(seconds)
 
+    def observe_request(self, route: str, status: str, seconds: float) -> None:
+        """One HTTP request: its latency by route and its count by (route, status), under one lock."""
+        with self._lock:
+            histogram = self._histograms.get((Metrics.REQUEST_LATENCY, route))
+            if histogram is None:
+                histogram = self._histograms[(Metrics.REQUEST_LATENCY, route)] = Histogram()
+            histogram.observe(seconds)
+            self._counts[(Metrics.REQUESTS, (route, status))] += 1
+
     def histograms(self, name: str) -> dict[str, Histogram]:
         """Copies of the histograms called ``name``, by label."""
         with self._lock:

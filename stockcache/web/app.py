@@ -51,17 +51,30 @@ def create_app(runtime: Runtime) -> bottle.Bottle:
     return app
 
 
+AccessSink = Callable[[str, str, str, float, str], None]
+
+
+def log_access(method: str, rule: str, status: str, elapsed_ms: float, cache: str) -> None:
+    """The access log line through ``logging`` (the default sink; the server uses a cheaper one)."""
+    access_log.info("%s %s %s %.1fms %s", method, rule, status, elapsed_ms, cache)
+
+
 class AccessLog:
     """WSGI middleware: one log line and one latency sample per request, plus security headers.
 
     It logs the route's rule (``/api/quote/<symbol>``), never the raw query
-    string, which for drop-in clients carries their token. Thread-safe.
+    string, which for drop-in clients carries their token. ``sink`` writes the
+    line; by default through ``logging``, and in the server through
+    ``BackgroundHandler.access``, which formats it on its writer thread instead
+    of building a LogRecord on the request thread. Thread-safe.
     """
 
-    def __init__(self, app: bottle.Bottle, metrics: Metrics, *, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, app: bottle.Bottle, metrics: Metrics, *, clock: Callable[[], float] = time.perf_counter,
+                 sink: AccessSink | None = None):
         self._app = app
         self._metrics = metrics
         self._clock = clock
+        self._sink = sink or log_access
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = self._clock()
@@ -81,12 +94,10 @@ class AccessLog:
             elapsed = self._clock() - started
             route = environ.get("bottle.route")
             rule = route.rule if route is not None else "(no route)"
-            self._metrics.observe(Metrics.REQUEST_LATENCY, rule, elapsed)
-            self._metrics.inc(Metrics.REQUESTS, rule, seen.get("status", "-"))
-            access_log.info(
-                "%s %s %s %.1fms %s", environ.get("REQUEST_METHOD", "-"), rule, seen.get("status", "-"),
-                elapsed * 1000, environ.get(CACHE_SOURCE, "-"),
-            )
+            status = seen.get("status", "-")
+            self._metrics.observe_request(rule, status, elapsed)
+            self._sink(environ.get("REQUEST_METHOD", "-"), rule, status, elapsed * 1000,
+                       environ.get(CACHE_SOURCE, "-"))
 
 
 def wsgi_app(runtime: Runtime) -> AccessLog:

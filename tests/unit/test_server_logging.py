@@ -132,3 +132,34 @@ def test_background_log_after_close_is_written_directly(make, stream: RecordingS
     handler.close()
     logger.info("late")
     assert stream.getvalue() == "INFO test.background: late\n"
+
+
+def test_background_log_access_line_reads_as_the_logging_module_would_write_it(stream: RecordingStream) -> None:
+    # The fast access path formats lines itself; they must be the very lines logging would write.
+    target = logging.StreamHandler(stream)
+    target.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler = BackgroundHandler(target, interval=NEVER)
+    access = logging.getLogger("stockcache.access")
+    saved = access.level
+    access.setLevel(logging.INFO)
+    try:
+        handler.access("GET", "/api/quote/<symbol>", "200", 1.25, "memory")
+        handler.flush()
+        fast = stream.getvalue()
+        stream.seek(0)
+        stream.truncate()
+        record = logging.LogRecord("stockcache.access", logging.INFO, "x", 0, "%s %s %s %.1fms %s",
+                                   ("GET", "/api/quote/<symbol>", "200", 1.25, "memory"), None)
+        record.created = float(int(record.created))
+        record.msecs = 0.0
+        slow = logging.Formatter(LOG_FORMAT).format(record)
+        # Same line, apart from the time it was logged at.
+        assert fast.split(" ", 2)[2] == slow.split(" ", 2)[2] + "\n"
+        assert fast.split(" ", 2)[2] == "INFO stockcache.access: GET /api/quote/<symbol> 200 1.2ms memory\n"
+        access.setLevel(logging.WARNING)
+        handler.access("GET", "/healthz", "200", 0.5, "-")
+        handler.flush()
+        assert "healthz" not in stream.getvalue()  # the logger's level still decides
+    finally:
+        access.setLevel(saved)
+        handler.close()
