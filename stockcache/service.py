@@ -281,6 +281,13 @@ class StockService:
 
     def _one(self, kind: str, symbol: str, key_params: tuple[Any, ...] = (),
              fetch_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        # The hot path: a fresh entry in memory is answered without the batch machinery.
+        entry = self.cache.memory_hit(cache_key(kind, symbol, *key_params))
+        if entry is not None and _is_envelope(entry.value):
+            self.metrics.inc(Metrics.READS, kind, entry.tier)
+            if "error" in entry.value:
+                raise StockcacheError.from_dict(dict(entry.value["error"]))
+            return _render(entry.value, entry.tier, self.clock(), stale=False)
         found, errors = self._many(kind, [symbol], key_params, fetch_params)
         if symbol in errors:
             raise errors[symbol]

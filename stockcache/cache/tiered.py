@@ -102,6 +102,22 @@ class TieredCache:
         self._count(key, entry is not None)
         return None if entry is None else entry.value
 
+    def memory_hit(self, key: str) -> Entry | None:
+        """The fresh entry for ``key`` if the top (in-process) tier has one, counted as a hit; else None, uncounted.
+
+        The fast path of a single cached read: no lower tier is asked and a miss
+        is not counted, so the caller's full lookup (``get_many``) counts it once.
+        """
+        try:
+            entry = self._top_get(key)
+        except CacheError as exc:
+            self._tier_failed(self._tiers[0], "get", exc)
+            return None
+        if entry is None or self._clock() >= entry.expires_at:
+            return None
+        self._count_hit(key)
+        return entry
+
     def get_entry(self, key: str) -> Entry | None:
         """The fresh entry for ``key`` (``entry.tier`` says where it was found), or None."""
         entry = self._find(key)
