@@ -88,8 +88,8 @@ class DropIn:
             if request.method != "GET":
                 return _respond(405, {"error": "Method not allowed. Finnhub endpoints are GET only."},
                                 {"Allow": "GET"})
-            token = (request.get_header("X-Finnhub-Token") or request.query.getunicode("token")
-                     or _bearer(request.get_header("Authorization")))
+            token = (_credential("HTTP_X_FINNHUB_TOKEN") or request.query.getunicode("token")
+                     or _bearer(_credential("HTTP_AUTHORIZATION")))
             if not token:
                 return _respond(401, {"error": render.FINNHUB_NO_TOKEN})
             self._auth.authenticate_token(token)
@@ -287,6 +287,18 @@ def _read(symbol: str | None, not_found: Any, read: Callable[[str], Mapping[str,
     except SymbolNotFound:
         return not_found, None
     return shape(answer), answer
+
+
+def _credential(environ_key: str) -> str | None:
+    """A credential header as WSGI passes it (latin-1 text); Unauthorized when it is not ASCII.
+
+    Read from the environ, not with ``get_header()``, which decodes as UTF-8 and
+    raises (a 500) on other bytes. Tokens are ASCII, so anything else is a wrong one.
+    """
+    value = bottle.request.environ.get(environ_key)
+    if value is not None and not value.isascii():
+        raise Unauthorized()
+    return value
 
 
 def _bearer(authorization: str | None) -> str | None:

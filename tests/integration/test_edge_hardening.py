@@ -1,0 +1,189 @@
+"""The HTTP edge over raw sockets: bytes that HTTP clients would clean up never reach a 500,
+a look-alike, a smuggled request or a stalled connection.
+
+Each test sends the bytes as they are to the real service on waitress and reads
+what comes back on the same connection, to its end: how many answers, and
+whether the server closed the connection. The service runs with a long
+``channel_timeout`` (60 s), so an answer that only comes when waitress gives up
+on an idle connection misses the read deadline (:data:`DEADLINE`) by far.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bench.fake_upstream import FakeUpstream
+from stockcache import dropin_render as render
+from tests.integration.conftest import Live, start_service, upstream_settings
+
+pytestmark = pytest.mark.timeout(120)
+
+CHANNEL_TIMEOUT = 60
+DEADLINE = 10.0  # seconds to wait for answers and the close: far below CHANNEL_TIMEOUT
+SECURITY_HEADER_NAMES = ("x-content-type-options", "x-frame-options", "referrer-policy", "content-security-policy")
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Exchange:
+    """Every answer the server wrote on one connection, and whether it closed the connection."""
+
+    answers: list[Answer]
+    closed: bool
+
+    @property
+    def only(self) -> Answer:
+        assert len(self.answers) == 1, [a.status for a in self.answers]
+        return self.answers[0]
+
+
+def exchange(port: int, request: bytes, *, deadline: float = DEADLINE) -> Exchange:
+    """Send ``request`` as it is, then read until the server closes the connection or ``deadline`` passes."""
+    data = bytearray()
+    closed = False
+    with socket.create_connection(("127.0.0.1", port), timeout=deadline) as sock:
+        try:
+            sock.sendall(request)
+        except OSError:
+            pass  # the server may answer and close before it has read everything
+        ends = time.monotonic() + deadline
+        try:
+            while (left := ends - time.monotonic()) > 0:
+                sock.settimeout(left)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                data += chunk
+        except TimeoutError:
+            pass  # still open at the deadline
+        except ConnectionResetError:
+            closed = True
+    return Exchange(_answers(bytes(data)), closed)
+
+
+def _answers(data: bytes) -> list[Answer]:
+    """Split a stream of HTTP/1.x answers (each framed by Content-Length, or none for no body)."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, f"an unterminated answer head: {data[:200]!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        out.append(Answer(int(lines[0].split(" ")[1]), headers, rest[:length]))
+        data = rest[length:]
+    return out
+
+
+def get(port: int, target: str, *headers: bytes) -> Answer:
+    """One GET with raw header lines, on a connection of its own."""
+    lines = [f"GET {target} HTTP/1.1".encode(), b"Host: x", *headers, b"Connection: close"]
+    return exchange(port, b"\r\n".join(lines) + b"\r\n\r\n").only
+
+
+def bearer(token: str) -> bytes:
+    return b"Authorization: Bearer " + token.encode()
+
+
+class Service:
+    """One live service for the module: a user ``alice`` with a JWT and an API token."""
+
+    def __init__(self, live: Live, jwt: str, api_token: str) -> None:
+        self.live, self.jwt, self.api_token = live, jwt, api_token
+        self.user = live.api.as_user(jwt)
+
+    @property
+    def port(self) -> int:
+        return self.live.server.port
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory) -> Iterator[Service]:
+    upstream = FakeUpstream()
+    upstream.start()
+    live = start_service(upstream_settings(tmp_path_factory.mktemp("edge"), upstream,
+                                           channel_timeout=CHANNEL_TIMEOUT))
+    auth = live.runtime.auth
+    alice = live.runtime.store.create_user("alice", auth.hash_password("alice password"))
+    api_token, _ = auth.create_api_token("alice", label="edge")
+    try:
+        yield Service(live, auth.issue_jwt(alice.id, alice.username, False), api_token)
+    finally:
+        live.stop()
+        upstream.stop()
+
+
+def assert_json_error(answer: Answer, status: int, code: str) -> None:
+    assert answer.status == status, (answer.status, answer.body[:300])
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.json()["error"]["code"] == code
+
+
+# -- fault 1: header and query bytes that are not UTF-8 -----------------------------------------
+
+
+def test_static_if_none_match_that_is_not_ascii_is_ignored(svc):
+    plain = get(svc.port, "/static/dashboard.css")
+    assert plain.status == 200 and plain.body
+    for value in (b'"\xff\xfe"', plain.headers["etag"].encode() + b', "\xe9"', b'"caf\xc3\xa9"'):
+        answer = get(svc.port, "/static/dashboard.css", b"If-None-Match: " + value)
+        assert (answer.status, answer.body) == (200, plain.body), value
+    assert get(svc.port, "/static/dashboard.css", b"If-None-Match: " + plain.headers["etag"].encode()).status == 304
+
+
+@pytest.mark.parametrize("credential", [
+    pytest.param(lambda token: b"X-Finnhub-Token: \xff\xfe", id="x-finnhub-token-junk"),
+    pytest.param(lambda token: b"X-Finnhub-Token: " + token.encode() + b"\xff", id="x-finnhub-token-valid-plus-byte"),
+    pytest.param(lambda token: b"X-Finnhub-Token: caf\xc3\xa9", id="x-finnhub-token-utf8-non-ascii"),
+    pytest.param(lambda token: b"Authorization: Bearer \xff\xfe", id="authorization-junk"),
+    pytest.param(lambda token: bearer(token) + b"\xe9", id="authorization-valid-plus-byte"),
+])
+def test_finnhub_dropin_credential_headers_not_ascii_answer_401_like_a_wrong_token(svc, credential):
+    wrong = get(svc.port, "/finnhub/api/v1/quote?symbol=AAPL", b"X-Finnhub-Token: wrong-token")
+    assert wrong.status == 401
+    answer = get(svc.port, "/finnhub/api/v1/quote?symbol=AAPL", credential(svc.api_token))
+    assert (answer.status, answer.json()) == (401, wrong.json())
+    assert answer.json() == {"error": render.FINNHUB_BAD_TOKEN}
+
+
+# The query-string credentials held already (bottle's getunicode() gives None for bytes that are
+# not UTF-8); kept so every way a drop-in client sends a token is covered here.
+@pytest.mark.parametrize("token", ["%ff%fe", "caf%C3%A9", "{token}%ff"])
+def test_finnhub_dropin_token_query_not_utf8_answers_401(svc, token):
+    answer = get(svc.port, "/finnhub/api/v1/quote?symbol=AAPL&token=" + token.format(token=svc.api_token))
+    assert answer.status == 401 and set(answer.json()) == {"error"}
+
+
+@pytest.mark.parametrize("apikey", ["%ff%fe", "caf%C3%A9", "{token}%ff"])
+def test_alphavantage_dropin_apikey_not_utf8_answers_like_a_wrong_key(svc, apikey):
+    path = "/alphavantage/query?function=GLOBAL_QUOTE&symbol=AAPL&apikey="
+    wrong = get(svc.port, path + "wrong-key")
+    answer = get(svc.port, path + apikey.format(token=svc.api_token))
+    assert (answer.status, answer.json()) == (200, wrong.json())
+    assert "Global Quote" not in answer.json()
+
+
+def test_dropin_credentials_still_work_over_raw_http(svc):
+    """The positive control for the tests above: the same requests with the token as it is are served."""
+    quote_path = "/finnhub/api/v1/quote?symbol=AAPL"
+    assert get(svc.port, quote_path, b"X-Finnhub-Token: " + svc.api_token.encode()).status == 200
+    assert get(svc.port, quote_path, bearer(svc.api_token)).status == 200
+    answer = get(svc.port, "/alphavantage/query?function=GLOBAL_QUOTE&symbol=AAPL&apikey=" + svc.api_token)
+    assert answer.json()["Global Quote"]["01. symbol"] == "AAPL"
