@@ -17,7 +17,14 @@ waitress settings and why:
 What waitress refuses itself, before the app sees the request (a body past
 ``max_request_body_size``, headers past 64 KiB, a malformed request line or
 chunk), is answered in our JSON error shape too (:class:`_JsonErrorTask`),
-not waitress's text/plain page.
+not waitress's text/plain page, and the connection is closed.
+
+:class:`_StrictParser` refuses at once (400) what waitress would serve:
+``Content-Length`` together with ``Transfer-Encoding``, and ``Transfer-Encoding``
+in an HTTP/1.0 request. waitress goes by one framing where a proxy in front
+may go by the other, and kept the connection open: the rest of the body then
+ran as a request of its own (request smuggling; RFC 9112 section 6.1 says
+close at least).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
@@ -65,8 +73,22 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+class _StrictParser(HTTPRequestParser):
+    """waitress's request parser, refusing ambiguous framing (see the module docstring)."""
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        # waitress has taken Transfer-Encoding out of the headers of an HTTP/1.1 request; in others it stays.
+        has_transfer_encoding = self.chunked or "TRANSFER_ENCODING" in self.headers
+        if has_transfer_encoding and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("Content-Length with Transfer-Encoding")
+        if "TRANSFER_ENCODING" in self.headers:
+            raise ParsingError("Transfer-Encoding in a request that is not HTTP/1.1")
+
+
 class _JsonChannel(HTTPChannel):
     error_task_class = _JsonErrorTask
+    parser_class = _StrictParser
 
 
 def waitress_options(settings: Settings) -> dict[str, Any]:

@@ -187,3 +187,48 @@ def test_dropin_credentials_still_work_over_raw_http(svc):
     assert get(svc.port, quote_path, bearer(svc.api_token)).status == 200
     answer = get(svc.port, "/alphavantage/query?function=GLOBAL_QUOTE&symbol=AAPL&apikey=" + svc.api_token)
     assert answer.json()["Global Quote"]["01. symbol"] == "AAPL"
+
+
+# -- fault 6: Content-Length with Transfer-Encoding (request smuggling) --------------------------
+
+SMUGGLED = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def _framed(version: bytes, headers: list[bytes], body: bytes) -> bytes:
+    lines = [b"POST /api/watchlist HTTP/" + version, b"Host: x", b"Content-Type: application/json", *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+SMUGGLING = [
+    # waitress reads the chunked body (an empty one) and then SMUGGLED as a request of its own;
+    # a front end that goes by Content-Length sees one request.
+    pytest.param(_framed(b"1.1", [b"Content-Length: %d" % (5 + len(SMUGGLED)), b"Transfer-Encoding: chunked"],
+                         b"0\r\n\r\n" + SMUGGLED), id="cl-then-te"),
+    pytest.param(_framed(b"1.1", [b"Transfer-Encoding: chunked", b"Content-Length: 4"],
+                         b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n"), id="te-then-cl"),
+    pytest.param(_framed(b"1.1", [b"Content-Length: %d" % (5 + len(SMUGGLED)), b"Transfer-Encoding: gzip, chunked"],
+                         b"0\r\n\r\n" + SMUGGLED), id="cl-and-te-list"),
+    # HTTP/1.0 has no Transfer-Encoding: waitress goes by Content-Length, a front end may not.
+    pytest.param(_framed(b"1.0", [b"Connection: keep-alive", b"Transfer-Encoding: chunked", b"Content-Length: 5"],
+                         b"0\r\n\r\n" + SMUGGLED), id="http10-te-and-cl"),
+    pytest.param(_framed(b"1.0", [b"Connection: keep-alive", b"Transfer-Encoding: chunked"],
+                         b"0\r\n\r\n" + SMUGGLED), id="http10-te"),
+]
+
+
+@pytest.mark.parametrize("request_bytes", SMUGGLING)
+def test_request_with_ambiguous_framing_is_refused_and_the_connection_closed(svc, request_bytes):
+    got = exchange(svc.port, request_bytes)
+    assert len(got.answers) == 1, [(a.status, a.body[:80]) for a in got.answers]  # SMUGGLED is never answered
+    assert_json_error(got.only, 400, "invalid_request")
+    assert got.closed
+
+
+def test_pipelined_requests_with_clean_framing_are_still_served(svc):
+    """The positive control: two well-framed requests on one connection both get their answers."""
+    body = b'{"symbol": "MSFT"}'
+    first = (b"POST /api/watchlist HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             + bearer(svc.jwt) + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    second = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    got = exchange(svc.port, first + second)
+    assert [a.status for a in got.answers] == [201, 200] and got.closed
