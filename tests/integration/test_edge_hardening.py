@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -232,3 +233,103 @@ def test_pipelined_requests_with_clean_framing_are_still_served(svc):
     second = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     got = exchange(svc.port, first + second)
     assert [a.status for a in got.answers] == [201, 200] and got.closed
+
+
+# -- fault 13: only ASCII symbols and ids --------------------------------------------------------
+
+LOOKALIKES = [
+    pytest.param("ſpy", id="long-s"),          # "ſ".upper() == "S"
+    pytest.param("ıbm", id="dotless-i"),       # "ı".upper() == "I"
+    pytest.param("ﬀ", id="ff-ligature"),      # "ﬀ".upper() == "FF"
+    pytest.param("ORCL\u00a0", id="trailing-nbsp"),
+    pytest.param("\u00a0INTC", id="leading-nbsp"),
+    pytest.param("\u3000AMD", id="ideographic-space"),
+]
+
+
+def folded(symbol: str) -> str:
+    """The real ticker a look-alike used to become."""
+    return symbol.strip().upper()
+
+
+@pytest.mark.parametrize("symbol", LOOKALIKES)
+def test_symbol_lookalike_is_invalid_symbol_in_paths(svc, symbol):
+    for route in ("/api/quote/", "/api/profile/", "/api/history/", "/api/news/"):
+        answer = svc.user.get(route + quote(symbol))
+        assert answer.status_code == 400, (route, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_symbol"
+
+
+@pytest.mark.parametrize("symbol", LOOKALIKES)
+def test_symbol_lookalike_never_reaches_a_watchlist_portfolio_or_batch(svc, symbol):
+    answer = svc.user.post("/api/watchlist", json={"symbol": symbol})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_symbol", answer.text
+    answer = svc.user.post("/api/portfolio", json={"symbol": symbol, "shares": 1, "cost_basis": 1})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_symbol", answer.text
+    for answer in (svc.user.post("/api/batch-quotes", json={"tickers": [symbol]}),
+                   svc.user.get("/api/quotes?symbols=" + quote(symbol))):
+        body = answer.json()
+        assert not body.get("quotes"), body  # no real ticker's quote for the look-alike
+        codes = [body["error"]["code"]] if "error" in body else [e["code"] for e in body["errors"].values()]
+        assert codes == ["invalid_symbol"], body
+    assert folded(symbol) not in {item["symbol"] for item in svc.user.get("/api/watchlist").json()["items"]}
+    assert folded(symbol) not in {p["symbol"] for p in svc.user.get("/api/portfolio").json()["positions"]}
+
+
+@pytest.mark.parametrize("symbol", LOOKALIKES)
+def test_symbol_lookalike_in_the_dropins_answers_as_a_symbol_that_cannot_exist(svc, symbol):
+    token = svc.api_token
+    fh = f"/finnhub/api/v1/quote?token={token}&symbol="
+    assert svc.live.api.get(fh + quote(symbol)).json() == svc.live.api.get(fh + "%24%24%24").json()
+    av = f"/alphavantage/query?function=GLOBAL_QUOTE&apikey={token}&symbol="
+    assert svc.live.api.get(av + quote(symbol)).json() == svc.live.api.get(av + "%24%24%24").json()
+    news = f"/alphavantage/query?function=NEWS_SENTIMENT&apikey={token}&tickers="
+    assert svc.live.api.get(news + quote(symbol)).json() == svc.live.api.get(news + "%24%24%24").json()
+
+
+def test_alphavantage_function_lookalike_is_an_unknown_function(svc):
+    answer = svc.live.api.get(f"/alphavantage/query?function={quote('newſ_sentiment')}&tickers=AAPL"
+                              f"&apikey={svc.api_token}").json()
+    assert "feed" not in answer and set(answer) <= {"Error Message", "Information"}, answer
+
+
+def _unicode_digits(number: int, zero: int) -> str:
+    return "".join(chr(zero + int(digit)) for digit in str(number))
+
+
+@pytest.mark.parametrize("zero", [pytest.param(0x0660, id="arabic-indic"), pytest.param(0xFF10, id="fullwidth"),
+                                  pytest.param(0x0966, id="devanagari")])
+def test_position_id_in_unicode_digits_is_not_found(svc, zero):
+    created = svc.user.post("/api/portfolio", json={"symbol": "AAPL", "shares": 3, "cost_basis": 10})
+    assert created.status_code == 201
+    position = created.json()
+    path = "/api/portfolio/" + quote(_unicode_digits(position["id"], zero))
+    for answer in (svc.user.put(path, json={"shares": 5}), svc.user.delete(path)):
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", answer.text
+    assert position in svc.user.get("/api/portfolio").json()["positions"]  # untouched
+    assert svc.user.delete(f"/api/portfolio/{position['id']}").status_code == 204  # the ASCII id still works
+
+
+@pytest.mark.parametrize("days", ["7%A0", "%A07", "%857", "%D9%A7", "%EF%BC%97"])
+def test_days_query_that_is_not_ascii_is_invalid_request(svc, days):
+    for route in ("/api/history/AAPL", "/api/news/AAPL"):
+        answer = get(svc.port, f"{route}?days={days}", bearer(svc.jwt))
+        assert_json_error(answer, 400, "invalid_request")
+        assert answer.json()["error"]["field"] == "days"
+
+
+def test_dropin_numbers_in_unicode_digits_are_malformed(svc):
+    token = svc.api_token
+    now = int(time.time())
+    candle = f"/finnhub/api/v1/stock/candle?token={token}&symbol=AAPL&resolution=D&to={now}&from="
+    bad = svc.live.api.get(candle + "abc")
+    assert bad.status_code >= 400
+    for text in (_unicode_digits(0, 0x0660), _unicode_digits(now - 30 * 86400, 0xFF10)):
+        answer = svc.live.api.get(candle + quote(text))
+        assert (answer.status_code, answer.json()) == (bad.status_code, bad.json())
+    news = f"/alphavantage/query?function=NEWS_SENTIMENT&apikey={token}&tickers=AAPL"
+    invalid = svc.live.api.get(news + "&limit=abc").json()
+    assert "feed" not in invalid
+    assert svc.live.api.get(news + "&limit=" + quote(_unicode_digits(5, 0x0660))).json() == invalid
+    assert svc.live.api.get(news + "&time_from=" + quote(_unicode_digits(2024, 0x0660) + "0101T0000")).json() == \
+        svc.live.api.get(news + "&time_from=2024x0101T0000").json() == invalid
