@@ -333,3 +333,60 @@ def test_dropin_numbers_in_unicode_digits_are_malformed(svc):
     assert svc.live.api.get(news + "&limit=" + quote(_unicode_digits(5, 0x0660))).json() == invalid
     assert svc.live.api.get(news + "&time_from=" + quote(_unicode_digits(2024, 0x0660) + "0101T0000")).json() == \
         svc.live.api.get(news + "&time_from=2024x0101T0000").json() == invalid
+
+
+# -- fault 15: waitress's own answers: security headers, and no waiting on hopeless requests ------
+
+HUGE_CHUNK = (b"POST /api/watchlist HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n")
+REFUSALS = [
+    pytest.param(b"NONSENSE\r\n\r\n", 400, "invalid_request", id="bad-request-line"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431,
+                 "invalid_request", id="huge-header"),
+    pytest.param(b"POST /api/batch-quotes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 50000000\r\n\r\n", 413, "payload_too_large", id="body-past-waitress-limit"),
+    pytest.param(b"POST /api/watchlist HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+                 "invalid_request", id="bad-chunk"),
+    pytest.param(SMUGGLING[0].values[0], 400, "invalid_request", id="cl-and-te"),
+    pytest.param(HUGE_CHUNK, 400, "invalid_request", id="huge-chunk-size"),
+    pytest.param(HUGE_CHUNK.replace(b"ffffffffffffffff", b"ffffffffffffffffffffffff;x=y"), 400, "invalid_request",
+                 id="huge-chunk-size-with-extension"),
+    pytest.param(HUGE_CHUNK.replace(b"ffffffffffffffff", b"%x" % (50 * 2**20)), 413, "payload_too_large",
+                 id="chunk-past-waitress-limit"),
+    pytest.param(b"GET /healthz HTTP/1.1\nHost: x\n\n", 400, "invalid_request", id="bare-lf"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\n\r\n", 400, "invalid_request", id="bare-lf-in-a-header"),
+    pytest.param(b"GET /healthz HTTP/1.1\rHost: x\r\r", 400, "invalid_request", id="bare-cr"),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code"), REFUSALS)
+def test_waitress_refusal_is_immediate_json_with_the_app_security_headers_and_closes(svc, request_bytes, status,
+                                                                                       code):
+    app_answer = get(svc.port, "/healthz")
+    expected = {name: app_answer.headers.get(name) for name in SECURITY_HEADER_NAMES}
+    assert all(expected.values()), app_answer.headers
+    started = time.monotonic()
+    got = exchange(svc.port, request_bytes)
+    assert got.answers, f"no answer within {DEADLINE} s (waitress waits up to {CHANNEL_TIMEOUT} s)"
+    assert_json_error(got.only, status, code)
+    assert {name: got.only.headers.get(name) for name in SECURITY_HEADER_NAMES} == expected
+    assert got.closed and time.monotonic() - started < DEADLINE
+
+
+def test_chunked_body_and_split_line_endings_are_still_served(svc):
+    """The positive controls: a chunked body in pieces, and CR and LF arriving in different packets."""
+    body = b'{"symbol": "NVDA"}'
+    request = (b"POST /api/watchlist HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + bearer(svc.jwt)
+               + b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+               + b"5\r\n" + body[:5] + b"\r\n" + b"%x;name=value\r\n" % (len(body) - 5) + body[5:]
+               + b"\r\n0\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=DEADLINE) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(request), 7):  # 7-byte pieces split most CR LF pairs somewhere
+            sock.sendall(request[start:start + 7])
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert [a.status for a in _answers(data)] == [201]
+    assert any(item["symbol"] == "NVDA" for item in svc.user.get("/api/watchlist").json()["items"])
+    svc.user.delete("/api/watchlist/NVDA")
