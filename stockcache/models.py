@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +29,26 @@ KIND_TTL_LEVEL = {
 _SYMBOL_RE = re.compile(r"[A-Z0-9.\-^=:_]{1,20}")
 
 
+def strip_ascii(text: str) -> str:
+    """``text`` without leading and trailing ASCII whitespace.
+
+    ``str.strip()`` also removes Unicode spaces (no-break, ideographic), which
+    would let ``"AAPL\u00a0"`` pass as AAPL.
+    """
+    return text.strip(string.whitespace)
+
+
 def normalize_symbol(raw: object) -> str:
-    """Upper-case and validate a symbol (``brk.b`` -> ``BRK.B``); InvalidSymbol otherwise."""
+    """Upper-case and validate a symbol (``brk.b`` -> ``BRK.B``); InvalidSymbol otherwise.
+
+    Only ASCII is a symbol, checked before upper-casing: ``str.upper()`` folds
+    look-alikes into real tickers (``ſpy`` -> SPY, ``ıbm`` -> IBM, ``ﬀ`` -> FF).
+    """
     if not isinstance(raw, str):
         raise InvalidSymbol("A symbol must be a string.")
-    symbol = raw.strip().upper()
+    symbol = strip_ascii(raw)
+    if symbol.isascii():
+        symbol = symbol.upper()
     if not _SYMBOL_RE.fullmatch(symbol):
         shown = symbol[:24] + ("..." if len(symbol) > 24 else "")
         raise InvalidSymbol(
@@ -44,7 +60,7 @@ def normalize_symbol(raw: object) -> str:
 def normalize_symbols(raw: object, *, max_batch: int) -> list[str]:
     """Validate a list of symbols, folding duplicates and keeping first-seen order."""
     if isinstance(raw, str):
-        raw = [part for part in raw.split(",") if part.strip()]
+        raw = [part for part in raw.split(",") if strip_ascii(part)]
     if not isinstance(raw, list) or not raw:
         raise InvalidSymbol("Give a non-empty list of symbols.")
     seen: dict[str, None] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from typing import Any
 
 import pytest
@@ -114,15 +115,17 @@ def test_position_input_invalid_symbol_keeps_its_code() -> None:
     assert info.value.code == "invalid_symbol"
 
 
-@given(text=st.text(max_size=40))
+@given(text=st.text(max_size=40) | st.sampled_from(["\u017fpy", "\u0131bm", "\ufb00", "AAPL\u00a0", "\u3000MSFT"]))
 def test_symbol_validation_accepts_exactly_the_contract_alphabet(text: str) -> None:
+    # Only ASCII is upper-cased and only ASCII whitespace trimmed: "\u017fpy".upper() is "SPY".
+    wanted = text.strip(string.whitespace).upper() if text.isascii() else None
     try:
         symbol = validate.symbol(text)
     except InvalidSymbol as exc:
         assert exc.fields["field"] == "symbol"
-        assert not SYMBOL_RE.fullmatch(text.strip().upper())
+        assert wanted is None or not SYMBOL_RE.fullmatch(wanted)
     else:
-        assert SYMBOL_RE.fullmatch(symbol) and symbol == text.strip().upper()
+        assert SYMBOL_RE.fullmatch(symbol) and symbol == wanted
         assert validate.symbol(symbol) == symbol
 
 
