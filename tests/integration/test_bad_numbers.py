@@ -19,9 +19,12 @@ from typing import Any
 import pytest
 import requests
 
+from bench.fake_upstream import FakeUpstream
+from stockcache.cache import open_cache
 from stockcache.metrics import Metrics
 from tests.conftest import FakeClock
 from tests.integration.conftest import Api, Live, start_service, upstream_settings
+from tests.redis_server import redis_url  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -147,3 +150,168 @@ def test_upstream_out_of_range_answer_leaves_the_stale_copy_served(tmp_path, ups
         assert stale["stale"] is True and stale["price"] == good["price"]
     finally:
         live.stop()
+
+
+# -- fault 9: bad cache entries -----------------------------------------------------------------
+
+
+def _quote(symbol: str = "AAPL", **changes: Any) -> dict[str, Any]:
+    data = {"symbol": symbol, "price": 123.45, "change": 1.5, "change_percent": 1.23, "high": 124.0,
+            "low": 122.0, "open": 122.5, "previous_close": 121.95, "timestamp": int(time.time())}
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def _envelope(data: Any, **changes: Any) -> dict[str, Any]:
+    return {"data": data, "source": "finnhub", "fetched_at": time.time(), **changes}
+
+
+# Values shaped like the service's own entries, with the bad fields the trial found.
+BAD_ENTRIES = {
+    "missing price": _envelope(_quote(price=_DROP)),
+    "non-numeric price": _envelope(_quote(price="lots")),
+    "negative price": _envelope(_quote(price=-5)),
+    "zero price": _envelope(_quote(price=0)),
+    "price 1e308": _envelope(_quote(price=1e308)),
+    "another symbol": _envelope(_quote("OTHER")),
+    "fetched_at 1e300": _envelope(_quote(), fetched_at=1e300),
+    "an extra nested field": _envelope(_quote(extra={"a": [[[1]]]})),
+    "a timestamp in 9999": _envelope(_quote(timestamp=253402214400)),
+    "unknown error code": {"error": {"code": "teapot", "message": "short and stout"}, "source": "finnhub",
+                           "fetched_at": time.time()},
+    "an error the service never caches": {"error": {"code": "unauthorized", "message": "go away"},
+                                          "source": "finnhub", "fetched_at": time.time()},
+    "a not-found for another symbol": {"error": {"code": "symbol_not_found", "message": "no", "symbol": "OTHER"},
+                                       "source": "finnhub", "fetched_at": time.time()},
+}
+
+
+def _check_served_fresh(live: Live, upstream: FakeUpstream, alice: Api) -> None:
+    """AAPL is a miss (fetched, right symbol, sane price); MSFT's good entry serves; nothing 500s."""
+    answer = alice.get("/api/quote/AAPL")
+    quote = strict(answer)
+    assert answer.status_code == 200, quote
+    assert quote["symbol"] == "AAPL" and quote["cache"] == "upstream" and 0 < quote["price"] != 123.45
+    assert upstream.calls(endpoint="quote", symbol="AAPL") == 1
+    batch = strict(alice.post("/api/batch-quotes", json={"tickers": ["AAPL", "MSFT", "KO"]}))
+    assert set(batch["quotes"]) == {"AAPL", "MSFT", "KO"} and batch["errors"] == {}
+    assert batch["quotes"]["MSFT"]["price"] == 123.45  # a valid planted entry is served as it is
+    for symbol in ("AAPL", "MSFT"):
+        assert alice.post("/api/portfolio", json={"symbol": symbol, "shares": 2, "cost_basis": 100}).ok
+    performance = strict(alice.get("/api/portfolio/performance"))
+    assert performance["errors"] == {} and all(p["price"] > 0 for p in performance["positions"])
+
+
+@pytest.mark.parametrize("case", list(BAD_ENTRIES))
+def test_cache_entry_written_through_the_python_api_into_sqlite_is_a_miss_when_bad(tmp_path, upstream, case):
+    settings = upstream_settings(tmp_path, upstream)
+    with open_cache(settings=settings, janitor_interval=None) as cache:  # another program, same data dir
+        cache.set("quote:AAPL", BAD_ENTRIES[case], ttl_level="quote")
+        cache.set("quote:MSFT", _envelope(_quote("MSFT")), ttl_level="quote")
+        cache.set("quote:KO", BAD_ENTRIES[case], ttl_level="quote")
+    live = start_service(settings)
+    try:
+        _check_served_fresh(live, upstream, token_for(live, "alice"))
+        assert upstream.calls(endpoint="quote", symbol="MSFT") == 0
+    finally:
+        live.stop()
+    with open_cache(settings=settings, janitor_interval=None) as cache:  # dropped, then overwritten
+        stored = cache.get("quote:AAPL")
+        assert stored["data"]["symbol"] == "AAPL" and stored["data"]["price"] != 123.45
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+# Raw Redis values: every bad entry above as the tier's JSON triple, plus nesting deeper than
+# the JSON decoder's recursion limit (RecursionError in the trial) and nesting that decodes.
+def _redis_values() -> dict[str, str]:
+    now = time.time()
+    values = {case: json.dumps([value, now, now + 300]) for case, value in BAD_ENTRIES.items()}
+    values["nested past the decoder's limit"] = f"[{_nested(100_000)}, {now}, {now + 300}]"
+    values["nested data that decodes"] = json.dumps([_envelope({"symbol": "AAPL", "price": 1.0}), now, now + 300]
+                                                    ).replace('"price": 1.0', '"price": ' + _nested(400))
+    return values
+
+
+REDIS_VALUES = _redis_values()
+
+
+@pytest.mark.parametrize("case", list(REDIS_VALUES))
+def test_cache_entry_written_into_redis_is_a_miss_when_bad(tmp_path, upstream, redis_url, case):  # noqa: F811
+    import redis
+
+    settings = upstream_settings(tmp_path, upstream, redis_url=redis_url)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"{settings.redis_namespace}:cache:"
+    now = time.time()
+    client.set(prefix + "quote:AAPL", REDIS_VALUES[case], px=300_000)
+    client.set(prefix + "quote:KO", REDIS_VALUES[case], px=300_000)
+    client.set(prefix + "quote:MSFT", json.dumps([_envelope(_quote("MSFT")), now, now + 300]), px=300_000)
+    live = start_service(settings)
+    try:
+        _check_served_fresh(live, upstream, token_for(live, "alice"))
+        assert upstream.calls(endpoint="quote", symbol="MSFT") == 0
+        value, _, _ = json.loads(client.get(prefix + "quote:AAPL"))  # the fetch wrote a good entry
+        assert value["data"]["symbol"] == "AAPL" and value["data"]["price"] != 123.45
+    finally:
+        live.stop()
+        client.close()
+
+
+def test_cache_entry_bad_for_one_kind_is_a_miss_for_profile_history_and_news(tmp_path, upstream):
+    settings = upstream_settings(tmp_path, upstream)
+    now = time.time()
+    with open_cache(settings=settings, janitor_interval=None) as cache:
+        cache.set("profile:AAPL", _envelope({"symbol": "AAPL", "name": "x", "market_cap": -1.0}),
+                  ttl_level="fundamentals")
+        cache.set("history:AAPL", _envelope({"symbol": "AAPL", "interval": "1d", "candles": [
+            {"date": "9999-12-31", "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1}]}),
+            ttl_level="history")
+        cache.set("news:AAPL:7", _envelope({"symbol": "AAPL", "articles": [
+            {"headline": "h", "summary": "", "url": "u", "source": "s", "published_at": "9999-01-01T00:00:00Z",
+             "image": None}]}, fetched_at=now), ttl_level="news")
+    live = start_service(settings)
+    try:
+        alice = token_for(live, "alice")
+        for path in ("/api/profile/AAPL", "/api/history/AAPL", "/api/news/AAPL"):
+            answer = alice.get(path)
+            body = strict(answer)
+            assert answer.status_code == 200 and body["cache"] == "upstream", (path, body)
+    finally:
+        live.stop()
+
+
+def test_cache_entry_checked_once_then_memory_hits_skip_the_check(tmp_path, upstream, monkeypatch):
+    import stockcache.service as service_module
+
+    checked: list[str] = []
+    real = service_module.check
+
+    def counting(kind: str, symbol: str, data: Any) -> None:
+        checked.append(symbol)
+        real(kind, symbol, data)
+
+    monkeypatch.setattr(service_module, "check", counting)
+    settings = upstream_settings(tmp_path, upstream)
+    with open_cache(settings=settings, janitor_interval=None) as cache:
+        cache.set("quote:MSFT", _envelope(_quote("MSFT")), ttl_level="quote")
+    live = start_service(settings)
+    try:
+        alice = token_for(live, "alice")
+        first = strict(alice.get("/api/quote/MSFT"))
+        assert first["cache"] == "sqlite" and checked == ["MSFT"]
+        for _ in range(5):
+            assert strict(alice.get("/api/quote/MSFT"))["cache"] == "memory"
+        assert checked == ["MSFT"]  # promoted as the very value that was checked
+        strict(alice.get("/api/quote/AAPL"))  # an upstream answer: checked by its provider
+        strict(alice.get("/api/quote/AAPL"))  # its cache copy is a new value: checked once
+        strict(alice.get("/api/quote/AAPL"))
+        assert checked == ["MSFT", "AAPL"]
+    finally:
+        live.stop()
+
