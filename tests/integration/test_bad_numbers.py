@@ -65,6 +65,57 @@ def alice(live: Live) -> Api:
     return token_for(live, "alice")
 
 
+# -- fault 2: amounts a client sends ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value", "bounds"), [
+    ("cost_basis", 1e-320, "0 or a number from 1e-08 to 1e+09"),  # the trial's subnormal
+    ("cost_basis", 5e-324, "0 or a number from 1e-08 to 1e+09"),
+    ("cost_basis", 1e-9, "0 or a number from 1e-08 to 1e+09"),
+    ("cost_basis", 2e9, "0 or a number from 1e-08 to 1e+09"),
+    ("shares", 1e-320, "a number from 1e-08 to 1e+15"),
+    ("shares", 1e-9, "a number from 1e-08 to 1e+15"),
+    ("shares", 2e15, "a number from 1e-08 to 1e+15"),
+])
+def test_portfolio_refuses_amounts_out_of_bounds_and_names_the_bounds(alice, field, value, bounds):
+    body = {"symbol": "AAPL", "shares": 1, "cost_basis": 1, field: value}
+    answer = alice.post("/api/portfolio", json=body)
+    error = strict(answer)["error"]
+    assert answer.status_code == 400 and error["code"] == "invalid_request" and error["field"] == field
+    assert bounds in error["message"]
+    created = strict(alice.post("/api/portfolio", json={"symbol": "AAPL", "shares": 1, "cost_basis": 1}))
+    answer = alice.put(f"/api/portfolio/{created['id']}", json={field: value})
+    assert answer.status_code == 400 and strict(answer)["error"]["field"] == field
+    assert strict(alice.get("/api/portfolio"))["positions"] == [created]  # nothing changed
+    assert strict(alice.get("/api/portfolio/performance"))["totals"]["gain_percent"] is not None
+
+
+def test_portfolio_performance_is_finite_for_rows_stored_before_the_bounds(live, alice):
+    # Rows written before the input bounds existed, straight into the store as the old code let them in.
+    store = live.runtime.store
+    user = store.get_user_by_name("alice")[0]
+    rows = {
+        store.add_position(user.id, "AAPL", 1, 1e-320).id: "AAPL",  # the trial's position: gain % was inf
+        store.add_position(user.id, "MSFT", 1e-320, 100).id: "MSFT",
+        store.add_position(user.id, "IBM", 1e300, 1e300).id: "IBM",  # cost overflows
+        store.add_position(user.id, "NVDA", math.inf, 1).id: "NVDA",
+        store.add_position(user.id, "KO", 10, 50).id: "KO",  # a sane one, for the totals
+    }
+    for _ in range(2):  # from the upstream, then from the cache
+        answer = alice.get("/api/portfolio/performance")
+        body = strict(answer)
+        assert answer.status_code == 200 and body["errors"] == {}
+        by_id = {p["id"]: p for p in body["positions"]}
+        assert set(by_id) == set(rows)
+        assert all(p["price"] > 0 for p in by_id.values())
+        aapl, ko = by_id[next(i for i, s in rows.items() if s == "AAPL")], by_id[next(
+            i for i, s in rows.items() if s == "KO")]
+        assert aapl["gain_percent"] is None and aapl["value"] == round(aapl["price"], 4)
+        assert ko["gain_percent"] is not None
+        # The totals keep what is finite: KO, AAPL and MSFT have a finite value, cost and day change.
+        assert body["totals"]["value"] is not None and body["totals"]["gain_percent"] is not None
+
+
 # -- fault 3: out-of-range upstream answers --------------------------------------------------------
 
 
