@@ -72,7 +72,7 @@ def _number(body: dict[Any, Any], name: str, low: float, high: float, *, zero: b
     bounds = f"{'0 or ' if zero else ''}a number from {low:g} to {high:g}"
     # bool is an int subclass: true as "1 share" is a client bug, not a number.
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise InvalidRequest(f"{name} must be {bounds}.", field=name)
+        raise InvalidRequest(f"{name} must be a number.", field=name)
     try:
         value = float(raw)
     except OverflowError:  # an int too large for a float
