@@ -32,6 +32,12 @@ huge        HTTP 200 with the normal answer padded to :data:`HUGE_BYTES` (an ext
 badjson     HTTP 200 ``application/json`` with a truncated body
 wrongshape  HTTP 200 ``[{"unexpected": "shape"}]``
 html        HTTP 502 with an HTML gateway error page
+outofrange  HTTP 200, the normal answer in the right shape with one value out of
+            range, chosen by ``variant`` (:data:`OUT_OF_RANGE`): ``negative`` (a price
+            of -5, as in ``{"c": -5}``), ``huge`` (1e308), ``tiny`` (1e-320, subnormal),
+            ``future`` (a date or time in the year 9999), ``long`` (a 100 kB string).
+            Numbers stay strings at Alpha Vantage. An answer without such a field
+            (a quote has no text) is sent unchanged
 ==========  ==================================================================
 
 Run it alone: ``python -m bench.fake_upstream --port 9999 --latency 0.2``.
@@ -62,7 +68,9 @@ from stockcache.providers.demo import DemoMarket
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("finnhub", "alphavantage")
-FAULTS = ("500", "502", "503", "429", "hang", "trickle", "huge", "reset", "badjson", "wrongshape", "html")
+FAULTS = ("500", "502", "503", "429", "hang", "trickle", "huge", "reset", "badjson", "wrongshape", "html",
+          "outofrange")
+OUT_OF_RANGE = ("negative", "huge", "tiny", "future", "long")
 TRICKLE_EVERY = 0.2  # seconds between the bytes of a "trickle" answer
 HUGE_BYTES = 8 * 1024 * 1024  # size of a "huge" answer: more than any client should read into RAM
 
@@ -133,6 +141,7 @@ class _Fault:
     kind: str
     retry_after: int | None = None
     remaining: int | None = None  # None: until cleared
+    variant: str = "negative"  # for "outofrange"
 
 
 @dataclass
@@ -330,19 +339,23 @@ class FakeUpstream:
         provider: str | None = None,
         retry_after: int | None = None,
         times: int | None = None,
+        variant: str = "negative",
     ) -> None:
         """Fail requests for ``symbol`` (all if None) at ``provider`` (both if None).
 
         ``times`` limits the fault to the next N matching requests. ``None`` as
         fault clears that entry. The most specific entry wins: (provider, symbol),
-        then symbol, then provider, then global.
+        then symbol, then provider, then global. ``variant`` picks the bad value
+        of an "outofrange" fault (one of :data:`OUT_OF_RANGE`).
         """
         key = (_provider(provider), _sym(symbol))
+        if variant not in OUT_OF_RANGE:
+            raise ValueError(f"variant must be one of {OUT_OF_RANGE}")
         with self._lock:
             if fault is None:
                 self._faults.pop(key, None)
             else:
-                self._faults[key] = _Fault(_check_fault(fault), retry_after, times)
+                self._faults[key] = _Fault(_check_fault(fault), retry_after, times, variant)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -642,6 +655,14 @@ class FakeUpstream:
             return 502, {"Content-Type": "text/html"}, HTML_502.encode()
         if kind == "wrongshape":
             return _json(200, [{"unexpected": "shape"}])
+        if kind == "outofrange":
+            if provider == "finnhub":
+                status, headers, body = self._finnhub(endpoint, symbol, query)
+            else:
+                status, headers, body = self._alphavantage(endpoint, symbol, query)
+            if status != 200:
+                return status, headers, body
+            return status, headers, json.dumps(_out_of_range(provider, endpoint, json.loads(body), fault.variant)).encode()
         if kind == "badjson":
             if provider == "finnhub":
                 status, headers, body = self._finnhub(endpoint, symbol, query)
@@ -945,6 +966,58 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         logger.debug("fake upstream: " + format, *args)
+
+
+# Where each answer gets its bad value: (variant family, path) per (provider, endpoint). "number" takes
+# the negative, huge and tiny variants; "unix", "date" and "avtime" are times for "future"; "text" is for "long".
+_OUT_OF_RANGE_FIELDS: dict[tuple[str, str], tuple[tuple[str, tuple[Any, ...]], ...]] = {
+    ("finnhub", "quote"): (("number", ("c",)), ("unix", ("t",))),
+    ("finnhub", "stock/profile2"): (("number", ("marketCapitalization",)), ("date", ("ipo",)), ("text", ("name",))),
+    ("finnhub", "company-news"): (("number", (0, "datetime")), ("unix", (0, "datetime")), ("text", (0, "headline"))),
+    ("finnhub", "stock/metric"): (("number", ("metric", "52WeekHigh")),),
+    ("finnhub", "stock/candle"): (("number", ("o", 0)), ("unix", ("t", -1))),
+    ("finnhub", "search"): (("text", ("result", 0, "description")),),
+    ("alphavantage", "GLOBAL_QUOTE"): (("number", ("Global Quote", "05. price")),
+                                       ("date", ("Global Quote", "07. latest trading day"))),
+    ("alphavantage", "OVERVIEW"): (("number", ("MarketCapitalization",)), ("text", ("Name",))),
+    ("alphavantage", "TIME_SERIES_DAILY"): (("number", ("Time Series (Daily)", None, "1. open")),
+                                            ("date", ("Time Series (Daily)", None))),
+    ("alphavantage", "NEWS_SENTIMENT"): (("avtime", ("feed", 0, "time_published")), ("text", ("feed", 0, "title"))),
+    ("alphavantage", "SYMBOL_SEARCH"): (("text", ("bestMatches", 0, "2. name")),),
+}
+_BAD_NUMBERS = {"negative": -5, "huge": 1e308, "tiny": 1e-320}
+_YEAR_9999 = {"unix": 253402214400, "date": "9999-12-31", "avtime": "99991231T000000"}  # 9999-12-31
+
+
+def _out_of_range(provider: str, endpoint: str, data: Any, variant: str) -> Any:
+    """``data`` with one value out of range for ``variant``, where the answer has such a field.
+
+    A path step None is "the newest entry" of Alpha Vantage's date-keyed series;
+    renaming that key is how a bar gets a date in 9999.
+    """
+    for family, path in _OUT_OF_RANGE_FIELDS.get((provider, endpoint), ()):
+        if family == "number" and variant in _BAD_NUMBERS:
+            bad: Any = _BAD_NUMBERS[variant]
+            value = str(bad) if provider == "alphavantage" else bad
+        elif family in _YEAR_9999 and variant == "future":
+            value = _YEAR_9999[family]
+        elif family == "text" and variant == "long":
+            value = "x" * 100_000
+        else:
+            continue
+        try:
+            *parents, last = path
+            holder = data
+            for step in parents:
+                holder = holder[max(holder) if step is None else step]
+            if last is None:  # rename the newest date key
+                holder[value] = holder.pop(max(holder))
+            else:
+                holder[last] = value
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue  # an answer without that field (an empty list): sent as it is
+        return data
+    return data
 
 
 def _json(status: int, obj: Any, headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

@@ -37,6 +37,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .models import strip_ascii
 
 try:
     from zoneinfo import ZoneInfo
@@ -436,5 +437,8 @@ def _match_score(needle: str, symbol: str, name: str) -> float:
 
 
 def symbols_of(text: str | None) -> Sequence[str]:
-    """The comma-separated tickers of an Alpha Vantage ``tickers`` parameter, stripped, non-empty."""
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+    """The comma-separated tickers of an Alpha Vantage ``tickers`` parameter, stripped, non-empty.
+
+    Only ASCII whitespace is stripped: "ORCL\u00a0" is no ticker (see :func:`~.models.strip_ascii`).
+    """
+    return [strip_ascii(part) for part in (text or "").split(",") if strip_ascii(part)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import threading
 import time
 from collections import Counter
@@ -20,10 +21,17 @@ from typing import Any
 from .budget import Budget, Limits
 from .cache import Entry, TieredCache, open_cache
 from .clock import iso_utc
-from .errors import InvalidRequest, StockcacheError, SymbolNotFound, UpstreamError, UpstreamTimeout
+from .errors import (
+    ERRORS_BY_CODE,
+    InvalidRequest,
+    StockcacheError,
+    SymbolNotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from .fetcher import Fetcher, FetchResult, Flight, UpstreamBudget, wait_all
 from .metrics import Metrics
-from .models import KIND_TTL_LEVEL, cache_key, normalize_symbol, normalize_symbols
+from .models import KIND_TTL_LEVEL, MAX_TIMESTAMP, cache_key, check, normalize_symbol, normalize_symbols
 from .providers import build_providers, no_route_error
 from .providers import route as provider_route
 from .providers.base import MAX_HISTORY_DAYS, Provider, days_param
@@ -74,9 +82,13 @@ class StockService:
             from .redisshared import SharedUpstream
             self.shared = SharedUpstream.open(settings, self.cache, clock=clock)
             budgets = self.shared.budgets(budgets)
-        # Kinds whose cache held a value this service did not write; each is logged once.
+        # Kinds whose cache held a value this service cannot use; each is logged once.
         self._foreign_kinds: set[str] = set()
         self._foreign_lock = threading.Lock()
+        # Cache key -> the value object last found valid there (see _admit). Bounded like
+        # the memory tier; when full it is emptied, and each value is checked once more.
+        self._checked: dict[str, Any] = {}
+        self._checked_max = max(1, settings.memory_max_items)
         self.fetcher = Fetcher(
             self.providers, budgets, workers=settings.workers, timeout=settings.upstream_timeout,
             session=session, clock=clock, metrics=self.metrics,
@@ -155,6 +167,12 @@ class StockService:
         Quotes are read like :meth:`quotes_for`: one concurrent batch per
         ``max_batch`` symbols. A position whose quote failed is listed with
         ``price: null`` and its symbol's error, and left out of totals.
+
+        Every number in the answer is finite or null, whatever is stored: rows
+        written before the input bounds (``store.validate``), such as a cost basis
+        of 1e-320, get ``null`` where their maths is not finite (a gain percent
+        over a vanishing cost), and a position whose value, cost or day change is
+        not finite is left out of the totals like one without a quote.
         """
         rows = [_position_fields(p) for p in positions]
         quotes, errors = self._quotes_chunked(row["symbol"] for row in rows)
@@ -162,30 +180,33 @@ class StockService:
         total_value = total_cost = total_day = 0.0
         priced_cost = 0.0
         for row in rows:
-            cost = row["shares"] * row["cost_basis"]
-            total_cost += cost
+            shares, cost_basis = row["shares"], row["cost_basis"]
+            cost = _finite(shares * cost_basis)
+            if cost is not None:
+                total_cost += cost
+            shown = {**row, "shares": _finite(shares), "cost_basis": _finite(cost_basis)}
             quote = quotes.get(row["symbol"])
-            if quote is None:
-                out_rows.append({**row, "price": None, "value": None, "gain": None,
+            price = None if quote is None else _finite(quote.get("price"))
+            if quote is None or price is None or price <= 0:
+                out_rows.append({**shown, "price": None, "value": None, "gain": None,
                                  "gain_percent": None, "day_change": None, "stale": None})
                 continue
-            price = float(quote["price"])
-            value = row["shares"] * price
-            gain = value - cost
-            day_change = row["shares"] * float(quote.get("change") or 0.0)
-            total_value += value
-            total_day += day_change
-            priced_cost += cost
+            value = _finite(shares * price)
+            gain = None if value is None or cost is None else _finite(value - cost)
+            day_change = _finite(shares * (_finite(quote.get("change")) or 0.0))
+            if value is not None and cost is not None and day_change is not None:
+                total_value += value
+                total_day += day_change
+                priced_cost += cost
             out_rows.append({
-                **row, "price": price, "value": _r(value), "gain": _r(gain),
-                "gain_percent": _r(gain / cost * 100) if cost else None,
-                "day_change": _r(day_change), "stale": bool(quote.get("stale")),
+                **shown, "price": price, "value": _r(value), "gain": _r(gain),
+                "gain_percent": _percent(gain, cost), "day_change": _r(day_change),
+                "stale": bool(quote.get("stale")),
             })
         total_gain = total_value - priced_cost
         totals = {
             "value": _r(total_value), "cost": _r(total_cost), "gain": _r(total_gain),
-            "gain_percent": _r(total_gain / priced_cost * 100) if priced_cost else None,
-            "day_change": _r(total_day),
+            "gain_percent": _percent(total_gain, priced_cost), "day_change": _r(total_day),
         }
         return {"positions": out_rows, "totals": totals, "errors": _error_dicts(errors)}
 
@@ -282,8 +303,9 @@ class StockService:
     def _one(self, kind: str, symbol: str, key_params: tuple[Any, ...] = (),
              fetch_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         # The hot path: a fresh entry in memory is answered without the batch machinery.
-        entry = self.cache.memory_hit(cache_key(kind, symbol, *key_params))
-        if entry is not None and _is_envelope(entry.value):
+        key = cache_key(kind, symbol, *key_params)
+        entry = self.cache.memory_hit(key)
+        if entry is not None and self._admit(kind, symbol, key, entry):
             self.metrics.inc(Metrics.READS, kind, entry.tier)
             if "error" in entry.value:
                 raise StockcacheError.from_dict(dict(entry.value["error"]))
@@ -317,7 +339,7 @@ class StockService:
         now = self.clock()
         found: dict[str, dict[str, Any]] = {}
         errors: dict[str, StockcacheError] = {}
-        fresh = {} if force else self._envelopes(self.cache.get_many(list(keys.values())))
+        fresh = {} if force else self._admitted(kind, keys, self.cache.get_many(list(keys.values())))
         if not force:
             self._count_reads(kind, fresh.values(), len(keys) - len(fresh))
         misses: list[str] = []
@@ -345,7 +367,7 @@ class StockService:
             flights[symbol] = self.fetcher.fetch(
                 key, kind, symbol, params, route, share=share,
                 on_done=functools.partial(self._store, level=KIND_TTL_LEVEL[kind]),
-                lookup=None if force else functools.partial(self._cached_result, key),
+                lookup=None if force else functools.partial(self._cached_result, kind, symbol, key),
             )
         deadline = time.monotonic() + self.settings.upstream_timeout + DEADLINE_MARGIN
         if cancel is None:
@@ -363,7 +385,8 @@ class StockService:
                 failed[symbol] = UpstreamTimeout(
                     f"No answer within {self.settings.upstream_timeout:g} s.", symbol=symbol)
         if failed:
-            stale = {} if force else self._envelopes(self.cache.get_stale_many([keys[s] for s in failed]))
+            stale = {} if force else self._admitted(
+                kind, {s: keys[s] for s in failed}, self.cache.get_stale_many([keys[s] for s in failed]))
             for symbol, error in failed.items():
                 entry = stale.get(keys[symbol])
                 if entry is not None and "error" not in entry.value and not isinstance(error, SymbolNotFound):
@@ -380,33 +403,55 @@ class StockService:
         if misses:
             self.metrics.inc(Metrics.READS, kind, Metrics.READ_MISS, amount=misses)
 
-    def _envelopes(self, entries: dict[str, Entry]) -> dict[str, Entry]:
-        """``entries`` without values this service did not write (a foreign value is a miss)."""
-        foreign = [key for key, entry in entries.items() if not _is_envelope(entry.value)]
-        for key in foreign:
-            del entries[key]
-            self._note_foreign(key)
+    def _admitted(self, kind: str, keys: Mapping[str, str], entries: dict[str, Entry]) -> dict[str, Entry]:
+        """``entries`` (by key, for ``keys``: symbol -> key) without those :meth:`_admit` refuses."""
+        for symbol, key in keys.items():
+            entry = entries.get(key)
+            if entry is not None and not self._admit(kind, symbol, key, entry):
+                del entries[key]
         return entries
 
-    def _note_foreign(self, key: str) -> None:
-        # Anyone with the data dir can write under our keys (the contract's own
-        # cache.set("quote:AAPL", {...}) example, @cache.cached(key_prefix="profile")).
-        # The value is never logged: it is someone else's data.
+    def _admit(self, kind: str, symbol: str, key: str, entry: Entry) -> bool:
+        """Whether a cache entry is one this service may serve; an invalid one is dropped from every tier.
+
+        Anyone with the data dir or the Redis server can write under our keys (the
+        contract's own ``cache.set("quote:AAPL", {...})``, a script, another version),
+        so an entry is checked as strictly as an upstream answer (:func:`_check_envelope`)
+        when it first comes in from outside: each SQLite or Redis read makes a new
+        value object, and so does every write. The value found valid is remembered
+        by identity, so the hot path, a memory hit on an entry already checked, costs
+        one dict lookup and an ``is``; a value promoted from a lower tier is the very
+        object that was checked on its way up, so its later memory hits are not
+        checked again either.
+        """
+        value = entry.value
+        if self._checked.get(key) is value:
+            return True
+        try:
+            _check_envelope(kind, symbol, value)
+        except ValueError as exc:
+            self._drop(key, str(exc))
+            return False
+        if len(self._checked) >= self._checked_max:
+            self._checked.clear()  # every value is checked once more, then remembered again
+        self._checked[key] = value
+        return True
+
+    def _drop(self, key: str, reason: str) -> None:
+        # The value is never logged: it is someone else's data (the reason names fields, not values).
+        self.cache.delete(key)
         kind = key.partition(":")[0]
         with self._foreign_lock:
             if kind in self._foreign_kinds:
                 return
             self._foreign_kinds.add(kind)
-        log.warning("the cache holds a %s value this service did not write (key %s); "
-                    "treating it as a miss and overwriting it on the next fetch", kind, key)
+        log.warning("the cache holds a %s value this service cannot serve (key %s: %s); "
+                    "dropped it, the next read fetches it again", kind, key, reason)
 
-    def _cached_result(self, key: str) -> FetchResult | StockcacheError | None:
+    def _cached_result(self, kind: str, symbol: str, key: str) -> FetchResult | StockcacheError | None:
         # Uncounted: the caller's get_many already counted this read as a miss.
         entry = self.cache.peek(key)
-        if entry is None:
-            return None
-        if not _is_envelope(entry.value):
-            self._note_foreign(key)
+        if entry is None or not self._admit(kind, symbol, key, entry):
             return None
         value = entry.value
         if "error" in value:  # a remembered "not found" (perhaps stored by a peer instance)
@@ -476,19 +521,47 @@ def _envelope(result: FetchResult) -> dict[str, Any]:
     return {"data": data, "source": result.provider, "fetched_at": result.fetched_at}
 
 
-def _is_envelope(value: Any) -> bool:
-    """Whether ``value`` is what :meth:`StockService._store` writes: data or a remembered error."""
+# What _store writes: {"data", "source", "fetched_at"}, or a remembered "not found".
+_DATA_KEYS = frozenset({"data", "source", "fetched_at"})
+_ERROR_KEYS = frozenset({"error", "source", "fetched_at"})
+_ERROR_FIELDS = frozenset({"code", "message", "symbol"})
+_SOURCE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a provider's name
+_CACHED_ERRORS = frozenset({SymbolNotFound})  # the only errors _store remembers
+
+
+def _check_envelope(kind: str, symbol: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is an entry :meth:`StockService._store` could have written
+    for ``symbol``: its data passes ``models.check`` (the checks upstream answers pass), or it is a
+    remembered error of a kind the service caches, for this symbol. Never raises anything else.
+    """
     if not isinstance(value, Mapping):
-        return False
-    if "error" in value:
-        error = value["error"]
-        return isinstance(error, Mapping) and isinstance(error.get("code"), str)
+        raise ValueError("not an object")
     fetched_at = value.get("fetched_at")
-    data = value.get("data")
-    return (isinstance(value.get("source"), str)
-            and isinstance(fetched_at, (int, float)) and not isinstance(fetched_at, bool)
-            and math.isfinite(fetched_at)
-            and (isinstance(data, Mapping) or isinstance(data, (list, tuple))))
+    if isinstance(fetched_at, bool) or not (isinstance(fetched_at, int | float) and 0 <= fetched_at < MAX_TIMESTAMP):
+        raise ValueError("fetched_at is not a time from 1970 to 2100")
+    source = value.get("source")
+    if "error" in value:
+        if not value.keys() <= _ERROR_KEYS:
+            raise ValueError("a remembered error with fields it should not have")
+        error = value["error"]
+        if not isinstance(error, Mapping) or not error.keys() <= _ERROR_FIELDS:
+            raise ValueError("error is not an error object")
+        code = error.get("code")
+        if not isinstance(code, str) or ERRORS_BY_CODE.get(code) not in _CACHED_ERRORS:
+            raise ValueError("error code is not one the service remembers")
+        message = error.get("message")
+        if not isinstance(message, str) or not 0 < len(message) <= 500:
+            raise ValueError("error message is not 1 to 500 characters")
+        if error.get("symbol", symbol) != symbol:
+            raise ValueError("error is for another symbol")
+        if source is not None and not (isinstance(source, str) and _SOURCE_RE.fullmatch(source)):
+            raise ValueError("source is not a provider name")
+        return
+    if not value.keys() <= _DATA_KEYS:
+        raise ValueError("fields it should not have")
+    if not (isinstance(source, str) and _SOURCE_RE.fullmatch(source)):
+        raise ValueError("source is not a provider name")
+    check(kind, symbol, value.get("data"))
 
 
 def _render(envelope: Mapping[str, Any], tier: str, now: float, *, stale: bool) -> dict[str, Any]:
@@ -513,8 +586,39 @@ def _position_fields(position: Any) -> dict[str, Any]:
         return position[name] if isinstance(position, Mapping) else getattr(position, name)
 
     return {"id": get("id"), "symbol": normalize_symbol(get("symbol")),
-            "shares": float(get("shares")), "cost_basis": float(get("cost_basis"))}
+            "shares": _amount(get("shares")), "cost_basis": _amount(get("cost_basis"))}
 
 
-def _r(value: float) -> float:
-    return round(value, 4) if math.isfinite(value) else value
+def _amount(value: Any) -> float:
+    """A stored amount as a float; what is not one (None, text) is NaN, shown as null."""
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float if it is a finite number, else None (NaN, infinities, junk)."""
+    if type(value) not in (int, float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int past the float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _r(value: float | None) -> float | None:
+    """Rounded for the answer; None for None or anything not finite (the encoder refuses those)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, 4)
+
+
+def _percent(gain: float | None, cost: float | None) -> float | None:
+    """``gain`` as a percentage of ``cost``: None without a positive cost or when it is not finite."""
+    if gain is None or cost is None or cost <= 0:
+        return None
+    return _r(gain / cost * 100)

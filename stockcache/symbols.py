@@ -10,13 +10,13 @@ upper-cased, so the check comes before any case change.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 
 from .errors import InvalidSymbol, TooManySymbols
 from .venues import BY_SUFFIX, US, Venue
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9.\-^=:_]{1,20}")
-_ASCII_PRINTABLE = re.compile(r"[\x21-\x7e]+")
 # Crypto pairs: BASE-QUOTE with a quote currency we know (fiat or a major coin/stablecoin).
 CRYPTO_QUOTES = frozenset({"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK", "HKD", "BTC", "ETH", "USDT",
                            "USDC"})
@@ -48,33 +48,38 @@ class Listing:
         return self.venue is US
 
 
+def strip_ascii(text: str) -> str:
+    """``text`` without leading and trailing ASCII whitespace.
+
+    ``str.strip()`` also removes Unicode spaces (no-break, ideographic), which
+    would let ``"AAPL\u00a0"`` pass as AAPL.
+    """
+    return text.strip(string.whitespace)
+
+
 def normalize_symbol(raw: object) -> str:
     """Upper-case and validate a symbol (``brk.b`` -> ``BRK.B``); InvalidSymbol otherwise.
 
-    Leading and trailing ASCII spaces are forgiven; any other character outside
-    printable ASCII is refused before upper-casing.
+    Only ASCII is a symbol, checked before upper-casing: ``str.upper()`` folds
+    look-alikes into real tickers (``ſpy`` -> SPY, ``ıbm`` -> IBM, ``ﬀ`` -> FF).
     """
     if not isinstance(raw, str):
         raise InvalidSymbol("A symbol must be a string.")
-    trimmed = raw.strip(" \t")
-    if not trimmed or not _ASCII_PRINTABLE.fullmatch(trimmed):
-        raise InvalidSymbol("Symbols are 1 to 20 ASCII characters of A-Z 0-9 . - ^ = : _",
-                            symbol=_shown(trimmed) or None)
-    symbol = trimmed.upper()
+    symbol = strip_ascii(raw)
+    if symbol.isascii():
+        symbol = symbol.upper()
     if not _SYMBOL_RE.fullmatch(symbol):
-        raise InvalidSymbol("Symbols are 1 to 20 characters of A-Z 0-9 . - ^ = : _", symbol=_shown(symbol))
+        shown = symbol[:24] + ("..." if len(symbol) > 24 else "")
+        raise InvalidSymbol(
+            "Symbols are 1 to 20 characters of A-Z 0-9 . - ^ = : _", symbol=shown or None
+        )
     return symbol
-
-
-def _shown(text: str) -> str:
-    text = text.encode("ascii", "backslashreplace").decode("ascii")
-    return text[:24] + ("..." if len(text) > 24 else "")
 
 
 def normalize_symbols(raw: object, *, max_batch: int) -> list[str]:
     """Validate a list of symbols, folding duplicates and keeping first-seen order."""
     if isinstance(raw, str):
-        raw = [part for part in raw.split(",") if part.strip()]
+        raw = [part for part in raw.split(",") if strip_ascii(part)]
     if not isinstance(raw, list) or not raw:
         raise InvalidSymbol("Give a non-empty list of symbols.")
     seen: dict[str, None] = {}

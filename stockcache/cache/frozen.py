@@ -104,6 +104,8 @@ def loads_frozen(text: str) -> Any:
         value, end = _scan(text, 0)
     except StopIteration:
         raise ValueError("not JSON text") from None
+    except RecursionError:  # the C scanner's depth limit: text nested deeper than any value of ours
+        raise ValueError("cached value is nested too deeply") from None
     if end != len(text) and text[end:].strip():
         raise ValueError("extra data after the JSON value")
     if type(value) is list:

@@ -15,11 +15,17 @@ import re
 from typing import Any
 
 from ..errors import InvalidRequest, InvalidSymbol
-from ..models import normalize_symbol
+from ..models import MAX_PRICE, MIN_PRICE, normalize_symbol
 
-# Large enough for any real holding or price, small enough that
-# shares * price * many positions stays a finite float in the performance totals.
-MAX_AMOUNT = 1e15
+# Shares: a satoshi-sized fraction up to a trillion-token crypto holding. A cost basis is a
+# price paid per share: 0 (a gift) or within the bounds every quote price keeps
+# (models.MIN_PRICE .. MAX_PRICE). Tiny positives are refused, not only negatives: a
+# cost of 1e-320 (subnormal) made every gain percent infinite. Within these bounds
+# shares * price stays below 1e24 and gain / cost below 1e42, finite in any total.
+MIN_SHARES = 1e-8
+MAX_SHARES = 1e15
+MIN_COST_BASIS = MIN_PRICE
+MAX_COST_BASIS = MAX_PRICE
 
 USERNAME_MAX = 64
 PASSWORD_MAX = 1024
@@ -60,8 +66,10 @@ def symbol(raw: object, *, field: str = "symbol") -> str:
         raise InvalidSymbol(exc.message, field=field, **exc.fields) from None
 
 
-def _number(body: dict[Any, Any], name: str, *, positive: bool) -> float:
+def _number(body: dict[Any, Any], name: str, low: float, high: float, *, zero: bool) -> float:
+    """``body[name]`` as a float within [low, high], or exactly 0 when ``zero``."""
     raw = body[name]
+    bounds = f"{'0 or ' if zero else ''}a number from {low:g} to {high:g}"
     # bool is an int subclass: true as "1 share" is a client bug, not a number.
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise InvalidRequest(f"{name} must be a number.", field=name)
@@ -69,12 +77,9 @@ def _number(body: dict[Any, Any], name: str, *, positive: bool) -> float:
         value = float(raw)
     except OverflowError:  # an int too large for a float
         value = math.inf
-    bound = "greater than 0" if positive else "at least 0"
-    if not math.isfinite(value) or value > MAX_AMOUNT:
-        raise InvalidRequest(f"{name} must be a finite number of at most {MAX_AMOUNT:.0e}.", field=name)
-    if (positive and value <= 0) or value < 0:
-        raise InvalidRequest(f"{name} must be {bound}.", field=name)
-    return value
+    if not (low <= value <= high or (zero and value == 0)):  # NaN fails both
+        raise InvalidRequest(f"{name} must be {bounds}.", field=name)
+    return value + 0.0  # -0.0 becomes 0.0
 
 
 def position_input(body: object, *, partial: bool = False) -> dict[str, Any]:
@@ -91,9 +96,9 @@ def position_input(body: object, *, partial: bool = False) -> dict[str, Any]:
     if "symbol" in data:
         out["symbol"] = symbol(data["symbol"])
     if "shares" in data:
-        out["shares"] = _number(data, "shares", positive=True)
+        out["shares"] = _number(data, "shares", MIN_SHARES, MAX_SHARES, zero=False)
     if "cost_basis" in data:
-        out["cost_basis"] = _number(data, "cost_basis", positive=False)
+        out["cost_basis"] = _number(data, "cost_basis", MIN_COST_BASIS, MAX_COST_BASIS, zero=True)
     return out
 
 

@@ -28,6 +28,7 @@ API_CSP = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none
 def create_app(runtime: Runtime) -> bottle.Bottle:
     """Build the Bottle app: plugins, routes, and JSON for bottle's own errors (404, 405, 500)."""
     app = bottle.Bottle(catchall=True)
+    app.router.add_filter("int", routes.ascii_int_filter)  # before any route is added
     app.default_error_handler = bottle_error_handler  # type: ignore[method-assign]
     app.install(ApiPlugin(runtime.auth))
 

@@ -92,7 +92,7 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
             "Cache-Control": "no-cache",
             "ETag": found.etag,
         }
-        if found.etag in _etags(bottle.request.get_header("If-None-Match")):
+        if found.etag in _etags(bottle.request.environ.get("HTTP_IF_NONE_MATCH")):
             return bottle.HTTPResponse(status=304, headers=headers)
         return bottle.HTTPResponse(body=found.body, status=200, headers=headers)
 
@@ -106,6 +106,11 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
 
 
 def _etags(header: str | None) -> set[str]:
-    if not header:
+    """The entity tags of an ``If-None-Match`` value as WSGI passes it (latin-1 text).
+
+    Read from the environ, not with ``get_header()``, which decodes as UTF-8 and
+    raises (a 500) on other bytes. Our tags are ASCII: a value that is not is ignored.
+    """
+    if not header or not header.isascii():
         return set()
     return {part.strip().removeprefix("W/") for part in header.split(",")}

@@ -36,7 +36,7 @@ import bottle
 
 from .. import dropin_render as render
 from ..errors import InvalidRequest, InvalidSymbol, StockcacheError, SymbolNotFound, Unauthorized
-from ..models import normalize_symbol
+from ..models import normalize_symbol, strip_ascii
 from ..runtime import Runtime
 from .plugins import ApiPlugin, note_cache_source
 
@@ -88,8 +88,8 @@ class DropIn:
             if request.method != "GET":
                 return _respond(405, {"error": "Method not allowed. Finnhub endpoints are GET only."},
                                 {"Allow": "GET"})
-            token = (request.get_header("X-Finnhub-Token") or request.query.getunicode("token")
-                     or _bearer(request.get_header("Authorization")))
+            token = (_credential("HTTP_X_FINNHUB_TOKEN") or request.query.getunicode("token")
+                     or _bearer(_credential("HTTP_AUTHORIZATION")))
             if not token:
                 return _respond(401, {"error": render.FINNHUB_NO_TOKEN})
             self._auth.authenticate_token(token)
@@ -148,7 +148,7 @@ class DropIn:
         if (query.get("resolution") or "").upper() != "D":
             raise _NoAccess("stockcache serves daily candles only (resolution=D).")
         try:
-            start, end = int(query["from"]), int(query["to"])
+            start, end = _int(query["from"]), _int(query["to"])
         except (KeyError, ValueError):
             raise InvalidRequest("from and to must be unix timestamps in seconds.") from None
         symbol = _symbol(query.get("symbol"))
@@ -161,7 +161,8 @@ class DropIn:
     def alphavantage(self) -> bottle.HTTPResponse:
         """``/alphavantage/query``: Alpha Vantage's bodies, always with HTTP 200."""
         query = _query()
-        function = (query.get("function") or "").strip().upper()
+        function = strip_ascii(query.get("function") or "")
+        function = function.upper() if function.isascii() else function  # "newſ_sentiment" is no function
         source: Mapping[str, Any] | None = None
         headers: dict[str, str] = {}
         try:
@@ -220,7 +221,7 @@ class DropIn:
         try:
             start = _av_time(query.get("time_from")) or now - AV_DEFAULT_NEWS_DAYS * 86400
             end = _av_time(query.get("time_to")) or now
-            limit = int(query.get("limit") or 50)
+            limit = _int(query.get("limit") or "50")
         except ValueError:
             return invalid, None
 
@@ -243,7 +244,7 @@ class DropIn:
     def _av_symbol(query: Mapping[str, str], function: str) -> str | None:
         """The symbol, None for one that cannot exist (answered as unknown); InvalidRequest when missing."""
         raw = query.get("symbol")
-        if not raw or not raw.strip():
+        if not raw or not strip_ascii(raw):
             raise InvalidRequest(f"{function} needs a symbol.")
         return _symbol(raw)
 
@@ -265,7 +266,7 @@ def _symbol(raw: str | None) -> str | None:
 
     A missing symbol is the caller's mistake (InvalidRequest), as upstream.
     """
-    if raw is None or not raw.strip():
+    if raw is None or not strip_ascii(raw):
         raise InvalidRequest("Missing symbol.")
     try:
         return normalize_symbol(raw)
@@ -289,6 +290,25 @@ def _read(symbol: str | None, not_found: Any, read: Callable[[str], Mapping[str,
     return shape(answer), answer
 
 
+def _credential(environ_key: str) -> str | None:
+    """A credential header as WSGI passes it (latin-1 text); Unauthorized when it is not ASCII.
+
+    Read from the environ, not with ``get_header()``, which decodes as UTF-8 and
+    raises (a 500) on other bytes. Tokens are ASCII, so anything else is a wrong one.
+    """
+    value = bottle.request.environ.get(environ_key)
+    if value is not None and not value.isascii():
+        raise Unauthorized()
+    return value
+
+
+def _int(text: str) -> int:
+    """``int(text)`` for ASCII text only (ValueError otherwise): ``int()`` reads "١" as 1."""
+    if not text.isascii():
+        raise ValueError("not an ASCII number")
+    return int(text)
+
+
 def _bearer(authorization: str | None) -> str | None:
     scheme, _, value = (authorization or "").strip().partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
@@ -298,6 +318,8 @@ def _av_time(text: str | None) -> float | None:
     """Alpha Vantage's ``YYYYMMDDTHHMM`` (seconds optional) as unix time; ValueError when malformed."""
     if not text:
         return None
+    if not text.isascii():  # strptime reads any Unicode digit
+        raise ValueError("time_from/time_to is YYYYMMDDTHHMM")
     for fmt in ("%Y%m%dT%H%M", "%Y%m%dT%H%M%S"):
         try:
             return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()

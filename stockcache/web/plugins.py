@@ -136,10 +136,17 @@ def _refuse_constant(name: str) -> float:
 
 
 def query_int(name: str, default: int) -> int:
+    """A whole-number query parameter (``5`` or ``5.0``); InvalidRequest for anything else.
+
+    ASCII only: ``int()`` and ``float()`` read any Unicode digit and strip Unicode
+    spaces (``5\xa0`` is 5).
+    """
     raw = bottle.request.query.get(name)
     if raw is None or raw == "":
         return default
     try:
+        if not raw.isascii():
+            raise ValueError(raw)
         value = float(raw) if "." in raw else int(raw)
     except ValueError:
         raise InvalidRequest(f"{name} must be a whole number.", field=name) from None

@@ -7,6 +7,7 @@ authentication with ``auth="public"`` or asks for an admin with ``auth="admin"``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import bottle
@@ -22,6 +23,15 @@ from .plugins import json_body, note_cache_source, principal, query_int
 # at the limit can pass it by one each: harmless, it is a size bound, not a quota.
 MAX_WATCHLIST_ITEMS = 500
 MAX_POSITIONS = 500
+
+
+def ascii_int_filter(config: str) -> tuple[str, Callable[[str], int], Callable[[Any], str]]:
+    """bottle's ``<name:int>`` route filter for ASCII digits only (install it on the router first).
+
+    bottle's own matches ``-?\\d+``, and ``\\d`` is any Unicode digit, which ``int()``
+    converts: ``/api/portfolio/%D9%A1`` (an Arabic-Indic one) would be id 1.
+    """
+    return r"-?[0-9]+", int, lambda value: str(int(value))
 
 
 def _is_row_id(value: int) -> bool:

@@ -17,7 +17,22 @@ waitress settings and why:
 What waitress refuses itself, before the app sees the request (a body past
 ``max_request_body_size``, headers past 64 KiB, a malformed request line or
 chunk), is answered in our JSON error shape too (:class:`_JsonErrorTask`),
-not waitress's text/plain page.
+not waitress's text/plain page, with the security headers the app's answers
+carry, and the connection is closed.
+
+:class:`_StrictParser` refuses at once (400, or 413 for a chunk past the body
+limit) what waitress would serve or wait on:
+
+- ``Content-Length`` together with ``Transfer-Encoding``, and ``Transfer-Encoding``
+  in an HTTP/1.0 request. waitress goes by one framing where a proxy in front
+  may go by the other, and kept the connection open: the rest of the body
+  then ran as a request of its own (request smuggling; RFC 9112 section 6.1
+  says close at least).
+- A chunk size past the body limit (``ffffffffffffffff``): waitress counts
+  only the bytes that arrived, so it waited for the chunk until ``channel_timeout``.
+- A bare LF or CR in the request head: waitress looks for CR LF CR LF to end
+  the head, so ``GET / HTTP/1.1\\n\\n`` waited until ``channel_timeout``
+  (a complete head with one was refused already).
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -34,12 +50,15 @@ from typing import Any
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.receiver import ChunkedReceiver
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
+from waitress.utilities import BadRequest, RequestEntityTooLarge
 
 from ..runtime import Runtime
 from ..settings import Settings
-from .app import AccessLog, AccessSink, access_log, create_app
+from .app import API_CSP, SECURITY_HEADERS, AccessLog, AccessSink, access_log, create_app
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +79,65 @@ class _JsonErrorTask(ErrorTask):
         body = json.dumps({"error": {"code": _WAITRESS_CODES.get(status, "invalid_request"),
                                      "message": f"{reason}."}}).encode()
         self.status = f"{status} {reason}"
-        self.response_headers.extend([("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        self.response_headers.extend([("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                                      *SECURITY_HEADERS, API_CSP])
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
+
+
+# A LF without its CR, or a CR followed by anything but LF (a CR at the very end may be waiting for its LF).
+_BARE_LINE_END = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
+
+
+class _StrictParser(HTTPRequestParser):
+    """waitress's request parser, refusing ambiguous framing and what can never complete (module docstring)."""
+
+    body_rcv: Any
+    completed: bool
+    error: Any
+
+    def received(self, data: bytes) -> int:
+        consumed: int = super().received(data)
+        if self.body_rcv is None and not self.completed:
+            # Still in the head: look at what just arrived (and the byte before it), so a
+            # head trickled in byte by byte is not scanned over and over.
+            if _BARE_LINE_END.search(self.header_plus, max(0, len(self.header_plus) - len(data) - 1)):
+                self.parse_header(b"GET / HTTP/1.0\r\n")  # as waitress does for its 431: a request to answer
+                self.error = BadRequest("Bare CR or LF found in HTTP message")
+                self.completed = True
+        return consumed
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        # waitress has taken Transfer-Encoding out of the headers of an HTTP/1.1 request; in others it stays.
+        has_transfer_encoding = self.chunked or "TRANSFER_ENCODING" in self.headers
+        if has_transfer_encoding and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("Content-Length with Transfer-Encoding")
+        if "TRANSFER_ENCODING" in self.headers:
+            raise ParsingError("Transfer-Encoding in a request that is not HTTP/1.1")
+        if self.chunked:
+            self.body_rcv = _BoundedChunkedReceiver(self.body_rcv.getbuf(), self.adj.max_request_body_size)
+
+
+class _BoundedChunkedReceiver(ChunkedReceiver):
+    """A chunked body whose declared chunk sizes are checked against the body limit as they arrive."""
+
+    error: Any
+
+    def __init__(self, buf: Any, limit: int) -> None:
+        super().__init__(buf)
+        self._limit = limit
+
+    def received(self, s: bytes) -> int:
+        consumed: int = super().received(s)
+        declared = len(self.buf) + self.chunk_remainder  # the body so far plus what the current chunk still owes
+        if declared > self._limit and self.error is None:
+            # Past 64 bits no client means it (and proxies refuse it too): a malformed chunk, not a big one.
+            self.error = (BadRequest("Invalid chunk size") if self.chunk_remainder >= 2**63
+                          else RequestEntityTooLarge(f"exceeds max_body of {self._limit}"))
+            self.all_chunks_received = True
+        return consumed
 
 
 class _JsonChannel(HTTPChannel):
@@ -80,6 +154,7 @@ class _JsonChannel(HTTPChannel):
     """
 
     error_task_class = _JsonErrorTask
+    parser_class = _StrictParser
 
     def writable(self) -> bool:
         if (self.requests and self.total_outbufs_len < self.adj.send_bytes

@@ -166,6 +166,35 @@ def test_fake_fault_bodies_become_upstream_errors(fake, session, finnhub, alphav
     assert via(finnhub, "quote", "MSFT").price > 0  # other symbols unaffected
 
 
+@pytest.mark.parametrize(("variant", "finnhub_c", "av_price"), [
+    ("negative", -5, "-5"), ("huge", 1e308, "1e+308"), ("tiny", 1e-320, "1e-320")])
+def test_fake_fault_outofrange_sends_the_right_shape_with_one_bad_number(
+        fake, session, finnhub, alphavantage, variant, finnhub_c, av_price):
+    fake.set_fault("outofrange", symbol="AAPL", variant=variant)
+    body = fh_get(fake, session, "/quote", symbol="AAPL").json()
+    assert body["c"] == finnhub_c and set(body) == {"c", "d", "dp", "h", "l", "o", "pc", "t"}
+    assert av_get(fake, session, function="GLOBAL_QUOTE", symbol="AAPL").json()["Global Quote"]["05. price"] == av_price
+    for provider in (finnhub, alphavantage):
+        with pytest.raises(UpstreamError, match="out-of-range quote"):
+            via(provider, "quote", "AAPL")
+    assert via(finnhub, "quote", "MSFT").price > 0  # other symbols unaffected
+
+
+def test_fake_fault_outofrange_future_and_long_reach_dates_and_texts(fake, session):
+    fake.set_fault("outofrange", variant="future")
+    assert fh_get(fake, session, "/quote", symbol="AAPL").json()["t"] == 253402214400  # 9999-12-31
+    assert fh_get(fake, session, "/stock/profile2", symbol="AAPL").json()["ipo"] == "9999-12-31"
+    series = av_get(fake, session, function="TIME_SERIES_DAILY", symbol="IBM").json()["Time Series (Daily)"]
+    assert max(series) == "9999-12-31" and len(series) == 100
+    feed = av_get(fake, session, function="NEWS_SENTIMENT", tickers="IBM").json()["feed"]
+    assert feed[0]["time_published"] == "99991231T000000"
+    fake.set_fault("outofrange", variant="long")
+    assert len(fh_get(fake, session, "/stock/profile2", symbol="AAPL").json()["name"]) == 100_000
+    assert fh_get(fake, session, "/quote", symbol="AAPL").json()["c"] > 0  # a quote has no text: unchanged
+    with pytest.raises(ValueError):
+        fake.set_fault("outofrange", variant="sideways")
+
+
 def test_fake_fault_429(fake, session, finnhub, alphavantage):
     fake.set_fault("429", symbol="AAPL", retry_after=7)
     response = fh_get(fake, session, "/quote", symbol="AAPL")

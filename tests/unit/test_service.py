@@ -152,6 +152,23 @@ def test_service_portfolio_performance_math(service):
     assert len(_quote_calls()) == 1  # one quote serves both positions
 
 
+@responses.activate
+def test_service_portfolio_numbers_are_finite_or_null_whatever_the_positions_hold(service):
+    import json
+    import math
+
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    odd = [1e-320, 5e-324, 1e300, 1.7e308, math.inf, -math.inf, math.nan, None, "junk", True, 10**400, 0, -1]
+    positions = [{"id": i, "symbol": "AAPL", "shares": shares, "cost_basis": cost}
+                 for i, (shares, cost) in enumerate((s, c) for s in odd + [10] for c in odd + [200.0])]
+    out = service.fetch_portfolio_quotes(positions)
+    json.dumps(out, allow_nan=False)  # what the HTTP encoder demands
+    sane = out["positions"][-1]
+    assert sane["gain_percent"] == pytest.approx(30.87) and out["totals"]["value"] is not None
+    trial = next(p for p in out["positions"] if p["shares"] == 10 and p["cost_basis"] == 1e-320)
+    assert trial["gain_percent"] is None and trial["value"] == pytest.approx(2617.4)
+
+
 def test_service_demo_source_serves_every_kind_without_keys(tmp_path, clock):
     svc = StockService(Settings(data_dir=tmp_path / "data", refresh=False), clock=clock)
     try:

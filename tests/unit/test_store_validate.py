@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from typing import Any
 
 import pytest
@@ -12,16 +13,24 @@ from hypothesis import strategies as st
 
 from stockcache.errors import InvalidRequest, InvalidSymbol
 from stockcache.store import validate
-from stockcache.store.validate import MAX_AMOUNT, login_input, position_input, watch_input
+from stockcache.store.validate import (
+    MAX_COST_BASIS,
+    MAX_SHARES,
+    MIN_COST_BASIS,
+    MIN_SHARES,
+    login_input,
+    position_input,
+    watch_input,
+)
 
 SYMBOL_RE = re.compile(r"[A-Z0-9.\-^=:_]{1,20}")
 SYMBOL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-^=:_"
 
-shares_ok = st.floats(min_value=0, max_value=MAX_AMOUNT, allow_nan=False, exclude_min=True) | st.integers(
-    min_value=1, max_value=int(MAX_AMOUNT)
+shares_ok = st.floats(min_value=MIN_SHARES, max_value=MAX_SHARES) | st.integers(
+    min_value=1, max_value=int(MAX_SHARES)
 )
-cost_ok = st.floats(min_value=0, max_value=MAX_AMOUNT, allow_nan=False) | st.integers(
-    min_value=0, max_value=int(MAX_AMOUNT)
+cost_ok = st.just(0) | st.floats(min_value=MIN_COST_BASIS, max_value=MAX_COST_BASIS) | st.integers(
+    min_value=0, max_value=int(MAX_COST_BASIS)
 )
 symbols_ok = st.text(alphabet=SYMBOL_CHARS, min_size=1, max_size=20)
 
@@ -52,8 +61,12 @@ def test_position_input_refuses_any_junk_with_invalid_request_only(body: Any) ->
             assert set(out) <= {"symbol", "shares", "cost_basis"} and out
 
 
-bad_numbers = st.sampled_from([math.nan, math.inf, -math.inf, 0, 0.0, -0.0, -1, True, False, "1", None,
-                               [1], {"n": 1}, 10**400, MAX_AMOUNT * 10]) | st.floats(max_value=0)
+bad_numbers = (
+    st.sampled_from([math.nan, math.inf, -math.inf, 0, 0.0, -0.0, -1, True, False, "1", None,
+                     [1], {"n": 1}, 10**400, MAX_SHARES * 10, 1e-320, 5e-324, MIN_SHARES / 2])
+    | st.floats(max_value=0)
+    | st.floats(min_value=0, max_value=MIN_SHARES, exclude_max=True)  # tiny positives, subnormals included
+)
 
 
 @given(bad=bad_numbers)
@@ -63,7 +76,9 @@ def test_position_input_refuses_bad_shares(bad: Any) -> None:
     assert info.value.fields["field"] == "shares"
 
 
-@given(bad=st.sampled_from([math.nan, math.inf, -1, -0.001, True, "0", None, 10**400]) | st.floats(max_value=-1e-9))
+@given(bad=st.sampled_from([math.nan, math.inf, -1, -0.001, True, "0", None, 10**400, 1e-320, 5e-324,
+                            MAX_COST_BASIS * 2]) | st.floats(max_value=-1e-9)
+       | st.floats(min_value=0, max_value=MIN_COST_BASIS, exclude_min=True, exclude_max=True))
 def test_position_input_refuses_bad_cost_basis(bad: Any) -> None:
     with pytest.raises(InvalidRequest) as info:
         position_input({"symbol": "AAPL", "shares": 1, "cost_basis": bad})
@@ -114,15 +129,17 @@ def test_position_input_invalid_symbol_keeps_its_code() -> None:
     assert info.value.code == "invalid_symbol"
 
 
-@given(text=st.text(max_size=40))
+@given(text=st.text(max_size=40) | st.sampled_from(["\u017fpy", "\u0131bm", "\ufb00", "AAPL\u00a0", "\u3000MSFT"]))
 def test_symbol_validation_accepts_exactly_the_contract_alphabet(text: str) -> None:
+    # Only ASCII is upper-cased and only ASCII whitespace trimmed: "\u017fpy".upper() is "SPY".
+    wanted = text.strip(string.whitespace).upper() if text.isascii() else None
     try:
         symbol = validate.symbol(text)
     except InvalidSymbol as exc:
         assert exc.fields["field"] == "symbol"
-        assert not SYMBOL_RE.fullmatch(text.strip().upper())
+        assert wanted is None or not SYMBOL_RE.fullmatch(wanted)
     else:
-        assert SYMBOL_RE.fullmatch(symbol) and symbol == text.strip().upper()
+        assert SYMBOL_RE.fullmatch(symbol) and symbol == wanted
         assert validate.symbol(symbol) == symbol
 
 

@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 
 from ..clock import seconds_to_utc_midnight as _to_midnight
 from ..errors import InvalidRequest, StockcacheError, UpstreamError
+from ..models import check
 
 KINDS = ("quote", "profile", "history", "news", "metric", "search")
 
@@ -153,12 +154,26 @@ class Provider(ABC):
             self._fail(UpstreamError, f"{self.name} sent {what}")
 
     def _run_parser(self, kind: str, symbol: str, params: Mapping[str, Any], data: Any) -> Any:
-        """Call ``self._parse_<kind>``; the exceptions a wrong shape causes become UpstreamError."""
+        """Call ``self._parse_<kind>`` and check its model; a wrong shape or a bad value is UpstreamError."""
         try:
-            return getattr(self, f"_parse_{kind}")(symbol, params, data)
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            model = getattr(self, f"_parse_{kind}")(symbol, params, data)
+        # ArithmeticError: 1e308 in millions overflows, and so does a timestamp past year 9999.
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as exc:
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             self._fail(UpstreamError, f"{self.name} sent an unexpected {kind} body: {what[:120]}")
+        return self._checked(kind, symbol, model)
+
+    def _checked(self, kind: str, symbol: str, model: Any) -> Any:
+        """``model`` if it passes ``models.check``; else UpstreamError: the provider's fault, never cached.
+
+        Every provider's output comes through here (parse via ``_run_parser``,
+        ``produce`` for local ones), so no parser repeats a bound.
+        """
+        try:
+            check(kind, symbol, model)
+        except ValueError as exc:
+            self._fail(UpstreamError, f"{self.name} sent an out-of-range {kind}: {str(exc)[:120]}")
+        return model
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

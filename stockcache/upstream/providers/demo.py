@@ -354,8 +354,11 @@ class DemoProvider(Provider):
         raise NotImplementedError("the demo provider is local; use produce()")
 
     def produce(self, kind: str, symbol: str, params: Mapping[str, Any]) -> Any:
-        """The demo model for ``kind``; SymbolNotFound for the demo's unknown symbols."""
+        """The demo model for ``kind``, checked like any provider's; SymbolNotFound for unknown symbols."""
         self._check_kind(kind)
+        return self._checked(kind, symbol, self._make(kind, symbol, params))
+
+    def _make(self, kind: str, symbol: str, params: Mapping[str, Any]) -> Any:
         now = self._clock()
         market = self._market
         if kind == "quote":

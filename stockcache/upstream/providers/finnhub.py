@@ -51,6 +51,11 @@ def maybe_number(value: Any) -> float | None:
     return _maybe_number(value, strings=False)
 
 
+def maybe_price(value: Any) -> float | None:
+    """An optional price: Finnhub sends 0 where it has none (its all-zero "unknown symbol" quote)."""
+    return maybe_number(value) or None
+
+
 _PATHS = {
     "quote": "/quote",
     "profile": "/stock/profile2",
@@ -182,10 +187,10 @@ class FinnhubProvider(Provider):
             price=price,
             change=maybe_number(data.get("d")),
             change_percent=maybe_number(data.get("dp")),
-            high=maybe_number(data.get("h")),
-            low=maybe_number(data.get("l")),
-            open=maybe_number(data.get("o")),
-            previous_close=maybe_number(data.get("pc")),
+            high=maybe_price(data.get("h")),
+            low=maybe_price(data.get("l")),
+            open=maybe_price(data.get("o")),
+            previous_close=maybe_price(data.get("pc")),
             timestamp=int(timestamp) if timestamp else None,
         )
 
