@@ -26,6 +26,12 @@ trickle     HTTP 200 headers (with the full Content-Length) at once, then the no
             succeeds, so only a deadline on the whole answer ends it. Stopped like
             "hang": :meth:`FakeUpstream.release_hangs` sends the rest at once,
             ``stop()`` drops the connection, ``max_hang`` sends the rest
+trickle_headers
+            the status line and headers one byte every :data:`TRICKLE_EVERY` seconds
+            (padded with a long ``X-Fake-Padding`` header so they never finish on
+            their own), then the normal body: no socket read ever times out, and a
+            client whose deadline starts only after the headers waits for minutes.
+            Stopped like "trickle"
 huge        HTTP 200 with the normal answer padded to :data:`HUGE_BYTES` (an extra
             ``"padding"`` string: still valid JSON, still parseable), streamed with
             chunked transfer encoding (no Content-Length)
@@ -62,9 +68,12 @@ from stockcache.providers.demo import DemoMarket
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("finnhub", "alphavantage")
-FAULTS = ("500", "502", "503", "429", "hang", "trickle", "huge", "reset", "badjson", "wrongshape", "html")
+FAULTS = ("500", "502", "503", "429", "hang", "trickle", "trickle_headers", "huge", "reset", "badjson", "wrongshape",
+          "html")
 TRICKLE_EVERY = 0.2  # seconds between the bytes of a "trickle" answer
 HUGE_BYTES = 8 * 1024 * 1024  # size of a "huge" answer: more than any client should read into RAM
+
+HEADER_PADDING = 4096  # bytes of X-Fake-Padding in a "trickle_headers" answer: longer than any max_hang
 
 FINNHUB_PREFIX = "/finnhub/api/v1"
 ALPHAVANTAGE_PATH = "/alphavantage/query"
@@ -170,6 +179,14 @@ class _Stream:
 
     chunks: Iterable[bytes]
     length: int | None = None
+
+
+@dataclass
+class _SlowHeaders:
+    """A whole answer whose status line and headers leave as ``trickle(head)`` yields, then ``body``."""
+
+    body: bytes
+    trickle: Callable[[bytes], Iterable[bytes]]
 
 
 class FakeUpstream:
@@ -485,10 +502,11 @@ class FakeUpstream:
 
     def _handle(
         self, method: str, raw_path: str, headers: Mapping[str, str]
-    ) -> tuple[int, dict[str, str], bytes | _Stream]:
+    ) -> tuple[int, dict[str, str], bytes | _Stream | _SlowHeaders]:
         """Route one request; returns (status, headers, body) or raises _Drop.
 
-        The body is a :class:`_Stream` only for the "trickle" and "huge" faults.
+        The body is a :class:`_Stream` only for the "trickle" and "huge" faults, a
+        :class:`_SlowHeaders` only for "trickle_headers".
         """
         split = urlsplit(raw_path)
         path = re.sub(r"/{2,}", "/", split.path)
@@ -619,18 +637,20 @@ class FakeUpstream:
     def _fault_answer(
         self, fault: _Fault, provider: str, endpoint: str, symbol: str | None, query: Mapping[str, str],
         key: str | None,
-    ) -> tuple[int, dict[str, str], bytes | _Stream] | None:
+    ) -> tuple[int, dict[str, str], bytes | _Stream | _SlowHeaders] | None:
         kind = fault.kind
         if kind == "hang":
             self._hang()
             return None  # released: answer normally
-        if kind in ("trickle", "huge"):
+        if kind in ("trickle", "trickle_headers", "huge"):
             if provider == "finnhub":
                 status, headers, body = self._finnhub(endpoint, symbol, query)
             else:
                 status, headers, body = self._alphavantage(endpoint, symbol, query)
             if kind == "trickle":
                 return status, headers, _Stream(self._trickle(body), len(body))
+            if kind == "trickle_headers":
+                return status, headers, _SlowHeaders(body, self._trickle)
             if not body.lstrip().startswith(b"{"):
                 body = b"{}"  # a list answer (news) cannot be padded and stay the same shape
             return status, headers, _Stream(self._huge(body, HUGE_BYTES))
@@ -905,8 +925,12 @@ class _Handler(BaseHTTPRequestHandler):
         except _Drop:
             self._reset()
             return
-        self.send_response(status)
         headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        if isinstance(body, _SlowHeaders):
+            self.log_request(status)
+            self._slow_headers(status, headers, body)
+            return
+        self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         if isinstance(body, _Stream):
@@ -929,6 +953,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
+        except _Drop:
+            self._reset()
+        except OSError:
+            self.close_connection = True  # the client gave up (it is meant to)
+
+    def _slow_headers(self, status: int, headers: Mapping[str, str], answer: _SlowHeaders) -> None:
+        """The status line and headers a byte at a time (flushed each), then the body at once."""
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines += [f"Content-Length: {len(answer.body)}", "X-Fake-Padding: " + "x" * HEADER_PADDING]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            for piece in answer.trickle(head):
+                if piece:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+            self.wfile.write(answer.body)
+            self.wfile.flush()
         except _Drop:
             self._reset()
         except OSError:

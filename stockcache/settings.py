@@ -181,7 +181,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Prefix of every Redis key (NAMESPACE:cache:..., :budget:, :lock:); instances that share "
             "a cache use the same one."),
     Setting("workers", ("STOCKCACHE_WORKERS",), _positive_int, 32,
-            "Threads (and pooled HTTP connections) for concurrent upstream requests."),
+            "Concurrent upstream requests per provider (its threads and pooled HTTP connections); a provider "
+            "that hangs holds only its own."),
     Setting("max_batch", ("STOCKCACHE_MAX_BATCH",), _positive_int, 100, "Most symbols in one batch request."),
     Setting("memory_max_items", ("STOCKCACHE_MEMORY_MAX_ITEMS",), _positive_int, 10_000,
             "Most entries in the in-memory LRU tier."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from bench.fake_upstream import FakeUpstream
+from bench.fake_upstream import FINNHUB_PREFIX, FakeUpstream
 from stockcache.errors import RateLimited, SymbolNotFound, UpstreamAuthError, UpstreamError
 from stockcache.models import History, News, Profile, Quote
 from stockcache.providers import AlphaVantageProvider, DemoMarket, FinnhubProvider
@@ -109,6 +111,24 @@ def test_fake_finnhub_candles_only_when_enabled(fake, session):
     fake.candles = True
     history = via(provider, "history", "AAPL", {"days": 30})
     assert history.candles == DemoMarket().history("AAPL", NOW, 30).candles
+
+
+def test_fake_trickle_headers_sends_no_status_line_in_time(fake):
+    """Every read gets a byte, so only a deadline on the whole exchange ends it; release sends the rest."""
+    fake.set_fault("trickle_headers", symbol="AAPL")
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as conn:
+        conn.sendall(f"GET {FINNHUB_PREFIX}/quote?symbol=AAPL&token={FH_KEY} "
+                     "HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert fake.wait_hanging(1, timeout=5)
+        first = conn.recv(64)
+        assert 0 < len(first) < 16  # a byte or a few: the status line itself trickles
+        fake.release_hangs()
+        received = first
+        while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+            received += conn.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"X-Fake-Padding" in head
+    assert json.loads(body)["c"] > 0
 
 
 def test_fake_alphavantage_full_outputsize_is_premium(fake, session):
