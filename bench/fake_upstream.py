@@ -40,6 +40,13 @@ wrongshape  HTTP 200 ``[{"unexpected": "shape"}]``
 html        HTTP 502 with an HTML gateway error page
 ==========  ==================================================================
 
+Finnhub plans: on the free plan (the default, ``finnhub_plan="free"``) it answers
+non-US listings (a venue suffix from :data:`NON_US_SUFFIXES`: ``SAP.DE``, ``VOD.L``)
+with ``{"error": "You don't have access to this resource."}`` and HTTP 403 on
+quote, profile, news and metric, as the real one does (``no_access_status=401``
+gives the same text with the 401 also seen in the wild). ``"paid"`` serves them.
+US share classes such as ``BRK.B`` are served on both.
+
 Run it alone: ``python -m bench.fake_upstream --port 9999 --latency 0.2``.
 """
 
@@ -74,6 +81,11 @@ TRICKLE_EVERY = 0.2  # seconds between the bytes of a "trickle" answer
 HUGE_BYTES = 8 * 1024 * 1024  # size of a "huge" answer: more than any client should read into RAM
 
 HEADER_PADDING = 4096  # bytes of X-Fake-Padding in a "trickle_headers" answer: longer than any max_hang
+# Yahoo-style venue suffixes of listings outside the US (Finnhub's free plan refuses them).
+NON_US_SUFFIXES = (".DE", ".F", ".L", ".PA", ".AS", ".MI", ".SW", ".ST", ".TO", ".HK", ".T", ".BR", ".MC",
+                   ".OL", ".CO", ".HE", ".VI", ".AX")
+FINNHUB_PLANS = ("free", "paid")
+_FINNHUB_PER_SYMBOL = ("quote", "stock/profile2", "company-news", "stock/metric")
 
 FINNHUB_PREFIX = "/finnhub/api/v1"
 ALPHAVANTAGE_PATH = "/alphavantage/query"
@@ -209,6 +221,8 @@ class FakeUpstream:
         seed: int = 0,
         max_hang: float = 30.0,
         candles: bool = False,
+        finnhub_plan: str = "free",
+        no_access_status: int = 403,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._host, self._port = host, port
@@ -236,6 +250,8 @@ class FakeUpstream:
         self._outage: str | None = None
         self._limits: dict[str, _Limit] = {}
         self._candles = candles
+        self._finnhub_plan = _check_plan(finnhub_plan)
+        self._no_access_status = no_access_status
         self.max_hang = max_hang
         self._calls: list[Call] = []
         self._rate_limited: dict[str, int] = {name: 0 for name in PROVIDERS}
@@ -422,6 +438,22 @@ class FakeUpstream:
     def candles(self, on: bool) -> None:
         with self._lock:
             self._candles = bool(on)
+
+    @property
+    def finnhub_plan(self) -> str:
+        """``"free"``: non-US listings get Finnhub's 403 "no access"; ``"paid"``: they are served."""
+        with self._lock:
+            return self._finnhub_plan
+
+    @finnhub_plan.setter
+    def finnhub_plan(self, plan: str) -> None:
+        with self._lock:
+            self._finnhub_plan = _check_plan(plan)
+
+    def set_no_access_status(self, status: int) -> None:
+        """The HTTP status of Finnhub's "no access" answer: 403, or the 401 also seen from the real API."""
+        with self._lock:
+            self._no_access_status = int(status)
 
     def release_hangs(self) -> None:
         """Let every request held by a "hang" fault go on and answer normally."""
@@ -729,6 +761,10 @@ class FakeUpstream:
     def _finnhub(self, endpoint: str, symbol: str | None, query: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
         now = self._clock()
         market = self._market
+        with self._lock:
+            free, no_access = self._finnhub_plan == "free", self._no_access_status
+        if free and endpoint in _FINNHUB_PER_SYMBOL and is_non_us(symbol):
+            return _json(no_access, FINNHUB_NO_ACCESS)
         if endpoint == "search":
             hits = [h for h in market.search(query.get("q", "")) if not self._is_unknown(h["symbol"])]
             return _json(200, {"count": len(hits), "result": [
@@ -1016,6 +1052,17 @@ def _provider(provider: str | None) -> str | None:
     return provider
 
 
+def _check_plan(plan: str) -> str:
+    if plan not in FINNHUB_PLANS:
+        raise ValueError(f"finnhub_plan must be one of {FINNHUB_PLANS}")
+    return plan
+
+
+def is_non_us(symbol: str | None) -> bool:
+    """Whether ``symbol`` is a listing outside the US by its venue suffix (``SAP.DE``; not ``BRK.B``)."""
+    return symbol is not None and symbol.upper().endswith(NON_US_SUFFIXES)
+
+
 def _check_fault(fault: str) -> str:
     if fault not in FAULTS:
         raise ValueError(f"fault must be one of {FAULTS}")
@@ -1042,10 +1089,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finnhub-key", default=None, help="the only Finnhub key accepted (default: any)")
     parser.add_argument("--alphavantage-key", default=None, help="the only Alpha Vantage key accepted")
     parser.add_argument("--candles", action="store_true", help="answer Finnhub /stock/candle (a paid plan)")
+    parser.add_argument("--finnhub-plan", choices=FINNHUB_PLANS, default="free",
+                        help="free: non-US listings get 403 'no access', as on the real free plan")
     args = parser.parse_args(argv)
     fake = FakeUpstream(
         host=args.host, port=args.port, latency=args.latency, error_rate=args.error_rate, seed=args.seed,
         expected_keys={"finnhub": args.finnhub_key, "alphavantage": args.alphavantage_key}, candles=args.candles,
+        finnhub_plan=args.finnhub_plan,
     )
     fake.start()
     print(f"STOCKCACHE_FINNHUB_URL={fake.finnhub_url}", flush=True)

@@ -57,6 +57,8 @@ from .errors import (
     RateLimited,
     StockcacheError,
     SymbolNotFound,
+    SymbolRefused,
+    UpstreamAuthError,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -76,6 +78,13 @@ READ_CHUNK = 64 * 1024
 # close() waits this long past the upstream timeout for running requests (their
 # callbacks write to the cache, which closes right after).
 CLOSE_MARGIN = 1.0
+# Metric names (labels: provider): refusals of one symbol received, and calls not made
+# because a refusal was remembered (counted by the service, which skips the provider).
+REFUSED = "upstream_refused"
+REFUSAL_SKIPPED = "upstream_refusal_skipped"
+
+# Called when a provider refuses one symbol: (provider, symbol, the error), to remember it.
+OnRefusal = Callable[[str, str, SymbolRefused], None]
 
 
 class UpstreamBudget(Protocol):
@@ -159,7 +168,8 @@ class Fetcher:
     ``workers`` threads per network provider and an HTTP connection pool of the
     same size, so no connection is discarded with "connection pool is full".
     ``workers`` is also each provider's lane: how many of its requests run at
-    once (see the module docstring).
+    once (see the module docstring). ``on_refusal`` is told about every
+    per-symbol refusal, so the owner can remember it.
     """
 
     def __init__(
@@ -175,6 +185,7 @@ class Fetcher:
         metrics: Metrics | None = None,
         peers: PeerLocks | None = None,
         peer_poll: float = PEER_POLL,
+        on_refusal: OnRefusal | None = None,
     ) -> None:
         self._providers = dict(providers)
         self._budgets = dict(budgets)
@@ -184,6 +195,7 @@ class Fetcher:
         self._timeout = timeout
         self._clock = clock
         self.metrics = metrics or Metrics()
+        self._on_refusal = on_refusal
         # Lanes: one per network provider; _lane_lock guards their counters and queues only.
         self._lanes = {name: _Lane(workers) for name, p in self._providers.items() if not p.local}
         self._lane_lock = threading.Lock()
@@ -536,6 +548,8 @@ class Fetcher:
             if breaker is not None:
                 breaker.release()
             return _shutting_down(name)
+        # What failed, for the breaker: the symbol, or None when the whole provider is at fault.
+        failed_key: str | None = state.symbol
         try:
             response = future.result()
         except requests.Timeout:
@@ -544,6 +558,8 @@ class Fetcher:
         except requests.RequestException as exc:
             # str(exc) can carry the URL with its query string (Alpha Vantage's apikey): name the type only.
             error = UpstreamError(f"could not reach {name} ({type(exc).__name__}).", provider=name)
+            if _connect_failed(exc):
+                failed_key = None
         except StockcacheError as exc:
             error = exc
         except Exception:
@@ -568,7 +584,7 @@ class Fetcher:
                 return None
             finally:
                 _close(response)
-        if isinstance(error, SymbolNotFound | RateLimited):
+        if isinstance(error, SymbolNotFound | RateLimited | SymbolRefused):
             # The provider is alive and answering; only its budget or the symbol is the problem.
             if breaker is not None:
                 breaker.success()
@@ -580,13 +596,26 @@ class Fetcher:
                 budget = self._budgets.get(name)
                 if budget is not None:
                     budget.pause(pause)
+            elif isinstance(error, SymbolRefused):
+                self.metrics.inc(REFUSED, name)
+                self._refused(name, state.symbol, error)
         else:
+            if isinstance(error, UpstreamAuthError):
+                failed_key = None  # our key refused: every symbol would fail the same way
             if breaker is not None:
-                breaker.failure()
+                breaker.failure(failed_key)
             self.metrics.inc(Metrics.UPSTREAM_ERRORS, name)
             log.warning("%s %s %s failed: %s", name, state.kind, state.symbol, error.message)
         error.fields.setdefault("provider", name)
         return error
+
+    def _refused(self, name: str, symbol: str, error: SymbolRefused) -> None:
+        if self._on_refusal is None:
+            return
+        try:
+            self._on_refusal(name, symbol, error)
+        except Exception:
+            log.exception("remembering that %s refused %s failed", name, symbol)
 
     def _finish(
         self,
@@ -708,6 +737,12 @@ def _shutting_down(name: str) -> UpstreamError:
 def _no_connection(name: str, timeout: float) -> UpstreamTimeout:
     # Not the provider's answer, so it never counts against its breaker: its other requests do.
     return UpstreamTimeout(f"{name} had no free connection within {timeout:g} s (all busy).", provider=name)
+
+
+def _connect_failed(exc: requests.RequestException) -> bool:
+    """True when no connection could be made at all (refused, unresolvable): the provider, not a symbol."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 # -- lanes: each provider's share of the pool ---------------------------------------------
@@ -1047,16 +1082,31 @@ def _read_body(response: Any, name: str, timeout: float) -> bytes:
 
 
 def _pick_error(state: _Route) -> StockcacheError:
-    """The error to report when every provider failed: the primary's, unless all were rate limits."""
+    """The error to report when every provider failed: the primary's, unless all were rate limits.
+
+    A refusal of the symbol says the least about what to do next, so any other
+    error comes first; when every provider refused it, one error names them all.
+    """
     if not state.errors:
         return UpstreamError(f"No configured provider serves {state.kind} data.")
     for error in state.errors:
         if isinstance(error, SymbolNotFound):
             return error
-    limits = [e for e in state.errors if isinstance(e, RateLimited)]
-    if len(limits) == len(state.errors):
+    errors = [e for e in state.errors if not isinstance(e, SymbolRefused)]
+    if not errors:
+        return refused_everywhere(state.symbol, [str(e.fields.get("provider", "?")) for e in state.errors])
+    limits = [e for e in errors if isinstance(e, RateLimited)]
+    if len(limits) == len(errors):
         return min(limits, key=lambda e: e.retry_after or 0)
-    return next(e for e in state.errors if not isinstance(e, RateLimited))
+    return next(e for e in errors if not isinstance(e, RateLimited))
+
+
+def refused_everywhere(symbol: str, providers: Iterable[str]) -> SymbolRefused:
+    """The error when every provider that could serve ``symbol`` refused it on the configured plan."""
+    names = " and ".join(dict.fromkeys(providers))
+    return SymbolRefused(f"{symbol} is not available from {names} on the configured plan "
+                         "(it refused this symbol), and no other configured provider serves it.",
+                         symbol=symbol)
 
 
 class _RedactSecrets(logging.Filter):

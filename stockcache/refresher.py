@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from .budget import share_cap
 from .clock import seconds_to_utc_midnight
-from .errors import RateLimited, SymbolNotFound
+from .errors import RateLimited, SymbolNotFound, SymbolRefused
 from .markethours import seconds_until_session
 from .metrics import Metrics
 from .models import KIND_TTL_LEVEL, cache_key
@@ -193,6 +193,8 @@ class Refresher:
             for error in errors.values():
                 if isinstance(error, SymbolNotFound):
                     refreshed += 1  # the "not found" is cached again: that is a refresh too
+                elif isinstance(error, SymbolRefused):
+                    continue  # not served on this plan (remembered, no call spent): not a failing kind
                 elif isinstance(error, RateLimited):
                     limited += 1
                     retry_after = max(retry_after, float(error.retry_after or 0))

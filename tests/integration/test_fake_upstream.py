@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from bench.fake_upstream import FINNHUB_PREFIX, FakeUpstream
-from stockcache.errors import RateLimited, SymbolNotFound, UpstreamAuthError, UpstreamError
+from stockcache.errors import RateLimited, SymbolNotFound, SymbolRefused, UpstreamAuthError, UpstreamError
 from stockcache.models import History, News, Profile, Quote
 from stockcache.providers import AlphaVantageProvider, DemoMarket, FinnhubProvider
 from stockcache.providers.base import seconds_to_utc_midnight
@@ -111,6 +111,22 @@ def test_fake_finnhub_candles_only_when_enabled(fake, session):
     fake.candles = True
     history = via(provider, "history", "AAPL", {"days": 30})
     assert history.candles == DemoMarket().history("AAPL", NOW, 30).candles
+
+
+@pytest.mark.parametrize("status", [403, 401])
+def test_fake_finnhub_free_plan_refuses_non_us_listings_like_the_real_one(fake, session, finnhub, status):
+    fake.set_no_access_status(status)
+    for path in ("/quote", "/stock/profile2", "/stock/metric"):
+        response = fh_get(fake, session, path, symbol="SAP.DE", metric="all")
+        assert response.status_code == status
+        assert response.json() == {"error": "You don't have access to this resource."}
+    for symbol in ("VOD.L", "MC.PA", "ASML.AS", "7203.T"):
+        with pytest.raises(SymbolRefused):
+            via(finnhub, "quote", symbol)
+    assert via(finnhub, "quote", "BRK.B").price > 0  # a US share class, not a venue suffix
+    assert via(finnhub, "quote", "AAPL").price > 0
+    fake.finnhub_plan = "paid"
+    assert via(finnhub, "quote", "SAP.DE").price > 0
 
 
 def test_fake_trickle_headers_sends_no_status_line_in_time(fake):
