@@ -326,6 +326,7 @@ class SharedUpstream:
         owns = link is None
         if link is None:
             link = RedisLink(settings.redis_url)
+            link.start_monitor()
         # A leader may try two providers, each up to the timeout, after up to 2 s of smoothing.
         lock_ttl = 2 * settings.upstream_timeout + 5
         return cls(link, namespace=settings.redis_namespace, lock_ttl=lock_ttl, owns_link=owns, clock=clock)

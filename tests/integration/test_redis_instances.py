@@ -242,3 +242,25 @@ def test_instance_heals_a_stale_or_foreign_lock_instead_of_waiting_on_it(
     finally:
         live.stop()
         raw.close()
+
+
+def test_instance_health_notices_a_dead_redis_without_any_request_and_its_return(
+    tmp_path: Path, upstream: FakeUpstream, own_redis: RedisServer  # noqa: F811
+) -> None:
+    live = start_service(upstream_settings(tmp_path, upstream, redis_url=own_redis.url))
+    try:
+        assert wait_for_health(live.api, "ok")["status"] == "ok"
+        own_redis.kill()
+        killed = time.monotonic()
+        # Only /healthz is asked, and it does no I/O: the link's own PING has to notice.
+        health = wait_for_health(live.api, "degraded", timeout=5.0)
+        assert health["status"] == "degraded", health
+        assert time.monotonic() - killed <= 5.0
+        assert any("redis is unreachable" in reason for reason in health["reasons"])
+
+        own_redis.start()
+        back = time.monotonic()
+        assert wait_for_health(live.api, "ok", timeout=5.0)["status"] == "ok"
+        assert time.monotonic() - back <= 5.0
+    finally:
+        live.stop()
