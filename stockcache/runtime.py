@@ -66,6 +66,7 @@ class Runtime:
             if settings.refresh:
                 self.refresher = refresher_from_settings(self.service, self.store.held_symbol_counts, clock=clock)
                 built.append(self.refresher.stop)
+                self.store.add_holdings_listener(self.refresher.wake)  # a new symbol is refreshed at once
                 self.refresher.start()
         except BaseException:
             for close in reversed(built):

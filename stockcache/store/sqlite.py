@@ -101,6 +101,7 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
         self._writes = 0  # write transactions ended by this process (guarded by _lock)
+        self._holdings_listeners: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r}>"
@@ -148,6 +149,25 @@ class Store:
         finally:
             with self._lock:
                 self._writes += 1
+
+    @contextmanager
+    def _holdings_write(self) -> Iterator[sqlite3.Connection]:
+        """A write that may make a symbol held: the listeners hear of it once it is committed."""
+        with self._write() as conn:
+            yield conn
+        for listener in list(self._holdings_listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("store %s: a holdings listener failed", self.path)
+
+    def add_holdings_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each commit that may add a held symbol (a new or changed position, a watch).
+
+        So the background refresher need not poll. It runs in the writing thread and
+        must not block; writes by other processes are not seen.
+        """
+        self._holdings_listeners.append(listener)
 
     @_translated
     def data_version(self) -> tuple[int, int]:
@@ -340,7 +360,7 @@ class Store:
         """A new position (values already cleaned by :func:`validate.position_input`)."""
         now = self._now()
         try:
-            with self._write() as conn:
+            with self._holdings_write() as conn:
                 cur = conn.execute(
                     """INSERT INTO positions (user_id, symbol, shares, cost_basis, created_at, updated_at)
                        VALUES (?, ?, ?, ?, ?, ?)""",
@@ -373,7 +393,7 @@ class Store:
         assignments = ", ".join(f"{name} = ?" for name in changes)  # names from the fixed set above
         sets = (assignments + ", " if assignments else "") + "updated_at = ?"
         try:
-            with self._write() as conn:
+            with self._holdings_write() as conn:
                 rows = conn.execute(
                     f"""UPDATE positions SET {sets} WHERE id = ? AND user_id = ?
                         RETURNING id, symbol, shares, cost_basis""",
@@ -403,7 +423,7 @@ class Store:
         """Watch a symbol; Conflict when the user already watches it."""
         now = self._now()
         try:
-            with self._write() as conn:
+            with self._holdings_write() as conn:
                 conn.execute("INSERT INTO watchlist (user_id, symbol, added_at) VALUES (?, ?, ?)",
                              (user_id, symbol, now))
         except sqlite3.IntegrityError as exc:
