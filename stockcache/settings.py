@@ -174,6 +174,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an entry is kept past its TTL, to be served flagged stale when the upstream fails."),
     Setting("negative_ttl", ("STOCKCACHE_NEGATIVE_TTL",), _non_negative_int, 600,
             "Seconds an upstream 'not found' is remembered, so unknown symbols do not spend quota."),
+    Setting("refusal_ttl", ("STOCKCACHE_REFUSAL_TTL",), _non_negative_int, 86400,
+            "Seconds a provider's refusal of one symbol (a listing outside its plan) is remembered, so the "
+            "next provider is asked instead; 0 forgets at once."),
     Setting("redis_url", ("REDIS_URL", "STOCKCACHE_REDIS_URL"), _redis_url, "",
             "Optional Redis URL for a cache tier shared by several instances; unset means no Redis.",
             secret=True),
@@ -181,7 +184,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Prefix of every Redis key (NAMESPACE:cache:..., :budget:, :lock:); instances that share "
             "a cache use the same one."),
     Setting("workers", ("STOCKCACHE_WORKERS",), _positive_int, 32,
-            "Threads (and pooled HTTP connections) for concurrent upstream requests."),
+            "Concurrent upstream requests per provider (its threads and pooled HTTP connections); a provider "
+            "that hangs holds only its own."),
     Setting("max_batch", ("STOCKCACHE_MAX_BATCH",), _positive_int, 100, "Most symbols in one batch request."),
     Setting("memory_max_items", ("STOCKCACHE_MEMORY_MAX_ITEMS",), _positive_int, 10_000,
             "Most entries in the in-memory LRU tier."),
@@ -240,6 +244,7 @@ class Settings:
     ttl_ai_analysis: int = 604800
     stale_grace: int = 86400
     negative_ttl: int = 600
+    refusal_ttl: int = 86400
     redis_url: str = field(default="", repr=False)
     redis_namespace: str = "stockcache"
     workers: int = 32
