@@ -26,6 +26,12 @@ trickle     HTTP 200 headers (with the full Content-Length) at once, then the no
             succeeds, so only a deadline on the whole answer ends it. Stopped like
             "hang": :meth:`FakeUpstream.release_hangs` sends the rest at once,
             ``stop()`` drops the connection, ``max_hang`` sends the rest
+trickle_headers
+            the status line and headers one byte every :data:`TRICKLE_EVERY` seconds
+            (padded with a long ``X-Fake-Padding`` header so they never finish on
+            their own), then the normal body: no socket read ever times out, and a
+            client whose deadline starts only after the headers waits for minutes.
+            Stopped like "trickle"
 huge        HTTP 200 with the normal answer padded to :data:`HUGE_BYTES` (an extra
             ``"padding"`` string: still valid JSON, still parseable), streamed with
             chunked transfer encoding (no Content-Length)
@@ -39,6 +45,13 @@ outofrange  HTTP 200, the normal answer in the right shape with one value out of
             Numbers stay strings at Alpha Vantage. An answer without such a field
             (a quote has no text) is sent unchanged
 ==========  ==================================================================
+
+Finnhub plans: on the free plan (the default, ``finnhub_plan="free"``) it answers
+non-US listings (a venue suffix from :data:`NON_US_SUFFIXES`: ``SAP.DE``, ``VOD.L``)
+with ``{"error": "You don't have access to this resource."}`` and HTTP 403 on
+quote, profile, news and metric, as the real one does (``no_access_status=401``
+gives the same text with the 401 also seen in the wild). ``"paid"`` serves them.
+US share classes such as ``BRK.B`` are served on both.
 
 Run it alone: ``python -m bench.fake_upstream --port 9999 --latency 0.2``.
 """
@@ -68,11 +81,18 @@ from stockcache.providers.demo import DemoMarket
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("finnhub", "alphavantage")
-FAULTS = ("500", "502", "503", "429", "hang", "trickle", "huge", "reset", "badjson", "wrongshape", "html",
-          "outofrange")
+FAULTS = ("500", "502", "503", "429", "hang", "trickle", "trickle_headers", "huge", "reset", "badjson", "wrongshape",
+          "html", "outofrange")
 OUT_OF_RANGE = ("negative", "huge", "tiny", "future", "long")
 TRICKLE_EVERY = 0.2  # seconds between the bytes of a "trickle" answer
 HUGE_BYTES = 8 * 1024 * 1024  # size of a "huge" answer: more than any client should read into RAM
+
+HEADER_PADDING = 4096  # bytes of X-Fake-Padding in a "trickle_headers" answer: longer than any max_hang
+# Yahoo-style venue suffixes of listings outside the US (Finnhub's free plan refuses them).
+NON_US_SUFFIXES = (".DE", ".F", ".L", ".PA", ".AS", ".MI", ".SW", ".ST", ".TO", ".HK", ".T", ".BR", ".MC",
+                   ".OL", ".CO", ".HE", ".VI", ".AX")
+FINNHUB_PLANS = ("free", "paid")
+_FINNHUB_PER_SYMBOL = ("quote", "stock/profile2", "company-news", "stock/metric")
 
 FINNHUB_PREFIX = "/finnhub/api/v1"
 ALPHAVANTAGE_PATH = "/alphavantage/query"
@@ -181,6 +201,14 @@ class _Stream:
     length: int | None = None
 
 
+@dataclass
+class _SlowHeaders:
+    """A whole answer whose status line and headers leave as ``trickle(head)`` yields, then ``body``."""
+
+    body: bytes
+    trickle: Callable[[bytes], Iterable[bytes]]
+
+
 class FakeUpstream:
     """A fake Finnhub + Alpha Vantage on 127.0.0.1. Thread-safe; configure it while it runs.
 
@@ -201,6 +229,8 @@ class FakeUpstream:
         seed: int = 0,
         max_hang: float = 30.0,
         candles: bool = False,
+        finnhub_plan: str = "free",
+        no_access_status: int = 403,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._host, self._port = host, port
@@ -228,6 +258,8 @@ class FakeUpstream:
         self._outage: str | None = None
         self._limits: dict[str, _Limit] = {}
         self._candles = candles
+        self._finnhub_plan = _check_plan(finnhub_plan)
+        self._no_access_status = no_access_status
         self.max_hang = max_hang
         self._calls: list[Call] = []
         self._rate_limited: dict[str, int] = {name: 0 for name in PROVIDERS}
@@ -419,6 +451,22 @@ class FakeUpstream:
         with self._lock:
             self._candles = bool(on)
 
+    @property
+    def finnhub_plan(self) -> str:
+        """``"free"``: non-US listings get Finnhub's 403 "no access"; ``"paid"``: they are served."""
+        with self._lock:
+            return self._finnhub_plan
+
+    @finnhub_plan.setter
+    def finnhub_plan(self, plan: str) -> None:
+        with self._lock:
+            self._finnhub_plan = _check_plan(plan)
+
+    def set_no_access_status(self, status: int) -> None:
+        """The HTTP status of Finnhub's "no access" answer: 403, or the 401 also seen from the real API."""
+        with self._lock:
+            self._no_access_status = int(status)
+
     def release_hangs(self) -> None:
         """Let every request held by a "hang" fault go on and answer normally."""
         with self._cond:
@@ -498,10 +546,11 @@ class FakeUpstream:
 
     def _handle(
         self, method: str, raw_path: str, headers: Mapping[str, str]
-    ) -> tuple[int, dict[str, str], bytes | _Stream]:
+    ) -> tuple[int, dict[str, str], bytes | _Stream | _SlowHeaders]:
         """Route one request; returns (status, headers, body) or raises _Drop.
 
-        The body is a :class:`_Stream` only for the "trickle" and "huge" faults.
+        The body is a :class:`_Stream` only for the "trickle" and "huge" faults, a
+        :class:`_SlowHeaders` only for "trickle_headers".
         """
         split = urlsplit(raw_path)
         path = re.sub(r"/{2,}", "/", split.path)
@@ -632,18 +681,20 @@ class FakeUpstream:
     def _fault_answer(
         self, fault: _Fault, provider: str, endpoint: str, symbol: str | None, query: Mapping[str, str],
         key: str | None,
-    ) -> tuple[int, dict[str, str], bytes | _Stream] | None:
+    ) -> tuple[int, dict[str, str], bytes | _Stream | _SlowHeaders] | None:
         kind = fault.kind
         if kind == "hang":
             self._hang()
             return None  # released: answer normally
-        if kind in ("trickle", "huge"):
+        if kind in ("trickle", "trickle_headers", "huge"):
             if provider == "finnhub":
                 status, headers, body = self._finnhub(endpoint, symbol, query)
             else:
                 status, headers, body = self._alphavantage(endpoint, symbol, query)
             if kind == "trickle":
                 return status, headers, _Stream(self._trickle(body), len(body))
+            if kind == "trickle_headers":
+                return status, headers, _SlowHeaders(body, self._trickle)
             if not body.lstrip().startswith(b"{"):
                 body = b"{}"  # a list answer (news) cannot be padded and stay the same shape
             return status, headers, _Stream(self._huge(body, HUGE_BYTES))
@@ -730,6 +781,10 @@ class FakeUpstream:
     def _finnhub(self, endpoint: str, symbol: str | None, query: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
         now = self._clock()
         market = self._market
+        with self._lock:
+            free, no_access = self._finnhub_plan == "free", self._no_access_status
+        if free and endpoint in _FINNHUB_PER_SYMBOL and is_non_us(symbol):
+            return _json(no_access, FINNHUB_NO_ACCESS)
         if endpoint == "search":
             hits = [h for h in market.search(query.get("q", "")) if not self._is_unknown(h["symbol"])]
             return _json(200, {"count": len(hits), "result": [
@@ -926,8 +981,12 @@ class _Handler(BaseHTTPRequestHandler):
         except _Drop:
             self._reset()
             return
-        self.send_response(status)
         headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        if isinstance(body, _SlowHeaders):
+            self.log_request(status)
+            self._slow_headers(status, headers, body)
+            return
+        self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         if isinstance(body, _Stream):
@@ -950,6 +1009,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
+        except _Drop:
+            self._reset()
+        except OSError:
+            self.close_connection = True  # the client gave up (it is meant to)
+
+    def _slow_headers(self, status: int, headers: Mapping[str, str], answer: _SlowHeaders) -> None:
+        """The status line and headers a byte at a time (flushed each), then the body at once."""
+        lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines += [f"Content-Length: {len(answer.body)}", "X-Fake-Padding: " + "x" * HEADER_PADDING]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            for piece in answer.trickle(head):
+                if piece:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+            self.wfile.write(answer.body)
+            self.wfile.flush()
         except _Drop:
             self._reset()
         except OSError:
@@ -1047,6 +1124,17 @@ def _provider(provider: str | None) -> str | None:
     return provider
 
 
+def _check_plan(plan: str) -> str:
+    if plan not in FINNHUB_PLANS:
+        raise ValueError(f"finnhub_plan must be one of {FINNHUB_PLANS}")
+    return plan
+
+
+def is_non_us(symbol: str | None) -> bool:
+    """Whether ``symbol`` is a listing outside the US by its venue suffix (``SAP.DE``; not ``BRK.B``)."""
+    return symbol is not None and symbol.upper().endswith(NON_US_SUFFIXES)
+
+
 def _check_fault(fault: str) -> str:
     if fault not in FAULTS:
         raise ValueError(f"fault must be one of {FAULTS}")
@@ -1073,10 +1161,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finnhub-key", default=None, help="the only Finnhub key accepted (default: any)")
     parser.add_argument("--alphavantage-key", default=None, help="the only Alpha Vantage key accepted")
     parser.add_argument("--candles", action="store_true", help="answer Finnhub /stock/candle (a paid plan)")
+    parser.add_argument("--finnhub-plan", choices=FINNHUB_PLANS, default="free",
+                        help="free: non-US listings get 403 'no access', as on the real free plan")
     args = parser.parse_args(argv)
     fake = FakeUpstream(
         host=args.host, port=args.port, latency=args.latency, error_rate=args.error_rate, seed=args.seed,
         expected_keys={"finnhub": args.finnhub_key, "alphavantage": args.alphavantage_key}, candles=args.candles,
+        finnhub_plan=args.finnhub_plan,
     )
     fake.start()
     print(f"STOCKCACHE_FINNHUB_URL={fake.finnhub_url}", flush=True)

@@ -23,6 +23,7 @@ exactly one place (``stockcache.web.errors``) renders them as HTTP.
     ├── TooManyRequests             429 too_many_requests (login attempts)
     └── UpstreamError               502 upstream_error
         ├── UpstreamAuthError       502 upstream_error  (our key refused, or not in plan)
+        │   └── SymbolRefused       502 upstream_error  (this one symbol not in plan; the key is fine)
         ├── RateLimited             503 rate_limited    (retry_after seconds)
         └── UpstreamTimeout         504 upstream_timeout
 """
@@ -124,6 +125,17 @@ class UpstreamAuthError(UpstreamError):
     """The provider refused our key, or the data is not in our plan."""
 
     default_message = "The upstream data provider refused the request (key or plan)."
+
+
+class SymbolRefused(UpstreamAuthError):
+    """The provider refused this one symbol (a listing outside the plan); the key and the provider are fine.
+
+    Finnhub's free plan answers so for non-US listings. It never counts against
+    the provider's health, and it is remembered per (provider, symbol) so a
+    retry goes to the next provider instead of spending quota on the same "no".
+    """
+
+    default_message = "The upstream data provider does not serve this symbol on the configured plan."
 
 
 class RateLimited(UpstreamError):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from .budget import share_cap
 from .clock import seconds_to_utc_midnight
-from .errors import RateLimited, SymbolNotFound
+from .errors import RateLimited, SymbolNotFound, SymbolRefused
 from .markethours import seconds_until_session
 from .metrics import Metrics
 from .models import KIND_TTL_LEVEL, cache_key
@@ -40,8 +40,8 @@ from .service import StockService
 log = logging.getLogger(__name__)
 
 KINDS = ("quote", "profile", "history")  # in priority order: quotes first when the budget is short
-IDLE_WAIT = 60.0  # nothing due: look again (held symbols may have changed) after this long
-MIN_WAIT = 1.0  # never loop faster than this, whatever is due
+IDLE_WAIT = 60.0  # nothing due: look again after this long (this process's store changes wake it sooner)
+MIN_WAIT = 1.0  # never loop faster than this, whatever is due or however often it is woken
 MAX_WAIT = 300.0  # a long wait is cut into pieces so clock changes are noticed
 BATCH_WINDOW = 15.0  # entries due within this long are refreshed together, in one batch
 BUDGET_WAIT = 5.0  # the refresher's share of a minute budget is spent: look again after this long
@@ -66,7 +66,9 @@ class Refresher:
     too and counts every symbol as held once (then expiry alone orders them).
     ``hours`` is ``"market"`` or ``"always"``. ``wait(seconds)`` blocks until
     the next run and returns True when the refresher should stop; the default
-    waits on the stop event.
+    waits on the stop event, and :meth:`wake` (the store calls it when a
+    symbol may have become held) ends it early, so a symbol added to a
+    watchlist is fetched within about MIN_WAIT instead of IDLE_WAIT.
     """
 
     def __init__(
@@ -91,7 +93,9 @@ class Refresher:
         self._kinds = [kind for kind in kinds if kind in KIND_TTL_LEVEL]
         self._clock = clock
         self._stop = threading.Event()
-        self._wait = wait or self._stop.wait
+        self._wait = wait or self._sleep
+        self._cond = threading.Condition()
+        self._woken = False  # guarded by _cond
         self._metrics: Metrics = service.metrics
         self._run_lock = threading.Lock()
         self._backoff: dict[str, _Backoff] = {kind: _Backoff() for kind in self._kinds}
@@ -108,9 +112,21 @@ class Refresher:
         self._thread = threading.Thread(target=self._loop, name="stockcache-refresher", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Look at the held symbols again soon (within MIN_WAIT), not at the end of the current wait.
+
+        Cheap and non-blocking, so the store may call it after every commit that
+        can add a held symbol. Wakes during a round take effect after it.
+        """
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and wait for it; a refresh in progress stops waiting for the upstream at once."""
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -120,6 +136,18 @@ class Refresher:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def _sleep(self, seconds: float) -> bool:
+        """The default wait: ``seconds``, or less once woken (never under MIN_WAIT); True when stopping."""
+        started = time.monotonic()
+        with self._cond:
+            while not self._stop.is_set():
+                elapsed = time.monotonic() - started
+                if elapsed >= seconds or (self._woken and elapsed >= MIN_WAIT):
+                    self._woken = False
+                    return False
+                self._cond.wait((min(seconds, MIN_WAIT) if self._woken else seconds) - elapsed)
+        return True
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -193,6 +221,8 @@ class Refresher:
             for error in errors.values():
                 if isinstance(error, SymbolNotFound):
                     refreshed += 1  # the "not found" is cached again: that is a refresh too
+                elif isinstance(error, SymbolRefused):
+                    continue  # not served on this plan (remembered, no call spent): not a failing kind
                 elif isinstance(error, RateLimited):
                     limited += 1
                     retry_after = max(retry_after, float(error.retry_after or 0))

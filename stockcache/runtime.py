@@ -67,6 +67,7 @@ class Runtime:
             if settings.refresh:
                 self.refresher = refresher_from_settings(self.service, self.store.held_symbol_counts, clock=clock)
                 built.append(self.refresher.stop)
+                self.store.add_holdings_listener(self.refresher.wake)  # a new symbol is refreshed at once
                 self.refresher.start()
         except BaseException:
             for close in reversed(built):
@@ -95,9 +96,16 @@ class Runtime:
         for name, breaker in self.service.fetcher.breakers.items():
             if breaker.state != "closed":
                 reasons.append(f"upstream {name} is failing (circuit {breaker.state})")
+        pool = self.service.fetcher.pool()  # counters only: no I/O
+        for name, lane in pool.items():
+            if lane["in_flight"] >= lane["size"]:
+                reasons.append(f"upstream {name} is saturated: all {lane['size']} connections busy, "
+                               f"{lane['waiting']} requests waiting")
         body: dict[str, Any] = {"status": "degraded" if reasons else "ok", "version": __version__,
                                 "source": "demo" if self.settings.demo else ",".join(self.service.source_names),
                                 "uptime": int(self.clock() - self.started_at)}
+        if pool:
+            body["upstream_pool"] = pool
         if reasons:
             body["reasons"] = reasons
         return body

@@ -26,10 +26,20 @@ from .errors import (
     InvalidRequest,
     StockcacheError,
     SymbolNotFound,
+    SymbolRefused,
     UpstreamError,
     UpstreamTimeout,
 )
-from .fetcher import Fetcher, FetchResult, Flight, UpstreamBudget, wait_all
+from .fetcher import (
+    REFUSAL_SKIPPED,
+    REFUSED,
+    Fetcher,
+    FetchResult,
+    Flight,
+    UpstreamBudget,
+    refused_everywhere,
+    wait_all,
+)
 from .metrics import Metrics
 from .models import KIND_TTL_LEVEL, MAX_TIMESTAMP, cache_key, check, normalize_symbol, normalize_symbols
 from .providers import build_providers, no_route_error
@@ -93,6 +103,7 @@ class StockService:
             self.providers, budgets, workers=settings.workers, timeout=settings.upstream_timeout,
             session=session, clock=clock, metrics=self.metrics,
             peers=self.shared.locks if self.shared is not None else None,
+            on_refusal=self._remember_refusal,
         )
 
     @classmethod
@@ -254,6 +265,8 @@ class StockService:
                 "calls": self.metrics.get(Metrics.UPSTREAM_CALLS, name),
                 "errors": self.metrics.get(Metrics.UPSTREAM_ERRORS, name),
                 "rate_limited": self.metrics.get(Metrics.RATE_LIMITED, name),
+                "refused": self.metrics.get(REFUSED, name),
+                "refusals_skipped": self.metrics.get(REFUSAL_SKIPPED, name),
                 "calls_today": budget.calls_today() if budget else None,
                 "budget_left": budget.remaining() if budget else None,
                 "circuit": breaker.state if breaker and not provider.local else None,
@@ -362,10 +375,18 @@ class StockService:
             failed = {symbol: no_route_error(kind, self.providers) for symbol in misses}
             misses = []
         flights: dict[str, Flight] = {}
+        refused = self._refusals(misses, route)
         for symbol in misses:
             key = keys[symbol]
+            skip = refused.get(symbol, ())
+            symbol_route = [name for name in route if name not in skip]
+            for name in skip:
+                self.metrics.inc(REFUSAL_SKIPPED, name)
+            if not symbol_route:
+                failed[symbol] = refused_everywhere(symbol, skip)
+                continue
             flights[symbol] = self.fetcher.fetch(
-                key, kind, symbol, params, route, share=share,
+                key, kind, symbol, params, symbol_route, share=share,
                 on_done=functools.partial(self._store, level=KIND_TTL_LEVEL[kind]),
                 lookup=None if force else functools.partial(self._cached_result, kind, symbol, key),
             )
@@ -396,6 +417,38 @@ class StockService:
                     error.fields.setdefault("symbol", symbol)
                     errors[symbol] = error
         return found, errors
+
+    def _refusals(self, symbols: Sequence[str], route: Sequence[str]) -> dict[str, list[str]]:
+        """The providers of ``route`` that refused each symbol lately (remembered for ``refusal_ttl``).
+
+        One batched lookup, only for misses about to go upstream. ``get_stale_many``
+        because it does not count as a read of market data (it counts a stale read);
+        only entries still fresh count.
+        """
+        network = [name for name in route if not self.providers[name].local]
+        if not symbols or not network or self.settings.refusal_ttl <= 0:
+            return {}
+        keys = {(symbol, name): refusal_key(name, symbol) for symbol in symbols for name in network}
+        entries = self.cache.get_stale_many(keys.values())
+        now = self.clock()
+        out: dict[str, list[str]] = {}
+        for (symbol, name), key in keys.items():
+            entry = entries.get(key)
+            if entry is not None and now < entry.expires_at and _is_refusal(entry.value, name):
+                out.setdefault(symbol, []).append(name)
+        return out
+
+    def _remember_refusal(self, provider: str, symbol: str, error: SymbolRefused) -> None:
+        """Runs in the fetcher when ``provider`` refused ``symbol``: ask the next provider until it expires.
+
+        A cache entry of its own kind (``refusal:SYMBOL:PROVIDER``), so it survives
+        a restart and is shared through Redis, and is never read as market data.
+        """
+        if self.settings.refusal_ttl <= 0:
+            return
+        self.cache.set(refusal_key(provider, symbol),
+                       {"refused_by": provider, "message": error.message, "fetched_at": self.clock()},
+                       ttl=self.settings.refusal_ttl)
 
     def _count_reads(self, kind: str, hits: Iterable[Entry], misses: int) -> None:
         for tier, n in Counter(entry.tier for entry in hits).items():
@@ -514,6 +567,15 @@ def provider_limits(settings: Settings, name: str) -> Limits:
         return Limits(settings.alphavantage_per_second, settings.alphavantage_per_minute,
                       settings.alphavantage_per_day)
     return Limits()
+
+
+def refusal_key(provider: str, symbol: str) -> str:
+    """The cache key remembering that ``provider`` refused ``symbol`` (kind ``refusal``)."""
+    return cache_key("refusal", symbol, provider)
+
+
+def _is_refusal(value: Any, provider: str) -> bool:
+    return isinstance(value, Mapping) and value.get("refused_by") == provider
 
 
 def _envelope(result: FetchResult) -> dict[str, Any]:

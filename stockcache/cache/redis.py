@@ -12,7 +12,10 @@ and connect timeout and at most one immediate retry on a broken pooled
 connection, and :class:`RedisLink` fails calls at once for a short, growing
 pause after a connection failure, so an outage costs one timeout per pause, not
 one per request. Its failures surface as :class:`~stockcache.errors.CacheError`,
-which the tiered cache treats as a degraded tier.
+which the tiered cache treats as a degraded tier. A background thread PINGs
+every :data:`PING_INTERVAL` seconds, so the link's up/down state (what
+``/healthz`` reads, with no I/O of its own) follows Redis even when no request
+needs it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ T = TypeVar("T")
 
 DEFAULT_NAMESPACE = "stockcache"
 SOCKET_TIMEOUT = 0.25
+PING_INTERVAL = 2.0  # the background PING: a dead (or returned) Redis shows in health within this + 0.25 s
 _MGET_CHUNK = 1000  # keys per MGET; several chunks still go in one pipelined round trip
 _SCAN_COUNT = 1000
 _GLOB_SPECIAL = "*?["
@@ -113,6 +117,38 @@ class RedisLink:
         self._last_error: str | None = None
         self._answered = False
         self._closed = False
+        self._monitor: threading.Thread | None = None
+        self._monitor_stop = threading.Event()
+
+    def start_monitor(self, interval: float = PING_INTERVAL) -> None:
+        """PING every ``interval`` seconds on a background thread (once; stopped by :meth:`close`)."""
+        with self._lock:
+            if self._monitor is not None or self._closed:
+                return
+            self._monitor = threading.Thread(target=self._watch, args=(interval,), name="stockcache-redis-ping",
+                                             daemon=True)
+        self._monitor.start()
+
+    def _watch(self, interval: float) -> None:
+        while not self._monitor_stop.wait(interval):
+            self.check()
+
+    def check(self) -> bool:
+        """One PING now, ignoring the fail-fast pause, and the up/down state updated; True if Redis answered.
+
+        The monitor thread's call: never on a request's path.
+        """
+        try:
+            self.client.ping()
+        except _LINK_ERRORS as exc:
+            self._failed(exc)
+            return False
+        except redis.RedisError:
+            pass  # it answered (with an error, such as LOADING): reachable
+        self._answered = True
+        if self._down:
+            self._recovered()
+        return True
 
     def run(self, operation: str, fn: Callable[[redis.Redis], T]) -> T:
         """``fn(client)``, with redis-py's errors turned into CacheError (fast while Redis is down)."""
@@ -206,6 +242,10 @@ class RedisLink:
         if self._closed:
             return
         self._closed = True
+        self._monitor_stop.set()
+        monitor = self._monitor
+        if monitor is not None and monitor is not threading.current_thread():
+            monitor.join()
         try:
             self.client.close()
         except redis.RedisError:
@@ -241,6 +281,8 @@ class RedisTier(Tier):
             raise ValueError("the Redis namespace must not be empty")
         self._owns_link = link is None
         self.link = link if link is not None else RedisLink(url)  # type: ignore[arg-type]
+        if self._owns_link:
+            self.link.start_monitor()
         self.grace = grace
         self.namespace = namespace
         self._prefix = f"{namespace}:cache:"
@@ -368,8 +410,7 @@ class RedisTier(Tier):
     # admin ---------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """The link's status; a PING only while Redis is down (or never answered), never a scan."""
-        self.link.probe()
+        """The link's status, kept current by its background PING: no I/O here (``/healthz`` is polled)."""
         return self.link.status()
 
     def stats(self) -> dict[str, Any]:

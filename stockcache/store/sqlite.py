@@ -111,6 +111,7 @@ class Store:
         self._watch_stop = threading.Event()
         self._watch_conn: sqlite3.Connection | None = None
         self._watch_seen: int | None = None
+        self._holdings_listeners: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r}>"
@@ -191,12 +192,36 @@ class Store:
     def _watch_loop(self, interval: float) -> None:
         while not self._watch_stop.wait(interval):
             try:
-                self.check_for_changes()
+                if self.check_for_changes():
+                    self._tell_holdings_listeners()  # another process may have added a held symbol
                 self.flush_token_uses()
             except StockcacheError:
                 pass  # logged by _translated; the next round tries again
             except Exception:  # the watcher must outlive any surprise
                 logger.exception("store watcher step failed")
+
+    @contextmanager
+    def _holdings_write(self) -> Iterator[sqlite3.Connection]:
+        """A write that may make a symbol held: the listeners hear of it once it is committed."""
+        with self._write() as conn:
+            yield conn
+        self._tell_holdings_listeners()
+
+    def _tell_holdings_listeners(self) -> None:
+        for listener in list(self._holdings_listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("store %s: a holdings listener failed", self.path)
+
+    def add_holdings_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each commit that may add a held symbol (a new or changed position, a watch).
+
+        So the background refresher need not poll. It runs in the writing thread and
+        must not block. Commits by other processes call it too, from the watcher
+        thread, once it notices them (within ``WATCH_INTERVAL``).
+        """
+        self._holdings_listeners.append(listener)
 
     @_translated
     def check_for_changes(self) -> bool:
@@ -440,7 +465,7 @@ class Store:
         """A new position (values already cleaned by :func:`validate.position_input`)."""
         now = self._now()
         try:
-            with self._write() as conn:
+            with self._holdings_write() as conn:
                 cur = conn.execute(
                     """INSERT INTO positions (user_id, symbol, shares, cost_basis, created_at, updated_at)
                        VALUES (?, ?, ?, ?, ?, ?)""",
@@ -473,7 +498,7 @@ class Store:
         assignments = ", ".join(f"{name} = ?" for name in changes)  # names from the fixed set above
         sets = (assignments + ", " if assignments else "") + "updated_at = ?"
         try:
-            with self._write() as conn:
+            with self._holdings_write() as conn:
                 rows = conn.execute(
                     f"""UPDATE positions SET {sets} WHERE id = ? AND user_id = ?
                         RETURNING id, symbol, shares, cost_basis""",
@@ -503,7 +528,7 @@ class Store:
         """Watch a symbol; Conflict when the user already watches it."""
         now = self._now()
         try:
-            with self._write() as conn:
+            with self._holdings_write() as conn:
                 conn.execute("INSERT INTO watchlist (user_id, symbol, added_at) VALUES (?, ?, ?)",
                              (user_id, symbol, now))
         except sqlite3.IntegrityError as exc:

@@ -151,6 +151,12 @@ class CircuitBreaker:
     ``max_reset``); then half-open: one call is let through and its outcome
     closes or re-opens the circuit. Thread-safe; calls are never serialised,
     only the state flip is under a lock.
+
+    A failure may name what failed (``key``, the symbol): failures of one key
+    count once until a success, so one symbol the provider keeps choking on
+    (a malformed body, a hang) cannot switch the provider off for everyone,
+    while an outage, which fails every symbol, still opens it. A failure
+    without a key (a refused API key, a refused connection) always counts.
     """
 
     def __init__(
@@ -167,6 +173,7 @@ class CircuitBreaker:
         self._clock = clock
         self._lock = threading.Lock()
         self._failures = 0
+        self._failed_keys: set[str] = set()  # keys among the current run of failures
         self._open_until = 0.0
         self._reset = reset_after
         self._probing = False
@@ -197,14 +204,20 @@ class CircuitBreaker:
     def success(self) -> None:
         with self._lock:
             self._failures = 0
+            self._failed_keys.clear()
             self._reset = self._base_reset
             self._probing = False
 
-    def failure(self) -> None:
+    def failure(self, key: str | None = None) -> None:
+        """A call failed; ``key`` names what it was for (see the class docstring)."""
         with self._lock:
+            probing, self._probing = self._probing, False
+            if self._failures < self._threshold and key is not None:
+                if key in self._failed_keys:
+                    return  # the same symbol again: it says nothing new about the provider
+                self._failed_keys.add(key)
             self._failures += 1
-            if self._probing:
+            if probing:
                 self._reset = min(self._reset * 2, self._max_reset)
             if self._failures >= self._threshold:
                 self._open_until = self._clock() + self._reset
-            self._probing = False

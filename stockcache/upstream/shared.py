@@ -102,6 +102,33 @@ if until_ms > current then redis.call('SET', KEYS[1], until_ms, 'PX', tonumber(A
 return 1
 """
 
+# Takes each lock (KEYS[i], token ARGV[i + 1], PX ARGV[1]) unless a live peer lock holds it.
+# A lock is live when it is a string in our token format with an expiry. Anything else under
+# the key (no expiry: it would block the key forever; not our format: not ours to honour) is
+# taken over in the same round trip, so a stuck or foreign key heals by itself.
+# Returns per key: 1 taken, 0 held by a peer, 2 taken over.
+_TAKE = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local token = ARGV[i + 1]
+  if redis.call('SET', key, token, 'NX', 'PX', ARGV[1]) then
+    out[i] = 1
+  else
+    local live = false
+    if redis.call('TYPE', key)['ok'] == 'string' and redis.call('PTTL', key) > 0 then
+      live = string.match(redis.call('GET', key), '^%x+:%d+$') ~= nil
+    end
+    if live then
+      out[i] = 0
+    else
+      redis.call('SET', key, token, 'PX', ARGV[1])
+      out[i] = 2
+    end
+  end
+end
+return out
+"""
+
 # Deletes the lock only if it is still ours (it may have expired and been taken by a peer).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -242,13 +269,17 @@ class PeerLocks:
     """Short per-key locks (``SET NX PX``) so one instance fetches a key while the others wait.
 
     Thread-safe. ``ttl`` bounds how long a crashed leader can hold a key; a
-    live leader releases it as soon as its result is in the cache.
+    live leader releases it as soon as its result is in the cache. A value
+    under a lock key that no instance of ours could have left (no expiry, or
+    not our token format) is taken over at once, in the same script: it would
+    otherwise make every miss for that key wait the full upstream timeout.
     """
 
     def __init__(self, link: RedisLink, *, namespace: str = DEFAULT_NAMESPACE, ttl: float = 25.0) -> None:
         self._link = link
         self._prefix = f"{namespace}:lock:"
         self._ttl_ms = max(1, int(ttl * 1000))
+        self._take = link.client.register_script(_TAKE)
         self._release = link.client.register_script(_RELEASE)
 
     def acquire(self, key: str) -> str | None:
@@ -258,16 +289,15 @@ class PeerLocks:
     def acquire_many(self, keys: Iterable[str]) -> list[str | None]:
         """:meth:`acquire` for several keys in one round trip."""
         keys = list(keys)
+        if not keys:
+            return []
         tokens = [_token() for _ in keys]
-
-        def take(r: Any) -> list[Any]:
-            pipe = r.pipeline(transaction=False)
-            for key, token in zip(keys, tokens):
-                pipe.set(self._prefix + key, token, nx=True, px=self._ttl_ms)
-            return pipe.execute()
-
-        taken = self._link.run("lock", take)
-        return [token if ok else None for token, ok in zip(tokens, taken)]
+        names = [self._prefix + key for key in keys]
+        taken = self._link.run("lock", lambda r: self._take(keys=names, args=[self._ttl_ms, *tokens], client=r))
+        for name, outcome in zip(names, taken):
+            if int(outcome) == 2:
+                log.warning("took over the Redis lock %s: it had no expiry or was not a stockcache lock", name)
+        return [token if int(outcome) else None for token, outcome in zip(tokens, taken)]
 
     def release(self, key: str, token: str) -> None:
         """Give the lock back if it is still ours; CacheError if Redis is down (it then expires)."""
@@ -296,6 +326,7 @@ class SharedUpstream:
         owns = link is None
         if link is None:
             link = RedisLink(settings.redis_url)
+            link.start_monitor()
         # A leader may try two providers, each up to the timeout, after up to 2 s of smoothing.
         lock_ttl = 2 * settings.upstream_timeout + 5
         return cls(link, namespace=settings.redis_namespace, lock_ttl=lock_ttl, owns_link=owns, clock=clock)

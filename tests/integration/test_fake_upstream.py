@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 import threading
@@ -13,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from bench.fake_upstream import FakeUpstream
-from stockcache.errors import RateLimited, SymbolNotFound, UpstreamAuthError, UpstreamError
+from bench.fake_upstream import FINNHUB_PREFIX, FakeUpstream
+from stockcache.errors import RateLimited, SymbolNotFound, SymbolRefused, UpstreamAuthError, UpstreamError
 from stockcache.models import History, News, Profile, Quote
 from stockcache.providers import AlphaVantageProvider, DemoMarket, FinnhubProvider
 from stockcache.providers.base import seconds_to_utc_midnight
@@ -109,6 +111,40 @@ def test_fake_finnhub_candles_only_when_enabled(fake, session):
     fake.candles = True
     history = via(provider, "history", "AAPL", {"days": 30})
     assert history.candles == DemoMarket().history("AAPL", NOW, 30).candles
+
+
+@pytest.mark.parametrize("status", [403, 401])
+def test_fake_finnhub_free_plan_refuses_non_us_listings_like_the_real_one(fake, session, finnhub, status):
+    fake.set_no_access_status(status)
+    for path in ("/quote", "/stock/profile2", "/stock/metric"):
+        response = fh_get(fake, session, path, symbol="SAP.DE", metric="all")
+        assert response.status_code == status
+        assert response.json() == {"error": "You don't have access to this resource."}
+    for symbol in ("VOD.L", "MC.PA", "ASML.AS", "7203.T"):
+        with pytest.raises(SymbolRefused):
+            via(finnhub, "quote", symbol)
+    assert via(finnhub, "quote", "BRK.B").price > 0  # a US share class, not a venue suffix
+    assert via(finnhub, "quote", "AAPL").price > 0
+    fake.finnhub_plan = "paid"
+    assert via(finnhub, "quote", "SAP.DE").price > 0
+
+
+def test_fake_trickle_headers_sends_no_status_line_in_time(fake):
+    """Every read gets a byte, so only a deadline on the whole exchange ends it; release sends the rest."""
+    fake.set_fault("trickle_headers", symbol="AAPL")
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as conn:
+        conn.sendall(f"GET {FINNHUB_PREFIX}/quote?symbol=AAPL&token={FH_KEY} "
+                     "HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert fake.wait_hanging(1, timeout=5)
+        first = conn.recv(64)
+        assert 0 < len(first) < 16  # a byte or a few: the status line itself trickles
+        fake.release_hangs()
+        received = first
+        while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+            received += conn.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"X-Fake-Padding" in head
+    assert json.loads(body)["c"] > 0
 
 
 def test_fake_alphavantage_full_outputsize_is_premium(fake, session):

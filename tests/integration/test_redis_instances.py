@@ -212,3 +212,55 @@ def test_instance_without_redis_url_never_connects_to_redis(
         live.stop()
     # The watcher reuses its one pooled connection: any new one would be the instance's.
     assert watcher.info("stats")["total_connections_received"] == before
+
+
+@pytest.mark.parametrize(("value", "px"), [
+    ("stuck", None),  # a foreign value with no expiry: the fault as found
+    ("stuck", 60_000),  # a foreign value with an expiry: not a lock of ours either
+    ("0123456789ab:7", None),  # our format, but no expiry: no instance of ours leaves that
+])
+def test_instance_heals_a_stale_or_foreign_lock_instead_of_waiting_on_it(
+    tmp_path: Path, upstream: FakeUpstream, redis_url: str, value: str, px: int | None,  # noqa: F811
+) -> None:
+    import redis
+
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    live = start_service(upstream_settings(tmp_path, upstream, redis_url=redis_url, upstream_timeout=2.0))
+    try:
+        user = live.runtime.store.create_user("alice", "unused-hash")
+        api = live.api.as_user(live.runtime.auth.issue_jwt(user.id, user.username, False))
+        for kind, path in (("quote", "/api/quote/AAPL"), ("profile", "/api/profile/AAPL")):
+            raw.set(f"stockcache:lock:{kind}:AAPL", value, px=px)
+            started = time.monotonic()
+            answer = api.get(path)
+            waited = time.monotonic() - started
+            assert answer.status_code == 200 and answer.json()["cache"] == "upstream"
+            assert waited < 1.0  # not the 2 s a live peer's lock would be waited for
+            # Taken over and then released by this instance: the key is free again.
+            assert raw.get(f"stockcache:lock:{kind}:AAPL") is None
+        assert upstream.calls(symbol="AAPL") == 2
+    finally:
+        live.stop()
+        raw.close()
+
+
+def test_instance_health_notices_a_dead_redis_without_any_request_and_its_return(
+    tmp_path: Path, upstream: FakeUpstream, own_redis: RedisServer  # noqa: F811
+) -> None:
+    live = start_service(upstream_settings(tmp_path, upstream, redis_url=own_redis.url))
+    try:
+        assert wait_for_health(live.api, "ok")["status"] == "ok"
+        own_redis.kill()
+        killed = time.monotonic()
+        # Only /healthz is asked, and it does no I/O: the link's own PING has to notice.
+        health = wait_for_health(live.api, "degraded", timeout=5.0)
+        assert health["status"] == "degraded", health
+        assert time.monotonic() - killed <= 5.0
+        assert any("redis is unreachable" in reason for reason in health["reasons"])
+
+        own_redis.start()
+        back = time.monotonic()
+        assert wait_for_health(live.api, "ok", timeout=5.0)["status"] == "ok"
+        assert time.monotonic() - back <= 5.0
+    finally:
+        live.stop()

@@ -108,6 +108,34 @@ def test_breaker_opens_after_failures_and_probes_once(clock):
     assert breaker.state == "closed" and breaker.allow() is None
 
 
+def test_breaker_counts_one_failing_symbol_once_and_distinct_symbols_each(clock):
+    breaker = CircuitBreaker(threshold=3, reset_after=10, clock=clock)
+    for _ in range(10):
+        breaker.failure("BAD")  # one symbol the provider keeps choking on
+    assert breaker.state == "closed"
+    breaker.failure("A")
+    breaker.failure("B")  # three distinct symbols: the provider itself is failing
+    assert breaker.state == "open"
+    clock.advance(10)
+    assert breaker.allow() is None
+    breaker.failure("BAD")  # a failed probe re-opens, whatever symbol it was for
+    assert breaker.state == "open" and breaker.allow() == pytest.approx(20)
+    clock.advance(20)
+    assert breaker.allow() is None
+    breaker.success()  # a success forgets the failed symbols
+    breaker.failure("BAD")
+    breaker.failure("A")
+    assert breaker.state == "closed"
+
+
+def test_breaker_failures_without_a_symbol_always_count(clock):
+    breaker = CircuitBreaker(threshold=3, reset_after=10, clock=clock)
+    breaker.failure("BAD")
+    breaker.failure()
+    breaker.failure()  # a refused key or connection: the same cause for every symbol
+    assert breaker.state == "open"
+
+
 def test_breaker_release_frees_an_unused_probe(clock):
     breaker = CircuitBreaker(threshold=1, reset_after=5, clock=clock)
     breaker.failure()

@@ -13,6 +13,7 @@ from stockcache.errors import (
     RateLimited,
     StockcacheError,
     SymbolNotFound,
+    SymbolRefused,
     UpstreamAuthError,
     UpstreamError,
 )
@@ -62,8 +63,19 @@ CASES = [
     ("finnhub", "quote", 401, {}, b'{"error":"Invalid API key."}', UpstreamAuthError, "upstream_error", None),
     ("finnhub", "quote", 401, {}, b'{"error":"Invalid API key"}', UpstreamAuthError, "upstream_error", None),
     ("finnhub", "quote", 401, {}, b'{"error":"Please use an API key."}', UpstreamAuthError, "upstream_error", None),
-    ("finnhub", "profile", 403, {}, b'{"error":"You don\'t have access to this resource."}', UpstreamAuthError,
+    # "No access" refuses one listing (non-US on the free plan), with 403 or sometimes 401; not the key.
+    ("finnhub", "profile", 403, {}, b'{"error":"You don\'t have access to this resource."}', SymbolRefused,
      "upstream_error", None),
+    ("finnhub", "quote", 401, {}, b'{"error":"You don\'t have access to this resource."}', SymbolRefused,
+     "upstream_error", None),
+    ("finnhub", "quote", 200, {}, b'{"error":"You don\'t have access to this resource."}', SymbolRefused,
+     "upstream_error", None),
+    # Candles are premium and search has no symbol: there it refuses the endpoint, a plan error.
+    ("finnhub", "history", 403, {}, b'{"error":"You don\'t have access to this resource."}', UpstreamAuthError,
+     "upstream_error", None),
+    ("finnhub", "search", 403, {}, b'{"error":"You don\'t have access to this resource."}', UpstreamAuthError,
+     "upstream_error", None),
+    ("finnhub", "quote", 403, {}, b'{"error":"Invalid API key."}', UpstreamAuthError, "upstream_error", None),
     ("finnhub", "quote", 429, {}, b'{"error":"API limit reached. Please try again later. Remaining Limit: 0"}',
      RateLimited, "rate_limited", None),
     ("finnhub", "quote", 429, {"Retry-After": "17"},

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from ..clock import iso_utc
-from ..errors import RateLimited, SymbolNotFound, UpstreamAuthError, UpstreamError
+from ..errors import RateLimited, SymbolNotFound, SymbolRefused, UpstreamAuthError, UpstreamError
 from ..models import Candle, History, News, NewsItem, Profile, Quote
 from .base import (
     Clock,
@@ -64,6 +64,10 @@ _PATHS = {
     "metric": "/stock/metric",
     "search": "/search",
 }
+
+# Kinds asked for one listing: a "no access" answer to them refuses that symbol, not the key.
+# Candles are a premium endpoint (its 403 refuses the endpoint) and search has no symbol.
+_PER_SYMBOL_KINDS = frozenset({"quote", "profile", "news", "metric"})
 
 # Normalised metric name -> Finnhub names to try in order, and a unit factor.
 _METRICS: dict[str, tuple[tuple[str, ...], float]] = {
@@ -133,15 +137,15 @@ class FinnhubProvider(Provider):
         """A Finnhub response as our model, or our error."""
         self._check_kind(kind)
         if not 200 <= status < 300:
-            self._http_error(status, headers, body)
+            self._http_error(kind, symbol, status, headers, body)
         data = self._json(body)
         if isinstance(data, dict) and "error" in data and len(data) == 1:
-            self._error_text(str(data["error"]), status, headers)
+            self._error_text(kind, symbol, str(data["error"]), status, headers)
         return self._run_parser(kind, symbol, params, data)
 
     # Errors
 
-    def _http_error(self, status: int, headers: Mapping[str, str], body: bytes) -> NoReturn:
+    def _http_error(self, kind: str, symbol: str, status: int, headers: Mapping[str, str], body: bytes) -> NoReturn:
         text = ""
         try:
             data = json_object(body)
@@ -150,11 +154,18 @@ class FinnhubProvider(Provider):
         except ValueError:
             pass
         if status in (401, 403, 429) or text:
-            self._error_text(text, status, headers)
+            self._error_text(kind, symbol, text, status, headers)
         self._fail(UpstreamError, f"finnhub answered HTTP {status}")
 
-    def _error_text(self, text: str, status: int, headers: Mapping[str, str]) -> NoReturn:
-        """Classify Finnhub's ``{"error": ...}`` by status first, then by its words."""
+    def _error_text(self, kind: str, symbol: str, text: str, status: int, headers: Mapping[str, str]) -> NoReturn:
+        """Classify Finnhub's ``{"error": ...}`` by its words first where they are unambiguous, then by status.
+
+        "You don't have access to this resource." refuses one listing on the
+        free plan (non-US symbols), with HTTP 403 or sometimes 401: a
+        :class:`SymbolRefused`, not a key problem. On candles (premium) and
+        search it refuses the endpoint, so there it stays a plan error. A bad
+        key ("Invalid API key") is a provider-wide :class:`UpstreamAuthError`.
+        """
         lowered = text.lower()
         shown = f": {text[:160]}" if text else ""
         if status >= 500:
@@ -165,9 +176,13 @@ class FinnhubProvider(Provider):
                 f"finnhub rate limit reached{shown}",
                 retry_after=retry_after_seconds(headers, self._clock()),
             )
-        if status == 401 or "api key" in lowered:
+        no_access = "have access" in lowered
+        if no_access and kind in _PER_SYMBOL_KINDS:
+            self._fail(SymbolRefused, f"finnhub does not serve {symbol} on this plan{shown}",
+                       symbol=symbol, provider=self.name)
+        if "api key" in lowered or (status == 401 and not no_access):
             self._fail(UpstreamAuthError, f"finnhub refused the API key{shown}")
-        if status == 403 or "access" in lowered:
+        if status in (401, 403) or no_access:
             self._fail(UpstreamAuthError, f"finnhub plan does not include this data{shown}")
         self._fail(UpstreamError, f"finnhub answered HTTP {status}{shown}")
 
