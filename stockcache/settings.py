@@ -284,7 +284,8 @@ class Settings:
                                    help="Prefix of every Redis key (NAMESPACE:cache:..., :budget:, :lock:); "
                                         "instances that share a cache use the same one.")
     workers: int = setting(32, env="STOCKCACHE_WORKERS", parse=positive_int,
-                           help="Threads (and pooled HTTP connections) for concurrent upstream requests.")
+                           help="Concurrent upstream requests per provider (its threads and pooled HTTP "
+                                "connections); a provider that hangs holds only its own.")
     max_batch: int = setting(100, env="STOCKCACHE_MAX_BATCH", parse=positive_int,
                              help="Most symbols in one batch request.")
     memory_max_items: int = setting(10_000, env="STOCKCACHE_MEMORY_MAX_ITEMS", parse=positive_int,
