@@ -261,8 +261,8 @@ def cmd_warm(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .metrics import Metrics
-    from .models import normalize_symbol
-    from .service import StockService
+    from .runtime import build_service
+    from .symbols import normalize_symbol
 
     settings = load_settings(args)
     try:
@@ -270,7 +270,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
     except StockcacheError as exc:
         return _fail(f"{exc.message} (got {exc.fields.get('symbol', '')!r})")
     kinds: tuple[str, ...] = args.kinds
-    service = StockService(settings)
+    service = build_service(settings)
     started = time.monotonic()
     failed: dict[str, StockcacheError] = {}
     try:
@@ -311,6 +311,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from .clock import iso_utc
     from .kpis import KPI_FILE, KpiStore, costs_from, kpi_days
+    from .upstream.providers import provider_classes
     from .usage import UsageLedger, utc_day
 
     settings = load_settings(args)
@@ -324,8 +325,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     now = time.time()
     try:
         snapshot = store.snapshot() if store is not None else None
-        providers = [name for name, key in (("finnhub", settings.finnhub_api_key),
-                                            ("alphavantage", settings.alphavantage_api_key)) if key]
+        providers = [cls.name for cls in provider_classes() if cls.keyed and cls.has_key(settings)]
         kpis = kpi_days(store, ledger, now=now, days=args.days, costs=costs_from(settings), providers=providers)
         today = ledger.days(1).get(utc_day(now), {}) if ledger is not None else {}
     finally:

@@ -37,7 +37,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from .models import strip_ascii
+from .symbols import strip_ascii
 
 try:
     from zoneinfo import ZoneInfo

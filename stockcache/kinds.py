@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import validation
+from .models import Model
 
 # How the background refresher treats a kind's entries.
 REFRESH_AHEAD = "ahead"  # fetched again shortly before they expire (quotes of held symbols)
@@ -34,11 +35,24 @@ class Kind:
     remember_not_found: bool = True
     refresh: str = REFRESH_NEVER
     routed: bool = True  # served by upstream providers (has a route setting)
+    symbolic: bool = True  # the subject is a symbol (a listing); False for search texts
     description: str = ""
 
     def key(self, subject: str, *params: object) -> str:
         """``KIND:SUBJECT[:PARAMS]``: never a URL, never a key or token."""
         return ":".join([self.name, subject, *(str(p) for p in params)])
+
+    def check(self, subject: str, data: Any) -> None:
+        """Raise ValueError unless ``data`` (a model or its ``to_dict()``) is sane data of this kind for ``subject``.
+
+        For providers' answers and cache entries alike; it never raises anything but ValueError.
+        """
+        if isinstance(data, Model):
+            data = data.to_dict()
+        try:
+            self.validate(subject, data)
+        except (TypeError, KeyError, RecursionError) as exc:  # a shape no check foresaw
+            raise ValueError(f"{self.name} data has the wrong shape ({type(exc).__name__})") from None
 
 
 def _register(*kinds: Kind) -> dict[str, Kind]:
@@ -51,7 +65,9 @@ KINDS: Mapping[str, Kind] = _register(
     Kind("metric", "fundamentals", validation.metric, description="key figures"),
     Kind("history", "history", validation.history, refresh=REFRESH_EXPIRED, description="daily bars"),
     Kind("news", "news", validation.news, description="headlines"),
-    Kind("search", "fundamentals", validation.search, remember_not_found=False, description="symbol search"),
+    Kind("search", "fundamentals", validation.search, remember_not_found=False, symbolic=False,
+         description="symbol search"),
+    Kind("analysis", "ai_analysis", validation.analysis, description="an AI analysis of one listing"),
 )
 
 
@@ -64,3 +80,8 @@ def kind_of_key(key: str) -> Kind | None:
     """The kind a cache key belongs to (``quote:AAPL`` -> quote), or None."""
     head, sep, _ = key.partition(":")
     return KINDS.get(head) if sep else None
+
+
+def check(kind: str, subject: str, data: Any) -> None:
+    """Raise ValueError unless ``data`` is sane ``kind`` data for ``subject`` (see :meth:`Kind.check`)."""
+    KINDS[kind].check(subject, data)

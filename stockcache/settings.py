@@ -200,7 +200,7 @@ def _rows(cls: type, prefix: str | None) -> list[Row]:
         meta = f.metadata.get(_META)
         if meta is None:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         out.append(Row(f"{prefix}_{f.name}" if prefix else f.name, meta["env"], meta["parse"], default,
                        meta["help"], meta["flag"], meta["secret"], prefix))
     return out
@@ -389,6 +389,13 @@ class Settings:
             if name.startswith(prefix + "_"):
                 return getattr(values, name[len(prefix) + 1:])
         return getattr(self, name)
+
+    @property
+    def demo(self) -> bool:
+        """True when no market-data provider has a key: the offline demo source serves."""
+        from .upstream.providers import demo_mode
+
+        return demo_mode(self)
 
     @property
     def ttls(self) -> dict[str, int]:

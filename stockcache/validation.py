@@ -244,3 +244,38 @@ def _interval(value: Any, name: str) -> None:
 _HISTORY_FIELDS: dict[str, Check] = {"symbol": _no_check, "candles": _no_check, "interval": _interval}
 _NEWS_FIELDS: dict[str, Check] = {"symbol": _no_check, "articles": _no_check}
 _METRIC_FIELDS: dict[str, Check] = {"symbol": _no_check, "metrics": _no_check}
+
+
+OUTLOOKS = ("positive", "neutral", "negative")
+MAX_ANALYSIS_TEXT = 2000
+
+_ANALYSIS_FIELDS: dict[str, Check] = {
+    "symbol": _no_check,
+    "analysis": _text(MAX_ANALYSIS_TEXT, least=1),
+    "outlook": _no_check,
+    "model": _text(SHORT_TEXT),
+    "based_on": _no_check,
+    "tokens": _no_check,
+}
+_BASED_ON_FIELDS: dict[str, Check] = {
+    "quote_fetched_at": _text(40, optional=True),
+    "profile": _no_check,
+    "metrics": _no_check,
+    "history_days": _number(0, MAX_ITEMS, integer=True),
+    "news": _number(0, MAX_ITEMS, integer=True),
+}
+_TOKEN_FIELDS: dict[str, Check] = {
+    "prompt": _number(0, 10**9, integer=True),
+    "completion": _number(0, 10**9, integer=True),
+}
+
+
+def analysis(symbol: str, data: Any) -> None:
+    record = _record(data, _ANALYSIS_FIELDS, "analysis")
+    _symbol_of(record, symbol, "analysis")
+    if record.get("outlook") not in OUTLOOKS:
+        raise ValueError("outlook is not one of " + ", ".join(OUTLOOKS))
+    based_on = _record(record.get("based_on"), _BASED_ON_FIELDS, "based_on")
+    if not isinstance(based_on.get("profile"), bool) or not isinstance(based_on.get("metrics"), bool):
+        raise ValueError("based_on.profile and based_on.metrics are not booleans")
+    _record(record.get("tokens"), _TOKEN_FIELDS, "tokens")

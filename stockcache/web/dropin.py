@@ -36,8 +36,8 @@ import bottle
 
 from .. import dropin_render as render
 from ..errors import InvalidRequest, InvalidSymbol, StockcacheError, SymbolNotFound, Unauthorized
-from ..models import normalize_symbol, strip_ascii
 from ..runtime import Runtime
+from ..symbols import normalize_symbol, strip_ascii
 from .plugins import ApiPlugin, note_cache_source
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from .. import __version__
+from ..upstream.providers import provider_classes
 from .routes import MAX_POSITIONS, MAX_WATCHLIST_ITEMS
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9.\-^=:_]{1,20}$"
@@ -108,7 +109,7 @@ def _dropin_paths() -> dict[str, Any]:
 @cache
 def spec() -> dict[str, Any]:
     market_item = {"type": "object", "required": ["source", "cache", "fetched_at", "age", "stale"],
-                   "properties": {"source": {"enum": ["finnhub", "alphavantage", "demo"]},
+                   "properties": {"source": {"enum": [p.name for p in provider_classes()]},
                                   "cache": {"enum": ["memory", "sqlite", "redis", "upstream"]},
                                   "fetched_at": {"type": "string"}, "age": {"type": "integer"},
                                   "stale": {"type": "boolean"}}}

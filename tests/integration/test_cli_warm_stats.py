@@ -106,7 +106,7 @@ def test_cli_stats_on_a_fresh_data_dir_says_so_and_creates_nothing(tmp_path, ups
 
 
 def test_cli_warm_spends_the_same_daily_budget_as_the_running_server(tmp_path, upstream):
-    from stockcache.budget import Budget, Limits
+    from stockcache.upstream.guard import Budget, Limits
     from stockcache.usage import UsageLedger
 
     settings = upstream_settings(tmp_path, upstream, alphavantage_per_day=3)

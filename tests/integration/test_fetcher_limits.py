@@ -8,16 +8,17 @@ import threading
 import time
 
 import pytest
+from stockcache.fetcher import Fetcher
 
 from bench.fake_upstream import FakeUpstream
 from stockcache.auth import SECRET_FILENAME
-from stockcache.budget import Budget, Limits
 from stockcache.errors import StockcacheError, UpstreamError, UpstreamTimeout
-from stockcache.fetcher import Fetcher
 from stockcache.metrics import Metrics
-from stockcache.providers import FinnhubProvider
+from stockcache.readthrough import DEADLINE_MARGIN
 from stockcache.runtime import Runtime
-from stockcache.service import DEADLINE_MARGIN
+from stockcache.upstream.guard import Budget, Limits
+from stockcache.upstream.providers import FinnhubProvider
+from stockcache.upstream.providers.finnhub import FinnhubConfig
 
 from .conftest import FINNHUB_KEY, start_service, upstream_settings
 
@@ -26,7 +27,7 @@ SLACK = 1.0  # scheduling noise on a loaded 2-core CI box
 
 
 def _finnhub_fetcher(upstream: FakeUpstream, *, timeout: float = TIMEOUT) -> Fetcher:
-    provider = FinnhubProvider(api_key=FINNHUB_KEY, base_url=upstream.finnhub_url)
+    provider = FinnhubProvider(FinnhubConfig(api_key=FINNHUB_KEY, url=upstream.finnhub_url))
     return Fetcher({"finnhub": provider}, {"finnhub": Budget("finnhub", Limits())}, workers=4, timeout=timeout,
                    metrics=Metrics())
 

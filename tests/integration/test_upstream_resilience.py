@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from bench.fake_upstream import FakeUpstream
-from stockcache.budget import CircuitBreaker
+from stockcache.upstream.guard import CircuitBreaker
 from tests.conftest import FakeClock
 from tests.integration.conftest import Api, Live, start_service, upstream_settings
 

@@ -26,7 +26,9 @@ from stockcache.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from stockcache.providers import AlphaVantageProvider, FinnhubProvider
+from stockcache.upstream.providers import AlphaVantageProvider, FinnhubProvider
+from stockcache.upstream.providers.alphavantage import AlphaVantageConfig
+from stockcache.upstream.providers.finnhub import FinnhubConfig
 
 PAYLOADS = Path(__file__).parent / "payloads"
 NOW = 1_715_100_000.0  # 2024-05-07T16:40Z, a Tuesday
@@ -46,14 +48,13 @@ def served(model: Any, source: str = "finnhub") -> dict[str, Any]:
 
 
 def finnhub(kind: str, name: str, symbol: str = "AAPL", **params: Any) -> dict[str, Any]:
-    provider = FinnhubProvider(api_key=SECRET, base_url="https://finnhub.test/api/v1", clock=lambda: NOW,
-                               candles=True)
+    provider = FinnhubProvider(FinnhubConfig(api_key=SECRET, url="https://finnhub.test/api/v1"), clock=lambda: NOW, candles=True)
     body = (PAYLOADS / name).read_bytes()
     return served(provider.parse(kind, symbol, params, 200, {}, body))
 
 
 def alphavantage(kind: str, name: str, symbol: str = "IBM", **params: Any) -> dict[str, Any]:
-    provider = AlphaVantageProvider(api_key=SECRET, base_url="https://av.test/query", clock=lambda: NOW)
+    provider = AlphaVantageProvider(AlphaVantageConfig(api_key=SECRET, url="https://av.test/query"), clock=lambda: NOW)
     body = (PAYLOADS / name).read_bytes()
     return served(provider.parse(kind, symbol, params, 200, {}, body), "alphavantage")
 

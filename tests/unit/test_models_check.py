@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from stockcache import models
 from stockcache.errors import UpstreamError
-from stockcache.models import (
+from stockcache.kinds import KINDS, check
+from stockcache.models import Candle, NewsItem, Profile, Quote
+from stockcache.upstream.providers import METRIC_NAMES
+from stockcache.upstream.providers.alphavantage import AlphaVantageConfig, AlphaVantageProvider
+from stockcache.upstream.providers.demo import DemoProvider
+from stockcache.upstream.providers.finnhub import FinnhubConfig, FinnhubProvider
+from stockcache.validation import (
     CANDLE_FIELDS,
     MAX_PRICE,
     METRIC_BOUNDS,
@@ -21,13 +27,7 @@ from stockcache.models import (
     NEWS_ITEM_FIELDS,
     PROFILE_FIELDS,
     QUOTE_FIELDS,
-    Candle,
-    NewsItem,
-    Profile,
-    Quote,
-    check,
 )
-from stockcache.providers import KINDS, METRIC_NAMES, AlphaVantageProvider, DemoProvider, FinnhubProvider
 
 NOW = 1_767_000_000.0
 
@@ -151,26 +151,26 @@ def test_check_raises_only_value_error_whatever_the_data(kind: str, data: Any) -
     (b'{"c": 10, "d": 1, "dp": 1, "h": 1, "l": 1, "o": 1, "pc": 1, "t": 253402214400}', "a time in 9999"),
 ])
 def test_finnhub_quote_out_of_range_is_upstream_error(body: bytes, what: str) -> None:
-    provider = FinnhubProvider(api_key="TESTKEY_fh", base_url="https://fh.test", clock=lambda: NOW)
+    provider = FinnhubProvider(FinnhubConfig(api_key="TESTKEY_fh", url="https://fh.test"), clock=lambda: NOW)
     with pytest.raises(UpstreamError, match="out-of-range quote"):
         provider.parse("quote", "AAPL", {}, 200, {}, body)
 
 
 def test_finnhub_quote_zero_optional_prices_mean_none_not_a_bad_answer() -> None:
-    provider = FinnhubProvider(api_key="TESTKEY_fh", base_url="https://fh.test", clock=lambda: NOW)
+    provider = FinnhubProvider(FinnhubConfig(api_key="TESTKEY_fh", url="https://fh.test"), clock=lambda: NOW)
     quote = provider.parse("quote", "AAPL", {}, 200, {},
                            b'{"c": 10.5, "d": null, "dp": null, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 1582641000}')
     assert (quote.price, quote.high, quote.low, quote.open, quote.previous_close) == (10.5, None, None, None, None)
 
 
 def test_finnhub_profile_cap_that_overflows_in_millions_is_upstream_error() -> None:
-    provider = FinnhubProvider(api_key="TESTKEY_fh", base_url="https://fh.test", clock=lambda: NOW)
+    provider = FinnhubProvider(FinnhubConfig(api_key="TESTKEY_fh", url="https://fh.test"), clock=lambda: NOW)
     with pytest.raises(UpstreamError):
         provider.parse("profile", "AAPL", {}, 200, {}, b'{"name": "Apple", "marketCapitalization": 1e308}')
 
 
 def test_alphavantage_history_bar_in_9999_is_upstream_error() -> None:
-    provider = AlphaVantageProvider(api_key="TESTKEY_av", base_url="https://av.test/query", clock=lambda: NOW)
+    provider = AlphaVantageProvider(AlphaVantageConfig(api_key="TESTKEY_av", url="https://av.test/query"), clock=lambda: NOW)
     body = (b'{"Time Series (Daily)": {"9999-12-31": {"1. open": "1", "2. high": "1", "3. low": "1",'
             b' "4. close": "1", "5. volume": "1"}}}')
     with pytest.raises(UpstreamError, match="out-of-range history"):

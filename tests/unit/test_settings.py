@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stockcache.errors import ConfigError
-from stockcache.settings import SETTINGS, Settings
+from stockcache.settings import Settings
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
