@@ -318,9 +318,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return _fail("--days must be from 1 to 366")
     data_dir = settings.data_dir
     kpi_path, usage_path = data_dir / KPI_FILE, data_dir / "usage.sqlite"
-    # Only read what exists: stats must not create files in a data folder.
-    store = KpiStore(kpi_path) if kpi_path.exists() else None
-    ledger = UsageLedger(usage_path) if usage_path.exists() else None
+    # Only read what exists: stats must not create files in a data folder, nor set a corrupt one
+    # aside (the server does that when it starts).
+    store = KpiStore(kpi_path, set_aside=False) if kpi_path.exists() else None
+    try:
+        ledger = UsageLedger(usage_path, set_aside=False) if usage_path.exists() else None
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
     now = time.time()
     try:
         snapshot = store.snapshot() if store is not None else None

@@ -29,13 +29,13 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlitedict
 
 from ..errors import CacheError
+from ..sqlitefile import create_private, open_sound
 from .base import Entry, Tier
 from .frozen import loads_frozen
 
@@ -114,7 +114,7 @@ class SQLiteTier(Tier):
         self._sql_count = f"SELECT count(*) FROM {t}"
         self._sql_in: dict[int, str] = {}
 
-        _prepare_file(self.path, table, check_seconds=check_seconds)
+        open_sound(self.path, lambda p: _create(p, table), label="SQLite cache", check_seconds=check_seconds)
         self._uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
             self._db = sqlitedict.SqliteDict(
@@ -439,94 +439,8 @@ class SQLiteTier(Tier):
 # opening the file ------------------------------------------------------
 
 
-def _prepare_file(path: Path, table: str, *, check_seconds: float) -> None:
-    """Check an existing file, move it aside if it is unusable, then lay out the schema.
-
-    sqlitedict can hang on some corrupt files (its worker dies and the caller
-    waits forever), so plain sqlite3 looks first, with time limits.
-    """
-    if path.exists():
-        problem = _check_file(path, check_seconds)
-        if problem is not None:
-            _move_aside(path, problem)
-    try:
-        _create(path, table)
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
-            raise CacheError(f"the SQLite cache {path} is locked by another process") from exc
-        _move_aside(path, str(exc))
-        try:
-            _create(path, table)
-        except _DB_ERRORS as exc2:
-            raise CacheError(f"cannot create the SQLite cache {path}: {exc2}") from exc2
-    except OSError as exc:
-        raise CacheError(f"cannot create the SQLite cache {path}: {exc}") from exc
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-def _check_file(path: Path, check_seconds: float) -> str | None:
-    """None if ``path`` is a readable, consistent SQLite database, else the problem."""
-    try:
-        conn = sqlite3.connect(path, timeout=1.0, isolation_level=None)
-    except _DB_ERRORS as exc:
-        return str(exc)
-    try:
-        deadline = time.monotonic() + check_seconds
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.OperationalError as exc:
-        if "interrupt" in str(exc).lower():
-            log.warning(
-                "SQLite cache %s: quick_check took more than %.0f s; opening it unchecked",
-                path, check_seconds,
-            )
-            return None
-        if _is_busy(exc):
-            raise CacheError(f"the SQLite cache {path} is locked by another process") from exc
-        return str(exc)
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    finally:
-        conn.close()
-    if rows != [("ok",)]:
-        return "; ".join(str(row[0]) for row in rows[:3]) or "quick_check failed"
-    return None
-
-
-def _move_aside(path: Path, problem: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    try:
-        os.replace(path, target)
-        for suffix in ("-wal", "-shm"):
-            # A WAL left next to a new file would be replayed into it.
-            side = Path(f"{path}{suffix}")
-            if side.exists():
-                os.replace(side, Path(f"{target}{suffix}"))
-    except OSError as exc:
-        raise CacheError(f"the SQLite cache {path} is unusable ({problem}) and cannot be moved aside: {exc}") from exc
-    log.warning(
-        "SQLite cache %s is corrupt or unreadable (%s); moved it to %s and starting empty",
-        path, problem, target.name,
-    )
-
-
 def _create(path: Path, table: str) -> None:
-    # Owner-only before SQLite ever opens it; SQLite gives -wal/-shm the same mode.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    for suffix in ("", "-wal", "-shm"):
-        side = f"{path}{suffix}"
-        if os.path.exists(side):
-            os.chmod(side, 0o600)
+    create_private(path)  # owner-only before SQLite ever opens it
     conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
