@@ -41,7 +41,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .errors import ConfigError, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from .errors import ConfigError, Conflict, Forbidden, NotFound, StorageFull, TooManyRequests, Unauthorized
 from .settings import Settings
 from .store import ApiToken, Store, iso_utc, validate
 
@@ -361,8 +361,11 @@ class Authenticator:
             raise Unauthorized(_WRONG_LOGIN)
         self.limiter.succeeded(username, address, mark)
         if self._needs_rehash(password_hash):
-            self.store.set_password(user.id, self.hash_password(password))
-            logger.info("upgraded the password hash of %r", user.username)
+            try:
+                self.store.set_password(user.id, self.hash_password(password))
+                logger.info("upgraded the password hash of %r", user.username)
+            except StorageFull:  # an upgrade can wait; the login need not
+                logger.warning("could not upgrade the password hash of %r: the disk is full", user.username)
         logger.info("login of %r from %s", user.username, address or "?")
         return {"access_token": self.issue_jwt(user.id, user.username, user.is_admin),
                 "token_type": "bearer", "expires_in": self.jwt_ttl}
@@ -447,7 +450,10 @@ class Authenticator:
         if not hmac.compare_digest(token_hash, hash_token_secret(secret)) or record.revoked:
             raise Unauthorized(_INVALID)
         if _stale_use(record.last_used_at, self._clock()):
-            self.store.touch_api_token(token_id, min_interval=TOUCH_INTERVAL)
+            try:
+                self.store.touch_api_token(token_id, min_interval=TOUCH_INTERVAL)
+            except StorageFull:  # last_used_at is bookkeeping: a full disk must not refuse the request
+                logger.debug("could not record the use of API token %s: the disk is full", token_id)
         return Principal(user_id=owner.id, username=owner.username, is_admin=owner.is_admin, via="api_token")
 
     # -- bearer values -------------------------------------------------------------------
