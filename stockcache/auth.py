@@ -56,6 +56,7 @@ MAX_TOKEN_LENGTH = 4096  # longer bearer values are refused before any parsing
 TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one API token
 VERIFIED_LIFETIME = 5.0  # seconds a verified bearer value is reused while the store is unchanged
 VERIFIED_MAX = 1024  # verified bearer values remembered per thread
+MAX_USER_ID = 2**63 - 1  # SQLite's integer range: a larger sub cannot be a user (and would overflow)
 
 _INVALID = "Invalid or expired credentials."
 _WRONG_LOGIN = "Wrong username or password."
@@ -401,7 +402,7 @@ class Authenticator:
         exp, iat, sub = claims.get("exp"), claims.get("iat"), claims.get("sub")
         if (
             not _is_number(exp) or not _is_number(iat) or now >= exp or iat > now + 60
-            or not isinstance(sub, str) or not _SUB_RE.fullmatch(sub)
+            or not isinstance(sub, str) or not _SUB_RE.fullmatch(sub) or int(sub) > MAX_USER_ID
         ):
             raise Unauthorized(_INVALID)
         user = self.store.get_user(int(sub))
