@@ -32,7 +32,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         405: "Method not allowed on this route (method_not_allowed).",
         409: "Already exists (conflict).",
         413: "Body larger than 1 MB (payload_too_large).",
-        429: "Too many login attempts (too_many_requests).",
+        429: "Too many failed logins, or too many logins at once (too_many_requests); see Retry-After.",
         502: "The upstream provider failed (upstream_error).",
         503: "Upstream budget spent (rate_limited); see Retry-After.",
         504: "The upstream provider did not answer in time (upstream_timeout).",
