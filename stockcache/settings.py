@@ -12,6 +12,7 @@ the command line turns that into one line on stderr and exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -334,6 +335,26 @@ def parse_setting(name: str, raw: str, *, source: str | None = None) -> Any:
             reason = "must be a number"
         shown = "" if setting.secret else f" (got {raw!r})"
         raise ConfigError(f"{label}: {reason}{shown}") from None
+
+
+ENV_PREFIX = "STOCKCACHE_"
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning line per ``STOCKCACHE_*`` variable that is no setting, naming the closest known one.
+
+    A misspelled variable (``STOCKCACHE_PROT``) is otherwise ignored without a
+    word, and the service starts with the default. Only names are shown, never
+    values: a misspelled secret is still a secret.
+    """
+    environ = os.environ if environ is None else environ
+    known = sorted({var for setting in SETTINGS for var in setting.env if var.startswith(ENV_PREFIX)})
+    lines = []
+    for name in sorted(var for var in environ if var.startswith(ENV_PREFIX) and var not in known):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the settings"
+        lines.append(f"{name} is not a stockcache setting and is ignored; {hint}")
+    return lines
 
 
 def setting_table() -> list[Setting]:
