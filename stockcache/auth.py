@@ -13,6 +13,10 @@
   guessed offline, so a slow hash would only slow every request down.
 - :class:`LoginLimiter` refuses a login before the password is checked once a
   username or an address has failed too often, so brute force gets no signal.
+- At most ``max_logins`` logins are in progress at once (waiting for an argon2
+  slot included); one more is refused at once with 429 and Retry-After. A
+  login holds its HTTP thread while it waits, so without this a flood of
+  logins (right or wrong) would hold every thread and starve other routes.
 
 Secrets (passwords, tokens, the JWT key) are never logged, never put into an
 error message and never shown by ``repr``.
@@ -41,9 +45,9 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .errors import ConfigError, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from .errors import ConfigError, Conflict, Forbidden, NotFound, StorageFull, TooManyRequests, Unauthorized
 from .settings import Settings
-from .store import ApiToken, Store, validate
+from .store import ApiToken, Store, User, validate
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,8 @@ TOKEN_ID_LENGTH = 8
 MAX_TOKEN_LENGTH = 4096  # longer bearer values are refused before any parsing
 VERIFIED_LIFETIME = 60.0  # seconds a verified bearer value is reused while the store is unchanged
 VERIFIED_MAX = 4096  # verified bearer values remembered
+MAX_USER_ID = 2**63 - 1  # SQLite's integer range: a larger sub cannot be a user (and would overflow)
+RESERVED_THREADS = 2  # waitress threads logins may never take: other routes keep them
 
 _INVALID = "Invalid or expired credentials."
 _WRONG_LOGIN = "Wrong username or password."
@@ -189,14 +195,18 @@ class LoginLimiter:
 
     At most ``per_user`` failures per username and ``per_address`` per address
     within ``window`` seconds; beyond that :meth:`begin` raises TooManyRequests
-    before the password is looked at. An attempt counts as a failure from the
-    moment it begins, so concurrent guesses cannot slip past the limit; a
-    success takes its own mark back and clears the username's failures (not
+    before the password is looked at. Only failures count: a right password
+    never uses up the limit. So that concurrent guesses cannot slip past it,
+    attempts in flight hold a place too: an attempt that would take the last
+    places left (failures plus attempts in flight reach the limit) waits, up
+    to ``wait`` seconds, for the verdicts of those before it, and is then
+    refused if they failed. A success clears the username's failures (not
     the address's: one good account must not reset an attacker's address).
 
     Memory is bounded: each key keeps at most its limit of timestamps, and at
     most ``max_keys`` keys are tracked per kind (the stalest are dropped).
-    Thread-safe: one lock, held for dictionary work only.
+    Thread-safe: one lock (with a condition for the waiting), held for
+    dictionary work only.
     """
 
     def __init__(
@@ -206,16 +216,19 @@ class LoginLimiter:
         per_address: int = 20,
         window: float = 15 * 60,
         max_keys: int = 10_000,
+        wait: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.per_user = per_user
         self.per_address = per_address
         self.window = window
         self.max_keys = max_keys
+        self.wait = wait
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Condition(threading.Lock())
         self._users: OrderedDict[str, deque[float]] = OrderedDict()
         self._addresses: OrderedDict[str, deque[float]] = OrderedDict()
+        self._in_flight: dict[tuple[int, str], int] = {}  # (0 user / 1 address, key) -> attempts
 
     def __repr__(self) -> str:
         return f"<LoginLimiter users={len(self._users)} addresses={len(self._addresses)}>"
@@ -253,37 +266,66 @@ class LoginLimiter:
         while len(table) >= self.max_keys:
             table.popitem(last=False)  # least recently failed
 
-    def begin(self, username: str, address: str | None) -> float:
-        """Admit one attempt (counted as failed until :meth:`succeeded`) or raise TooManyRequests."""
-        user_key = self._user_key(username)
+    def _checks(self, username: str, address: str | None) -> list[tuple[int, OrderedDict[str, deque[float]], str, int]]:
+        checks = [(0, self._users, self._user_key(username), self.per_user)]
+        if address:
+            checks.append((1, self._addresses, address, self.per_address))
+        return checks
+
+    def begin(self, username: str, address: str | None) -> None:
+        """Admit one attempt (finish it with :meth:`succeeded` or :meth:`failed`) or raise TooManyRequests."""
+        checks = self._checks(username, address)
+        deadline = time.monotonic() + self.wait  # real time: it bounds a wait for other threads
+        with self._lock:
+            while True:
+                now = self._clock()
+                crowded = False
+                for kind, table, key, limit in checks:
+                    marks = self._recent(table, key, now)
+                    failures = len(marks) if marks is not None else 0
+                    if marks is not None and failures >= limit:
+                        seconds = self._retry_after(marks, now)
+                        raise TooManyRequests(
+                            f"Too many failed logins; try again in {seconds} seconds.", retry_after=seconds
+                        )
+                    crowded = crowded or failures + self._in_flight.get((kind, key), 0) >= limit
+                if not crowded:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TooManyRequests("Too many logins for this account at once; try again in 1 second.",
+                                          retry_after=1)
+                self._lock.wait(left)
+            for kind, _, key, _ in checks:
+                self._in_flight[(kind, key)] = self._in_flight.get((kind, key), 0) + 1
+
+    def succeeded(self, username: str, address: str | None) -> None:
+        """The attempt was right: forget the username's failures."""
+        self._finish(username, address, failed=False)
+
+    def failed(self, username: str, address: str | None) -> None:
+        """The attempt was wrong: count it against the username and the address."""
+        self._finish(username, address, failed=True)
+
+    def abandoned(self, username: str, address: str | None) -> None:
+        """The attempt ended without a verdict (an error): it counts for nothing."""
+        self._finish(username, address, failed=None)
+
+    def _finish(self, username: str, address: str | None, *, failed: bool | None) -> None:
+        checks = self._checks(username, address)
         with self._lock:
             now = self._clock()
-            checks = [(self._users, user_key, self.per_user)]
-            if address:
-                checks.append((self._addresses, address, self.per_address))
-            for table, key, limit in checks:
-                marks = self._recent(table, key, now)
-                if marks is not None and len(marks) >= limit:
-                    seconds = self._retry_after(marks, now)
-                    raise TooManyRequests(
-                        f"Too many failed logins; try again in {seconds} seconds.", retry_after=seconds
-                    )
-            for table, key, limit in checks:
-                self._mark(table, key, limit, now)
-            return now
-
-    def succeeded(self, username: str, address: str | None, mark: float) -> None:
-        """The attempt begun at ``mark`` was right: forget the username's failures and this attempt."""
-        with self._lock:
-            self._users.pop(self._user_key(username), None)
-            marks = self._addresses.get(address) if address else None
-            if marks is not None:
-                try:
-                    marks.remove(mark)
-                except ValueError:
-                    pass
-                if not marks:
-                    del self._addresses[address]  # type: ignore[arg-type]
+            for kind, table, key, limit in checks:
+                left = self._in_flight.get((kind, key), 0) - 1
+                if left > 0:
+                    self._in_flight[(kind, key)] = left
+                else:
+                    self._in_flight.pop((kind, key), None)
+                if failed:
+                    self._mark(table, key, limit, now)
+            if failed is False:
+                self._users.pop(checks[0][2], None)
+            self._lock.notify_all()
 
 
 # -- the authenticator -------------------------------------------------------------------
@@ -295,7 +337,9 @@ class Authenticator:
     Thread-safe: the store is, the limiter is, verified bearer values are kept
     per thread, and the rest is immutable. At most ``max_concurrent_hashes``
     argon2 computations run at once (each takes 64 MiB with the default
-    parameters), so a burst of logins cannot exhaust a small box's memory.
+    parameters), so a burst of logins cannot exhaust a small box's memory, and
+    at most ``max_logins`` logins wait for them (:func:`open_auth` leaves
+    ``RESERVED_THREADS`` of the server's threads to other routes).
     """
 
     def __init__(
@@ -308,6 +352,7 @@ class Authenticator:
         hasher: PasswordHasher | None = None,
         limiter: LoginLimiter | None = None,
         max_concurrent_hashes: int = 2,
+        max_logins: int = 6,
     ) -> None:
         if len(secret) < SECRET_BYTES:
             raise ConfigError(f"the JWT secret must be at least {SECRET_BYTES} bytes")
@@ -318,6 +363,8 @@ class Authenticator:
         self._hasher = hasher or PasswordHasher()
         self.limiter = limiter or LoginLimiter(clock=clock)
         self._hash_slots = threading.BoundedSemaphore(max_concurrent_hashes)
+        self.max_logins = max(1, max_logins)
+        self._login_slots = threading.BoundedSemaphore(self.max_logins)
         self._dummy_hash: str | None = None
         # sha256(bearer) -> (principal, store generation, reuse until, API token id or None).
         # One dict for every thread: get and set are atomic, and a race only costs a re-verification.
@@ -349,24 +396,43 @@ class Authenticator:
 
     def login(self, username: str, password: str, address: str | None) -> dict[str, Any]:
         """A JWT for the right password; Unauthorized (same message for any failure) or TooManyRequests."""
-        mark = self.limiter.begin(username, address)
+        if not self._login_slots.acquire(blocking=False):
+            raise TooManyRequests("Too many logins at once; try again in 1 second.", retry_after=1)
+        try:
+            self.limiter.begin(username, address)
+            try:
+                user = self._check_password(username, password)
+            except BaseException:
+                self.limiter.abandoned(username, address)  # no verdict: it counts for nothing
+                raise
+            if user is None:
+                self.limiter.failed(username, address)
+                logger.info("login failed for %r from %s", username[:64], address or "?")
+                raise Unauthorized(_WRONG_LOGIN)
+            self.limiter.succeeded(username, address)
+            logger.info("login of %r from %s", user.username, address or "?")
+            return {"access_token": self.issue_jwt(user.id, user.username, user.is_admin),
+                    "token_type": "bearer", "expires_in": self.jwt_ttl}
+        finally:
+            self._login_slots.release()
+
+    def _check_password(self, username: str, password: str) -> User | None:
+        """The user when ``password`` is theirs, else None, in the time a wrong password takes."""
         dummy = self._dummy()  # before the lookup, so even the first login's timing is the same for all
         found = self.store.get_user_by_name(username)
         if found is None:
             self._verify(dummy, password)  # spend the same time as a wrong password
-            logger.info("login failed for %r from %s", username[:64], address or "?")
-            raise Unauthorized(_WRONG_LOGIN)
+            return None
         user, password_hash = found
         if not self._verify(password_hash, password):
-            logger.info("login failed for %r from %s", username[:64], address or "?")
-            raise Unauthorized(_WRONG_LOGIN)
-        self.limiter.succeeded(username, address, mark)
+            return None
         if self._needs_rehash(password_hash):
-            self.store.set_password(user.id, self.hash_password(password))
-            logger.info("upgraded the password hash of %r", user.username)
-        logger.info("login of %r from %s", user.username, address or "?")
-        return {"access_token": self.issue_jwt(user.id, user.username, user.is_admin),
-                "token_type": "bearer", "expires_in": self.jwt_ttl}
+            try:
+                self.store.set_password(user.id, self.hash_password(password))
+                logger.info("upgraded the password hash of %r", user.username)
+            except StorageFull:  # an upgrade can wait; the login need not
+                logger.warning("could not upgrade the password hash of %r: the disk is full", user.username)
+        return user
 
     def _needs_rehash(self, password_hash: str) -> bool:
         try:
@@ -399,7 +465,7 @@ class Authenticator:
         exp, iat, sub = claims.get("exp"), claims.get("iat"), claims.get("sub")
         if (
             not _is_number(exp) or not _is_number(iat) or now >= exp or iat > now + 60
-            or not isinstance(sub, str) or not _SUB_RE.fullmatch(sub)
+            or not isinstance(sub, str) or not _SUB_RE.fullmatch(sub) or int(sub) > MAX_USER_ID
         ):
             raise Unauthorized(_INVALID)
         user = self.store.get_user(int(sub))
@@ -513,4 +579,5 @@ def hash_password(password: str, *, hasher: PasswordHasher | None = None) -> str
 def open_auth(settings: Settings, store: Store, *, clock: Callable[[], float] = time.time) -> Authenticator:
     """An Authenticator over ``store`` whose secret lives in ``settings.data_dir``."""
     secret = load_or_create_secret(Path(settings.data_dir) / SECRET_FILENAME)
-    return Authenticator(store, secret=secret, jwt_ttl=settings.jwt_ttl, clock=clock)
+    return Authenticator(store, secret=secret, jwt_ttl=settings.jwt_ttl, clock=clock,
+                         max_logins=settings.threads - RESERVED_THREADS)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import ConfigError, StockcacheError
-from .settings import Settings
+from .settings import Settings, unknown_variables
 
 if TYPE_CHECKING:
     from .store import Store
@@ -75,7 +75,12 @@ def _add_user_commands(commands: argparse._SubParsersAction) -> None:  # type: i
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    """Settings from the environment, then the flags given on the command line."""
+    """Settings from the environment, then the flags given on the command line.
+
+    A ``STOCKCACHE_*`` variable that is no setting (a typo) is warned about, one line each.
+    """
+    for warning in unknown_variables():
+        print(f"stockcache: warning: {warning}", file=sys.stderr)
     flags = {name: getattr(args, name, None) for name in ("data_dir", "host", "port", "threads")}
     return Settings.from_env(**flags)
 
@@ -88,12 +93,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 class _Refused(Exception):
-    """A command-line refusal: one line on stderr, exit status 1."""
+    """A command-line refusal: one line on stderr, exit status 1 (2 for unusable input)."""
+
+    def __init__(self, message: str, *, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def _fail(message: str) -> int:
-    print(f"stockcache: {message}", file=sys.stderr)
-    return 1
+def _fail(message: str, status: int = 1) -> int:
+    print(f"stockcache: {_one_line(message)}", file=sys.stderr)
+    return status
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _read_password() -> str:
@@ -107,7 +120,14 @@ def _read_password() -> str:
         if first and getpass.getpass("Again: ") != first:
             raise _Refused("the two passwords differ")
         return first
-    return sys.stdin.readline().rstrip("\r\n")
+    # Bytes, decoded strictly here: a text stream would turn bad bytes into surrogates
+    # (or raise, depending on the locale) somewhere deeper.
+    stream = getattr(sys.stdin, "buffer", None)
+    raw = stream.readline() if stream is not None else sys.stdin.readline().encode("utf-8", "surrogateescape")
+    try:
+        return str(raw.decode("utf-8")).rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise _Refused("the password on standard input is not valid UTF-8 text", status=2) from None
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Settings, Store], int]) -> int:
@@ -118,7 +138,7 @@ def _with_store(args: argparse.Namespace, work: Callable[[Settings, Store], int]
     try:
         return work(settings, store)
     except _Refused as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), exc.status)
     except StockcacheError as exc:
         return _fail(exc.message)
     finally:
@@ -129,12 +149,20 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     from .auth import hash_password
     from .store import validate
 
-    def work(settings: Settings, store: Store) -> int:
+    # Name and password are checked before the store is opened (or created): a refused
+    # command leaves the data folder as it was.
+    try:
         name = validate.username(args.name)
         password = _read_password()
         if not password:
             raise _Refused("the password is empty (give it on standard input, one line)")
         validate.password(password)
+    except _Refused as exc:
+        return _fail(str(exc), exc.status)
+    except StockcacheError as exc:
+        return _fail(exc.message)
+
+    def work(settings: Settings, store: Store) -> int:
         user = store.create_user(name, hash_password(password), is_admin=args.admin)
         role = "admin" if user.is_admin else "user"
         print(f"Added {role} {user.username!r} to {store.path}.", file=sys.stderr)
@@ -319,9 +347,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return _fail("--days must be from 1 to 366")
     data_dir = settings.data_dir
     kpi_path, usage_path = data_dir / KPI_FILE, data_dir / "usage.sqlite"
-    # Only read what exists: stats must not create files in a data folder.
-    store = KpiStore(kpi_path) if kpi_path.exists() else None
-    ledger = UsageLedger(usage_path) if usage_path.exists() else None
+    # Only read what exists: stats must not create files in a data folder, nor set a corrupt one
+    # aside (the server does that when it starts).
+    store = KpiStore(kpi_path, set_aside=False) if kpi_path.exists() else None
+    try:
+        ledger = UsageLedger(usage_path, set_aside=False) if usage_path.exists() else None
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
     now = time.time()
     try:
         snapshot = store.snapshot() if store is not None else None
@@ -423,8 +457,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:
-        print(f"stockcache: configuration error: {exc.message}", file=sys.stderr)
+        print(f"stockcache: configuration error: {_one_line(exc.message)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `stockcache stats | head`: the reader left, which is fine
         sys.stderr.close()
         return 0
+    except (StockcacheError, OSError) as exc:
+        # Whatever else stops a command from starting (a cache file it cannot open, a folder it
+        # cannot read) is one line too, not a traceback.
+        message = exc.message if isinstance(exc, StockcacheError) else str(exc)
+        print(f"stockcache: {_one_line(message)}", file=sys.stderr)
+        return 2

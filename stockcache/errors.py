@@ -21,6 +21,7 @@ exactly one place (``stockcache.web.errors``) renders them as HTTP.
     ├── Conflict                    409 conflict
     ├── PayloadTooLarge             413 payload_too_large
     ├── TooManyRequests             429 too_many_requests (login attempts)
+    ├── StorageFull                 503 storage_full    (the disk is full; retry_after seconds)
     └── UpstreamError               502 upstream_error
         ├── UpstreamAuthError       502 upstream_error  (our key refused, or not in plan)
         │   └── SymbolRefused       502 upstream_error  (this one symbol not in plan; the key is fine)
@@ -113,6 +114,13 @@ class PayloadTooLarge(StockcacheError):
 
 class TooManyRequests(StockcacheError):
     status, code, default_message = 429, "too_many_requests", "Too many attempts; try again later."
+
+
+class StorageFull(StockcacheError):
+    """A write found the disk (or the database's size limit) full; nothing was changed."""
+
+    status, code = 503, "storage_full"
+    default_message = "The server's disk is full; the change was not saved. Try again later."
 
 
 class UpstreamError(StockcacheError):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -40,6 +39,7 @@ from typing import Any
 from .clock import seconds_to_utc_midnight
 from .errors import CacheError
 from .metrics import LATENCY_BUCKETS, Metrics, percentiles_ms
+from .sqlitefile import create_private, open_sound
 from .usage import UsageLedger, utc_day
 
 log = logging.getLogger(__name__)
@@ -76,25 +76,25 @@ class KpiStore:
     """The KPI table in SQLite (0600). Thread-safe: one connection behind a lock.
 
     ``path=None`` keeps it in memory (tests, the Python API without a data dir).
-    Several processes may add to one file: every write is an increment.
+    Several processes may add to one file: every write is an increment. A
+    corrupt file is set aside and a fresh one started (the history is a
+    convenience, not a record anyone relies on); ``set_aside=False`` raises
+    CacheError instead (readers such as ``stats``).
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, set_aside: bool = True) -> None:
         self.path = path
         self._lock = threading.Lock()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
         try:
-            self._db = sqlite3.connect(":memory:" if path is None else str(path), check_same_thread=False,
-                                       isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                self._db.execute(statement)
+            if path is None:
+                self._db = _connect(":memory:")
+            elif set_aside:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db, _ = open_sound(path, _open_file, label="KPI history")
+            else:
+                self._db = _open_file(path)
         except sqlite3.Error as exc:
-            raise CacheError(f"cannot open the KPI history: {exc}") from exc
+            raise CacheError(f"cannot open the KPI history {path}: {exc}") from exc
 
     def add(self, day: str, delta: DayFigures) -> None:
         """Add ``delta`` to ``day``'s row (created on first use)."""
@@ -150,6 +150,24 @@ class KpiStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _connect(target: str) -> sqlite3.Connection:
+    db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        for statement in _SCHEMA:
+            db.execute(statement)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _open_file(path: Path) -> sqlite3.Connection:
+    create_private(path)
+    return _connect(str(path))
 
 
 def kpi_days(

@@ -8,12 +8,16 @@ router, read-through path, service, authenticator, metrics, KPIs, refresher.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from .auth import Authenticator, open_auth
-from .cache import TieredCache, open_cache
+from .auth import SECRET_FILENAME, Authenticator, open_auth
+from .cache import CACHE_FILE, TieredCache, open_cache
+from .errors import CacheError, ConfigError
 from .kpis import KPI_FILE, KpiRecorder, KpiStore
 from .metrics import Metrics
 from .readthrough import ReadThrough
@@ -21,7 +25,7 @@ from .refresher import Refresher
 from .refresher import from_settings as refresher_from_settings
 from .service import StockService
 from .settings import Settings
-from .store import Store, open_store
+from .store import STORE_FILENAME, Store, open_store
 from .upstream.guard import Budget
 from .upstream.providers import build_providers
 from .upstream.providers.base import Provider
@@ -30,6 +34,82 @@ from .upstream.transport import Transport
 from .usage import UsageLedger
 
 log = logging.getLogger(__name__)
+
+DATA_DIR_SETTING = "STOCKCACHE_DATA_DIR / --data-dir"
+USAGE_FILE = "usage.sqlite"
+# Every file a start may create in the data folder (each SQLite file with its -wal, -shm and
+# -journal): a start that fails removes those it created, so it leaves the folder as it was.
+_STARTUP_FILES = frozenset(
+    [SECRET_FILENAME] + [f"{name}{suffix}" for name in (CACHE_FILE, STORE_FILENAME, USAGE_FILE, KPI_FILE)
+                         for suffix in ("", "-wal", "-shm", "-journal")])
+
+
+def _is_startup_file(name: str) -> bool:
+    # the JWT secret is written to a temporary name first (auth._create_secret)
+    return name in _STARTUP_FILES or (name.startswith(f".{SECRET_FILENAME}.") and name.endswith(".tmp"))
+
+
+class StartupFiles:
+    """What a start adds to the data folder, so a failed start can take it back.
+
+    Created before anything touches the folder: it makes the folder (and any
+    missing parents, mode 0700) and checks that it is a writable folder, with
+    a ConfigError naming the setting otherwise. :meth:`remove_new` deletes the
+    files of ``_STARTUP_FILES`` that were not there before and the folders it
+    made, if empty. It never touches anything else (a corrupt file set aside
+    stays, under its new name).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        folder = self.data_dir
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{DATA_DIR_SETTING}: {folder} is not a folder")
+        self.made: list[Path] = []  # folders this start created, outermost first
+        missing = []
+        for parent in [folder, *folder.parents]:
+            if parent.exists():
+                break
+            missing.append(parent)
+        for parent in reversed(missing):
+            try:
+                parent.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # made by someone else meanwhile
+            except OSError as exc:
+                self.remove_new()
+                raise ConfigError(f"{DATA_DIR_SETTING}: cannot create the data folder {folder}: "
+                                  f"{exc.strerror or exc}") from None
+            self.made.append(parent)
+        probe = folder / f".stockcache-write-check-{os.getpid()}"
+        try:
+            self.before = set(os.listdir(folder))
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            self.remove_new()
+            raise ConfigError(f"{DATA_DIR_SETTING}: cannot read and write the data folder {folder}: "
+                              f"{exc.strerror or exc}") from None
+
+    def remove_new(self) -> None:
+        """Delete what this start created (best effort: a failure is logged, never raised)."""
+        try:
+            names = set(os.listdir(self.data_dir)) - getattr(self, "before", set())
+        except OSError:
+            names = set()
+        for name in sorted(n for n in names if _is_startup_file(n)):
+            try:
+                os.unlink(self.data_dir / name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not remove %s after a failed start: %s", self.data_dir / name, exc)
+        for folder in reversed(self.made):
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: someone else put something there
+        self.made = []
 
 
 def build_service(
@@ -91,7 +171,12 @@ def build_service(
 
 
 class Runtime:
-    """Owns the cache, store, service and authenticator; ``close()`` releases them in order."""
+    """Owns the cache, store, service and authenticator; ``close()`` releases them in order.
+
+    A start that fails raises ConfigError (one line naming the setting: a file
+    of the data folder that cannot be created or opened is a data folder
+    problem), closes what it built and removes the files it created.
+    """
 
     def __init__(
         self,
@@ -105,13 +190,14 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.files = StartupFiles(settings.data_dir)
         self.metrics = Metrics()
-        self.cache: TieredCache = open_cache(settings=settings, clock=clock, janitor_interval=janitor_interval)
         # A start that fails half-way (say, an unreadable JWT secret) closes what it built, newest
         # first: its threads (cache janitor, SQLite writer, KPI flusher) would outlive it otherwise.
-        built: list[Callable[[], None]] = [self.cache.close]
+        built: list[Callable[[], None]] = []
         try:
+            self.cache: TieredCache = open_cache(settings=settings, clock=clock, janitor_interval=janitor_interval)
+            built.append(self.cache.close)
             self.store: Store = open_store(settings.data_dir / "store.sqlite", clock=clock)
             built.append(self.store.close)
             self.store.watch()  # other processes' revocations reach the verified-token cache in 0.25 s
@@ -136,12 +222,16 @@ class Runtime:
                 built.append(self.refresher.stop)
                 self.store.add_holdings_listener(self.refresher.wake)  # a new symbol is refreshed at once
                 self.refresher.start()
-        except BaseException:
+        except BaseException as exc:
             for close in reversed(built):
                 try:
                     close()
                 except Exception:
                     log.exception("closing a part of a runtime that failed to start failed")
+            self.files.remove_new()
+            if isinstance(exc, (CacheError, sqlite3.Error, OSError)):
+                raise ConfigError(f"{DATA_DIR_SETTING}: cannot start on the data folder {settings.data_dir}: "
+                                  f"{_one_line(exc)}") from exc
             raise
         self.started_at = clock()
         self._closed = False
@@ -177,6 +267,11 @@ class Runtime:
             body["reasons"] = reasons
         return body
 
+    def abort(self) -> None:
+        """Close after a start that failed later (the server could not listen): leave no new file behind."""
+        self.close()
+        self.files.remove_new()
+
     def close(self) -> None:
         """Stop upstream work, then flush and close the cache and the store. Idempotent."""
         if self._closed:
@@ -192,3 +287,7 @@ class Runtime:
         self.ledger.close()
         self.cache.close()
         self.store.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(getattr(exc, "message", None) or exc or type(exc).__name__).split())

@@ -23,7 +23,7 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -455,15 +455,21 @@ def parse_setting(name: str, raw: str, *, source: str | None = None) -> Any:
     return parse_row(rows[name], raw, source=source)
 
 
-def unknown_variables(environ: Iterable[str]) -> list[tuple[str, str | None]]:
-    """``STOCKCACHE_*`` variables no setting reads, each with the closest known name (or None).
+ENV_PREFIX = "STOCKCACHE_"
 
-    A misspelled variable (``STOCKCACHE_PROT``) would otherwise be ignored in silence.
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning line per ``STOCKCACHE_*`` variable that is no setting, naming the closest known one.
+
+    A misspelled variable (``STOCKCACHE_PROT``) is otherwise ignored without a
+    word, and the service starts with the default. Only names are shown, never
+    values: a misspelled secret is still a secret.
     """
-    known = sorted({var for row in settings_table() for var in row.env if var.startswith("STOCKCACHE_")})
-    out = []
-    for var in sorted(environ):
-        if var.startswith("STOCKCACHE_") and var not in known:
-            close = difflib.get_close_matches(var, known, n=1, cutoff=0.75)
-            out.append((var, close[0] if close else None))
-    return out
+    environ = os.environ if environ is None else environ
+    known = sorted({var for row in settings_table() for var in row.env if var.startswith(ENV_PREFIX)})
+    lines = []
+    for name in sorted(var for var in environ if var.startswith(ENV_PREFIX) and var not in known):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the settings"
+        lines.append(f"{name} is not a stockcache setting and is ignored; {hint}")
+    return lines

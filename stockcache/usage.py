@@ -13,12 +13,20 @@ across all processes. So another process's calls reach this one's
 :meth:`UsageLedger.today` within about one interval (1 s by default): for a
 daily budget that small lag can let through at most the calls two processes
 make in the same second. A crash loses at most the last interval's counts.
+
+A corrupt ledger file is set aside at start (``sqlite.py`` style: renamed to
+``usage.sqlite.corrupt-<time>``) and a fresh one started. Today's counts went
+with it, and what is still readable in a damaged file cannot be trusted to be
+complete, so the fresh file records today as *lost*: every budget with a
+daily limit then counts its day as spent until UTC midnight
+(:meth:`UsageLedger.lost_on`). Losing a few hours of one provider's daily
+calls is the price of never spending past a daily budget; other processes on
+the data dir read the mark from the file too.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -27,6 +35,7 @@ from pathlib import Path
 
 from .clock import utc_day
 from .errors import CacheError
+from .sqlitefile import create_private, open_sound
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +53,13 @@ class UsageLedger:
     :meth:`today`). Pass ``path=None`` for a ledger that lives in memory only
     (tests, the Python API without a data dir), and ``flush_interval=None``
     for no flusher thread (flush only on :meth:`flush`, :meth:`days` and
-    :meth:`close`).
+    :meth:`close`). ``set_aside=False`` raises CacheError for a corrupt file
+    instead of starting a fresh one (readers such as ``stats``).
     """
 
     def __init__(
-        self, path: Path | None, *, clock: Callable[[], float] = time.time, flush_interval: float | None = 1.0
+        self, path: Path | None, *, clock: Callable[[], float] = time.time, flush_interval: float | None = 1.0,
+        set_aside: bool = True,
     ) -> None:
         self._clock = clock
         self._interval = flush_interval
@@ -57,26 +68,28 @@ class UsageLedger:
         self._pending: dict[_Key, int] = {}
         self._inflight: dict[_Key, int] = {}  # taken from _pending by the flush now writing them
         self._totals: dict[_Key, int] = {}  # the file's counts for one day, all processes, at the last flush
+        self._lost: frozenset[str] = frozenset()  # days whose counts were lost with a corrupt file
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        target = ":memory:" if path is None else str(path)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        lost: str | None = None
         try:
-            # The upserts of one flush share a transaction; a busy peer's flush is waited out.
-            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, provider TEXT NOT NULL,"
-                " calls INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (day, provider))"
-            )
-            self._totals = self._read_day(utc_day(clock()))
+            if path is None:
+                self._db = _connect(":memory:")
+            elif set_aside:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db, lost = open_sound(path, _open_file, label="usage ledger")
+            else:
+                self._db = _open_file(path)
+            today = utc_day(clock())
+            if lost is not None:
+                self._db.execute("INSERT OR IGNORE INTO lost_days (day) VALUES (?)", (today,))
+                log.warning("the usage ledger was lost with today's (%s UTC) upstream call counts: every daily "
+                            "budget counts as spent until UTC midnight, so none can be overspent", today)
+            self._totals = self._read_day(today)
+            self._lost = self._read_lost(today)
         except sqlite3.Error as exc:
-            raise CacheError(f"cannot open the usage ledger: {exc}") from exc
+            raise CacheError(f"cannot open the usage ledger {path}: {exc}") from exc
 
     def start(self) -> None:
         """Start the flusher now (idempotent): a budget calls it so an idle process still learns others' calls."""
@@ -92,6 +105,10 @@ class UsageLedger:
     def today(self, provider: str) -> int:
         """Today's calls to ``provider`` by every process, as of the last flush, plus this one's since. No I/O."""
         return self.calls_on(utc_day(self._clock()), provider)
+
+    def lost_on(self, day: str) -> bool:
+        """Whether ``day``'s counts were lost with a corrupt ledger (so its daily budgets are spent). No I/O."""
+        return day in self._lost
 
     def calls_on(self, day: str, provider: str) -> int:
         """Calls on ``day`` (today, or a day not yet flushed) as this process knows them. No I/O."""
@@ -122,6 +139,7 @@ class UsageLedger:
                         self._db.execute("ROLLBACK")
                         raise
                 totals = self._read_day(today)
+                lost = self._read_lost(today)
             except sqlite3.Error as exc:
                 log.warning("could not record upstream usage (will retry): %s", exc)
                 with self._lock:
@@ -131,6 +149,7 @@ class UsageLedger:
                 return
             with self._lock:
                 self._totals, self._inflight = totals, {}
+                self._lost = self._lost | lost  # a mark only ever appears (another process may have set it)
 
     def days(self, limit: int) -> dict[str, dict[str, int]]:
         """The last ``limit`` days that have counts: ``{day: {provider: calls}}``, newest first (flushes first)."""
@@ -164,6 +183,10 @@ class UsageLedger:
         rows = self._db.execute("SELECT provider, calls FROM usage WHERE day = ?", (day,)).fetchall()
         return {(day, provider): int(calls) for provider, calls in rows}
 
+    def _read_lost(self, day: str) -> frozenset[str]:
+        rows = self._db.execute("SELECT day FROM lost_days WHERE day = ?", (day,)).fetchall()
+        return frozenset(row[0] for row in rows)
+
     def _start_flusher(self) -> None:
         if self._thread is not None or self._interval is None or self._stop.is_set():
             return
@@ -180,3 +203,25 @@ class UsageLedger:
                 self.flush()
             except Exception:  # the flusher must outlive a surprise; the next round retries
                 log.exception("usage ledger flush failed")
+
+
+def _connect(target: str) -> sqlite3.Connection:
+    # The upserts of one flush share a transaction; a busy peer's flush is waited out.
+    db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, provider TEXT NOT NULL,"
+            " calls INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (day, provider))"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS lost_days (day TEXT PRIMARY KEY)")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _open_file(path: Path) -> sqlite3.Connection:
+    create_private(path)
+    return _connect(str(path))

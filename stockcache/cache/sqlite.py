@@ -14,6 +14,18 @@ small pool of read-only connections in the calling thread. WAL lets them read
 alongside the writer, but they only see committed rows, so writes not yet
 committed are kept in an overlay (``_pending``) until the worker acknowledges
 their commit; that keeps read-your-writes.
+
+When writes fail (a full disk, an I/O error), the tier does not die with its
+worker. sqlitedict's worker keeps the first error and raises it at whichever
+call comes next, and it dies outright if its own commit request fails, so
+each batch ends with a ``COMMIT`` statement (an error the worker survives) and
+any error or dead worker switches writes off: the overlay's unconfirmed
+entries are dropped and counted (``dropped_writes``), the worker is retired
+(closing its connection rolls back what it held), and writes are refused
+(counted, a CacheError the tiered cache skips) for ``WRITE_RETRY_SECONDS``.
+The next write after that opens a new worker and tries again, so the tier
+comes back by itself once space returns. Reads go on throughout, and the
+memory tier above keeps what the requests wrote.
 """
 
 from __future__ import annotations
@@ -29,22 +41,23 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlitedict
 
 from ..errors import CacheError
+from ..sqlitefile import create_private, open_sound
 from .base import Entry, Tier
 from .frozen import loads_frozen
 
 log = logging.getLogger(__name__)
 
-# sqlitedict's worker protocol markers (stable through 2.x, pinned in setup.cfg).
-# They let us wait on the worker with a timeout and a liveness check: its own
-# select() waits forever if the worker thread has died (e.g. a failed COMMIT).
-_REQUEST_COMMIT = sqlitedict._REQUEST_COMMIT
+T = TypeVar("T")
+
+# sqlitedict's worker protocol marker (stable through 2.x, pinned in setup.cfg). It lets us wait
+# on the worker with a timeout and a liveness check: its own select() waits forever if the
+# worker thread has died.
 _RESPONSE_NO_MORE = sqlitedict._RESPONSE_NO_MORE
 
 _DB_ERRORS = (sqlite3.Error, OSError, OverflowError, RuntimeError)
@@ -52,6 +65,12 @@ _CHUNK = 500  # SQLite's default limit on ? parameters is 999 on old builds
 _WAL_LIMIT_BYTES = 8 * 1024 * 1024  # the WAL file is truncated back to this after checkpoints
 _WAIT_SLICE = 0.25  # seconds between liveness checks while waiting on the worker
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+WRITE_RETRY_SECONDS = 2.0  # after a failed write, writes are dropped this long, then a new worker tries
+
+# sqlitedict's worker logs a dozen ERROR lines (a stack dump) for every failed statement; the
+# failure reaches us as an exception anyway and is logged once, here, in one line.
+_QUIET = logging.Logger("stockcache.cache.sqlite.worker")
+_QUIET.disabled = True
 
 
 def _encode(value: Any) -> str:
@@ -62,12 +81,17 @@ def _decode(text: Any) -> Any:
     return json.loads(text)
 
 
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
 class SQLiteTier(Tier):
     """Entries in one table of a SQLite file; survives restarts and is shared by processes.
 
     Thread-safe: writes are queued to sqlitedict's worker thread (enqueued under
     a lock so the overlay and the queue agree on order); reads use pooled
-    connections without any lock held during I/O.
+    connections without any lock held during I/O. Opening a new worker after
+    failed writes happens outside the lock, in the one writer that is due.
     """
 
     name = "sqlite"
@@ -93,7 +117,7 @@ class SQLiteTier(Tier):
         self._pending: OrderedDict[str, tuple[int, Entry]] = OrderedDict()
         self._seq = 0
         self._acked = 0
-        self._acks: queue.Queue[Any] = queue.Queue()
+        self._acks: queue.Queue[Any] = queue.Queue()  # one per worker: a retired one answers into its own
         self._readers: deque[sqlite3.Connection] = deque()  # append/pop are atomic
         self._closing = False
         self._closed = False
@@ -101,6 +125,14 @@ class SQLiteTier(Tier):
         self._misses = 0
         self._bad_rows = 0
         self._last_bad_row_log = float("-inf")
+        # Write failures: while _writes_off_until is set, writes are dropped until that time.
+        self._writes_off_until: float | None = None
+        self._reopening = False
+        self._write_error = ""
+        self._failing = False  # from the first failed write until a batch is confirmed again
+        self._dropped = 0
+        self._write_failures = 0
+        self._notes: list[tuple[int, str]] = []  # log lines decided under the lock, written after it
 
         t = f'"{table}"'
         self._sql_get = f"SELECT value FROM {t} WHERE key = ?"
@@ -114,12 +146,16 @@ class SQLiteTier(Tier):
         self._sql_count = f"SELECT count(*) FROM {t}"
         self._sql_in: dict[int, str] = {}
 
-        _prepare_file(self.path, table, check_seconds=check_seconds)
+        open_sound(self.path, lambda p: _create(p, table), label="SQLite cache", check_seconds=check_seconds)
         self._uri = self.path.resolve().as_uri() + "?mode=ro"
+        self._db = self._open_worker()
+
+    def _open_worker(self) -> Any:
+        """A new sqlitedict on the file, set up; CacheError if it cannot be opened."""
         try:
-            self._db = sqlitedict.SqliteDict(
+            db = sqlitedict.SqliteDict(
                 str(self.path),
-                tablename=table,
+                tablename=self._table,
                 flag="c",
                 autocommit=False,
                 journal_mode="WAL",
@@ -129,14 +165,23 @@ class SQLiteTier(Tier):
             )
         except _DB_ERRORS as exc:
             raise CacheError(f"cannot open the SQLite cache {self.path}: {exc}") from exc
+        worker = db.conn
+        worker.log = _QUIET
         try:
             # sqlitedict sets synchronous=OFF, which can corrupt the file on power
             # loss; NORMAL in WAL mode only risks losing the last commits.
-            self._query("PRAGMA synchronous=NORMAL")
-            self._query(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            for pragma in ("PRAGMA synchronous=NORMAL", f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}"):
+                results: queue.Queue[Any] = queue.Queue()
+                worker.execute(pragma, (), results)
+                self._collect(worker, results)
+                worker.check_raise_error()
+        except _DB_ERRORS as exc:
+            db.close(do_log=False, force=True)
+            raise CacheError(f"cannot set up the SQLite cache {self.path}: {exc}") from exc
         except CacheError:
-            self._db.close(do_log=False, force=True)
+            db.close(do_log=False, force=True)
             raise
+        return db
 
     # reads ---------------------------------------------------------------
 
@@ -195,7 +240,9 @@ class SQLiteTier(Tier):
         with self._lock:
             self._trim_pending()
             pending = self._pending
-            return {key: pending[key][1] for key in keys if key in pending}
+            found = {key: pending[key][1] for key in keys if key in pending}
+        self._write_notes()
+        return found
 
     def _select_in(self, count: int) -> str:
         sql = self._sql_in.get(count)
@@ -268,40 +315,61 @@ class SQLiteTier(Tier):
             (key, e if e.tier == self.name else Entry(e.value, e.stored_at, e.expires_at, self.name))
             for key, e in entries.items()
         ]
-        worker = self._worker()
+
         # Enqueued under the lock (queue puts, no I/O) so the overlay's order is
         # the worker's order, which the commit acknowledgements rely on.
-        with self._lock:
+        def enqueue(worker: Any) -> None:
             self._trim_pending()
+            if self._writes_off_until is not None:  # the trim found the worker failed
+                raise self._writes_off()
             self._seq += 1
             seq = self._seq
-            try:
-                for row in rows:
-                    worker.execute(self._sql_put, row)
-                worker.execute(_REQUEST_COMMIT)
-                # Acknowledges the commit above: answered by the worker in order.
-                worker.execute("SELECT ?", (seq,), self._acks)
-            except _DB_ERRORS as exc:
-                raise CacheError(f"SQLite cache write failed: {exc}") from exc
+            for row in rows:
+                worker.execute(self._sql_put, row)
+            worker.execute("COMMIT")
+            # Acknowledges the commit above: answered by the worker in order.
+            worker.execute("SELECT ?", (seq,), self._acks)
             pending = self._pending
             for key, entry in tagged:
                 pending[key] = (seq, entry)
                 pending.move_to_end(key)
 
+        try:
+            self._on_writer(enqueue)
+        except CacheError:
+            with self._lock:
+                self._dropped += len(rows)
+            raise
+
     def _trim_pending(self) -> None:
-        """Drop overlay entries whose commit the worker has acknowledged (lock held)."""
+        """Drop overlay entries whose commit the worker has acknowledged (lock held).
+
+        Acknowledgements are read first and the worker's error after them: an
+        error the worker met before answering is then never missed, and every
+        batch not confirmed by then counts as dropped.
+        """
         acks = self._acks
+        acked = self._acked
         while True:
             try:
                 item = acks.get_nowait()
             except queue.Empty:
                 break
-            if type(item) is tuple and item[0] > self._acked:
-                self._acked = item[0]
+            if type(item) is tuple and item[0] > acked:
+                acked = item[0]
+        worker = self._db.conn
+        if self._writes_off_until is None and worker is not None:
+            error = worker.exception
+            if error is not None or not worker.is_alive():
+                self._writes_failed(worker, error[1] if error else None)
+                return
+            if acked > self._acked:
+                self._confirmed()
+        self._acked = acked
         pending = self._pending
         while pending:
             key = next(iter(pending))
-            if pending[key][0] > self._acked:
+            if pending[key][0] > acked:
                 break
             del pending[key]
 
@@ -318,53 +386,156 @@ class SQLiteTier(Tier):
         return len(self._query(self._sql_purge, (cutoff, limit), commit=True))
 
     def flush(self) -> None:
-        self._query(None, commit=True)
+        # Every batch commits itself; waiting for the worker to answer a query
+        # queued after them is waiting for all of them.
+        self._query("SELECT 1")
 
     # worker plumbing -----------------------------------------------------
 
-    def _worker(self) -> Any:
-        conn = getattr(self._db, "conn", None)
-        if self._closed or conn is None:
+    def _on_writer(self, work: Callable[[Any], T]) -> tuple[Any, T]:
+        """``work(worker)`` (queue puts only) under the lock, on a worker that has not failed.
+
+        When writes are off and their retry time has come, this caller opens a
+        new worker first (outside the lock); everyone else meanwhile, and
+        everyone before the retry time, gets CacheError at once.
+        """
+        try:
+            for attempt in range(2):
+                with self._lock:
+                    worker = self._usable_worker(may_reopen=attempt == 0)
+                    if worker is not None:
+                        try:
+                            return worker, work(worker)
+                        except _DB_ERRORS as exc:  # the worker raising an earlier statement's error
+                            self._writes_failed(worker, exc)
+                            raise self._writes_off() from exc
+                self._reopen()
+            raise self._writes_off()
+        finally:
+            self._write_notes()
+
+    def _usable_worker(self, *, may_reopen: bool) -> Any:
+        """The live worker; None when this caller is to open a new one; CacheError while writes are off (lock held)."""
+        if self._closed:
             raise CacheError("the SQLite cache is closed")
-        if not conn.is_alive():
-            raise CacheError("the SQLite cache worker has stopped")
-        return conn
+        if self._writes_off_until is None:
+            worker = self._db.conn  # None if the handle was closed under us
+            error = worker.exception if worker is not None else None
+            if error is None and worker is not None and worker.is_alive():
+                return worker
+            self._writes_failed(worker, error[1] if error else None)
+        if not may_reopen or self._reopening or self._clock() < self._writes_off_until:  # type: ignore[operator]
+            raise self._writes_off()
+        self._reopening = True
+        return None
+
+    def _reopen(self) -> None:
+        """Open a new worker to replace a failed one (no lock held: this is I/O)."""
+        try:
+            db = self._open_worker()
+        except CacheError as exc:
+            with self._lock:
+                self._reopening = False
+                self._write_failures += 1
+                self._writes_off_until = self._clock() + WRITE_RETRY_SECONDS
+                self._write_error = _reason(exc)
+            raise self._writes_off() from exc
+        with self._lock:
+            self._reopening = False
+            if not self._closed:
+                self._db, db = db, self._db
+                self._acks = queue.Queue()
+                self._writes_off_until = None
+        db.close(do_log=False, force=True)  # the failed one (or the new one, if we closed meanwhile)
+
+    def _writes_failed(self, worker: Any, exc: BaseException | None) -> None:
+        """A write failed or the worker died: switch writes off for a while (lock held)."""
+        if worker is not self._db.conn or self._writes_off_until is not None:
+            return  # already handled, for this worker
+        self._write_failures += 1
+        self._write_error = _reason(exc) if exc is not None else "the SQLite cache worker stopped"
+        self._writes_off_until = self._clock() + WRITE_RETRY_SECONDS
+        # Nothing in the overlay is confirmed any more: drop it rather than promise reads it.
+        self._dropped += len(self._pending)
+        self._pending.clear()
+        # Retire the worker: it finishes what is queued, then its connection closes, which
+        # rolls back a transaction left open by the failure. (A queue put, no I/O.)
+        if worker is not None:
+            worker.close(force=True)
+        if not self._failing:
+            self._failing = True
+            self._notes.append((logging.WARNING, f"SQLite cache writes failed ({self._write_error}); "
+                                                 "serving from memory and dropping cache writes, "
+                                                 f"retrying every {WRITE_RETRY_SECONDS:.0f} s"))
+
+    def _confirmed(self) -> None:
+        """A write was committed: if writes had failed, say they work again (lock held)."""
+        if self._failing:
+            self._failing = False
+            self._notes.append((logging.INFO, f"SQLite cache writes work again ({self._dropped} cache writes "
+                                              "were dropped while they failed)"))
+
+    def _writes_off(self) -> CacheError:
+        return CacheError(f"SQLite cache writes are failing ({self._write_error}); dropped until they work again")
+
+    def _write_notes(self) -> None:
+        """Log what the locked sections decided (never under the lock: logging writes to a stream)."""
+        if not self._notes:
+            return
+        with self._lock:
+            notes, self._notes = self._notes, []
+        for level, text in notes:
+            log.log(level, "%s", text)
 
     def _query(
         self,
-        sql: str | None,
+        sql: str,
         args: tuple[Any, ...] = (),
         *,
         commit: bool = False,
         forget: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Run one statement (and/or a commit) on the worker and wait for it.
+        """Run one statement (and a commit) on the worker and wait for its rows.
 
-        After a commit, every write queued before it is durable and visible to
-        the readers, so the overlay up to that point is dropped.
+        When it is answered, every write queued before it has been done, so the
+        overlay up to that point is dropped (unless the worker reported an error).
         """
-        worker = self._worker()
         results: queue.Queue[Any] = queue.Queue()
         done: queue.Queue[Any] = queue.Queue()
+
+        def enqueue(worker: Any) -> int:
+            if forget is not None:
+                self._pending.pop(forget, None)
+            worker.execute(sql, args, results)
+            if commit:
+                worker.execute("COMMIT", (), done)
+            return self._seq
+
+        worker, seq = self._on_writer(enqueue)
         try:
-            with self._lock:
-                if forget is not None:
-                    self._pending.pop(forget, None)
-                seq = self._seq
-                if sql is not None:
-                    worker.execute(sql, args, results)
-                if commit:
-                    worker.execute(_REQUEST_COMMIT, None, done)
-            rows = self._collect(worker, results) if sql is not None else []
+            rows = self._collect(worker, results)
             if commit:
                 self._collect(worker, done)
-            worker.check_raise_error()
-        except _DB_ERRORS as exc:
-            raise CacheError(f"SQLite cache operation failed: {exc}") from exc
-        if commit:
+        except CacheError as exc:
             with self._lock:
+                self._writes_failed(worker, exc)
+            self._write_notes()
+            raise
+        # The worker records an error before it answers, so it is visible by now.
+        with self._lock:
+            error = worker.exception
+            if error is not None:
+                self._writes_failed(worker, error[1])
+            failed = self._writes_off_until is not None  # ours, or one noticed meanwhile
+            if not failed:
+                if commit:
+                    self._confirmed()
+                self._trim_pending()  # reads the batches' own acknowledgements first
                 self._acked = max(self._acked, seq)
                 self._trim_pending()
+        self._write_notes()
+        if failed:
+            raise self._writes_off()
         return rows
 
     @staticmethod
@@ -382,6 +553,12 @@ class SQLiteTier(Tier):
             rows.append(row)
 
     # admin ---------------------------------------------------------------
+
+    def health(self) -> dict[str, Any] | None:
+        with self._lock:
+            if not self._failing:
+                return None
+            return {"status": "failing", "error": self._write_error, "dropped_writes": self._dropped}
 
     def stats(self) -> dict[str, Any]:
         # count(*) walks the key index: a few ms per 100k rows, fine for stats
@@ -408,6 +585,9 @@ class SQLiteTier(Tier):
                 "file_bytes": file_bytes,
                 "pending_writes": len(self._pending),
                 "bad_rows": self._bad_rows,
+                "writes": "failing" if self._failing else "ok",
+                "write_failures": self._write_failures,
+                "dropped_writes": self._dropped,
             }
 
     def close(self) -> None:
@@ -415,16 +595,19 @@ class SQLiteTier(Tier):
             if self._closing:  # a second close must not send the worker a second stop
                 return
             self._closing = True
+            failing = self._writes_off_until is not None
         error: Exception | None = None
-        try:
-            self.flush()
-        except CacheError as exc:
-            error = exc
+        if not failing:
+            try:
+                self.flush()
+            except CacheError as exc:
+                error = exc
         with self._lock:
             self._closed = True
-        db_conn = getattr(self._db, "conn", None)
+            db = self._db
+        db_conn = getattr(db, "conn", None)
         try:
-            self._db.close(do_log=False, force=db_conn is None or not db_conn.is_alive())
+            db.close(do_log=False, force=db_conn is None or not db_conn.is_alive() or failing)
         except _DB_ERRORS as exc:
             error = error or exc
         while self._readers:
@@ -439,94 +622,8 @@ class SQLiteTier(Tier):
 # opening the file ------------------------------------------------------
 
 
-def _prepare_file(path: Path, table: str, *, check_seconds: float) -> None:
-    """Check an existing file, move it aside if it is unusable, then lay out the schema.
-
-    sqlitedict can hang on some corrupt files (its worker dies and the caller
-    waits forever), so plain sqlite3 looks first, with time limits.
-    """
-    if path.exists():
-        problem = _check_file(path, check_seconds)
-        if problem is not None:
-            _move_aside(path, problem)
-    try:
-        _create(path, table)
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
-            raise CacheError(f"the SQLite cache {path} is locked by another process") from exc
-        _move_aside(path, str(exc))
-        try:
-            _create(path, table)
-        except _DB_ERRORS as exc2:
-            raise CacheError(f"cannot create the SQLite cache {path}: {exc2}") from exc2
-    except OSError as exc:
-        raise CacheError(f"cannot create the SQLite cache {path}: {exc}") from exc
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-def _check_file(path: Path, check_seconds: float) -> str | None:
-    """None if ``path`` is a readable, consistent SQLite database, else the problem."""
-    try:
-        conn = sqlite3.connect(path, timeout=1.0, isolation_level=None)
-    except _DB_ERRORS as exc:
-        return str(exc)
-    try:
-        deadline = time.monotonic() + check_seconds
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.OperationalError as exc:
-        if "interrupt" in str(exc).lower():
-            log.warning(
-                "SQLite cache %s: quick_check took more than %.0f s; opening it unchecked",
-                path, check_seconds,
-            )
-            return None
-        if _is_busy(exc):
-            raise CacheError(f"the SQLite cache {path} is locked by another process") from exc
-        return str(exc)
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    finally:
-        conn.close()
-    if rows != [("ok",)]:
-        return "; ".join(str(row[0]) for row in rows[:3]) or "quick_check failed"
-    return None
-
-
-def _move_aside(path: Path, problem: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    try:
-        os.replace(path, target)
-        for suffix in ("-wal", "-shm"):
-            # A WAL left next to a new file would be replayed into it.
-            side = Path(f"{path}{suffix}")
-            if side.exists():
-                os.replace(side, Path(f"{target}{suffix}"))
-    except OSError as exc:
-        raise CacheError(f"the SQLite cache {path} is unusable ({problem}) and cannot be moved aside: {exc}") from exc
-    log.warning(
-        "SQLite cache %s is corrupt or unreadable (%s); moved it to %s and starting empty",
-        path, problem, target.name,
-    )
-
-
 def _create(path: Path, table: str) -> None:
-    # Owner-only before SQLite ever opens it; SQLite gives -wal/-shm the same mode.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    for suffix in ("", "-wal", "-shm"):
-        side = f"{path}{suffix}"
-        if os.path.exists(side):
-            os.chmod(side, 0o600)
+    create_private(path)  # owner-only before SQLite ever opens it
     conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

@@ -22,7 +22,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import ConfigError, Conflict, InvalidRequest, NotFound, StockcacheError
+from ..errors import ConfigError, Conflict, InvalidRequest, NotFound, StockcacheError, StorageFull
 from . import validate
 from .rows import ApiToken, Position, User, WatchItem
 from .schema import migrate
@@ -35,6 +35,7 @@ BUSY_TIMEOUT_S = 5.0
 # revoked or a user removed from another process (the command line) keeps working here.
 WATCH_INTERVAL = 0.25
 TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one API token
+FULL_RETRY_AFTER_S = 30  # what a client is told to wait when the disk is full: space needs a person
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,13 +51,22 @@ def iso_utc(timestamp: float) -> str:
 
 
 def _translated(method: F) -> F:
-    """Turn sqlite3 failures (disk full, I/O error, locked too long) into StockcacheError once, here."""
+    """Turn sqlite3 failures (disk full, I/O error, locked too long) into StockcacheError once, here.
+
+    A full disk (SQLITE_FULL: no space for the WAL, or the database's size
+    limit) is StorageFull, a 503 with Retry-After: the write was rolled back
+    and will work once there is space. Anything else is a 500, logged with
+    its traceback.
+    """
 
     @wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+                logger.error("store.%s failed: %s (the disk is full)", method.__name__, exc)
+                raise StorageFull(retry_after=FULL_RETRY_AFTER_S) from exc
             logger.error("store.%s failed: %s", method.__name__, exc, exc_info=True)
             raise StockcacheError("The store is unavailable.") from exc
 

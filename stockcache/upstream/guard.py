@@ -76,6 +76,9 @@ class Budget:
             if now < self._paused_until:
                 raise self._refused(self._paused_until - now, "paused after the provider said 429")
             limits = self.limits
+            if limits.per_day and self._day_lost():
+                raise self._refused(seconds_to_utc_midnight(now), "daily budget unknown (the usage ledger was "
+                                                                  "lost today), so counted as spent")
             if limits.per_day and self._used_today() >= share_cap(limits.per_day, share):
                 raise self._refused(seconds_to_utc_midnight(now), "daily budget spent")
             if limits.per_minute and len(self._minute) >= share_cap(limits.per_minute, share):
@@ -106,7 +109,8 @@ class Budget:
             return {
                 "second": max(0, limits.per_second - len(self._second)) if limits.per_second else None,
                 "minute": max(0, limits.per_minute - len(self._minute)) if limits.per_minute else None,
-                "day": max(0, limits.per_day - self._used_today()) if limits.per_day else None,
+                "day": (0 if self._day_lost() else max(0, limits.per_day - self._used_today()))
+                if limits.per_day else None,
             }
 
     def calls_today(self) -> int:
@@ -121,6 +125,10 @@ class Budget:
         if self._ledger is None:
             return self._day_calls
         return max(self._day_calls, self._ledger.today(self.provider))
+
+    def _day_lost(self) -> bool:
+        """Whether today's calls were lost with a corrupt ledger: then the day budget counts as spent."""
+        return self._ledger is not None and self._ledger.lost_on(self._day)
 
     def _roll(self, now: float) -> None:
         while self._second and self._second[0] <= now - 1.0:

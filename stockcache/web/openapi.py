@@ -33,12 +33,18 @@ def _errors(*statuses: int) -> dict[str, Any]:
         405: "Method not allowed on this route (method_not_allowed).",
         409: "Already exists (conflict).",
         413: "Body larger than 1 MB (payload_too_large).",
-        429: "Too many login attempts (too_many_requests).",
+        429: "Too many failed logins, or too many logins at once (too_many_requests); see Retry-After.",
         502: "The upstream provider failed (upstream_error).",
         503: "Upstream budget spent (rate_limited); see Retry-After.",
         504: "The upstream provider did not answer in time (upstream_timeout).",
     }
     return {str(s): _json(_ref("Error"), texts[s]) for s in statuses}
+
+
+def _writes(*statuses: int) -> dict[str, Any]:
+    """``_errors`` for a route that writes to the store: a full disk is a 503 of its own."""
+    return {**_errors(*statuses), "503": _json(_ref("Error"), "The server's disk is full (storage_full); "
+                                                             "nothing was changed; see Retry-After.")}
 
 
 _SYMBOL = {"name": "symbol", "in": "path", "required": True,
@@ -170,27 +176,27 @@ def spec() -> dict[str, Any]:
         "/api/portfolio": {
             "get": _op("Your positions.", {"200": _json(any_object, "Positions."), **_errors(401)}),
             "post": _op(f"Add a position (at most {MAX_POSITIONS} per user).",
-                        {"201": _json(position, "The position."), **_errors(400, 401, 413)}, body=position_in),
+                        {"201": _json(position, "The position."), **_writes(400, 401, 413)}, body=position_in),
         },
         "/api/portfolio/performance": {"get": _op("Value, gain and day change of your positions.", {
             "200": _json(any_object, "Performance."), **_errors(401)})},
         "/api/portfolio/{id}": {
             "put": _op("Change a position.", {"200": _json(position, "The position."),
-                                              **_errors(400, 401, 404, 413)},
+                                              **_writes(400, 401, 404, 413)},
                        params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
                        body=position_patch),
-            "delete": _op("Remove a position.", {"204": {"description": "Removed."}, **_errors(401, 404)},
+            "delete": _op("Remove a position.", {"204": {"description": "Removed."}, **_writes(401, 404)},
                           params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]),
         },
         "/api/watchlist": {
             "get": _op("Your watchlist with quotes.", {"200": _json(any_object, "Items."), **_errors(401)}),
             "post": _op(f"Add a symbol (at most {MAX_WATCHLIST_ITEMS} per user).",
-                        {"201": _json(any_object, "Added."), **_errors(400, 401, 409, 413)},
+                        {"201": _json(any_object, "Added."), **_writes(400, 401, 409, 413)},
                         body={"type": "object", "required": ["symbol"], "additionalProperties": False,
                               "properties": {"symbol": {"type": "string", "pattern": SYMBOL_PATTERN}}}),
         },
         "/api/watchlist/{symbol}": {"delete": _op("Remove a symbol.", {
-            "204": {"description": "Removed."}, **_errors(400, 401, 404)}, params=[_SYMBOL])},
+            "204": {"description": "Removed."}, **_writes(400, 401, 404)}, params=[_SYMBOL])},
         "/api/cache/stats": {"get": _op("Cache and upstream statistics (admin).", {
             "200": _json(any_object, "Stats."), **_errors(401, 403)})},
         "/api/cache": {"delete": _op("Delete cache keys matching a glob (admin).", {

@@ -37,11 +37,13 @@ limit) what waitress would serve or wait on:
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -56,6 +58,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 from waitress.utilities import BadRequest, RequestEntityTooLarge
 
+from ..errors import ConfigError
 from ..runtime import Runtime
 from ..settings import Settings
 from .app import API_CSP, SECURITY_HEADERS, AccessLog, AccessSink, access_log, create_app
@@ -436,16 +439,40 @@ def serve(settings: Settings) -> int:
             handler.close()  # the last lines are written before serve() returns
 
 
+def check_listen(host: str, port: int) -> None:
+    """ConfigError naming the setting unless ``host:port`` can be listened on.
+
+    Checked before anything is built, so a bad address leaves nothing behind
+    in the data folder. (The port can still be taken before waitress binds
+    it; :func:`_serve` cleans up after that too.)
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"STOCKCACHE_HOST / --host: cannot listen on {host!r}: {reason}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            setting = "STOCKCACHE_HOST / --host" if exc.errno == errno.EADDRNOTAVAIL else "STOCKCACHE_PORT / --port"
+            raise ConfigError(f"{setting}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _serve(settings: Settings, handler: BackgroundHandler | None) -> int:
+    check_listen(settings.host, settings.port)
     runtime = Runtime(settings)
     try:
         server = Server(runtime, access_sink=handler.access if handler is not None else None)
-    except OSError as exc:
-        runtime.close()
+    except (OSError, ValueError) as exc:  # waitress says ValueError for an address it cannot resolve
+        runtime.abort()
         if handler is not None:
             handler.flush()
-        print(f"stockcache: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
-        return 1
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"STOCKCACHE_HOST / STOCKCACHE_PORT (--host / --port): cannot listen on "
+                          f"{settings.host}:{settings.port}: {reason}") from None
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,26 +120,69 @@ def test_limiter_success_does_not_clear_the_address(auth: Authenticator) -> None
         auth.login("alice", PASSWORD, "198.51.100.7")
 
 
-def test_limiter_counts_an_attempt_as_failed_until_it_succeeds() -> None:
-    # Concurrent guesses cannot all pass the check before any failure is recorded.
+def test_limiter_attempts_beyond_the_limit_wait_for_the_verdicts_before_them() -> None:
+    # Concurrent guesses cannot all pass the check before any failure is recorded: the third
+    # of three with a limit of two waits, and is refused when the two before it failed.
     limiter = LoginLimiter(per_user=2, clock=FakeClock(1_000_000.0))
     limiter.begin("alice", None)
     limiter.begin("alice", None)
-    with pytest.raises(TooManyRequests):
-        limiter.begin("alice", None)
+    outcome: list[object] = []
+    started = threading.Event()
+
+    def third() -> None:
+        started.set()
+        try:
+            limiter.begin("alice", None)
+            outcome.append("admitted")
+        except TooManyRequests as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=third)
+    thread.start()
+    started.wait(5)
+    limiter.failed("alice", None)
+    limiter.failed("alice", None)
+    thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], TooManyRequests)
+    assert "failed logins" in outcome[0].message
+
+
+def test_limiter_a_waiting_attempt_goes_ahead_when_one_before_it_succeeds() -> None:
+    limiter = LoginLimiter(per_user=2, clock=FakeClock(1_000_000.0))
+    limiter.begin("alice", None)
+    limiter.begin("alice", None)
+    admitted = threading.Event()
+    thread = threading.Thread(target=lambda: (limiter.begin("alice", None), admitted.set()))
+    thread.start()
+    assert not admitted.wait(0.05)  # still waiting: two verdicts are outstanding
+    limiter.succeeded("alice", None)
+    assert admitted.wait(10)
+    thread.join(10)
+
+
+def test_limiter_a_wait_is_bounded() -> None:
+    limiter = LoginLimiter(per_user=1, wait=0.01, clock=FakeClock(1_000_000.0))
+    limiter.begin("alice", None)
+    with pytest.raises(TooManyRequests) as info:
+        limiter.begin("alice", None)  # the first never finishes
+    assert info.value.fields["retry_after"] == 1
 
 
 def test_limiter_memory_is_bounded(clock: FakeClock) -> None:
     limiter = LoginLimiter(max_keys=100, clock=clock)
     for n in range(1000):
         limiter.begin(f"user{n}", f"10.0.{n // 256}.{n % 256}")
-    assert len(limiter._users) <= 100 and len(limiter._addresses) <= 100
+        limiter.failed(f"user{n}", f"10.0.{n // 256}.{n % 256}")
+    assert len(limiter._users) == 100 and len(limiter._addresses) == 100
+    assert not limiter._in_flight  # finished attempts leave nothing behind
     clock.now += WINDOW + 1
     limiter.begin("fresh", "10.9.9.9")  # a new key prunes the expired ones first
-    assert len(limiter._users) <= 100
+    limiter.failed("fresh", "10.9.9.9")
+    assert len(limiter._users) == 1
 
 
 def test_limiter_repr_shows_counts_only() -> None:
     limiter = LoginLimiter(clock=FakeClock(1_000_000.0))
     limiter.begin("secret-looking-name", "192.0.2.1")
+    limiter.failed("secret-looking-name", "192.0.2.1")
     assert "secret-looking-name" not in repr(limiter) and "192.0.2.1" not in repr(limiter)
