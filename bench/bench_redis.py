@@ -45,6 +45,7 @@ from bench.fake_upstream import FakeUpstream
 from stockcache.cache import Entry, MemoryTier, SQLiteTier, TieredCache, freeze
 from stockcache.cache.redis import RedisTier
 from stockcache.runtime import build_service
+from stockcache.service import StockService
 from stockcache.settings import Settings
 
 WARM = [f"quote:S{i:04d}" for i in range(1000)]

@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", help="waitress threads (STOCKCACHE_THREADS, default 8)")
     serve.set_defaults(handler=cmd_serve)
 
+    config = commands.add_parser("config", help="print every setting (--markdown: the table of docs/configuration.md)")
+    config.add_argument("--markdown", action="store_true", help="the settings table in Markdown")
+    _global_options(config)
+    config.set_defaults(handler=cmd_config)
+
     _add_user_commands(commands)
     _add_data_commands(commands)
     return parser
@@ -83,6 +88,18 @@ def load_settings(args: argparse.Namespace) -> Settings:
         print(f"stockcache: warning: {warning}", file=sys.stderr)
     flags = {name: getattr(args, name, None) for name in ("data_dir", "host", "port", "threads")}
     return Settings.from_env(**flags)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every setting with its value from the environment (secrets only as set or not set)."""
+    from .settings import markdown_table
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    for name, value in load_settings(args).public().items():
+        print(f"{name} = {value}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -473,3 +473,16 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the settings"
         lines.append(f"{name} is not a stockcache setting and is ignored; {hint}")
     return lines
+
+
+def markdown_table() -> str:
+    """The settings table as docs/configuration.md shows it (a test keeps the two equal)."""
+    lines = ["| variable | flag | default | what |", "| --- | --- | --- | --- |"]
+    for row in settings_table():
+        default = row.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        shown = "(unset)" if default in ("", ()) or row.secret else str(default)
+        variables = ", ".join(f"`{var}`" for var in row.env)
+        lines.append(f"| {variables} | {f'`{row.flag}`' if row.flag else ''} | `{shown}` | {row.help} |")
+    return "\n".join(lines)

@@ -337,17 +337,7 @@ class Router:
         return error
 
     def _checked(self, provider: Provider, state: _Walk, model: Any) -> Any:
-        """``model`` if it passes its kind's sanity check; else UpstreamError: the provider's fault, never cached.
-
-        Every provider's output comes through here (parse and produce alike),
-        so no parser repeats a bound.
-        """
-        try:
-            KINDS[state.kind].check(state.subject, model)
-        except ValueError as exc:
-            raise UpstreamError(f"{provider.name} sent an out-of-range {state.kind}: {str(exc)[:120]}",
-                                provider=provider.name) from None
-        return model
+        return checked(provider.name, state.kind, state.subject, model)
 
     def _refused(self, name: str, subject: str, error: SymbolRefused) -> None:
         if self.on_refusal is None:
@@ -364,6 +354,19 @@ class Router:
                 return
             state.finished = True
         state.done(result, error)
+
+
+def checked(provider: str, kind: str, subject: str, model: Any) -> Any:
+    """``model`` if it passes its kind's sanity check; else UpstreamError: the provider's fault, never cached.
+
+    Every provider's output comes through here (parse and produce alike), so
+    no parser repeats a bound.
+    """
+    try:
+        KINDS[kind].check(subject, model)
+    except ValueError as exc:
+        raise UpstreamError(f"{provider} sent an out-of-range {kind}: {str(exc)[:120]}", provider=provider) from None
+    return model
 
 
 def _shutting_down(name: str) -> UpstreamError:

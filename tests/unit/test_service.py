@@ -203,17 +203,17 @@ def test_service_history_days_must_be_in_range(service):
 def test_service_treats_a_foreign_cache_value_as_a_miss(service, clock, caplog, foreign):
     responses.add(responses.GET, f"{FH}/quote", json=GOOD)
     service.cache.set("quote:AAPL", foreign, ttl_level="quote")
-    with caplog.at_level("WARNING", logger="stockcache.service"):
+    with caplog.at_level("WARNING", logger="stockcache.readthrough"):
         assert service.get_quote("AAPL")["price"] == 261.74  # fresh path and the leader's lookup
     assert service.cache.get("quote:AAPL")["data"]["price"] == 261.74  # the fetch overwrote it
-    warnings = [r for r in caplog.records if r.name == "stockcache.service"]
+    warnings = [r for r in caplog.records if r.name == "stockcache.readthrough"]
     assert len(warnings) == 1 and "quote" in warnings[0].getMessage()
     assert "1.0" not in warnings[0].getMessage() and "not ours" not in warnings[0].getMessage()
 
     service.cache.set("quote:AAPL", foreign, ttl_level="quote")
     out = service.fetch_multiple_quotes(["AAPL", "MSFT"])
     assert set(out["quotes"]) == {"AAPL", "MSFT"} and out["errors"] == {}
-    assert len([r for r in caplog.records if r.name == "stockcache.service"]) == 1  # once per kind
+    assert len([r for r in caplog.records if r.name == "stockcache.readthrough"]) == 1  # once per kind
 
     # The stale path: the upstream fails and the only copy is foreign -> the upstream's error.
     service.cache.set("quote:AAPL", foreign, ttl=1)

@@ -28,6 +28,7 @@ from ...errors import (
 )
 from ...models import Candle, History, News, NewsItem, Profile, Quote
 from ...settings import Section, non_negative_float, non_negative_int, setting, url
+from .alphavantage_dropin import AlphaVantageDropIn
 from .base import (
     Clock,
     Provider,
@@ -167,6 +168,7 @@ class AlphaVantageProvider(Provider):
     label = "Alpha Vantage"
     config = AlphaVantageConfig
     kinds = frozenset(_FUNCTIONS)
+    dropin = AlphaVantageDropIn
     # History first (Finnhub's candles are premium); the fallback for everything else.
     priority = {"history": 10, "quote": 20, "profile": 20, "news": 20, "metric": 20, "search": 20}
 

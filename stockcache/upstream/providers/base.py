@@ -140,6 +140,7 @@ class Provider(ABC):
     label: ClassVar[str]
     config: ClassVar[type[Section]]
     kinds: frozenset[str] = frozenset()
+    supports: ClassVar[frozenset[str]] = frozenset()  # every kind its code handles (default: ``kinds``)
     priority: ClassVar[Mapping[str, int]] = {}
     keyed: ClassVar[bool] = True
     local: ClassVar[bool] = False
@@ -234,8 +235,9 @@ class Provider(ABC):
         raise cls(self.redact(message), **fields) from None
 
     def _check_kind(self, kind: str) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}")
+        """ValueError for a kind this provider's code does not handle at all (a programming error)."""
+        if kind not in KINDS or kind not in (self.supports or self.kinds):
+            raise ValueError(f"{self.name} does not handle {kind!r}")
 
     def _json(self, body: bytes) -> Any:
         try:

@@ -25,7 +25,6 @@ from typing import Any
 
 from ...clock import iso_utc
 from ...errors import SymbolNotFound
-from ...kinds import KINDS
 from ...models import Candle, History, News, NewsItem, Profile, Quote
 from ...settings import Section, Settings
 from .base import Clock, Provider, days_param, query_param

@@ -40,6 +40,7 @@ from .base import (
 from .base import (
     number as _number,
 )
+from .finnhub_dropin import FinnhubDropIn
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ class FinnhubProvider(Provider):
     name = "finnhub"
     label = "Finnhub"
     config = FinnhubConfig
+    supports = frozenset(_PATHS)
+    dropin = FinnhubDropIn
     # Quotes, profiles, news, metrics and search first; history second (candles are a paid plan's).
     priority = {"quote": 10, "profile": 10, "news": 10, "metric": 10, "search": 10, "history": 20}
 
