@@ -112,13 +112,13 @@ def test_cli_warm_spends_the_same_daily_budget_as_the_running_server(tmp_path, u
     settings = upstream_settings(tmp_path, upstream, alphavantage_per_day=3)
     live = start_service(settings)
     try:
-        server_budget = live.runtime.service.fetcher.budgets["alphavantage"]
+        server_budget = live.runtime.service.router.budgets["alphavantage"]
         assert server_budget.remaining()["day"] == 3
         answer = run(settings.data_dir, upstream, "warm", "AAPL", "MSFT", "--kinds", "history", "--quiet",
                      STOCKCACHE_ALPHAVANTAGE_PER_DAY="3")
         assert answer.returncode == 0, answer.stdout + answer.stderr
         assert upstream.calls("alphavantage") == 2  # history comes from Alpha Vantage first
-        live.runtime.service.ledger.flush()  # what the server's flusher does about once a second
+        live.runtime.ledger.flush()  # what the server's flusher does about once a second
         assert server_budget.remaining()["day"] == 1
     finally:
         live.stop()

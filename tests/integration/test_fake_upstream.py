@@ -22,6 +22,7 @@ from stockcache.upstream.providers import AlphaVantageProvider, DemoMarket, Finn
 from stockcache.upstream.providers.alphavantage import AlphaVantageConfig
 from stockcache.upstream.providers.base import seconds_to_utc_midnight
 from stockcache.upstream.providers.finnhub import FinnhubConfig
+from stockcache.upstream.router import checked
 
 FH_KEY = "TESTKEY_finnhub_9f8e7d"
 AV_KEY = "TESTKEY_alphavantage_1a2b3c"
@@ -54,12 +55,13 @@ def alphavantage(fake) -> AlphaVantageProvider:
 
 
 def via(provider, kind: str, symbol: str, params: dict[str, Any] | None = None, session=requests) -> Any:
-    """What the fetcher does: build, send, parse."""
+    """What the router does: build, send, parse, check."""
     params = params or {}
     request = provider.build_request(kind, symbol, params)
     response = session.request(request.method, request.url, params=request.params, headers=request.headers,
                                timeout=10)
-    return provider.parse(kind, symbol, params, response.status_code, response.headers, response.content)
+    model = provider.parse(kind, symbol, params, response.status_code, response.headers, response.content)
+    return checked(provider.name, kind, symbol, model)
 
 
 def fh_get(fake, session, path: str, **params: str) -> requests.Response:

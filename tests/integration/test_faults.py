@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import requests
-from stockcache.fetcher import DEFAULT_429_PAUSE
 
 from bench.fake_upstream import FakeUpstream
 from stockcache.upstream.guard import CircuitBreaker
+from stockcache.upstream.router import DEFAULT_429_PAUSE
 from tests.conftest import FakeClock
 from tests.integration.conftest import Api, Live, start_service, upstream_settings
 
