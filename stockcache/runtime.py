@@ -187,6 +187,7 @@ class Runtime:
         session: Any = None,
         janitor_interval: float | None = 60.0,
         kpi_interval: float | None = 60.0,
+        hasher: Any = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -206,7 +207,7 @@ class Runtime:
             self.service = build_service(settings, cache=self.cache, providers=providers, session=session,
                                          clock=clock, metrics=self.metrics, ledger=self.ledger)
             built.append(self.service.close)
-            self.auth: Authenticator = open_auth(settings, self.store, clock=clock)
+            self.auth: Authenticator = open_auth(settings, self.store, clock=clock, hasher=hasher)
             self.kpis = KpiRecorder(
                 KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.ledger,
                 costs={name: p.cost_per_call() for name, p in self.service.providers.items()},
