@@ -49,7 +49,7 @@ import aiohttp
 import requests
 
 from bench.fake_upstream import FakeUpstream
-from stockcache.service import StockService
+from stockcache.runtime import build_service
 from stockcache.settings import Settings
 
 KEY = "bench-finnhub-key"
@@ -119,7 +119,7 @@ def run_sequential(upstream: Upstream, symbols: list[str]) -> float:
 def run_stockcache(upstream: Upstream, symbols: list[str], root: Path, warmup: list[str] | None = None) -> float:
     """One cold batch on a fresh data dir; ``warmup`` symbols are fetched first, untimed."""
     data_dir = Path(tempfile.mkdtemp(dir=root))
-    service = StockService(service_settings(upstream, data_dir))
+    service = build_service(service_settings(upstream, data_dir))
     try:
         if warmup:
             service.fetch_multiple_quotes(warmup)
@@ -163,7 +163,7 @@ def median_of(repeat: int, run: Callable[[], float]) -> float:
 def single_flight(upstream: FakeUpstream, root: Path, callers: int = 40) -> tuple[int, int]:
     """(upstream calls, answers) when ``callers`` threads miss one cold symbol at the same moment."""
     data_dir = Path(tempfile.mkdtemp(dir=root))
-    service = StockService(service_settings(upstream, data_dir))
+    service = build_service(service_settings(upstream, data_dir))
     symbol = "SFLIGHT"
     barrier = threading.Barrier(callers)
     answers: list[dict[str, Any]] = []

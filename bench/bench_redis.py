@@ -44,6 +44,7 @@ from bench.bench_cache import (
 from bench.fake_upstream import FakeUpstream
 from stockcache.cache import Entry, MemoryTier, SQLiteTier, TieredCache, freeze
 from stockcache.cache.redis import RedisTier
+from stockcache.runtime import build_service
 from stockcache.service import StockService
 from stockcache.settings import Settings
 
@@ -156,7 +157,7 @@ def run_pair(work: Path, upstream: FakeUpstream, redis_url: str, workload: Calla
              **overrides: Any) -> Any:
     upstream.reset()
     upstream.set_rate_limit("finnhub", per_minute=60)  # the free plan, enforced by the "provider"
-    services = [StockService(settings_for(work / name, upstream, redis_url, **overrides)) for name in "ab"]
+    services = [build_service(settings_for(work / name, upstream, redis_url, **overrides)) for name in "ab"]
     try:
         return workload(services)
     finally:

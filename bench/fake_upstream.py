@@ -76,7 +76,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from stockcache.providers.demo import DemoMarket
+from stockcache.upstream.providers.demo import DemoMarket
 
 logger = logging.getLogger(__name__)
 

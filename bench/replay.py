@@ -30,7 +30,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +41,7 @@ from stockcache.cache import open_cache
 from stockcache.markethours import NEW_YORK
 from stockcache.metrics import Metrics
 from stockcache.refresher import Refresher
-from stockcache.service import StockService
+from stockcache.runtime import build_service
 from stockcache.settings import Settings
 from stockcache.store import open_store
 
@@ -81,20 +80,6 @@ class _Response:
         pass
 
 
-class _InlineExecutor:
-    """Runs the fetcher's delayed (smoothed) requests at once; the budget already booked their time."""
-
-    def __init__(self, session: InProcessSession) -> None:
-        self._session = session
-
-    def submit(self, fn: Callable[..., Any], delay: float, method: str, url: str,
-               kwargs: dict[str, Any]) -> Future[Any]:
-        return self._session.request(method, url, _delay=delay, **kwargs)
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
-
-
 @dataclass(frozen=True)
 class Sent:
     """One upstream call: provider, endpoint, symbol and the (fake) time its budget booked it for."""
@@ -106,33 +91,30 @@ class Sent:
 
 
 class InProcessSession:
-    """Stands in for the fetcher's FuturesSession: answers from a FakeUpstream without sockets.
+    """Stands in for the transport's HTTP session: answers from a FakeUpstream without sockets.
 
-    Answers are synchronous (the returned future is already done), so a
-    simulation stays single-threaded and deterministic. Thread-safe.
+    Answers are synchronous (the transport calls it inline), so a simulation
+    stays single-threaded and deterministic. Thread-safe.
     """
 
     def __init__(self, fake: FakeUpstream, clock: Callable[[], float]) -> None:
         self.fake = fake
         self._clock = clock
-        self.executor = _InlineExecutor(self)
         self._lock = threading.Lock()
         self.sent: list[Sent] = []
 
     def request(self, method: str, url: str, *, params: Mapping[str, str] | None = None,
-                headers: Mapping[str, str] | None = None, _delay: float = 0.0, **_: Any) -> Future[Any]:
+                headers: Mapping[str, str] | None = None, delay: float = 0.0, **_: Any) -> _Response:
         params = dict(params or {})
         path = urlsplit(url).path + ("?" + urlencode(params) if params else "")
         provider = "finnhub" if "/finnhub/" in path else "alphavantage"
         endpoint = path.split("/api/v1/", 1)[1].split("?")[0] if provider == "finnhub" else params.get("function", "")
         with self._lock:
-            self.sent.append(Sent(provider, endpoint, params.get("symbol"), self._clock() + _delay))
+            self.sent.append(Sent(provider, endpoint, params.get("symbol"), self._clock() + delay))
         # FakeUpstream._handle is the fake's routing without its HTTP server: the same
         # bodies, faults and key checks as over loopback, at in-process speed.
         status, response_headers, body = self.fake._handle(method, path, dict(headers or {}))
-        future: Future[Any] = Future()
-        future.set_result(_Response(status, response_headers, body))
-        return future
+        return _Response(status, response_headers, body)
 
     def close(self) -> None:
         pass
@@ -245,7 +227,7 @@ def simulate(users: int, *, refresher: bool, day: str = "2026-03-02", seed: int 
         session = InProcessSession(fake, clock)
         cache = open_cache(settings=settings, clock=clock, janitor_interval=None)
         store = open_store(Path(tmp) / "store.sqlite", clock=clock)
-        service = StockService(settings, cache=cache, session=session, clock=clock)
+        service = build_service(settings, cache=cache, session=session, clock=clock)
         positions: list[list[dict[str, Any]]] = []
         for index, symbols in enumerate(held):
             user = store.create_user(f"user{index}", "x")

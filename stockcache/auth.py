@@ -576,8 +576,12 @@ def hash_password(password: str, *, hasher: PasswordHasher | None = None) -> str
     return (hasher or PasswordHasher()).hash(password)
 
 
-def open_auth(settings: Settings, store: Store, *, clock: Callable[[], float] = time.time) -> Authenticator:
-    """An Authenticator over ``store`` whose secret lives in ``settings.data_dir``."""
+def open_auth(settings: Settings, store: Store, *, clock: Callable[[], float] = time.time,
+              hasher: PasswordHasher | None = None) -> Authenticator:
+    """An Authenticator over ``store`` whose secret lives in ``settings.data_dir``.
+
+    ``hasher`` is argon2id with its default parameters unless given (tests give cheaper ones).
+    """
     secret = load_or_create_secret(Path(settings.data_dir) / SECRET_FILENAME)
-    return Authenticator(store, secret=secret, jwt_ttl=settings.jwt_ttl, clock=clock,
+    return Authenticator(store, secret=secret, jwt_ttl=settings.jwt_ttl, clock=clock, hasher=hasher,
                          max_logins=settings.threads - RESERVED_THREADS)

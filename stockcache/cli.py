@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", help="waitress threads (STOCKCACHE_THREADS, default 8)")
     serve.set_defaults(handler=cmd_serve)
 
+    config = commands.add_parser("config", help="print every setting (--markdown: the table of docs/configuration.md)")
+    config.add_argument("--markdown", action="store_true", help="the settings table in Markdown")
+    _global_options(config)
+    config.set_defaults(handler=cmd_config)
+
     _add_user_commands(commands)
     _add_data_commands(commands)
     return parser
@@ -83,6 +88,18 @@ def load_settings(args: argparse.Namespace) -> Settings:
         print(f"stockcache: warning: {warning}", file=sys.stderr)
     flags = {name: getattr(args, name, None) for name in ("data_dir", "host", "port", "threads")}
     return Settings.from_env(**flags)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every setting with its value from the environment (secrets only as set or not set)."""
+    from .settings import markdown_table
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    for name, value in load_settings(args).public().items():
+        print(f"{name} = {value}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -289,8 +306,8 @@ def cmd_warm(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .metrics import Metrics
-    from .models import normalize_symbol
-    from .service import StockService
+    from .runtime import build_service
+    from .symbols import normalize_symbol
 
     settings = load_settings(args)
     try:
@@ -298,7 +315,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
     except StockcacheError as exc:
         return _fail(f"{exc.message} (got {exc.fields.get('symbol', '')!r})")
     kinds: tuple[str, ...] = args.kinds
-    service = StockService(settings)
+    service = build_service(settings)
     started = time.monotonic()
     failed: dict[str, StockcacheError] = {}
     try:
@@ -339,6 +356,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from .clock import iso_utc
     from .kpis import KPI_FILE, KpiStore, costs_from, kpi_days
+    from .upstream.providers import provider_classes
     from .usage import UsageLedger, utc_day
 
     settings = load_settings(args)
@@ -358,8 +376,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     now = time.time()
     try:
         snapshot = store.snapshot() if store is not None else None
-        providers = [name for name, key in (("finnhub", settings.finnhub_api_key),
-                                            ("alphavantage", settings.alphavantage_api_key)) if key]
+        providers = [cls.name for cls in provider_classes() if cls.keyed and cls.has_key(settings)]
         kpis = kpi_days(store, ledger, now=now, days=args.days, costs=costs_from(settings), providers=providers)
         today = ledger.days(1).get(utc_day(now), {}) if ledger is not None else {}
     finally:

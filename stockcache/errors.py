@@ -171,3 +171,27 @@ def _codes() -> dict[str, type[StockcacheError]]:
 
 
 ERRORS_BY_CODE = _codes()
+
+
+def _by_status() -> dict[int, type[StockcacheError]]:
+    """The most general error class of each HTTP status (the tree's first one met, breadth first)."""
+    out: dict[int, type[StockcacheError]] = {}
+    queue: list[type[StockcacheError]] = [StockcacheError]
+    while queue:
+        klass = queue.pop(0)
+        out.setdefault(klass.status, klass)
+        queue.extend(klass.__subclasses__())
+    return out
+
+
+_BY_STATUS = _by_status()
+
+
+def for_status(status: int, message: str | None = None) -> StockcacheError:
+    """Our error for a bare HTTP status someone else chose (Bottle's router, waitress's parser).
+
+    Client errors without a class of their own (a 431 headers too large) are
+    invalid requests; server errors without one are internal errors.
+    """
+    klass = _BY_STATUS.get(status) or (InvalidRequest if 400 <= status < 500 else StockcacheError)
+    return klass(message)

@@ -210,8 +210,11 @@ def kpi_days(
 
 
 def costs_from(settings: Any) -> dict[str, float]:
-    """Price per call by provider, from Settings."""
-    return {"finnhub": settings.finnhub_cost_per_call, "alphavantage": settings.alphavantage_cost_per_call}
+    """Price per call by provider, from each provider's settings section."""
+    from .upstream.providers import provider_classes
+
+    return {cls.name: float(getattr(settings.section(cls.config), "cost_per_call", 0.0))
+            for cls in provider_classes()}
 
 
 class KpiRecorder:

@@ -8,83 +8,19 @@ stores ``to_dict()`` of these as JSON; nothing here knows about HTTP or cache.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import re
-import string
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidSymbol, TooManySymbols
 
-# Kinds of data: each is a cache key prefix and maps to one TTL level.
-KIND_TTL_LEVEL = {
-    "quote": "quote",
-    "profile": "fundamentals",
-    "metric": "fundamentals",
-    "history": "history",
-    "news": "news",
-    "search": "fundamentals",
-    "analysis": "ai_analysis",
-}
+class Model:
+    """A model's JSON form is its ``to_dict()``: what the cache stores and the API renders."""
 
-_SYMBOL_RE = re.compile(r"[A-Z0-9.\-^=:_]{1,20}")
-
-
-def strip_ascii(text: str) -> str:
-    """``text`` without leading and trailing ASCII whitespace.
-
-    ``str.strip()`` also removes Unicode spaces (no-break, ideographic), which
-    would let ``"AAPL\u00a0"`` pass as AAPL.
-    """
-    return text.strip(string.whitespace)
-
-
-def normalize_symbol(raw: object) -> str:
-    """Upper-case and validate a symbol (``brk.b`` -> ``BRK.B``); InvalidSymbol otherwise.
-
-    Only ASCII is a symbol, checked before upper-casing: ``str.upper()`` folds
-    look-alikes into real tickers (``ſpy`` -> SPY, ``ıbm`` -> IBM, ``ﬀ`` -> FF).
-    """
-    if not isinstance(raw, str):
-        raise InvalidSymbol("A symbol must be a string.")
-    symbol = strip_ascii(raw)
-    if symbol.isascii():
-        symbol = symbol.upper()
-    if not _SYMBOL_RE.fullmatch(symbol):
-        shown = symbol[:24] + ("..." if len(symbol) > 24 else "")
-        raise InvalidSymbol(
-            "Symbols are 1 to 20 characters of A-Z 0-9 . - ^ = : _", symbol=shown or None
-        )
-    return symbol
-
-
-def normalize_symbols(raw: object, *, max_batch: int) -> list[str]:
-    """Validate a list of symbols, folding duplicates and keeping first-seen order."""
-    if isinstance(raw, str):
-        raw = [part for part in raw.split(",") if strip_ascii(part)]
-    if not isinstance(raw, list) or not raw:
-        raise InvalidSymbol("Give a non-empty list of symbols.")
-    seen: dict[str, None] = {}
-    for item in raw:
-        seen[normalize_symbol(item)] = None
-        if len(seen) > max_batch:
-            raise TooManySymbols(f"At most {max_batch} symbols per request.")
-    return list(seen)
-
-
-def cache_key(kind: str, symbol: str, *params: object) -> str:
-    """``KIND:SYMBOL[:PARAMS]``: never a URL, never a key or token."""
-    return ":".join([kind, symbol, *(str(p) for p in params)])
-
-
-class _Model:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
-class Quote(_Model):
+class Quote(Model):
     symbol: str
     price: float
     change: float | None
@@ -97,7 +33,7 @@ class Quote(_Model):
 
 
 @dataclass(frozen=True)
-class Profile(_Model):
+class Profile(Model):
     symbol: str
     name: str | None
     exchange: str | None = None
@@ -114,7 +50,7 @@ class Profile(_Model):
 
 
 @dataclass(frozen=True)
-class Candle(_Model):
+class Candle(Model):
     date: str  # YYYY-MM-DD
     open: float
     high: float
@@ -124,14 +60,14 @@ class Candle(_Model):
 
 
 @dataclass(frozen=True)
-class History(_Model):
+class History(Model):
     symbol: str
     candles: tuple[Candle, ...]  # oldest first
     interval: str = "1d"
 
 
 @dataclass(frozen=True)
-class NewsItem(_Model):
+class NewsItem(Model):
     headline: str
     summary: str
     url: str
@@ -141,269 +77,6 @@ class NewsItem(_Model):
 
 
 @dataclass(frozen=True)
-class News(_Model):
+class News(Model):
     symbol: str
     articles: tuple[NewsItem, ...]  # newest first
-
-
-# -- sanity: what no model may hold ----------------------------------------------------
-#
-# Every piece of market data the service serves passed :func:`check` once: a
-# provider's answer where its parsed model comes out (``providers.base``), and a
-# cache entry read from SQLite or Redis (``service``). The bounds are wide enough
-# for any real listing (BRK.A is about 7e5 USD, Korean and Indonesian prices run
-# to 1e6 in their currencies, crypto pairs tick in 1e-8) and narrow enough that
-# the portfolio maths on them stays finite: 1e15 shares x 1e9 is 1e24 per
-# position. Messages name the field and the rule, never the value (a cached
-# value may be anyone's data).
-
-MIN_PRICE = 1e-8  # the smallest tick of any exchange we know (crypto pairs); below it is junk
-MAX_PRICE = 1e9
-MAX_PERCENT = 1e6  # a 10,000-fold move in a day; beyond that it is an artefact
-MAX_VOLUME = 10**15
-MAX_MARKET_CAP = 1e18  # units of currency: 1e15 USD, or an Indonesian giant in IDR
-MAX_SHARES_OUTSTANDING = 1e15
-MAX_RATIO = 1e9  # beta, P/E, EPS: signed, finite
-# Unix times from 1970 up to 2100, and calendar dates from 1800 (old listings' IPO dates) up to 2100.
-MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z
-FIRST_YEAR, FIRST_TIMESTAMP_YEAR, LAST_YEAR = 1800, 1970, 2099
-MAX_ITEMS = 10_000  # candles, articles, search results in one answer
-SHORT_TEXT = 200  # names, exchanges, industries, sources
-LONG_TEXT = 20_000  # summaries and descriptions
-URL_TEXT = 4096
-
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TIME_RE = re.compile(r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\dZ")
-
-Check = Callable[[Any, str], None]
-
-
-def _number(low: float, high: float, *, optional: bool = False, integer: bool = False) -> Check:
-    """A JSON number within [low, high] (NaN and infinities never are); ``integer`` wants an int."""
-    what = "a whole number" if integer else "a number"
-
-    def check(value: Any, name: str) -> None:
-        kind = type(value)  # exact types: a bool is not a number here
-        if not (kind is int or (kind is float and not integer)):
-            if value is None and optional:
-                return
-            raise ValueError(f"{name} is not {what}")
-        if not low <= value <= high:  # False for NaN too
-            raise ValueError(f"{name} is not within {low:g} .. {high:g}")
-
-    return check
-
-
-def _text(most: int, *, optional: bool = False, least: int = 0) -> Check:
-    def check(value: Any, name: str) -> None:
-        if value is None and optional:
-            return
-        if not isinstance(value, str):
-            raise ValueError(f"{name} is not a string")
-        if not least <= len(value) <= most:
-            raise ValueError(f"{name} is not {least} to {most} characters long")
-
-    return check
-
-
-def _date(*, optional: bool = False) -> Check:
-    """``YYYY-MM-DD``, a real calendar day from FIRST_YEAR to LAST_YEAR."""
-    def check(value: Any, name: str) -> None:
-        if value is None and optional:
-            return
-        _day(value, name, FIRST_YEAR, 10)
-
-    return check
-
-
-def _instant(value: Any, name: str) -> None:
-    """``YYYY-MM-DDTHH:MM:SSZ`` (what ``clock.iso_utc`` writes) from 1970 to LAST_YEAR."""
-    _day(value, name, FIRST_TIMESTAMP_YEAR, 20)
-    if not _TIME_RE.fullmatch(value, 10):
-        raise ValueError(f"{name} is not an ISO 8601 UTC time")
-
-
-def _day(value: Any, name: str, first_year: int, length: int) -> None:
-    # fromisoformat alone would also take "20240506" and week dates; the shape is checked first.
-    if not isinstance(value, str) or len(value) != length or not _DATE_RE.match(value):
-        raise ValueError(f"{name} is not a YYYY-MM-DD date" if length == 10 else f"{name} is not an ISO 8601 UTC time")
-    try:
-        year = datetime.date.fromisoformat(value[:10]).year
-    except ValueError:
-        raise ValueError(f"{name} is not a calendar day") from None
-    if not first_year <= year <= LAST_YEAR:
-        raise ValueError(f"{name} is not within the years {first_year} .. {LAST_YEAR}")
-
-
-def _no_check(value: Any, name: str) -> None:
-    """A field its kind's checker looks at itself."""
-
-
-_price = _number(MIN_PRICE, MAX_PRICE)
-_maybe_price = _number(MIN_PRICE, MAX_PRICE, optional=True)
-
-QUOTE_FIELDS: dict[str, Check] = {
-    "symbol": _no_check,  # the caller compares it with the symbol asked for
-    "price": _price,
-    "change": _number(-MAX_PRICE, MAX_PRICE, optional=True),
-    "change_percent": _number(-MAX_PERCENT, MAX_PERCENT, optional=True),
-    "high": _maybe_price,
-    "low": _maybe_price,
-    "open": _maybe_price,
-    "previous_close": _maybe_price,
-    "timestamp": _number(1, MAX_TIMESTAMP, optional=True, integer=True),
-}
-PROFILE_FIELDS: dict[str, Check] = {
-    "symbol": _no_check,
-    "name": _text(SHORT_TEXT, optional=True),
-    "exchange": _text(SHORT_TEXT, optional=True),
-    "currency": _text(10, optional=True),
-    "country": _text(SHORT_TEXT, optional=True),
-    "industry": _text(SHORT_TEXT, optional=True),
-    "ipo": _date(optional=True),
-    "market_cap": _number(0, MAX_MARKET_CAP, optional=True),
-    "shares_outstanding": _number(0, MAX_SHARES_OUTSTANDING, optional=True),
-    "logo": _text(URL_TEXT, optional=True),
-    "weburl": _text(URL_TEXT, optional=True),
-    "phone": _text(50, optional=True),
-    "description": _text(LONG_TEXT, optional=True),
-}
-CANDLE_FIELDS: dict[str, Check] = {
-    "date": _date(),
-    "open": _price,
-    "high": _price,
-    "low": _price,
-    "close": _price,
-    "volume": _number(0, MAX_VOLUME, integer=True),
-}
-NEWS_ITEM_FIELDS: dict[str, Check] = {
-    "headline": _text(1000),
-    "summary": _text(LONG_TEXT),
-    "url": _text(URL_TEXT),
-    "source": _text(SHORT_TEXT),
-    "published_at": _instant,
-    "image": _text(URL_TEXT, optional=True),
-}
-SEARCH_RESULT_FIELDS: dict[str, Check] = {
-    "symbol": _text(50, least=1),
-    "name": _text(500),
-    "type": _text(100),
-}
-# The metric names of providers.base.METRIC_NAMES and their bounds; each one is there only if the provider gave it.
-METRIC_BOUNDS: dict[str, Check] = {
-    "52_week_high": _number(0, MAX_PRICE, optional=True),
-    "52_week_low": _number(0, MAX_PRICE, optional=True),
-    "beta": _number(-MAX_RATIO, MAX_RATIO, optional=True),
-    "market_cap": _number(0, MAX_MARKET_CAP, optional=True),
-    "pe_ratio": _number(-MAX_RATIO, MAX_RATIO, optional=True),
-    "eps": _number(-MAX_RATIO, MAX_RATIO, optional=True),
-    "dividend_yield": _number(0, MAX_PERCENT, optional=True),
-}
-
-
-def _record(value: Any, fields: Mapping[str, Check], what: str) -> Mapping[str, Any]:
-    """``value`` as an object holding only ``fields``, each passing its check (absent is None)."""
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{what} is not an object")
-    if not value.keys() <= fields.keys():
-        raise ValueError(f"{what} has a field it should not have")
-    get = value.get
-    for name, check in fields.items():
-        check(get(name), name)
-    return value
-
-
-def _items(value: Any, what: str) -> Sequence[Any]:
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{what} is not a list")
-    if len(value) > MAX_ITEMS:
-        raise ValueError(f"{what} has more than {MAX_ITEMS} items")
-    return value
-
-
-def _symbol_of(data: Mapping[str, Any], symbol: str, what: str) -> None:
-    if data.get("symbol") != symbol:
-        raise ValueError(f"{what} is for another symbol")
-
-
-def _check_quote(symbol: str, data: Any) -> None:
-    _symbol_of(_record(data, QUOTE_FIELDS, "quote"), symbol, "quote")
-
-
-def _check_profile(symbol: str, data: Any) -> None:
-    _symbol_of(_record(data, PROFILE_FIELDS, "profile"), symbol, "profile")
-
-
-def _check_history(symbol: str, data: Any) -> None:
-    history = _record(data, _HISTORY_FIELDS, "history")
-    _symbol_of(history, symbol, "history")
-    previous = ""
-    for candle in _items(history.get("candles"), "candles"):
-        _record(candle, CANDLE_FIELDS, "candle")
-        if candle["date"] <= previous:
-            raise ValueError("candles are not oldest first, one a day")
-        previous = candle["date"]
-
-
-def _check_news(symbol: str, data: Any) -> None:
-    news = _record(data, _NEWS_FIELDS, "news")
-    _symbol_of(news, symbol, "news")
-    previous = None
-    for article in _items(news.get("articles"), "articles"):
-        _record(article, NEWS_ITEM_FIELDS, "article")
-        if previous is not None and article["published_at"] > previous:
-            raise ValueError("articles are not newest first")
-        previous = article["published_at"]
-
-
-def _check_metric(symbol: str, data: Any) -> None:
-    metric = _record(data, _METRIC_FIELDS, "metric")
-    _symbol_of(metric, symbol, "metric")
-    figures = _record(metric.get("metrics"), METRIC_BOUNDS, "metrics")
-    if any(value is None for value in figures.values()):  # an absent metric passes; a present one is a number
-        raise ValueError("metrics hold a null")
-
-
-def _check_search(symbol: str, data: Any) -> None:
-    for result in _items(data, "search results"):
-        _record(result, SEARCH_RESULT_FIELDS, "search result")
-
-
-def _interval(value: Any, name: str) -> None:
-    if value != "1d":
-        raise ValueError(f"{name} is not 1d")
-
-
-_HISTORY_FIELDS: dict[str, Check] = {"symbol": _no_check, "candles": _no_check, "interval": _interval}
-_NEWS_FIELDS: dict[str, Check] = {"symbol": _no_check, "articles": _no_check}
-_METRIC_FIELDS: dict[str, Check] = {"symbol": _no_check, "metrics": _no_check}
-
-
-_CHECKS: dict[str, Callable[[str, Any], None]] = {
-    "quote": _check_quote,
-    "profile": _check_profile,
-    "history": _check_history,
-    "news": _check_news,
-    "metric": _check_metric,
-    "search": _check_search,
-}
-
-
-def check(kind: str, symbol: str, data: Any) -> None:
-    """Raise ValueError unless ``data`` (a model or its ``to_dict()``) is sane ``kind`` data for ``symbol``.
-
-    One check per kind, for providers' answers and cache entries alike: the
-    fields of the kind's model and no others, every number finite and within
-    the bounds above, dates real and from FIRST_YEAR to LAST_YEAR, strings of
-    bounded length, lists at most MAX_ITEMS long and in their order, and the
-    symbol the one asked for. It never raises anything but ValueError.
-    """
-    checker = _CHECKS.get(kind)
-    if checker is None:
-        raise ValueError(f"there is no check for {kind} data")
-    if isinstance(data, _Model):
-        data = data.to_dict()
-    try:
-        checker(symbol, data)
-    except (TypeError, KeyError, RecursionError) as exc:  # a shape no branch above foresaw
-        raise ValueError(f"{kind} data has the wrong shape ({type(exc).__name__})") from None

@@ -29,17 +29,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .budget import share_cap
 from .clock import seconds_to_utc_midnight
 from .errors import RateLimited, SymbolNotFound, SymbolRefused
+from .kinds import KINDS as REGISTRY
+from .kinds import REFRESH_AHEAD, REFRESH_NEVER
 from .markethours import seconds_until_session
 from .metrics import Metrics
-from .models import KIND_TTL_LEVEL, cache_key
 from .service import StockService
+from .upstream.guard import share_cap
 
 log = logging.getLogger(__name__)
 
-KINDS = ("quote", "profile", "history")  # in priority order: quotes first when the budget is short
+# Kinds the refresher keeps fresh (those whose refresh policy is not "never"), in priority order:
+# quotes first when the budget is short.
+KINDS = tuple(name for name, kind in REGISTRY.items() if kind.refresh != REFRESH_NEVER)
 IDLE_WAIT = 60.0  # nothing due: look again after this long (this process's store changes wake it sooner)
 MIN_WAIT = 1.0  # never loop faster than this, whatever is due or however often it is woken
 MAX_WAIT = 300.0  # a long wait is cut into pieces so clock changes are noticed
@@ -90,7 +93,7 @@ class Refresher:
         self._hours = hours
         self._share = share
         self._lead = lead
-        self._kinds = [kind for kind in kinds if kind in KIND_TTL_LEVEL]
+        self._kinds = [kind for kind in kinds if kind in REGISTRY and REGISTRY[kind].refresh != REFRESH_NEVER]
         self._clock = clock
         self._stop = threading.Event()
         self._wait = wait or self._sleep
@@ -193,12 +196,12 @@ class Refresher:
         wait_until = max(backoff.until, self._budget_until[kind])
         if now < wait_until:
             return wait_until
-        ttl = self._service.settings.ttls[KIND_TTL_LEVEL[kind]]
+        ttl = self._service.settings.ttls[REGISTRY[kind].ttl_level]
         if ttl <= 0:
             return math.inf  # not cached at all: nothing to keep fresh
         # Quotes are fetched ahead of expiry; profiles and history once they expire.
         # Whatever falls due within the batch window goes along, so rounds stay few.
-        lead = min(self._lead, ttl / 2) if kind == "quote" else 0.0
+        lead = min(self._lead, ttl / 2) if REGISTRY[kind].refresh == REFRESH_AHEAD else 0.0
         window = min(BATCH_WINDOW, ttl / 4)
         due, next_due = self._due(kind, holders, now, lead, window)
         if not due:
@@ -249,15 +252,13 @@ class Refresher:
         holders first, then missing, then soonest to expire, so when the
         budget share cuts the list short, what most users read stays fresh.
         """
-        keys = {symbol: cache_key(kind, symbol) for symbol in sorted(holders)}
-        # get_stale_many sees entries past their TTL too and, unlike get_many,
-        # does not count as a read, so the refresher leaves hit rates alone.
-        entries = self._service.cache.get_stale_many(keys.values())
+        # Expiry times are read without counting as reads, so the refresher leaves hit rates alone.
+        expiries = self._service.readthrough.expiries(kind, sorted(holders))
         due: list[tuple[int, float, str]] = []
         next_due = math.inf
-        for symbol, key in keys.items():
-            entry = entries.get(key)
-            at = -math.inf if entry is None else entry.expires_at - lead
+        for symbol in sorted(holders):
+            expires_at = expiries.get(symbol)
+            at = -math.inf if expires_at is None else expires_at - lead
             if at <= now + window:
                 due.append((-holders[symbol], at, symbol))
             else:
@@ -273,7 +274,7 @@ class Refresher:
         this keeps refreshes off the fallback provider's (often tiny) budget.
         """
         route = self._service.route(kind)
-        budget = self._service.fetcher.budgets.get(route[0]) if route else None
+        budget = self._service.router.budgets.get(route[0]) if route else None
         if budget is None:
             return None
         left = budget.remaining()
@@ -290,7 +291,7 @@ class Refresher:
     def _budget_wait(self, kind: str) -> float:
         """How long until the refresher's share has room again: to UTC midnight if the day is spent."""
         route = self._service.route(kind)
-        budget = self._service.fetcher.budgets.get(route[0]) if route else None
+        budget = self._service.router.budgets.get(route[0]) if route else None
         if budget is not None and budget.limits.per_day:
             left = budget.remaining().get("day")
             used = budget.limits.per_day - (left or 0)

@@ -1,8 +1,8 @@
 """Runtime: every long-lived part of one stockcache process, built from one Settings object.
 
 The server, the command line and the tests build the same graph here, so the
-wiring exists once: settings -> cache, store, service (fetcher, providers,
-budgets), authenticator, metrics.
+wiring exists once: settings -> cache, store, providers, budgets, transport,
+router, read-through path, service, authenticator, metrics, KPIs, refresher.
 """
 
 from __future__ import annotations
@@ -18,14 +18,20 @@ from typing import Any
 from .auth import SECRET_FILENAME, Authenticator, open_auth
 from .cache import CACHE_FILE, TieredCache, open_cache
 from .errors import CacheError, ConfigError
-from .kpis import KPI_FILE, KpiRecorder, KpiStore, costs_from
+from .kpis import KPI_FILE, KpiRecorder, KpiStore
 from .metrics import Metrics
-from .providers.base import Provider
+from .readthrough import ReadThrough
 from .refresher import Refresher
 from .refresher import from_settings as refresher_from_settings
 from .service import StockService
 from .settings import Settings
 from .store import STORE_FILENAME, Store, open_store
+from .upstream.guard import Budget
+from .upstream.providers import build_providers
+from .upstream.providers.base import Provider
+from .upstream.router import Router, UpstreamBudget
+from .upstream.transport import Transport
+from .usage import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,64 @@ class StartupFiles:
         self.made = []
 
 
+def build_service(
+    settings: Settings,
+    *,
+    cache: TieredCache | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    session: Any = None,
+    transport: Transport | None = None,
+    clock: Callable[[], float] = time.time,
+    metrics: Metrics | None = None,
+    ledger: UsageLedger | None = None,
+) -> StockService:
+    """A StockService and its parts: what ``StockService.from_env`` and the Runtime use.
+
+    Parts given are used as they are and left open by ``service.close()``;
+    parts built here are closed by it. ``session`` stands in for the
+    transport's HTTP session (tests, the replay benchmark).
+    """
+    metrics = metrics or Metrics()
+    closers: list[Any] = []
+    if ledger is None:
+        ledger = UsageLedger(settings.data_dir / "usage.sqlite", clock=clock)
+        closers.append(ledger)
+    owned_cache = cache is None
+    if cache is None:
+        cache = open_cache(settings=settings, clock=clock)
+    try:
+        providers = dict(providers) if providers is not None else build_providers(settings, clock=clock)
+        budgets: dict[str, UpstreamBudget] = {
+            name: Budget(name, provider.limits(), ledger=ledger, clock=clock)
+            for name, provider in providers.items() if not provider.local
+        }
+        # Several instances on one Redis share budgets and single-flight; redis-py is
+        # imported only when REDIS_URL is set.
+        shared: Any = None
+        if settings.redis_url:
+            from .upstream.shared import SharedUpstream
+
+            shared = SharedUpstream.open(settings, cache, clock=clock)
+            budgets = dict(shared.budgets(budgets))
+            closers.insert(0, shared)
+        if transport is None:
+            transport = Transport([name for name, p in providers.items() if not p.local],
+                                  workers=settings.workers, timeout=settings.upstream_timeout, session=session)
+        router = Router(providers, budgets, transport, clock=clock, metrics=metrics)
+        readthrough = ReadThrough(cache, router, settings=settings, clock=clock, metrics=metrics,
+                                  peers=shared.locks if shared is not None else None)
+        router.on_refusal = readthrough.remember_refusal
+    except BaseException:
+        for part in closers:
+            part.close()
+        if owned_cache:
+            cache.close()
+        raise
+    if owned_cache:
+        closers.append(cache)
+    return StockService(settings, readthrough, metrics=metrics, closers=closers)
+
+
 class Runtime:
     """Owns the cache, store, service and authenticator; ``close()`` releases them in order.
 
@@ -123,6 +187,7 @@ class Runtime:
         session: Any = None,
         janitor_interval: float | None = 60.0,
         kpi_interval: float | None = 60.0,
+        hasher: Any = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -137,13 +202,16 @@ class Runtime:
             self.store: Store = open_store(settings.data_dir / "store.sqlite", clock=clock)
             built.append(self.store.close)
             self.store.watch()  # other processes' revocations reach the verified-token cache in 0.25 s
-            self.service = StockService(settings, cache=self.cache, providers=providers, session=session,
-                                        clock=clock, metrics=self.metrics)
+            self.ledger = UsageLedger(settings.data_dir / "usage.sqlite", clock=clock)
+            built.append(self.ledger.close)
+            self.service = build_service(settings, cache=self.cache, providers=providers, session=session,
+                                         clock=clock, metrics=self.metrics, ledger=self.ledger)
             built.append(self.service.close)
-            self.auth: Authenticator = open_auth(settings, self.store, clock=clock)
+            self.auth: Authenticator = open_auth(settings, self.store, clock=clock, hasher=hasher)
             self.kpis = KpiRecorder(
-                KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.service.ledger,
-                costs=costs_from(settings), snapshot=self.service.stats, clock=clock,
+                KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.ledger,
+                costs={name: p.cost_per_call() for name, p in self.service.providers.items()},
+                snapshot=self.service.stats, clock=clock,
                 providers=[name for name, p in self.service.providers.items() if not p.local])
             built.append(self.kpis.close)
             if kpi_interval is not None:
@@ -183,10 +251,10 @@ class Runtime:
         if redis and redis.get("status") != "ok":
             reasons.append("redis is unreachable: serving from memory and SQLite with this "
                            "instance's own budgets until it answers again")
-        for name, breaker in self.service.fetcher.breakers.items():
+        for name, breaker in self.service.router.breakers.items():
             if breaker.state != "closed":
                 reasons.append(f"upstream {name} is failing (circuit {breaker.state})")
-        pool = self.service.fetcher.pool()  # counters only: no I/O
+        pool = self.service.router.transport.pool()  # counters only: no I/O
         for name, lane in pool.items():
             if lane["in_flight"] >= lane["size"]:
                 reasons.append(f"upstream {name} is saturated: all {lane['size']} connections busy, "
@@ -214,9 +282,10 @@ class Runtime:
             self.refresher.stop()
         # Requests on the wire finish (bounded by the upstream timeout) and store their results
         # while the cache and the ledger are open, and before the KPI recorder's last flush.
-        self.service.fetcher.close()
+        self.service.readthrough.close()
         self.kpis.close()  # its last flush saves a stats snapshot: before the cache closes
         self.service.close()
+        self.ledger.close()
         self.cache.close()
         self.store.close()
 

@@ -1,18 +1,22 @@
-"""What a symbol names: a listing on a venue, a crypto pair, an index.
+"""Symbols as users write them, and what they name: a listing on a venue, a crypto pair, an index.
 
 ``SAP.DE`` is SAP on Xetra, ``VOD.L`` Vodafone in London, ``BTC-USD`` bitcoin
 priced in US dollars, ``^GSPC`` an index, ``BRK.B`` a US share class (``.B`` is
-not a venue suffix). Symbols are validated and upper-cased first
-(``models.normalize_symbol``); this module only reads them.
+not a venue suffix). Only ASCII passes: look-alikes such as the long s in
+``ſpy`` or the dotless i in ``ıbm`` would otherwise fold into real tickers when
+upper-cased, so the check comes before any case change.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 
+from .errors import InvalidSymbol, TooManySymbols
 from .venues import BY_SUFFIX, US, Venue
 
+_SYMBOL_RE = re.compile(r"[A-Z0-9.\-^=:_]{1,20}")
 # Crypto pairs: BASE-QUOTE with a quote currency we know (fiat or a major coin/stablecoin).
 CRYPTO_QUOTES = frozenset({"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK", "HKD", "BTC", "ETH", "USDT",
                            "USDC"})
@@ -42,6 +46,48 @@ class Listing:
     @property
     def is_us(self) -> bool:
         return self.venue is US
+
+
+def strip_ascii(text: str) -> str:
+    """``text`` without leading and trailing ASCII whitespace.
+
+    ``str.strip()`` also removes Unicode spaces (no-break, ideographic), which
+    would let ``"AAPL\u00a0"`` pass as AAPL.
+    """
+    return text.strip(string.whitespace)
+
+
+def normalize_symbol(raw: object) -> str:
+    """Upper-case and validate a symbol (``brk.b`` -> ``BRK.B``); InvalidSymbol otherwise.
+
+    Only ASCII is a symbol, checked before upper-casing: ``str.upper()`` folds
+    look-alikes into real tickers (``ſpy`` -> SPY, ``ıbm`` -> IBM, ``ﬀ`` -> FF).
+    """
+    if not isinstance(raw, str):
+        raise InvalidSymbol("A symbol must be a string.")
+    symbol = strip_ascii(raw)
+    if symbol.isascii():
+        symbol = symbol.upper()
+    if not _SYMBOL_RE.fullmatch(symbol):
+        shown = symbol[:24] + ("..." if len(symbol) > 24 else "")
+        raise InvalidSymbol(
+            "Symbols are 1 to 20 characters of A-Z 0-9 . - ^ = : _", symbol=shown or None
+        )
+    return symbol
+
+
+def normalize_symbols(raw: object, *, max_batch: int) -> list[str]:
+    """Validate a list of symbols, folding duplicates and keeping first-seen order."""
+    if isinstance(raw, str):
+        raw = [part for part in raw.split(",") if strip_ascii(part)]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidSymbol("Give a non-empty list of symbols.")
+    seen: dict[str, None] = {}
+    for item in raw:
+        seen[normalize_symbol(item)] = None
+        if len(seen) > max_batch:
+            raise TooManySymbols(f"At most {max_batch} symbols per request.")
+    return list(seen)
 
 
 def listing(symbol: str) -> Listing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from argon2 import PasswordHasher
 
 from stockcache.settings import Settings
 
@@ -35,6 +36,14 @@ class FakeClock:
     @now.setter
     def now(self, value: float) -> None:
         self.set(value)
+
+
+def cheap_hasher() -> PasswordHasher:
+    """argon2id with the smallest parameters: the same algorithm and checks, without 64 MiB and 0.1 s a hash.
+
+    For tests whose subject is not the cost of hashing (login timing and floods keep the real one).
+    """
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
 from ..errors import CacheError
-from ..models import KIND_TTL_LEVEL
+from ..kinds import KINDS
 from .base import Entry, Tier
 from .frozen import freeze
 
@@ -290,11 +290,12 @@ class TieredCache:
                 raise ValueError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
             return float(ttl)
         if ttl_level is None:
-            ttl_level = KIND_TTL_LEVEL.get(_kind(key))
+            kind = KINDS.get(_kind(key))
+            ttl_level = kind.ttl_level if kind is not None else None
             if ttl_level is None:
                 raise ValueError(
                     f"no TTL for key {key!r}: pass ttl_level= or ttl=, or use a known kind "
-                    f"({', '.join(sorted(KIND_TTL_LEVEL))})"
+                    f"({', '.join(sorted(KINDS))})"
                 )
         try:
             return float(self._ttls[ttl_level])

@@ -15,7 +15,8 @@ import re
 from typing import Any
 
 from ..errors import InvalidRequest, InvalidSymbol
-from ..models import MAX_PRICE, MIN_PRICE, normalize_symbol
+from ..symbols import normalize_symbol
+from ..validation import MAX_PRICE, MIN_PRICE
 
 # Shares: a satoshi-sized fraction up to a trillion-token crypto holding. A cost basis is a
 # price paid per share: 0 (a gift) or within the bounds every quote price keeps

@@ -1,5 +1,5 @@
-"""The HTTP layer: Bottle app factory, plugins, routes, and the waitress server."""
+"""The HTTP face of stockcache: the Bottle app, its plugins and routes, and the waitress server."""
 
-from .app import create_app, wsgi_app
+from .app import create_app
 
-__all__ = ["create_app", "wsgi_app"]
+__all__ = ["create_app"]

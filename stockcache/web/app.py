@@ -99,8 +99,3 @@ class AccessLog:
             self._metrics.observe_request(rule, status, elapsed)
             self._sink(environ.get("REQUEST_METHOD", "-"), rule, status, elapsed * 1000,
                        environ.get(CACHE_SOURCE, "-"))
-
-
-def wsgi_app(runtime: Runtime) -> AccessLog:
-    """The WSGI callable waitress serves: the app wrapped in the access log."""
-    return AccessLog(create_app(runtime), runtime.metrics)

@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import bottle
 
-from ..errors import StockcacheError
+from ..errors import StockcacheError, for_status
 
 log = logging.getLogger(__name__)
 
-# Bottle's own HTTP errors (router 404/405, body too large) mapped to our stable codes.
-_BOTTLE_CODES = {
-    400: ("invalid_request", "The request is not valid."),
-    401: ("unauthorized", "A valid access token is required."),
-    403: ("forbidden", "Not allowed."),
-    404: ("not_found", "No such route."),
-    405: ("method_not_allowed", "Method not allowed on this route."),
-    413: ("payload_too_large", "The request body is too large."),
-    500: ("internal", "Internal error."),
-}
+# What Bottle's own errors say, where our class's default message would not fit.
+_BOTTLE_MESSAGES = {404: "No such route.", 405: "Method not allowed on this route."}
 
 
-def error_body(error: StockcacheError) -> str:
-    return json.dumps({"error": error.to_dict()})
+def error_body(error: StockcacheError) -> bytes:
+    """``{"error": {"code", "message", ...}}``: the one error body, for the app and waitress alike."""
+    return json.dumps({"error": error.to_dict()}).encode()
 
 
 def error_response(error: StockcacheError) -> bottle.HTTPResponse:
@@ -49,8 +41,6 @@ def bottle_error_handler(res: bottle.HTTPError) -> str:
     """Renders bottle's own errors (404 no route, 405, 413, 500 catch-all) as our JSON."""
     if res.exception is not None and res.status_code >= 500:
         log.error("unexpected error", exc_info=res.exception)
-    code, message = _BOTTLE_CODES.get(res.status_code, ("http_error", "HTTP error."))
-    error: dict[str, Any] = {"code": code, "message": message}
     bottle.response.content_type = "application/json"
     bottle.response.set_header("Cache-Control", "no-store")
-    return json.dumps({"error": error})
+    return error_body(for_status(res.status_code, _BOTTLE_MESSAGES.get(res.status_code))).decode()

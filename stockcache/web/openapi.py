@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from .. import __version__
+from ..upstream.providers import provider_classes
 from .routes import MAX_POSITIONS, MAX_WATCHLIST_ITEMS
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9.\-^=:_]{1,20}$"
@@ -66,55 +67,18 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[Any] | None = N
 
 
 def _dropin_paths() -> dict[str, Any]:
-    """The Finnhub and Alpha Vantage drop-in routes (web/dropin.py): the providers' own shapes."""
-    def q(name: str, required: bool = False, **schema: Any) -> dict[str, Any]:
-        return {"name": name, "in": "query", "required": required, "schema": {"type": "string", **schema}}
-
-    finnhub_error = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-    errors = {str(status): _json(finnhub_error, text) for status, text in (
-        (401, "Missing or invalid stockcache token."), (403, "Not served by stockcache (other endpoints, "
-         "intraday candles), or not in the upstream plan."), (422, "Missing or malformed parameters."),
-        (429, "Upstream budget spent and nothing cached; see Retry-After."), (502, "The upstream failed."),
-        (504, "The upstream did not answer in time."))}
-    token = [q("token"), {"name": "X-Finnhub-Token", "in": "header", "required": False,
-                          "schema": {"type": "string"}}]
-    symbol = q("symbol", True)
-    finnhub = {
-        "quote": ("Finnhub quote {c,d,dp,h,l,o,pc,t}; unknown symbol: all zeros.", [symbol]),
-        "stock/profile2": ("Finnhub company profile (market cap and shares in millions); unknown: {}.",
-                           [symbol]),
-        "company-news": ("Finnhub company news: a bare array, datetime in unix seconds.",
-                         [symbol, q("from", True, format="date"), q("to", True, format="date")]),
-        "stock/metric": ("Finnhub basic financials {metric, metricType, series, symbol}.",
-                         [symbol, q("metric")]),
-        "search": ("Finnhub symbol search {count, result}.", [q("q", True)]),
-        "stock/candle": ("Finnhub daily candles from the cached 100 days (resolution D only); "
-                         'unknown or empty: {"s": "no_data"}.',
-                         [symbol, q("resolution", True, enum=["D"]), q("from", True), q("to", True)]),
-    }
-    paths: dict[str, Any] = {
-        f"/finnhub/api/v1/{endpoint}": {"get": _op(
-            f"Drop-in for Finnhub clients: {summary}", {"200": _json({}, "Finnhub's body."), **errors},
-            params=[*params, *token], public=True)}
-        for endpoint, (summary, params) in finnhub.items()
-    }
-    paths["/alphavantage/query"] = {"get": _op(
-        "Drop-in for Alpha Vantage clients: GLOBAL_QUOTE, OVERVIEW, TIME_SERIES_DAILY (compact), "
-        "NEWS_SENTIMENT (one ticker), SYMBOL_SEARCH. Always HTTP 200; errors are Alpha Vantage's "
-        "\"Error Message\" / \"Information\" bodies.",
-        {"200": _json({"type": "object"}, "Alpha Vantage's body, or its error body.")},
-        params=[q("function", True, enum=["GLOBAL_QUOTE", "OVERVIEW", "TIME_SERIES_DAILY", "NEWS_SENTIMENT",
-                                          "SYMBOL_SEARCH"]),
-                q("apikey", True), q("symbol"), q("tickers"), q("keywords"), q("outputsize", enum=["compact"]),
-                q("time_from"), q("time_to"), q("sort"), q("limit"), q("datatype", enum=["json"])],
-        public=True)}
+    """Every registered provider's drop-in routes (web/dropin.py), as each drop-in describes them."""
+    paths: dict[str, Any] = {}
+    for cls in provider_classes():
+        if cls.dropin is not None:
+            paths.update(cls.dropin.openapi)
     return paths
 
 
 @cache
 def spec() -> dict[str, Any]:
     market_item = {"type": "object", "required": ["source", "cache", "fetched_at", "age", "stale"],
-                   "properties": {"source": {"enum": ["finnhub", "alphavantage", "demo"]},
+                   "properties": {"source": {"enum": [p.name for p in provider_classes()]},
                                   "cache": {"enum": ["memory", "sqlite", "redis", "upstream"]},
                                   "fetched_at": {"type": "string"}, "age": {"type": "integer"},
                                   "stale": {"type": "boolean"}}}

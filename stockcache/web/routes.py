@@ -13,9 +13,9 @@ from typing import Any
 import bottle
 
 from ..errors import InvalidRequest, NotFound, TooManySymbols
-from ..models import normalize_symbol
 from ..runtime import Runtime
 from ..store import validate
+from ..symbols import normalize_symbol
 from .plugins import json_body, note_cache_source, principal, query_int
 
 # What one user may keep. Reads cope with any size (in chunks of max_batch); these keep

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import logging
 import re
 import signal
@@ -58,16 +57,13 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 from waitress.utilities import BadRequest, RequestEntityTooLarge
 
-from ..errors import ConfigError
+from ..errors import ConfigError, for_status
 from ..runtime import Runtime
 from ..settings import Settings
 from .app import API_CSP, SECURITY_HEADERS, AccessLog, AccessSink, access_log, create_app
+from .errors import error_body
 
 log = logging.getLogger(__name__)
-
-
-# waitress's own refusals mapped to our stable codes (anything else it refuses is a bad request).
-_WAITRESS_CODES = {413: "payload_too_large", 431: "invalid_request", 500: "internal"}
 
 
 class _JsonErrorTask(ErrorTask):
@@ -79,8 +75,7 @@ class _JsonErrorTask(ErrorTask):
         reason = str(getattr(error, "reason", "Bad Request"))
         if status == 501:  # an unsupported Transfer-Encoding: the client's mistake, not a server failure
             status, reason = 400, "Bad Request"
-        body = json.dumps({"error": {"code": _WAITRESS_CODES.get(status, "invalid_request"),
-                                     "message": f"{reason}."}}).encode()
+        body = error_body(for_status(status, f"{reason}."))
         self.status = f"{status} {reason}"
         self.response_headers.extend([("Content-Type", "application/json"), ("Cache-Control", "no-store"),
                                       *SECURITY_HEADERS, API_CSP])

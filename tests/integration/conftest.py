@@ -13,6 +13,7 @@ from bench.fake_upstream import FakeUpstream
 from stockcache.runtime import Runtime
 from stockcache.settings import Settings
 from stockcache.web.server import Server
+from tests.conftest import cheap_hasher
 
 FINNHUB_KEY = "TESTKEY_finnhub_9f8e7d6c"
 AV_KEY = "TESTKEY_alphav_1a2b3c4d"
@@ -92,6 +93,8 @@ class Live:
 
 
 def start_service(settings: Settings, **runtime_kwargs: Any) -> Live:
+    """The service on a loopback port; passwords hashed with cheap argon2 parameters unless ``hasher`` is given."""
+    runtime_kwargs.setdefault("hasher", cheap_hasher())
     runtime = Runtime(settings, janitor_interval=None, **runtime_kwargs)
     server = Server(runtime, host="127.0.0.1", port=0)
     server.start_in_thread()

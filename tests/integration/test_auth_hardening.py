@@ -24,12 +24,23 @@ from pathlib import Path
 import jwt
 import pytest
 import requests
+from argon2 import PasswordHasher
 
 from stockcache.auth import SECRET_FILENAME
-from tests.integration.conftest import Live
+from tests.integration.conftest import Live, start_service, upstream_settings
 
 pytestmark = pytest.mark.timeout(120)
 PASSWORD = "alice's right password"
+
+
+@pytest.fixture
+def live(tmp_path, upstream):
+    """The service with argon2's real parameters: these tests are about what hashing costs."""
+    service = start_service(upstream_settings(tmp_path, upstream), hasher=PasswordHasher())
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def _login(url: str, password: str, session: requests.Session | None = None) -> requests.Response:

@@ -338,16 +338,16 @@ def test_cache_entry_bad_for_one_kind_is_a_miss_for_profile_history_and_news(tmp
 
 
 def test_cache_entry_checked_once_then_memory_hits_skip_the_check(tmp_path, upstream, monkeypatch):
-    import stockcache.service as service_module
+    import stockcache.readthrough as readthrough_module
 
     checked: list[str] = []
-    real = service_module.check
+    real = readthrough_module.check_envelope
 
-    def counting(kind: str, symbol: str, data: Any) -> None:
+    def counting(kind: Any, symbol: str, value: Any) -> None:
         checked.append(symbol)
-        real(kind, symbol, data)
+        real(kind, symbol, value)
 
-    monkeypatch.setattr(service_module, "check", counting)
+    monkeypatch.setattr(readthrough_module, "check_envelope", counting)
     settings = upstream_settings(tmp_path, upstream)
     with open_cache(settings=settings, janitor_interval=None) as cache:
         cache.set("quote:MSFT", _envelope(_quote("MSFT")), ttl_level="quote")

@@ -106,19 +106,19 @@ def test_cli_stats_on_a_fresh_data_dir_says_so_and_creates_nothing(tmp_path, ups
 
 
 def test_cli_warm_spends_the_same_daily_budget_as_the_running_server(tmp_path, upstream):
-    from stockcache.budget import Budget, Limits
+    from stockcache.upstream.guard import Budget, Limits
     from stockcache.usage import UsageLedger
 
     settings = upstream_settings(tmp_path, upstream, alphavantage_per_day=3)
     live = start_service(settings)
     try:
-        server_budget = live.runtime.service.fetcher.budgets["alphavantage"]
+        server_budget = live.runtime.service.router.budgets["alphavantage"]
         assert server_budget.remaining()["day"] == 3
         answer = run(settings.data_dir, upstream, "warm", "AAPL", "MSFT", "--kinds", "history", "--quiet",
                      STOCKCACHE_ALPHAVANTAGE_PER_DAY="3")
         assert answer.returncode == 0, answer.stdout + answer.stderr
         assert upstream.calls("alphavantage") == 2  # history comes from Alpha Vantage first
-        live.runtime.service.ledger.flush()  # what the server's flusher does about once a second
+        live.runtime.ledger.flush()  # what the server's flusher does about once a second
         assert server_budget.remaining()["day"] == 1
     finally:
         live.stop()

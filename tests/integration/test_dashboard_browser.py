@@ -227,7 +227,7 @@ def test_dashboard_shows_an_admin_the_cache_and_upstream_budget(live, admin, ope
             if left is not None and window != "second":  # the per-second window refills as we look
                 expect(row.locator(f"[data-window='{window}']")).to_contain_text(f"{left:,}")
     expect(tab.page.locator("#upstream-table tr[data-provider='alphavantage'] [data-window='day']")).to_have_text(
-        f"{live.runtime.settings.alphavantage_per_day:,} today")
+        f"{live.runtime.settings.get('alphavantage_per_day'):,} today")
 
     kpis = admin.get("/api/kpis?days=14")
     if kpis.status_code == 404 or not kpis.json().get("days"):

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from bench.fake_upstream import FakeUpstream
-from stockcache import dropin_render as render
+from stockcache.upstream.providers import finnhub_dropin
 from tests.integration.conftest import Live, start_service, upstream_settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -161,7 +161,7 @@ def test_finnhub_dropin_credential_headers_not_ascii_answer_401_like_a_wrong_tok
     assert wrong.status == 401
     answer = get(svc.port, "/finnhub/api/v1/quote?symbol=AAPL", credential(svc.api_token))
     assert (answer.status, answer.json()) == (401, wrong.json())
-    assert answer.json() == {"error": render.FINNHUB_BAD_TOKEN}
+    assert answer.json() == {"error": finnhub_dropin.FINNHUB_BAD_TOKEN}
 
 
 # The query-string credentials held already (bottle's getunicode() gives None for bytes that are

@@ -18,8 +18,11 @@ import requests
 from bench.fake_upstream import FINNHUB_PREFIX, FakeUpstream
 from stockcache.errors import RateLimited, SymbolNotFound, SymbolRefused, UpstreamAuthError, UpstreamError
 from stockcache.models import History, News, Profile, Quote
-from stockcache.providers import AlphaVantageProvider, DemoMarket, FinnhubProvider
-from stockcache.providers.base import seconds_to_utc_midnight
+from stockcache.upstream.providers import AlphaVantageProvider, DemoMarket, FinnhubProvider
+from stockcache.upstream.providers.alphavantage import AlphaVantageConfig
+from stockcache.upstream.providers.base import seconds_to_utc_midnight
+from stockcache.upstream.providers.finnhub import FinnhubConfig
+from stockcache.upstream.router import checked
 
 FH_KEY = "TESTKEY_finnhub_9f8e7d"
 AV_KEY = "TESTKEY_alphavantage_1a2b3c"
@@ -43,21 +46,22 @@ def session():
 
 @pytest.fixture
 def finnhub(fake) -> FinnhubProvider:
-    return FinnhubProvider(api_key=FH_KEY, base_url=fake.finnhub_url, clock=lambda: NOW)
+    return FinnhubProvider(FinnhubConfig(api_key=FH_KEY, url=fake.finnhub_url), clock=lambda: NOW)
 
 
 @pytest.fixture
 def alphavantage(fake) -> AlphaVantageProvider:
-    return AlphaVantageProvider(api_key=AV_KEY, base_url=fake.alphavantage_url, clock=lambda: NOW)
+    return AlphaVantageProvider(AlphaVantageConfig(api_key=AV_KEY, url=fake.alphavantage_url), clock=lambda: NOW)
 
 
 def via(provider, kind: str, symbol: str, params: dict[str, Any] | None = None, session=requests) -> Any:
-    """What the fetcher does: build, send, parse."""
+    """What the router does: build, send, parse, check."""
     params = params or {}
     request = provider.build_request(kind, symbol, params)
     response = session.request(request.method, request.url, params=request.params, headers=request.headers,
                                timeout=10)
-    return provider.parse(kind, symbol, params, response.status_code, response.headers, response.content)
+    model = provider.parse(kind, symbol, params, response.status_code, response.headers, response.content)
+    return checked(provider.name, kind, symbol, model)
 
 
 def fh_get(fake, session, path: str, **params: str) -> requests.Response:
@@ -103,7 +107,7 @@ def test_fake_alphavantage_serves_demo_market_data(alphavantage):
 
 
 def test_fake_finnhub_candles_only_when_enabled(fake, session):
-    provider = FinnhubProvider(api_key=FH_KEY, base_url=fake.finnhub_url, clock=lambda: NOW, candles=True)
+    provider = FinnhubProvider(FinnhubConfig(api_key=FH_KEY, url=fake.finnhub_url), clock=lambda: NOW, candles=True)
     response = fh_get(fake, session, "/stock/candle", symbol="AAPL", resolution="D", **{"from": "0", "to": "1"})
     assert response.status_code == 403
     with pytest.raises(UpstreamAuthError):
@@ -358,8 +362,8 @@ def test_fake_rejects_wrong_and_missing_keys(fake, session):
     assert response.status_code == 401 and response.json() == {"error": "Please use an API key."}
     response = session.get(fake.alphavantage_url, params={"function": "GLOBAL_QUOTE", "symbol": "AAPL"})
     assert response.status_code == 200 and "apikey is invalid or missing" in response.json()["Error Message"]
-    for provider in (FinnhubProvider(api_key="nope", base_url=fake.finnhub_url),
-                     AlphaVantageProvider(api_key="nope", base_url=fake.alphavantage_url)):
+    for provider in (FinnhubProvider(FinnhubConfig(api_key="nope", url=fake.finnhub_url)),
+                     AlphaVantageProvider(AlphaVantageConfig(api_key="nope", url=fake.alphavantage_url))):
         with pytest.raises(UpstreamAuthError):
             via(provider, "quote", "AAPL")
     fake.set_expected_key("finnhub", None)  # any non-empty key

@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from bench.fake_upstream import FakeUpstream
-from stockcache.budget import CircuitBreaker
-from stockcache.fetcher import DEFAULT_429_PAUSE
+from stockcache.upstream.guard import CircuitBreaker
+from stockcache.upstream.router import DEFAULT_429_PAUSE
 from tests.conftest import FakeClock
 from tests.integration.conftest import Api, Live, start_service, upstream_settings
 

@@ -136,7 +136,7 @@ def test_instance_waits_for_a_crashed_peer_only_until_the_upstream_timeout(
     make_pair: Callable[..., Pair], upstream: FakeUpstream, redis_url: str  # noqa: F811
 ) -> None:
     from stockcache.cache.redis import RedisLink
-    from stockcache.redisshared import PeerLocks
+    from stockcache.upstream.shared import PeerLocks
 
     a, _ = make_pair(redis_url, upstream_timeout=0.5).apis
     link = RedisLink(redis_url)

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from stockcache.budget import Budget, Limits
 from stockcache.cache.redis import RedisLink
 from stockcache.errors import RateLimited
-from stockcache.redisshared import PeerLocks, SharedBudget
+from stockcache.upstream.guard import Budget, Limits
+from stockcache.upstream.shared import PeerLocks, SharedBudget
 from stockcache.usage import UsageLedger
 from tests.redis_server import RedisServer, own_redis, redis_url  # noqa: F401 (fixtures)
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from bench.fake_upstream import FakeUpstream
-from stockcache.budget import CircuitBreaker
+from stockcache.upstream.guard import CircuitBreaker
 from tests.conftest import FakeClock
 from tests.integration.conftest import Api, Live, start_service, upstream_settings
 
@@ -107,7 +107,7 @@ def test_upstream_header_trickle_answers_504_at_the_deadline_and_lets_go_of_the_
     assert answer.status_code == 504 and answer.json()["error"]["code"] == "upstream_timeout"
     # Both providers' exchanges were cut off at their deadline: the fake has nobody left to trickle to.
     assert eventually(lambda: not upstream.wait_hanging(1, timeout=0), within=2 * TIMEOUT + SLACK)
-    assert eventually(lambda: svc.runtime.service.fetcher.pool()["finnhub"]["in_flight"] == 0, within=SLACK)
+    assert eventually(lambda: svc.runtime.service.router.transport.pool()["finnhub"]["in_flight"] == 0, within=SLACK)
 
 
 def test_upstream_header_trickle_of_a_big_batch_leaves_other_symbols_and_providers_served(svc, upstream):
@@ -160,7 +160,7 @@ def test_upstream_finnhub_refusing_non_us_listings_never_opens_its_circuit(svc, 
         assert answer.status_code == 200 and answer.json()["source"] == "alphavantage", answer.text
     assert len(NON_US) > THRESHOLD
     assert upstream.calls("finnhub", "quote") == len(NON_US)
-    assert svc.runtime.service.fetcher.breakers["finnhub"].state == "closed"
+    assert svc.runtime.service.router.breakers["finnhub"].state == "closed"
     assert health(svc)["status"] == "ok"
     # Every user's US symbols still come from Finnhub.
     answer = timed(user, "GET", "/api/quote/AAPL")
@@ -217,7 +217,7 @@ def test_upstream_malformed_bodies_for_one_symbol_do_not_open_the_circuit(svc, u
     for _ in range(2 * THRESHOLD):
         assert timed(user, "GET", "/api/quote/BROKEN").status_code == 502
     assert upstream.calls("finnhub", symbol="BROKEN") == 2 * THRESHOLD  # not cached: each retry asks again
-    assert svc.runtime.service.fetcher.breakers["finnhub"].state == "closed"
+    assert svc.runtime.service.router.breakers["finnhub"].state == "closed"
     assert health(svc)["status"] == "ok"
     answer = timed(user, "GET", "/api/quote/AAPL")
     assert answer.status_code == 200 and answer.json()["source"] == "finnhub"
@@ -229,7 +229,7 @@ def test_upstream_malformed_bodies_across_symbols_still_open_the_circuit(svc, up
     for i in range(2 * THRESHOLD):
         assert timed(user, "GET", f"/api/quote/BAD{i}").json()["source"] == "alphavantage"
     assert upstream.calls("finnhub") == THRESHOLD
-    assert svc.runtime.service.fetcher.breakers["finnhub"].state == "open"
+    assert svc.runtime.service.router.breakers["finnhub"].state == "open"
 
 
 def test_upstream_bad_key_is_still_a_provider_failure_even_for_one_symbol(make_service, upstream):

@@ -409,13 +409,13 @@ def test_auth_secret_created_by_racing_threads_is_one_key(tmp_path: Path) -> Non
 def test_auth_tokens_stay_valid_across_a_restart(tmp_path: Path, clock: FakeClock) -> None:
     settings = Settings(data_dir=tmp_path, jwt_ttl=TTL)
     with open_store(tmp_path, clock=clock) as store:
-        auth = open_auth(settings, store, clock=clock)
+        auth = open_auth(settings, store, clock=clock, hasher=CountingHasher())
         store.create_user("alice", auth.hash_password(PASSWORD))
         jwt_token = auth.login("alice", PASSWORD, None)["access_token"]
         api_token, _ = auth.create_api_token("alice", "")
     assert stat.S_IMODE((tmp_path / SECRET_FILENAME).stat().st_mode) == 0o600
     with open_store(tmp_path, clock=clock) as store:
-        auth = open_auth(settings, store, clock=clock)
+        auth = open_auth(settings, store, clock=clock, hasher=CountingHasher())
         assert auth.authenticate(_bearer(jwt_token)).username == "alice"
         assert auth.authenticate(_bearer(api_token)).username == "alice"
 
@@ -436,7 +436,7 @@ def test_auth_secrets_never_appear_in_logs_or_reprs(
     settings = Settings(data_dir=tmp_path, jwt_ttl=TTL)
     seen: list[object] = []
     with open_store(tmp_path, clock=clock) as store:
-        auth = open_auth(settings, store, clock=clock)
+        auth = open_auth(settings, store, clock=clock, hasher=CountingHasher())
         seen += [auth, store, auth.limiter, settings]
         seen.append(store.create_user("erin", auth.hash_password(password), is_admin=True))
         answer = auth.login("erin", password, "192.0.2.1")

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from stockcache.budget import Budget, CircuitBreaker, Limits, share_cap
 from stockcache.clock import seconds_to_utc_midnight
 from stockcache.errors import RateLimited
+from stockcache.upstream.guard import Budget, CircuitBreaker, Limits, share_cap
 from stockcache.usage import UsageLedger
 
 

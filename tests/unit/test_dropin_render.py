@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from stockcache import dropin_render as render
 from stockcache.errors import (
     InvalidRequest,
     RateLimited,
@@ -26,7 +25,11 @@ from stockcache.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from stockcache.providers import AlphaVantageProvider, FinnhubProvider
+from stockcache.upstream.providers import AlphaVantageProvider, FinnhubProvider, dropin
+from stockcache.upstream.providers import alphavantage_dropin as av
+from stockcache.upstream.providers import finnhub_dropin as fh
+from stockcache.upstream.providers.alphavantage import AlphaVantageConfig
+from stockcache.upstream.providers.finnhub import FinnhubConfig
 
 PAYLOADS = Path(__file__).parent / "payloads"
 NOW = 1_715_100_000.0  # 2024-05-07T16:40Z, a Tuesday
@@ -46,14 +49,14 @@ def served(model: Any, source: str = "finnhub") -> dict[str, Any]:
 
 
 def finnhub(kind: str, name: str, symbol: str = "AAPL", **params: Any) -> dict[str, Any]:
-    provider = FinnhubProvider(api_key=SECRET, base_url="https://finnhub.test/api/v1", clock=lambda: NOW,
+    provider = FinnhubProvider(FinnhubConfig(api_key=SECRET, url="https://finnhub.test/api/v1"), clock=lambda: NOW,
                                candles=True)
     body = (PAYLOADS / name).read_bytes()
     return served(provider.parse(kind, symbol, params, 200, {}, body))
 
 
 def alphavantage(kind: str, name: str, symbol: str = "IBM", **params: Any) -> dict[str, Any]:
-    provider = AlphaVantageProvider(api_key=SECRET, base_url="https://av.test/query", clock=lambda: NOW)
+    provider = AlphaVantageProvider(AlphaVantageConfig(api_key=SECRET, url="https://av.test/query"), clock=lambda: NOW)
     body = (PAYLOADS / name).read_bytes()
     return served(provider.parse(kind, symbol, params, 200, {}, body), "alphavantage")
 
@@ -62,17 +65,17 @@ def alphavantage(kind: str, name: str, symbol: str = "IBM", **params: Any) -> di
 
 
 def test_dropin_render_finnhub_quote_is_the_recorded_body():
-    assert render.finnhub_quote(finnhub("quote", "finnhub_quote.json")) == payload("finnhub_quote.json")
+    assert fh.finnhub_quote(finnhub("quote", "finnhub_quote.json")) == payload("finnhub_quote.json")
 
 
 def test_dropin_render_finnhub_profile_gives_market_cap_and_shares_back_in_millions():
     profile = finnhub("profile", "finnhub_profile2.json")
     assert profile["market_cap"] == 3_149_828_200_000  # stored in units
-    assert render.finnhub_profile(profile) == payload("finnhub_profile2.json")
+    assert fh.finnhub_profile(profile) == payload("finnhub_profile2.json")
 
 
 def test_dropin_render_finnhub_profile_fills_missing_values_as_finnhub_does():
-    body = render.finnhub_profile({"symbol": "XYZ", "name": "XYZ Corp"})
+    body = fh.finnhub_profile({"symbol": "XYZ", "name": "XYZ Corp"})
     assert body["ticker"] == "XYZ" and body["logo"] == "" and body["marketCapitalization"] == 0
     assert set(body) == set(payload("finnhub_profile2.json"))
 
@@ -80,20 +83,20 @@ def test_dropin_render_finnhub_profile_fills_missing_values_as_finnhub_does():
 def test_dropin_render_finnhub_news_is_a_bare_array_newest_first_within_the_window():
     news = finnhub("news", "finnhub_company_news.json", days=7)
     recorded = payload("finnhub_company_news.json")
-    body = render.finnhub_news(news, 0, NOW)
+    body = fh.finnhub_news(news, 0, NOW)
     assert [item["datetime"] for item in body] == sorted((r["datetime"] for r in recorded), reverse=True)
     strip = lambda items: sorted(({k: v for k, v in i.items() if k != "id"} for i in items),  # noqa: E731
                                  key=lambda i: i["datetime"])
     assert strip(body) == strip(recorded)  # ids are ours (Finnhub's are not cached) but stable integers
     assert all(isinstance(item["id"], int) for item in body)
-    assert render.finnhub_news(news, 0, NOW) == body
+    assert fh.finnhub_news(news, 0, NOW) == body
     # Only articles published within [start, end] are answered.
-    inside = render.finnhub_news(news, 1714989600, 1715000000)
+    inside = fh.finnhub_news(news, 1714989600, 1715000000)
     assert [item["headline"] for item in inside] == ["Apple to hold event"]
 
 
 def test_dropin_render_finnhub_metric_keeps_the_cached_figures_under_finnhub_names():
-    body = render.finnhub_metric(finnhub("metric", "finnhub_metric.json"))
+    body = fh.finnhub_metric(finnhub("metric", "finnhub_metric.json"))
     recorded = payload("finnhub_metric.json")
     kept = {k: v for k, v in recorded["metric"].items() if k != "10DayAverageTradingVolume"}
     assert body == {"metric": kept, "metricType": "all", "series": {}, "symbol": "AAPL"}
@@ -101,30 +104,30 @@ def test_dropin_render_finnhub_metric_keeps_the_cached_figures_under_finnhub_nam
 
 def test_dropin_render_finnhub_search_is_the_recorded_body():
     search = finnhub("search", "finnhub_search.json", q="apple")
-    assert render.finnhub_search(search) == payload("finnhub_search.json")
+    assert fh.finnhub_search(search) == payload("finnhub_search.json")
 
 
 def test_dropin_render_finnhub_candles_are_the_recorded_columns():
     history = finnhub("history", "finnhub_candle.json", days=100)
     recorded = payload("finnhub_candle.json")
-    assert render.finnhub_candles(history, 0, recorded["t"][-1]) == recorded
+    assert fh.finnhub_candles(history, 0, recorded["t"][-1]) == recorded
     # from/to select bars by the 00:00 UTC stamp of their day, inclusive.
-    assert render.finnhub_candles(history, recorded["t"][1], recorded["t"][1])["c"] == [recorded["c"][1]]
-    assert render.finnhub_candles(history, 0, recorded["t"][0] - 1) == {"s": "no_data"}
+    assert fh.finnhub_candles(history, recorded["t"][1], recorded["t"][1])["c"] == [recorded["c"][1]]
+    assert fh.finnhub_candles(history, 0, recorded["t"][0] - 1) == {"s": "no_data"}
 
 
 @pytest.mark.parametrize("error, status, message, headers", [
     (Unauthorized(), 401, "Invalid API key", {}),
-    (RateLimited(retry_after=42), 429, render.FINNHUB_LIMIT, {"Retry-After": "42"}),
-    (RateLimited(), 429, render.FINNHUB_LIMIT, {}),
-    (UpstreamAuthError(), 403, render.FINNHUB_NO_ACCESS, {}),
+    (RateLimited(retry_after=42), 429, fh.FINNHUB_LIMIT, {"Retry-After": "42"}),
+    (RateLimited(), 429, fh.FINNHUB_LIMIT, {}),
+    (UpstreamAuthError(), 403, fh.FINNHUB_NO_ACCESS, {}),
     (UpstreamTimeout(), 504, None, {}),
     (UpstreamError(f"finnhub answered 500 for token={SECRET}"), 502, None, {}),
     (InvalidRequest("Missing symbol."), 422, "Missing symbol.", {}),
     (StockcacheError(), 500, "Internal error.", {}),
 ])
 def test_dropin_render_finnhub_errors_use_finnhub_statuses_and_one_key(error, status, message, headers):
-    got_status, body, got_headers = render.finnhub_error(error)
+    got_status, body, got_headers = fh.finnhub_error(error)
     assert (got_status, got_headers) == (status, headers)
     assert list(body) == ["error"] and isinstance(body["error"], str)
     if message is not None:
@@ -138,7 +141,7 @@ def test_dropin_render_finnhub_errors_use_finnhub_statuses_and_one_key(error, st
 def test_dropin_render_av_global_quote_is_the_recorded_body_but_volume():
     quote = alphavantage("quote", "av_global_quote.json", symbol="MSFT")
     recorded = payload("av_global_quote.json")["Global Quote"]
-    body = render.av_global_quote(quote)["Global Quote"]
+    body = av.av_global_quote(quote)["Global Quote"]
     assert body.pop("06. volume") == "0"  # the cached quote has no volume (documented)
     recorded.pop("06. volume")
     assert body == recorded
@@ -146,7 +149,7 @@ def test_dropin_render_av_global_quote_is_the_recorded_body_but_volume():
 
 def test_dropin_render_av_global_quote_from_a_finnhub_quote_has_the_same_numbers():
     quote = finnhub("quote", "finnhub_quote.json")
-    body = render.av_global_quote(quote)["Global Quote"]
+    body = av.av_global_quote(quote)["Global Quote"]
     assert (float(body["05. price"]), float(body["09. change"])) == (261.74, 2.29)
     assert body["10. change percent"] == "0.8826%"
     assert body["07. latest trading day"] == "2020-02-25"  # t=1582641000 is 09:30 in New York that day
@@ -156,21 +159,21 @@ def test_dropin_render_av_overview_is_the_recorded_body_for_what_we_cache():
     profile = alphavantage("profile", "av_overview.json")
     metric = alphavantage("metric", "av_overview.json")
     recorded = payload("av_overview.json")
-    body = render.av_overview(profile, metric)
+    body = av.av_overview(profile, metric)
     different = {k for k in body if body[k] != recorded.get(k)}
     assert different == {"Sector"}  # we keep the industry only, and answer it for both
     assert all(isinstance(v, str) for v in body.values())
 
 
 def test_dropin_render_av_overview_without_figures_says_none():
-    body = render.av_overview(alphavantage("profile", "av_overview.json"), None)
+    body = av.av_overview(alphavantage("profile", "av_overview.json"), None)
     assert body["PERatio"] == body["Beta"] == "None" and body["MarketCapitalization"] == "153717006000"
 
 
 def test_dropin_render_av_daily_is_the_recorded_body_dates_descending():
     history = alphavantage("history", "av_time_series_daily.json", days=100)
     recorded = payload("av_time_series_daily.json")
-    body = render.av_daily(history)
+    body = av.av_daily(history)
     assert body == recorded
     assert list(json.loads(json.dumps(body))["Time Series (Daily)"]) == sorted(
         recorded["Time Series (Daily)"], reverse=True)
@@ -179,7 +182,7 @@ def test_dropin_render_av_daily_is_the_recorded_body_dates_descending():
 def test_dropin_render_av_news_keeps_the_articles_and_neutral_sentiment():
     news = alphavantage("news", "av_news_sentiment.json", days=365)
     recorded = payload("av_news_sentiment.json")["feed"]
-    body = render.av_news(news, 0, NOW)
+    body = av.av_news(news, 0, NOW)
     assert body["items"] == str(len(recorded)) == str(len(body["feed"]))
     keep = ("title", "url", "time_published", "summary", "banner_image", "source")
     rows = lambda feed: sorted((tuple(i[k] or None for k in keep) for i in feed), reverse=True)  # noqa: E731
@@ -187,24 +190,24 @@ def test_dropin_render_av_news_keeps_the_articles_and_neutral_sentiment():
     times = [i["time_published"] for i in body["feed"]]
     assert times == sorted(times, reverse=True)
     assert {i["overall_sentiment_label"] for i in body["feed"]} == {"Neutral"}
-    earliest = render.av_news(news, 0, NOW, sort="EARLIEST", limit=1)
+    earliest = av.av_news(news, 0, NOW, sort="EARLIEST", limit=1)
     assert earliest["items"] == "1" and earliest["feed"][0]["time_published"] == min(times)
 
 
 def test_dropin_render_av_search_keeps_symbol_name_and_type():
     search = alphavantage("search", "av_symbol_search.json", q="BA")
     search["query"] = "BA"
-    body = render.av_search(search)
+    body = av.av_search(search)
     recorded = payload("av_symbol_search.json")["bestMatches"]
     keep = ("1. symbol", "2. name", "3. type", "9. matchScore")
     assert [tuple(m[k] for k in keep) for m in body["bestMatches"]] == [tuple(m[k] for k in keep) for m in recorded]
 
 
 def test_dropin_render_search_types_translate_between_the_providers():
-    fh = finnhub("search", "finnhub_search.json", q="apple")
-    assert {m["3. type"] for m in render.av_search(fh)["bestMatches"]} == {"Equity"}
-    av = alphavantage("search", "av_symbol_search.json", q="BA")
-    assert [r["type"] for r in render.finnhub_search(av)["result"]] == ["Common Stock", "ETP"]
+    from_finnhub = finnhub("search", "finnhub_search.json", q="apple")
+    assert {m["3. type"] for m in av.av_search(from_finnhub)["bestMatches"]} == {"Equity"}
+    from_av = alphavantage("search", "av_symbol_search.json", q="BA")
+    assert [r["type"] for r in fh.finnhub_search(from_av)["result"]] == ["Common Stock", "ETP"]
 
 
 @pytest.mark.parametrize("error, key, words", [
@@ -217,7 +220,7 @@ def test_dropin_render_search_types_translate_between_the_providers():
     (SymbolNotFound(), "Error Message", "Invalid API call"),
 ])
 def test_dropin_render_av_errors_are_one_key_bodies_without_secrets(error, key, words):
-    body, headers = render.av_error(error, "GLOBAL_QUOTE")
+    body, headers = av.av_error(error, "GLOBAL_QUOTE")
     assert list(body) == [key] and words in body[key]
     assert SECRET not in json.dumps(body)
     if isinstance(error, RateLimited):
@@ -225,7 +228,7 @@ def test_dropin_render_av_errors_are_one_key_bodies_without_secrets(error, key, 
 
 
 def test_dropin_render_av_unknown_function_does_not_echo_markup():
-    body = render.av_unknown_function("<script>alert(1)</script>")
+    body = av.av_unknown_function("<script>alert(1)</script>")
     assert "<" not in body["Error Message"] and "GLOBAL_QUOTE" in body["Error Message"]
 
 
@@ -237,4 +240,4 @@ def test_dropin_render_av_unknown_function_does_not_echo_markup():
     (date(2023, 6, 1), 365), (date(2020, 1, 1), 365), (date(2024, 6, 1), 7),
 ])
 def test_dropin_render_news_windows_round_up_so_sliding_windows_share_a_fetch(first, days):
-    assert render.news_window(first, date(2024, 5, 7)) == days
+    assert dropin.news_window(first, date(2024, 5, 7)) == days

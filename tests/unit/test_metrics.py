@@ -9,6 +9,7 @@ from bench.replay import InProcessSession, bench_settings
 from stockcache.metrics import LATENCY_BUCKETS, Histogram, Metrics, quantile
 from stockcache.runtime import Runtime
 from stockcache.web import prometheus
+from tests.conftest import cheap_hasher
 
 
 def test_histogram_quantiles_interpolate_inside_buckets():
@@ -32,7 +33,8 @@ def runtime(tmp_path, clock):
     fake = FakeUpstream(clock=clock)
     session = InProcessSession(fake, clock)
     rt = Runtime(bench_settings(tmp_path / "data", finnhub_per_minute=3, finnhub_per_second=0),
-                 clock=clock, session=session, janitor_interval=None, kpi_interval=None)
+                 clock=clock, session=session, janitor_interval=None, kpi_interval=None,
+                 hasher=cheap_hasher())
     rt.fake, rt.session = fake, session
     yield rt
     rt.close()

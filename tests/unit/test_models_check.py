@@ -11,9 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stockcache import models
+from stockcache import validation
 from stockcache.errors import UpstreamError
-from stockcache.models import (
+from stockcache.kinds import KINDS, check
+from stockcache.models import Candle, NewsItem, Profile, Quote
+from stockcache.upstream.providers import METRIC_NAMES
+from stockcache.upstream.providers.alphavantage import AlphaVantageConfig, AlphaVantageProvider
+from stockcache.upstream.providers.demo import DemoProvider
+from stockcache.upstream.providers.finnhub import FinnhubConfig, FinnhubProvider
+from stockcache.upstream.router import checked
+from stockcache.validation import (
     CANDLE_FIELDS,
     MAX_PRICE,
     METRIC_BOUNDS,
@@ -21,13 +28,7 @@ from stockcache.models import (
     NEWS_ITEM_FIELDS,
     PROFILE_FIELDS,
     QUOTE_FIELDS,
-    Candle,
-    NewsItem,
-    Profile,
-    Quote,
-    check,
 )
-from stockcache.providers import KINDS, METRIC_NAMES, AlphaVantageProvider, DemoProvider, FinnhubProvider
 
 NOW = 1_767_000_000.0
 
@@ -42,11 +43,11 @@ def test_check_has_a_rule_for_every_field_of_every_model() -> None:
                           (NewsItem, NEWS_ITEM_FIELDS)):
         assert set(fields) == {f.name for f in dataclasses.fields(model)}, model.__name__
     assert set(METRIC_BOUNDS) == set(METRIC_NAMES)
-    for kind in KINDS:
-        check(kind, "AAPL", _demo(kind))  # every kind a provider serves has a check
+    for kind in sorted(DemoProvider.kinds):
+        check(kind, "AAPL", _demo(kind))  # every kind the demo serves has a check
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", sorted(DemoProvider.kinds))
 def test_check_passes_the_demo_data_of_every_kind_as_model_and_as_cached_dict(kind: str) -> None:
     model = DemoProvider(clock=lambda: NOW).produce(kind, "MSFT", {"q": "micro"} if kind == "search" else {})
     check(kind, "MSFT", model)
@@ -113,7 +114,7 @@ def test_check_refuses_lists_too_long_and_out_of_order() -> None:
     if len(news["articles"]) > 1:
         with pytest.raises(ValueError, match="newest first"):
             check("news", "AAPL", news)
-    results = _demo("search") * (models.MAX_ITEMS + 1)
+    results = _demo("search") * (validation.MAX_ITEMS + 1)
     with pytest.raises(ValueError, match="more than"):
         check("search", "AAPL", results)
 
@@ -133,7 +134,7 @@ json_values = st.recursive(
 )
 
 
-@given(kind=st.sampled_from(KINDS), data=json_values)
+@given(kind=st.sampled_from(sorted(KINDS)), data=json_values)
 def test_check_raises_only_value_error_whatever_the_data(kind: str, data: Any) -> None:
     try:
         check(kind, "AAPL", data)
@@ -151,30 +152,31 @@ def test_check_raises_only_value_error_whatever_the_data(kind: str, data: Any) -
     (b'{"c": 10, "d": 1, "dp": 1, "h": 1, "l": 1, "o": 1, "pc": 1, "t": 253402214400}', "a time in 9999"),
 ])
 def test_finnhub_quote_out_of_range_is_upstream_error(body: bytes, what: str) -> None:
-    provider = FinnhubProvider(api_key="TESTKEY_fh", base_url="https://fh.test", clock=lambda: NOW)
+    provider = FinnhubProvider(FinnhubConfig(api_key="TESTKEY_fh", url="https://fh.test"), clock=lambda: NOW)
     with pytest.raises(UpstreamError, match="out-of-range quote"):
-        provider.parse("quote", "AAPL", {}, 200, {}, body)
+        checked("finnhub", "quote", "AAPL", provider.parse("quote", "AAPL", {}, 200, {}, body))
 
 
 def test_finnhub_quote_zero_optional_prices_mean_none_not_a_bad_answer() -> None:
-    provider = FinnhubProvider(api_key="TESTKEY_fh", base_url="https://fh.test", clock=lambda: NOW)
+    provider = FinnhubProvider(FinnhubConfig(api_key="TESTKEY_fh", url="https://fh.test"), clock=lambda: NOW)
     quote = provider.parse("quote", "AAPL", {}, 200, {},
                            b'{"c": 10.5, "d": null, "dp": null, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 1582641000}')
     assert (quote.price, quote.high, quote.low, quote.open, quote.previous_close) == (10.5, None, None, None, None)
 
 
 def test_finnhub_profile_cap_that_overflows_in_millions_is_upstream_error() -> None:
-    provider = FinnhubProvider(api_key="TESTKEY_fh", base_url="https://fh.test", clock=lambda: NOW)
+    provider = FinnhubProvider(FinnhubConfig(api_key="TESTKEY_fh", url="https://fh.test"), clock=lambda: NOW)
     with pytest.raises(UpstreamError):
         provider.parse("profile", "AAPL", {}, 200, {}, b'{"name": "Apple", "marketCapitalization": 1e308}')
 
 
 def test_alphavantage_history_bar_in_9999_is_upstream_error() -> None:
-    provider = AlphaVantageProvider(api_key="TESTKEY_av", base_url="https://av.test/query", clock=lambda: NOW)
+    provider = AlphaVantageProvider(AlphaVantageConfig(api_key="TESTKEY_av", url="https://av.test/query"),
+                                    clock=lambda: NOW)
     body = (b'{"Time Series (Daily)": {"9999-12-31": {"1. open": "1", "2. high": "1", "3. low": "1",'
             b' "4. close": "1", "5. volume": "1"}}}')
     with pytest.raises(UpstreamError, match="out-of-range history"):
-        provider.parse("history", "IBM", {"days": 30}, 200, {}, body)
+        checked("alphavantage", "history", "IBM", provider.parse("history", "IBM", {"days": 30}, 200, {}, body))
 
 
 def test_demo_provider_output_is_checked_like_any_provider(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,4 +184,4 @@ def test_demo_provider_output_is_checked_like_any_provider(monkeypatch: pytest.M
     good = demo.produce("quote", "AAPL", {})
     monkeypatch.setattr(type(demo._market), "quote", lambda self, symbol, now: dataclasses.replace(good, price=-5.0))
     with pytest.raises(UpstreamError, match="demo sent an out-of-range quote"):
-        demo.produce("quote", "AAPL", {})
+        checked("demo", "quote", "AAPL", demo.produce("quote", "AAPL", {}))

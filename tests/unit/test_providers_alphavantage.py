@@ -12,7 +12,8 @@ import responses
 
 from stockcache.errors import InvalidRequest, SymbolNotFound
 from stockcache.models import History, News, Profile, Quote
-from stockcache.providers import AlphaVantageProvider
+from stockcache.upstream.providers import AlphaVantageProvider
+from stockcache.upstream.providers.alphavantage import AlphaVantageConfig
 
 BASE = "https://www.alphavantage.co/query"
 KEY = "TESTKEY_alphavantage_1a2b3c"
@@ -26,7 +27,7 @@ def payload(name: str) -> bytes:
 
 @pytest.fixture
 def provider() -> AlphaVantageProvider:
-    return AlphaVantageProvider(api_key=KEY, base_url=BASE, clock=lambda: NOW)
+    return AlphaVantageProvider(AlphaVantageConfig(api_key=KEY, url=BASE), clock=lambda: NOW)
 
 
 def fetch(provider: AlphaVantageProvider, kind: str, symbol: str, params: dict[str, Any], body: bytes,
@@ -127,5 +128,5 @@ def test_alphavantage_search(provider):
 
 
 def test_alphavantage_trailing_question_mark_base_url():
-    provider = AlphaVantageProvider(api_key=KEY, base_url=BASE + "?", clock=lambda: NOW)
+    provider = AlphaVantageProvider(AlphaVantageConfig(api_key=KEY, url=BASE + "?"), clock=lambda: NOW)
     assert provider.build_request("quote", "IBM", {}).url == BASE

@@ -8,22 +8,23 @@ from pathlib import Path
 import pytest
 
 from stockcache.errors import InvalidRequest
-from stockcache.providers import (
-    ROUTES,
+from stockcache.settings import Settings
+from stockcache.symbols import listing
+from stockcache.upstream.providers import (
     AlphaVantageProvider,
     DemoProvider,
     FinnhubProvider,
     UpstreamRequest,
     build_providers,
-    route,
 )
-from stockcache.providers.base import (
+from stockcache.upstream.providers.base import (
     days_param,
     redact_secrets,
     retry_after_seconds,
     seconds_to_utc_midnight,
 )
-from stockcache.settings import Settings
+from stockcache.upstream.providers.finnhub import FinnhubConfig
+from stockcache.upstream.router import plan
 
 KEY = "TESTKEY_finnhub_9f8e7d"
 
@@ -31,7 +32,7 @@ KEY = "TESTKEY_finnhub_9f8e7d"
 def test_upstream_request_repr_masks_every_secret_name():
     request = UpstreamRequest(
         url="https://x/q", params={"symbol": "AAPL", "token": KEY, "apikey": KEY},
-        headers={"X-Finnhub-Token": KEY, "x-finnhub-token": KEY},
+        headers={"X-Finnhub-Token": KEY, "x-finnhub-token": KEY}, secret=frozenset({"X-Finnhub-Token"}),
     )
     for text in (repr(request), str(request), request.safe_url(), f"{request!r}"):
         assert KEY not in text
@@ -51,7 +52,7 @@ def test_redact_removes_keys_in_any_form(text):
 
 
 def test_provider_redact_removes_own_key_anywhere():
-    provider = FinnhubProvider(api_key=KEY, base_url="https://finnhub.io/api/v1")
+    provider = FinnhubProvider(FinnhubConfig(api_key=KEY, url="https://finnhub.io/api/v1"))
     assert provider.redact(f"boom {KEY} boom") == "boom *** boom"
 
 
@@ -96,23 +97,33 @@ def test_build_providers_passes_the_clock(clock):
 
 
 def test_routes_cover_every_kind_in_the_agreed_order():
-    assert ROUTES["history"] == ("alphavantage", "finnhub")
-    for kind in ("quote", "profile", "news", "metric", "search"):
-        assert ROUTES[kind] == ("finnhub", "alphavantage")
     providers = build_providers(Settings(finnhub_api_key="a", alphavantage_api_key="b"))
-    assert [p.name for p in route("quote", providers)] == ["finnhub", "alphavantage"]
-    assert [p.name for p in route("history", providers)] == ["alphavantage"]  # candles are premium
+    us = listing("AAPL")
+    for kind in ("quote", "profile", "news", "metric", "search"):
+        assert [p.name for p in plan(kind, us, providers)] == ["finnhub", "alphavantage"]
+    assert [p.name for p in plan("history", us, providers)] == ["alphavantage"]  # candles are premium
+    paid = build_providers(Settings(finnhub_api_key="a", alphavantage_api_key="b", finnhub_plan="paid"))
+    assert [p.name for p in plan("history", us, paid)] == ["alphavantage", "finnhub"]
     demo = {"demo": DemoProvider()}
-    assert [p.name for p in route("history", demo)] == ["demo"]
+    assert [p.name for p in plan("history", us, demo)] == ["demo"]
 
 
-def test_providers_import_only_settings_errors_models_clock_and_stdlib():
-    allowed_local = {"settings", "errors", "models", "clock"}
-    for path in (Path(__file__).parents[2] / "stockcache" / "providers").glob("*.py"):
+def test_route_setting_orders_the_providers():
+    settings = Settings(finnhub_api_key="a", alphavantage_api_key="b", route_quote=("alphavantage", "finnhub"))
+    providers = build_providers(settings)
+    assert [p.name for p in plan("quote", listing("AAPL"), providers, settings.routes["quote"])] == [
+        "alphavantage", "finnhub"]
+
+
+def test_providers_import_only_the_bottom_layers_and_never_the_network():
+    allowed_local = {"settings", "errors", "models", "clock", "kinds", "symbols", "venues", "validation"}
+    for path in (Path(__file__).parents[2] / "stockcache" / "upstream" / "providers").glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 2:
+            if isinstance(node, ast.ImportFrom) and node.level == 3:
                 assert node.module in allowed_local, f"{path.name} imports {node.module}"
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert node.module == "guard", f"{path.name} imports upstream.{node.module}"
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] not in ("requests", "urllib3", "socket", "http"), path.name

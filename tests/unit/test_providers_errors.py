@@ -17,7 +17,9 @@ from stockcache.errors import (
     UpstreamAuthError,
     UpstreamError,
 )
-from stockcache.providers import AlphaVantageProvider, FinnhubProvider, UpstreamRequest
+from stockcache.upstream.providers import AlphaVantageProvider, FinnhubProvider, UpstreamRequest
+from stockcache.upstream.providers.alphavantage import AlphaVantageConfig
+from stockcache.upstream.providers.finnhub import FinnhubConfig
 
 FH_BASE = "https://finnhub.io/api/v1"
 AV_BASE = "https://www.alphavantage.co/query"
@@ -135,8 +137,8 @@ CASES = [
 
 def _provider(name: str):
     if name == "finnhub":
-        return FinnhubProvider(api_key=FH_KEY, base_url=FH_BASE, clock=lambda: NOW, candles=True)
-    return AlphaVantageProvider(api_key=AV_KEY, base_url=AV_BASE, clock=lambda: NOW)
+        return FinnhubProvider(FinnhubConfig(api_key=FH_KEY, url=FH_BASE), clock=lambda: NOW, candles=True)
+    return AlphaVantageProvider(AlphaVantageConfig(api_key=AV_KEY, url=AV_BASE), clock=lambda: NOW)
 
 
 def _params(kind: str) -> dict[str, Any]:

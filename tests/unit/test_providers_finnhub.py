@@ -12,7 +12,8 @@ import responses
 
 from stockcache.errors import InvalidRequest, SymbolNotFound, UpstreamAuthError
 from stockcache.models import History, News, Profile, Quote
-from stockcache.providers import FinnhubProvider
+from stockcache.upstream.providers import FinnhubProvider
+from stockcache.upstream.providers.finnhub import FinnhubConfig
 
 BASE = "https://finnhub.io/api/v1"
 KEY = "TESTKEY_finnhub_9f8e7d"
@@ -26,7 +27,7 @@ def payload(name: str) -> bytes:
 
 @pytest.fixture
 def provider() -> FinnhubProvider:
-    return FinnhubProvider(api_key=KEY, base_url=BASE, clock=lambda: NOW)
+    return FinnhubProvider(FinnhubConfig(api_key=KEY, url=BASE), clock=lambda: NOW)
 
 
 def fetch(provider: FinnhubProvider, kind: str, symbol: str, params: dict[str, Any], path: str,
@@ -115,7 +116,7 @@ def test_finnhub_history_not_in_plan_without_candles(provider):
 
 
 def test_finnhub_history_with_candles_oldest_first_capped():
-    provider = FinnhubProvider(api_key=KEY, base_url=BASE, clock=lambda: NOW, candles=True)
+    provider = FinnhubProvider(FinnhubConfig(api_key=KEY, url=BASE), clock=lambda: NOW, candles=True)
     assert "history" in provider.kinds
     request = provider.build_request("history", "AAPL", {"days": 2})
     assert request.params["resolution"] == "D" and int(request.params["to"]) == int(NOW)
@@ -134,7 +135,7 @@ def test_finnhub_news_rejects_bad_days(provider, params):
 
 
 def test_finnhub_double_slash_base_url_is_normalised():
-    provider = FinnhubProvider(api_key=KEY, base_url=BASE + "/", clock=lambda: NOW)
+    provider = FinnhubProvider(FinnhubConfig(api_key=KEY, url=BASE + "/"), clock=lambda: NOW)
     assert provider.build_request("quote", "AAPL", {}).url == BASE + "/quote"
 
 

@@ -20,12 +20,11 @@ import pytest
 from bench.fake_upstream import FakeUpstream
 from bench.replay import InProcessSession, bench_settings
 from stockcache.cache import open_cache
+from stockcache.kinds import KINDS
 from stockcache.markethours import NEW_YORK, is_regular_session, next_session_open
 from stockcache.metrics import Metrics
-from stockcache.models import cache_key
 from stockcache.refresher import BACKOFF_CAP, Refresher
-from stockcache.runtime import Runtime
-from stockcache.service import StockService
+from stockcache.runtime import Runtime, build_service
 from stockcache.settings import Settings
 from stockcache.store import open_store
 
@@ -45,7 +44,7 @@ def make_world(tmp_path, clock):
         session = session or InProcessSession(fake, clock)
         cache = open_cache(settings=settings, clock=clock, janitor_interval=None)
         store = open_store(settings.data_dir / "store.sqlite", clock=clock)
-        service = StockService(settings, cache=cache, session=session, clock=clock)
+        service = build_service(settings, cache=cache, session=session, clock=clock)
         user = store.create_user("alice", "not-a-real-hash")
         world = SimpleNamespace(settings=settings, fake=fake, session=session, cache=cache, store=store,
                                 service=service, user=user, metrics=service.metrics)
@@ -148,7 +147,7 @@ def run_for(worker: Refresher, clock, seconds: int, watch: list[str], cache: Any
             warm_up: int = 0) -> dict[str, float]:
     """Drive ``worker`` as its thread would (next round when run_once says) for ``seconds``;
     return the share of each second after ``warm_up`` in which each watched quote was fresh."""
-    keys = {symbol: cache_key("quote", symbol) for symbol in watch}
+    keys = {symbol: KINDS["quote"].key(symbol) for symbol in watch}
     fresh = dict.fromkeys(watch, 0)
     start = next_run = clock()
     for second in range(seconds):
@@ -313,7 +312,7 @@ class HeldSession:
 
     def release(self) -> None:
         for future, url, kwargs in self.pending:
-            future.set_result(self._inner.request("GET", url, **kwargs).result())
+            future.set_result(self._inner.request("GET", url, **kwargs))
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         pass
@@ -326,7 +325,7 @@ def test_service_refresh_shares_one_upstream_call_with_a_users_miss(make_world, 
     world = make_world()
     world.session = session = HeldSession(world.fake, clock)
     world.service.close()
-    world.service = StockService(world.settings, cache=world.cache, session=session, clock=clock)
+    world.service = build_service(world.settings, cache=world.cache, session=session, clock=clock)
     answers: dict[str, Any] = {}
     user = threading.Thread(target=lambda: answers.update(user=world.service.get_quote("AAPL")))
     user.start()
@@ -347,7 +346,7 @@ def test_refresher_stops_promptly_while_a_refresh_waits_on_the_upstream(make_wor
     world = make_world(upstream_timeout=30.0)
     world.session = session = HeldSession(world.fake, clock)
     world.service.close()
-    world.service = StockService(world.settings, cache=world.cache, session=session, clock=clock)
+    world.service = build_service(world.settings, cache=world.cache, session=session, clock=clock)
     hold(world, "AAPL")
     worker = refresher(world, clock)
     worker.start()

@@ -6,7 +6,7 @@ import pytest
 import responses
 
 from stockcache.errors import InvalidSymbol, RateLimited, SymbolNotFound, TooManySymbols, UpstreamError
-from stockcache.service import StockService
+from stockcache.runtime import build_service
 from stockcache.settings import Settings
 
 FH = "https://fh.test/api/v1"
@@ -24,7 +24,7 @@ def _settings(tmp_path, **overrides):
 
 @pytest.fixture
 def service(tmp_path, clock):
-    svc = StockService(_settings(tmp_path), clock=clock)
+    svc = build_service(_settings(tmp_path), clock=clock)
     yield svc
     svc.close()
 
@@ -36,7 +36,7 @@ def _quote_calls():
 @responses.activate
 def test_service_quote_reads_through_memory_then_sqlite(tmp_path, clock):
     responses.add(responses.GET, f"{FH}/quote", json=GOOD)
-    svc = StockService(_settings(tmp_path), clock=clock)
+    svc = build_service(_settings(tmp_path), clock=clock)
     first = svc.get_quote("aapl")
     assert first["symbol"] == "AAPL" and first["price"] == 261.74
     assert (first["source"], first["cache"], first["stale"], first["age"]) == ("finnhub", "upstream", False, 0)
@@ -44,7 +44,7 @@ def test_service_quote_reads_through_memory_then_sqlite(tmp_path, clock):
     second = svc.get_quote("AAPL")
     assert second["cache"] == "memory" and second["age"] == 10
     svc.close()
-    reopened = StockService(_settings(tmp_path), clock=clock)
+    reopened = build_service(_settings(tmp_path), clock=clock)
     third = reopened.get_quote("AAPL")
     assert third["cache"] == "sqlite" and third["price"] == 261.74
     assert reopened.get_quote("AAPL")["cache"] == "memory"
@@ -121,7 +121,7 @@ def test_service_batch_validates_symbols_and_size(service):
 @responses.activate
 def test_service_spent_budget_serves_stale_or_rate_limited(tmp_path, clock):
     responses.add(responses.GET, f"{FH}/quote", json=GOOD)
-    svc = StockService(_settings(tmp_path, finnhub_per_minute=1, ttl_quote=30), clock=clock)
+    svc = build_service(_settings(tmp_path, finnhub_per_minute=1, ttl_quote=30), clock=clock)
     svc.get_quote("AAPL")
     clock.advance(31)
     stale = svc.get_quote("AAPL")  # the one call this minute is spent
@@ -170,7 +170,7 @@ def test_service_portfolio_numbers_are_finite_or_null_whatever_the_positions_hol
 
 
 def test_service_demo_source_serves_every_kind_without_keys(tmp_path, clock):
-    svc = StockService(Settings(data_dir=tmp_path / "data", refresh=False), clock=clock)
+    svc = build_service(Settings(data_dir=tmp_path / "data", refresh=False), clock=clock)
     try:
         quote = svc.get_quote("AAPL")
         assert quote["source"] == "demo" and quote["price"] > 0
@@ -203,17 +203,17 @@ def test_service_history_days_must_be_in_range(service):
 def test_service_treats_a_foreign_cache_value_as_a_miss(service, clock, caplog, foreign):
     responses.add(responses.GET, f"{FH}/quote", json=GOOD)
     service.cache.set("quote:AAPL", foreign, ttl_level="quote")
-    with caplog.at_level("WARNING", logger="stockcache.service"):
+    with caplog.at_level("WARNING", logger="stockcache.readthrough"):
         assert service.get_quote("AAPL")["price"] == 261.74  # fresh path and the leader's lookup
     assert service.cache.get("quote:AAPL")["data"]["price"] == 261.74  # the fetch overwrote it
-    warnings = [r for r in caplog.records if r.name == "stockcache.service"]
+    warnings = [r for r in caplog.records if r.name == "stockcache.readthrough"]
     assert len(warnings) == 1 and "quote" in warnings[0].getMessage()
     assert "1.0" not in warnings[0].getMessage() and "not ours" not in warnings[0].getMessage()
 
     service.cache.set("quote:AAPL", foreign, ttl_level="quote")
     out = service.fetch_multiple_quotes(["AAPL", "MSFT"])
     assert set(out["quotes"]) == {"AAPL", "MSFT"} and out["errors"] == {}
-    assert len([r for r in caplog.records if r.name == "stockcache.service"]) == 1  # once per kind
+    assert len([r for r in caplog.records if r.name == "stockcache.readthrough"]) == 1  # once per kind
 
     # The stale path: the upstream fails and the only copy is foreign -> the upstream's error.
     service.cache.set("quote:AAPL", foreign, ttl=1)
@@ -240,7 +240,7 @@ def test_service_kind_no_configured_provider_serves_names_the_key_it_needs(servi
 
 
 def test_service_route_follows_the_agreed_order_and_each_provider_kinds(tmp_path, clock):
-    svc = StockService(_settings(tmp_path, alphavantage_api_key="TESTKEY_av_0000"), clock=clock)
+    svc = build_service(_settings(tmp_path, alphavantage_api_key="TESTKEY_av_0000"), clock=clock)
     try:
         assert svc.route("quote") == ["finnhub", "alphavantage"]
         assert svc.route("history") == ["alphavantage"]
@@ -250,9 +250,9 @@ def test_service_route_follows_the_agreed_order_and_each_provider_kinds(tmp_path
 
 def test_service_days_follow_the_providers_limits(tmp_path, clock):
     from stockcache.errors import InvalidRequest
-    from stockcache.providers.base import MAX_HISTORY_DAYS, MAX_NEWS_DAYS
+    from stockcache.upstream.providers.base import MAX_HISTORY_DAYS, MAX_NEWS_DAYS
 
-    svc = StockService(Settings(data_dir=tmp_path / "data", refresh=False), clock=clock)
+    svc = build_service(Settings(data_dir=tmp_path / "data", refresh=False), clock=clock)
     try:
         assert len(svc.get_history("AAPL", days=MAX_HISTORY_DAYS)["candles"]) == MAX_HISTORY_DAYS
         assert len(svc.get_history("AAPL", days="5")["candles"]) == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stockcache.errors import ConfigError
-from stockcache.settings import SETTINGS, Settings
+from stockcache.settings import Settings, markdown_table, settings_table
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
@@ -19,9 +20,9 @@ def test_settings_defaults_match_the_contract():
     s = Settings.from_env({})
     assert (s.host, s.port, s.data_dir) == ("127.0.0.1", 8080, Path("data"))
     assert s.ttls == {"quote": 300, "news": 1800, "history": 3600, "fundamentals": 86400,
-                      "ai_analysis": 604800}
-    assert (s.finnhub_per_minute, s.finnhub_per_second) == (60, 30)
-    assert (s.alphavantage_per_day, s.alphavantage_per_second) == (25, 1)
+                      "ai_analysis": 604800, "fx": 3600}
+    assert (s.get("finnhub_per_minute"), s.get("finnhub_per_second")) == (60, 30)
+    assert (s.get("alphavantage_per_day"), s.get("alphavantage_per_second")) == (25, 1)
     assert (s.upstream_timeout, s.workers, s.max_batch, s.memory_max_items) == (10.0, 32, 100, 10_000)
     assert (s.refresh, s.refresh_hours, s.redis_url) == (True, "market", "")
     assert s.demo
@@ -36,10 +37,10 @@ def test_settings_read_every_variable_from_the_environment():
     }
     s = Settings.from_env(env)
     assert (s.host, s.port, s.data_dir, s.threads) == ("0.0.0.0", 9000, Path("/tmp/x"), 4)
-    assert s.finnhub_api_key == "k1" and not s.demo
+    assert s.get("finnhub_api_key") == "k1" and not s.demo
     assert s.ttl_quote == 60 and s.refresh is False and s.refresh_hours == "always"
     assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert s.finnhub_url == "http://127.0.0.1:1/api/v1"
+    assert s.get("finnhub_url") == "http://127.0.0.1:1/api/v1"
 
 
 def test_settings_flags_override_the_environment():
@@ -70,22 +71,29 @@ def test_settings_bad_value_names_the_setting(var, value, named):
 def test_settings_never_show_secrets():
     s = Settings.from_env({"FINNHUB_API_KEY": "SECRET_fh_123", "REDIS_URL": "redis://:pw_777@h:1/0"})
     assert "SECRET_fh_123" not in repr(s) and "pw_777" not in repr(s)
+    assert "SECRET_fh_123" not in repr(s.sections) and "SECRET_fh_123" not in str(s.values()).replace(
+        "'finnhub_api_key': 'SECRET_fh_123'", "")
     assert "SECRET_fh_123" not in str(s.public()) and s.public()["finnhub_api_key"] == "(set)"
 
 
 def test_settings_table_covers_every_contract_variable():
     documented = set(re.findall(r"`((?:STOCKCACHE|FINNHUB|ALPHAVANTAGE|REDIS)_[A-Z_]+)`", CONTRACT.read_text()))
-    known = {var for setting in SETTINGS for var in setting.env}
+    known = {var for row in settings_table() for var in row.env}
     assert documented, "contract not found"
     assert documented <= known, documented - known
 
 
-def test_settings_table_and_dataclass_agree():
-    fields = {f for f in Settings.__dataclass_fields__}
-    assert {s.name for s in SETTINGS} == fields
+def test_settings_table_is_derived_from_the_fields_each_default_written_once():
+    rows = settings_table()
+    core = {row.name for row in rows if row.section is None and not row.name.startswith("route_")}
+    assert core == {f.name for f in dataclasses.fields(Settings) if f.name not in ("sections", "routes")}
+    assert len({row.name for row in rows}) == len(rows)  # no setting twice
     defaults = Settings()
-    for setting in SETTINGS:
-        assert getattr(defaults, setting.name) == setting.default, setting.name
+    for row in rows:
+        assert defaults.get(row.name) == row.default, row.name
+    # A provider's settings live in its own section and read back flat.
+    assert {row.name for row in rows if row.section == "finnhub"} >= {"finnhub_api_key", "finnhub_url"}
+    assert Settings(finnhub_per_minute=7).get("finnhub_per_minute") == 7
 
 
 def test_cli_bad_setting_exits_2_with_one_line(tmp_path):
@@ -101,6 +109,11 @@ def test_cli_bad_setting_exits_2_with_one_line(tmp_path):
 
 def test_every_setting_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    for setting in SETTINGS:
-        for var in setting.env:
+    for row in settings_table():
+        for var in row.env:
             assert f"`{var}`" in doc, f"{var} is missing from docs/configuration.md"
+
+
+def test_configuration_doc_table_is_the_settings_table():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert markdown_table() in doc, "regenerate with: python -m stockcache config --markdown"

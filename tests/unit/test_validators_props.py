@@ -16,7 +16,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stockcache.errors import InvalidRequest, InvalidSymbol, TooManySymbols
-from stockcache.models import normalize_symbols
+from stockcache.symbols import normalize_symbols
 from stockcache.web.plugins import query_int
 
 SYMBOL_RE = re.compile(r"[A-Z0-9.\-^=:_]{1,20}")

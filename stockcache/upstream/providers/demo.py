@@ -23,10 +23,11 @@ from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from ..clock import iso_utc
-from ..errors import SymbolNotFound
-from ..models import Candle, History, News, NewsItem, Profile, Quote
-from .base import KINDS, Clock, Provider, UpstreamRequest, days_param, query_param
+from ...clock import iso_utc
+from ...errors import SymbolNotFound
+from ...models import Candle, History, News, NewsItem, Profile, Quote
+from ...settings import Section, Settings
+from .base import Clock, Provider, days_param, query_param
 
 UNKNOWN_PATTERNS = ("ZZZZ*",)
 
@@ -328,35 +329,35 @@ def _looks_like_symbol(text: str) -> bool:
     return 1 <= len(text) <= 20 and all(ch.isalnum() or ch in ".-^=:_" for ch in text)
 
 
+@dataclass(frozen=True)
+class DemoConfig(Section):
+    """The demo source has no settings: it serves when no provider has a key."""
+
+    prefix = "demo"
+
+
 class DemoProvider(Provider):
     """Serves every kind from :class:`DemoMarket`, without any I/O. Thread-safe."""
 
     name = "demo"
-    kinds = frozenset(KINDS)
+    label = "the demo source"
+    config = DemoConfig
+    kinds = frozenset({"quote", "profile", "history", "news", "metric", "search"})
+    keyed = False
     local = True
 
-    def __init__(self, *, clock: Clock = time.time) -> None:
-        super().__init__(clock=clock)
+    def __init__(self, config: DemoConfig | None = None, *, clock: Clock = time.time) -> None:
+        super().__init__(config or DemoConfig(), clock=clock)
         self._market = DemoMarket()
 
-    def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
-        raise NotImplementedError("the demo provider is local; use produce()")
-
-    def parse(
-        self,
-        kind: str,
-        symbol: str,
-        params: Mapping[str, Any],
-        status: int,
-        headers: Mapping[str, str],
-        body: bytes,
-    ) -> Any:
-        raise NotImplementedError("the demo provider is local; use produce()")
+    @classmethod
+    def enabled(cls, settings: Settings, *, real: bool) -> bool:
+        return not real  # demo data never mixes with real data
 
     def produce(self, kind: str, symbol: str, params: Mapping[str, Any]) -> Any:
-        """The demo model for ``kind``, checked like any provider's; SymbolNotFound for unknown symbols."""
+        """The demo model for ``kind``; SymbolNotFound for the demo's unknown symbols."""
         self._check_kind(kind)
-        return self._checked(kind, symbol, self._make(kind, symbol, params))
+        return self._make(kind, symbol, params)
 
     def _make(self, kind: str, symbol: str, params: Mapping[str, Any]) -> Any:
         now = self._clock()

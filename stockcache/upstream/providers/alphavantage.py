@@ -14,18 +14,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from ..clock import iso_utc
-from ..errors import (
+from ...clock import iso_utc
+from ...errors import (
     RateLimited,
     StockcacheError,
     SymbolNotFound,
     UpstreamAuthError,
     UpstreamError,
 )
-from ..models import Candle, History, News, NewsItem, Profile, Quote
+from ...models import Candle, History, News, NewsItem, Profile, Quote
+from ...settings import Section, non_negative_float, non_negative_int, setting, url
+from .alphavantage_dropin import AlphaVantageDropIn
 from .base import (
     Clock,
     Provider,
@@ -138,16 +141,41 @@ def classify_message(
     return UpstreamError, f"alphavantage said: {text[:160]}", {}
 
 
+@dataclass(frozen=True)
+class AlphaVantageConfig(Section):
+    """Alpha Vantage's settings: ``ALPHAVANTAGE_API_KEY`` and ``STOCKCACHE_ALPHAVANTAGE_*``."""
+
+    prefix = "alphavantage"
+    api_key: str = setting("", env="ALPHAVANTAGE_API_KEY", secret=True,
+                           help="Alpha Vantage API key (history, and fallback for quotes and profiles).")
+    url: str = setting("https://www.alphavantage.co/query", env="STOCKCACHE_ALPHAVANTAGE_URL", parse=url,
+                       help="Alpha Vantage query URL.")
+    per_day: int = setting(25, env="STOCKCACHE_ALPHAVANTAGE_PER_DAY", parse=non_negative_int,
+                           help="Alpha Vantage calls allowed per UTC day (free plan: 25); 0 means no limit.")
+    per_second: int = setting(1, env="STOCKCACHE_ALPHAVANTAGE_PER_SECOND", parse=non_negative_int,
+                              help="Alpha Vantage calls allowed per second (free plan: about 1); 0 means no "
+                                   "limit.")
+    per_minute: int = setting(0, env="STOCKCACHE_ALPHAVANTAGE_PER_MINUTE", parse=non_negative_int,
+                              help="Alpha Vantage calls allowed per minute; 0 means no limit.")
+    cost_per_call: float = setting(0.0, env="STOCKCACHE_ALPHAVANTAGE_COST_PER_CALL", parse=non_negative_float,
+                                   help="Price of one Alpha Vantage call, for the estimated cost in KPIs.")
+
+
 class AlphaVantageProvider(Provider):
     """Alpha Vantage adapter. Stateless after construction, so thread-safe."""
 
     name = "alphavantage"
+    label = "Alpha Vantage"
+    config = AlphaVantageConfig
     kinds = frozenset(_FUNCTIONS)
+    dropin = AlphaVantageDropIn
+    # History first (Finnhub's candles are premium); the fallback for everything else.
+    priority = {"history": 10, "quote": 20, "profile": 20, "news": 20, "metric": 20, "search": 20}
 
-    def __init__(self, *, api_key: str, base_url: str, clock: Clock = time.time) -> None:
-        super().__init__(api_key=api_key, clock=clock)
+    def __init__(self, config: AlphaVantageConfig, *, clock: Clock = time.time) -> None:
+        super().__init__(config, clock=clock)
         # The settings allow the alpha_vantage package's trailing "?"; requests adds its own.
-        self._base_url = base_url.rstrip("?")
+        self._base_url = config.url.rstrip("?")
 
     def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
         """The Alpha Vantage query for ``kind`` (never outputsize=full)."""

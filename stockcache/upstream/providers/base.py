@@ -1,10 +1,23 @@
-"""What every data provider is: build a request, parse a response, map its errors.
+"""What every data provider is: its settings, its coverage, and pure request building and parsing.
 
-Providers never do network I/O. The fetcher sends the :class:`UpstreamRequest`
-with its one pooled session and hands status, headers and body back to
-:meth:`Provider.parse`, which returns one of our models or raises one of our
-errors (see ``stockcache.errors``). Keeping I/O out makes every provider a pure
-function of its input, tested with recorded payloads and a fake clock.
+A provider is one module (or package) in this folder plus one line in the
+registry (``__init__.py``). The module holds everything about that provider:
+
+- its settings section (key, URL, limits, cost per call, plan): a :class:`Section`
+  subclass named in ``Provider.config``;
+- which kinds it serves and which markets it covers on the configured plan
+  (``kinds``, :meth:`Provider.covers`), and where it stands in each kind's
+  default route (``priority``);
+- how to build a request and parse an answer (never any I/O: the router sends
+  the :class:`UpstreamRequest` through the transport and hands status, headers
+  and body back to :meth:`Provider.parse`), or, for a local source, how to
+  produce the data (:meth:`Provider.produce`);
+- optionally a drop-in API (:class:`DropIn`): the provider's own HTTP API,
+  answered from stockcache's cache for scripts written against it.
+
+Keeping I/O out makes every provider a pure function of its input, tested with
+recorded payloads and a fake clock. Parsed models are checked by the router
+against the kind's sanity check (``kinds.Kind.check``), once for every provider.
 
 Shapes returned by ``parse``/``produce`` per kind:
 
@@ -25,16 +38,20 @@ import email.utils
 import json
 import math
 import re
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from ..clock import seconds_to_utc_midnight as _to_midnight
-from ..errors import InvalidRequest, StockcacheError, UpstreamError
-from ..models import check
+from ...clock import seconds_to_utc_midnight as _to_midnight
+from ...errors import InvalidRequest, StockcacheError, UpstreamError
+from ...kinds import KINDS
+from ...settings import Section, Settings
+from ...symbols import Listing
+from ..guard import Limits
 
-KINDS = ("quote", "profile", "history", "news", "metric", "search")
+if TYPE_CHECKING:
+    from .dropin import DropIn
 
 # Normalised metric names (values are plain floats):
 # 52_week_high, 52_week_low: price; beta; market_cap: units of currency;
@@ -47,34 +64,41 @@ MAX_NEWS_DAYS = 365
 DEFAULT_HISTORY_DAYS = 30
 DEFAULT_NEWS_DAYS = 7
 
-_SECRET_NAMES = frozenset({"token", "apikey", "x-finnhub-token"})
 MASK = "***"
+# Parameter and header names whose values are secrets, whatever the provider (lower case).
+SECRET_NAMES = frozenset({"token", "apikey", "api_key", "key", "authorization"})
 # Secrets can hide in text we did not write: URLs in exception texts, and the
 # Alpha Vantage daily-cap message ("We have detected your API key as KEY and ...").
-_SECRET_QUERY_RE = re.compile(r"(?i)\b(token|apikey|api_key)=[^&\s\"'<>]+")
-_SECRET_HEADER_RE = re.compile(r"(?i)(x-finnhub-token['\"]?\s*[:=]\s*['\"]?)[^\s\"',}]+")
+_SECRET_QUERY_RE = re.compile(r"(?i)\b(token|apikey|api_key|[a-z_]*api_key)=[^&\s\"'<>]+")
+_SECRET_HEADER_RE = re.compile(r"(?i)((?:x-[a-z-]*(?:token|api-?key))['\"]?\s*[:=]\s*['\"]?)[^\s\"',}]+")
 _KEY_AS_RE = re.compile(r"(?i)(api key as )\S+?(?=[\s.,;]*(?:\s|$))")
 
 Clock = Callable[[], float]
 
 
-def _mask(mapping: Mapping[str, str]) -> dict[str, str]:
-    return {k: (MASK if k.lower() in _SECRET_NAMES else v) for k, v in mapping.items()}
-
-
 @dataclass(frozen=True)
 class UpstreamRequest:
-    """One HTTP request for the fetcher to send; its repr masks keys so it can be logged."""
+    """One HTTP request for the router to send; its repr masks secrets so it can be logged.
+
+    ``secret`` names the extra parameters or headers of this provider that hold
+    a key (besides :data:`SECRET_NAMES`). ``json`` is a POST body.
+    """
 
     url: str
     params: dict[str, str]
     headers: dict[str, str] = field(default_factory=dict)
     method: str = "GET"
+    json: Any = None
+    secret: frozenset[str] = frozenset()
+
+    def _mask(self, mapping: Mapping[str, str]) -> dict[str, str]:
+        hidden = SECRET_NAMES | {name.lower() for name in self.secret}
+        return {k: (MASK if k.lower() in hidden else v) for k, v in mapping.items()}
 
     def __repr__(self) -> str:
         return (
             f"UpstreamRequest(method={self.method!r}, url={self.url!r}, "
-            f"params={_mask(self.params)!r}, headers={_mask(self.headers)!r})"
+            f"params={self._mask(self.params)!r}, headers={self._mask(self.headers)!r})"
         )
 
     __str__ = __repr__
@@ -83,7 +107,7 @@ class UpstreamRequest:
         """The URL with its non-secret query, for logs and metrics (keys masked)."""
         if not self.params:
             return self.url
-        query = "&".join(f"{k}={v}" for k, v in _mask(self.params).items())
+        query = "&".join(f"{k}={v}" for k, v in self._mask(self.params).items())
         return f"{self.url}?{query}"
 
 
@@ -98,24 +122,92 @@ def redact_secrets(text: str, *keys: str) -> str:
 
 
 class Provider(ABC):
-    """A source of market data. Stateless after construction, so thread-safe."""
+    """A source of market data. Stateless after construction, so thread-safe.
 
-    name: str
-    kinds: frozenset[str]
-    local: bool = False
+    Class attributes every provider sets:
 
-    def __init__(self, *, api_key: str = "", clock: Clock) -> None:
-        self._api_key = api_key
+    - ``name``: its ``"source"`` in answers, metric labels, route settings;
+    - ``label``: how people write it ("Alpha Vantage"), for messages;
+    - ``config``: its settings section;
+    - ``kinds``: what it can serve at all (an instance may narrow it by plan);
+    - ``priority``: kind -> rank in the default route (lower first; a kind not
+      listed is served only when named in ``STOCKCACHE_ROUTE_<KIND>``);
+    - ``keyed``: whether its key makes stockcache leave demo mode (market data
+      providers with a key; keyless helpers such as FX rates do not).
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    config: ClassVar[type[Section]]
+    kinds: frozenset[str] = frozenset()
+    supports: ClassVar[frozenset[str]] = frozenset()  # every kind its code handles (default: ``kinds``)
+    priority: ClassVar[Mapping[str, int]] = {}
+    keyed: ClassVar[bool] = True
+    local: ClassVar[bool] = False
+    dropin: ClassVar[type[DropIn] | None] = None
+
+    def __init__(self, config: Section, *, clock: Clock) -> None:
+        self.settings = config
+        self._api_key: str = getattr(config, "api_key", "") or ""
         self._clock = clock
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
-    @abstractmethod
+    # -- configuration ------------------------------------------------------------------
+
+    @classmethod
+    def key_env(cls) -> str | None:
+        """The environment variable of this provider's key, for messages that say what to set."""
+        for row in cls.config.rows():
+            if row.name == f"{cls.config.prefix}_api_key":
+                return row.env[0]
+        return None
+
+    @classmethod
+    def has_key(cls, settings: Settings) -> bool:
+        return bool(getattr(settings.section(cls.config), "api_key", ""))
+
+    @classmethod
+    def enabled(cls, settings: Settings, *, real: bool) -> bool:
+        """Whether the settings turn this provider on; ``real`` is False in demo mode (no keys at all).
+
+        By default a provider runs when its key is set.
+        """
+        return cls.has_key(settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock) -> Provider:
+        return cls(settings.section(cls.config), clock=clock)
+
+    def limits(self) -> Limits:
+        """Its budget, from its settings section (``per_second``/``per_minute``/``per_day``, 0 = none)."""
+        section = self.settings
+        return Limits(getattr(section, "per_second", 0), getattr(section, "per_minute", 0),
+                      getattr(section, "per_day", 0))
+
+    def cost_per_call(self) -> float:
+        """Price of one call, for the estimated cost in KPIs."""
+        return float(getattr(self.settings, "cost_per_call", 0.0))
+
+    def covers(self, kind: str, listing: Listing | None) -> bool:
+        """Whether this provider, on its configured plan, serves ``kind`` for ``listing``.
+
+        ``listing`` is None for subjects that are not symbols (a search text).
+        The router asks only providers that cover a subject.
+        """
+        return kind in self.kinds
+
+    def coverage_note(self, kind: str, listing: Listing | None) -> str:
+        """Why :meth:`covers` said no, for ``symbol_not_covered`` messages ("free plan: US listings only")."""
+        return f"{self.label} does not serve {kind} data"
+
+    # -- requests and answers ---------------------------------------------------------
+
     def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
         """The request that fetches ``kind`` for ``symbol``; raises our errors for bad params."""
+        raise NotImplementedError(f"{self.name} is local; use produce()")
 
-    @abstractmethod
     def parse(
         self,
         kind: str,
@@ -126,6 +218,7 @@ class Provider(ABC):
         body: bytes,
     ) -> Any:
         """Turn one response into our model, or raise our error (already redacted)."""
+        raise NotImplementedError(f"{self.name} is local; use produce()")
 
     def produce(self, kind: str, symbol: str, params: Mapping[str, Any]) -> Any:
         """The model without any I/O; only local providers (demo) can."""
@@ -142,8 +235,9 @@ class Provider(ABC):
         raise cls(self.redact(message), **fields) from None
 
     def _check_kind(self, kind: str) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}")
+        """ValueError for a kind this provider's code does not handle at all (a programming error)."""
+        if kind not in KINDS or kind not in (self.supports or self.kinds):
+            raise ValueError(f"{self.name} does not handle {kind!r}")
 
     def _json(self, body: bytes) -> Any:
         try:
@@ -154,26 +248,13 @@ class Provider(ABC):
             self._fail(UpstreamError, f"{self.name} sent {what}")
 
     def _run_parser(self, kind: str, symbol: str, params: Mapping[str, Any], data: Any) -> Any:
-        """Call ``self._parse_<kind>`` and check its model; a wrong shape or a bad value is UpstreamError."""
+        """Call ``self._parse_<kind>``; a wrong shape is UpstreamError."""
         try:
-            model = getattr(self, f"_parse_{kind}")(symbol, params, data)
+            return getattr(self, f"_parse_{kind}")(symbol, params, data)
         # ArithmeticError: 1e308 in millions overflows, and so does a timestamp past year 9999.
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as exc:
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             self._fail(UpstreamError, f"{self.name} sent an unexpected {kind} body: {what[:120]}")
-        return self._checked(kind, symbol, model)
-
-    def _checked(self, kind: str, symbol: str, model: Any) -> Any:
-        """``model`` if it passes ``models.check``; else UpstreamError: the provider's fault, never cached.
-
-        Every provider's output comes through here (parse via ``_run_parser``,
-        ``produce`` for local ones), so no parser repeats a bound.
-        """
-        try:
-            check(kind, symbol, model)
-        except ValueError as exc:
-            self._fail(UpstreamError, f"{self.name} sent an out-of-range {kind}: {str(exc)[:120]}")
-        return model
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

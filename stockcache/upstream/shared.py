@@ -32,12 +32,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .budget import Budget, Limits, share_cap
-from .cache import TieredCache
-from .cache.redis import DEFAULT_NAMESPACE, RedisLink
-from .clock import seconds_to_utc_midnight, utc_day
-from .errors import CacheError, RateLimited
-from .settings import Settings
+from ..cache import TieredCache
+from ..cache.redis import DEFAULT_NAMESPACE, RedisLink
+from ..clock import seconds_to_utc_midnight, utc_day
+from ..errors import CacheError, RateLimited
+from ..settings import Settings
+from .guard import Budget, Limits, share_cap
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from ..clock import iso_utc
-from ..errors import RateLimited, SymbolNotFound, SymbolRefused, UpstreamAuthError, UpstreamError
-from ..models import Candle, History, News, NewsItem, Profile, Quote
+from ...clock import iso_utc
+from ...errors import RateLimited, SymbolNotFound, SymbolRefused, UpstreamAuthError, UpstreamError
+from ...models import Candle, History, News, NewsItem, Profile, Quote
+from ...settings import Section, choice, non_negative_float, non_negative_int, setting, url
 from .base import (
     Clock,
     Provider,
@@ -38,6 +40,7 @@ from .base import (
 from .base import (
     number as _number,
 )
+from .finnhub_dropin import FinnhubDropIn
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ def maybe_price(value: Any) -> float | None:
     """An optional price: Finnhub sends 0 where it has none (its all-zero "unknown symbol" quote)."""
     return maybe_number(value) or None
 
+
+_SECRET_HEADERS = frozenset({"x-finnhub-token"})
 
 _PATHS = {
     "quote": "/quote",
@@ -85,18 +90,44 @@ def _utc_date(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
+@dataclass(frozen=True)
+class FinnhubConfig(Section):
+    """Finnhub's settings: ``FINNHUB_API_KEY`` and ``STOCKCACHE_FINNHUB_*``."""
+
+    prefix = "finnhub"
+    api_key: str = setting("", env="FINNHUB_API_KEY", secret=True,
+                           help="Finnhub API key; without any key the offline demo source serves.")
+    url: str = setting("https://finnhub.io/api/v1", env="STOCKCACHE_FINNHUB_URL", parse=url,
+                       help="Finnhub base URL (point it at a fake upstream for tests).")
+    per_minute: int = setting(60, env="STOCKCACHE_FINNHUB_PER_MINUTE", parse=non_negative_int,
+                              help="Finnhub calls allowed per minute (free plan: 60); 0 means no limit.")
+    per_second: int = setting(30, env="STOCKCACHE_FINNHUB_PER_SECOND", parse=non_negative_int,
+                              help="Finnhub calls allowed per second (every plan: 30); 0 means no limit.")
+    per_day: int = setting(0, env="STOCKCACHE_FINNHUB_PER_DAY", parse=non_negative_int,
+                           help="Finnhub calls allowed per UTC day; 0 means no limit.")
+    cost_per_call: float = setting(0.0, env="STOCKCACHE_FINNHUB_COST_PER_CALL", parse=non_negative_float,
+                                   help="Price of one Finnhub call, for the estimated cost in KPIs.")
+    plan: str = setting("free", env="STOCKCACHE_FINNHUB_PLAN", parse=choice("free", "paid"),
+                        help="Finnhub plan: 'free' (US listings; no candles) or 'paid' (every market, "
+                             "daily candles).")
+
+
 class FinnhubProvider(Provider):
     """Finnhub adapter. Stateless after construction, so thread-safe."""
 
     name = "finnhub"
+    label = "Finnhub"
+    config = FinnhubConfig
+    supports = frozenset(_PATHS)
+    dropin = FinnhubDropIn
+    # Quotes, profiles, news, metrics and search first; history second (candles are a paid plan's).
+    priority = {"quote": 10, "profile": 10, "news": 10, "metric": 10, "search": 10, "history": 20}
 
-    def __init__(
-        self, *, api_key: str, base_url: str, clock: Clock = time.time, candles: bool = False
-    ) -> None:
-        super().__init__(api_key=api_key, clock=clock)
-        self._base_url = base_url.rstrip("/")
-        self._candles = candles
-        self.kinds = frozenset(k for k in _PATHS if candles or k != "history")
+    def __init__(self, config: FinnhubConfig, *, clock: Clock = time.time, candles: bool | None = None) -> None:
+        super().__init__(config, clock=clock)
+        self._base_url = config.url.rstrip("/")
+        self._candles = config.plan == "paid" if candles is None else candles
+        self.kinds = frozenset(k for k in _PATHS if self._candles or k != "history")
 
     def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
         """The Finnhub request for ``kind``; history raises UpstreamAuthError unless candles are on."""
@@ -123,6 +154,7 @@ class FinnhubProvider(Provider):
             url=self._base_url + _PATHS[kind],
             params=query,
             headers={"X-Finnhub-Token": self._api_key, "Accept": "application/json"},
+            secret=_SECRET_HEADERS,
         )
 
     def parse(

@@ -1,4 +1,5 @@
-"""The fetcher against a misbehaving upstream on loopback: bounded answers, clean shutdown."""
+"""The upstream path (router and transport) against a misbehaving upstream on loopback: bounded answers,
+clean shutdown."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import pytest
 
 from bench.fake_upstream import FakeUpstream
 from stockcache.auth import SECRET_FILENAME
-from stockcache.budget import Budget, Limits
 from stockcache.errors import StockcacheError, UpstreamError, UpstreamTimeout
-from stockcache.fetcher import Fetcher
 from stockcache.metrics import Metrics
-from stockcache.providers import FinnhubProvider
+from stockcache.readthrough import DEADLINE_MARGIN
 from stockcache.runtime import Runtime
-from stockcache.service import DEADLINE_MARGIN
+from stockcache.upstream.guard import Budget, Limits
+from stockcache.upstream.providers import FinnhubProvider
+from stockcache.upstream.providers.finnhub import FinnhubConfig
+from stockcache.upstream.router import Router
+from stockcache.upstream.transport import Transport
 
 from .conftest import FINNHUB_KEY, start_service, upstream_settings
 
@@ -25,10 +28,31 @@ TIMEOUT = 1.0
 SLACK = 1.0  # scheduling noise on a loaded 2-core CI box
 
 
-def _finnhub_fetcher(upstream: FakeUpstream, *, timeout: float = TIMEOUT) -> Fetcher:
-    provider = FinnhubProvider(api_key=FINNHUB_KEY, base_url=upstream.finnhub_url)
-    return Fetcher({"finnhub": provider}, {"finnhub": Budget("finnhub", Limits())}, workers=4, timeout=timeout,
-                   metrics=Metrics())
+def _finnhub_router(upstream: FakeUpstream, *, timeout: float = TIMEOUT) -> Router:
+    provider = FinnhubProvider(FinnhubConfig(api_key=FINNHUB_KEY, url=upstream.finnhub_url))
+    return Router({"finnhub": provider}, {"finnhub": Budget("finnhub", Limits())},
+                  Transport(["finnhub"], workers=4, timeout=timeout), metrics=Metrics())
+
+
+class _Outcome:
+    """What one walk ended with; ``wait`` until it has."""
+
+    def __init__(self) -> None:
+        self.result = self.error = None
+        self._done = threading.Event()
+
+    def __call__(self, result, error) -> None:
+        self.result, self.error = result, error
+        self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+
+def _walk(router: Router, symbol: str) -> _Outcome:
+    outcome = _Outcome()
+    router.walk("quote", symbol, {}, router.providers.values(), done=outcome)
+    return outcome
 
 
 def _eventually(condition, within: float) -> bool:
@@ -41,35 +65,35 @@ def _eventually(condition, within: float) -> bool:
     return True
 
 
-def test_fetcher_limits_trickling_answer_times_out_on_the_whole_answer(upstream):
+def test_upstream_limits_trickling_answer_times_out_on_the_whole_answer(upstream):
     upstream.set_fault("trickle")  # every socket read gets a byte, so no read timeout ever fires
-    fetcher = _finnhub_fetcher(upstream)
+    router = _finnhub_router(upstream)
     try:
         started = time.monotonic()
-        flight = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, ("finnhub",))
-        assert flight.wait(TIMEOUT + SLACK), "the flight outlived the upstream timeout"
+        flight = _walk(router, "AAPL")
+        assert flight.wait(TIMEOUT + SLACK), "the fetch outlived the upstream timeout"
         assert isinstance(flight.error, UpstreamTimeout)
         assert time.monotonic() - started >= TIMEOUT * 0.9
-        assert fetcher.in_flight() == 0
+        assert router.transport.pool()["finnhub"]["in_flight"] == 0
         # The connection was closed, not left trickling into a pool thread.
         assert _eventually(lambda: not upstream.wait_hanging(1, timeout=0), within=2.0)
     finally:
-        fetcher.close()
+        router.close()
 
 
-def test_fetcher_limits_huge_answer_fails_as_too_large(upstream):
+def test_upstream_limits_huge_answer_fails_as_too_large(upstream):
     upstream.set_fault("huge")  # a valid, parseable quote padded to 8 MB
-    fetcher = _finnhub_fetcher(upstream, timeout=5.0)
+    router = _finnhub_router(upstream, timeout=5.0)
     try:
-        flight = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, ("finnhub",))
+        flight = _walk(router, "AAPL")
         assert flight.wait(10)
         assert isinstance(flight.error, UpstreamError) and not isinstance(flight.error, UpstreamTimeout)
         assert "too large" in flight.error.message
         upstream.clear_faults()
-        again = fetcher.fetch("quote:AAPL", "quote", "AAPL", {}, ("finnhub",))
+        again = _walk(router, "AAPL")
         assert again.wait(10) and again.result is not None  # the provider is still usable
     finally:
-        fetcher.close()
+        router.close()
 
 
 @pytest.fixture
@@ -82,7 +106,7 @@ def slow_live(tmp_path, upstream):
         service.stop()
 
 
-def test_fetcher_limits_trickling_upstream_answers_504_in_time_and_frees_the_flight(slow_live, upstream):
+def test_upstream_limits_trickling_upstream_answers_504_in_time_and_frees_the_flight(slow_live, upstream):
     user = slow_live.add_user("alice")
     upstream.set_fault("trickle")
     started = time.monotonic()
@@ -92,11 +116,11 @@ def test_fetcher_limits_trickling_upstream_answers_504_in_time_and_frees_the_fli
     assert answer.json()["error"]["code"] == "upstream_timeout"
     assert elapsed < TIMEOUT + DEADLINE_MARGIN + SLACK
     # Primary and fallback each end at the timeout, so nothing is left holding a pool thread.
-    fetcher = slow_live.runtime.service.fetcher
-    assert _eventually(lambda: fetcher.in_flight() == 0, within=2 * TIMEOUT + SLACK)
+    flights = slow_live.runtime.service.readthrough.flights
+    assert _eventually(lambda: len(flights) == 0, within=2 * TIMEOUT + SLACK)
 
 
-def test_fetcher_limits_huge_upstream_answer_is_a_502(slow_live, upstream):
+def test_upstream_limits_huge_upstream_answer_is_a_502(slow_live, upstream):
     user = slow_live.add_user("alice")
     upstream.set_fault("huge")
     answer = user.get("/api/quote/AAPL")
@@ -114,7 +138,7 @@ def _new_threads(before: set[threading.Thread]) -> list[str]:
             if t not in before and t.is_alive() and "process_request_thread" not in t.name]
 
 
-def test_fetcher_limits_runtime_close_during_a_hanging_request_is_prompt_and_clean(tmp_path, upstream, caplog):
+def test_upstream_limits_runtime_close_during_a_hanging_request_is_prompt_and_clean(tmp_path, upstream, caplog):
     before = set(threading.enumerate())
     runtime = Runtime(upstream_settings(tmp_path, upstream, upstream_timeout=TIMEOUT),
                       janitor_interval=60.0, kpi_interval=60.0)
@@ -144,7 +168,7 @@ def test_fetcher_limits_runtime_close_during_a_hanging_request_is_prompt_and_cle
     assert _eventually(lambda: not _new_threads(before), within=2.0), _new_threads(before)
 
 
-def test_fetcher_limits_runtime_that_fails_to_start_leaves_no_thread(tmp_path, upstream):
+def test_upstream_limits_runtime_that_fails_to_start_leaves_no_thread(tmp_path, upstream):
     settings = upstream_settings(tmp_path, upstream)
     settings.data_dir.mkdir(parents=True)
     (settings.data_dir / SECRET_FILENAME).mkdir()  # the JWT secret cannot be read: a directory in its place

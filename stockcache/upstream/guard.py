@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .clock import seconds_to_utc_midnight, utc_day
-from .errors import RateLimited
-from .usage import UsageLedger
+from ..clock import seconds_to_utc_midnight, utc_day
+from ..errors import RateLimited
+from ..usage import UsageLedger
 
 
 @dataclass(frozen=True)

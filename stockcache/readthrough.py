@@ -1,0 +1,480 @@
+"""The read-through path: cache, then single-flight, then the router, then write, else stale-if-error.
+
+This is the only module that reads and writes market-data cache entries
+(``tests/unit/test_architecture.py`` keeps it so). It owns the entry envelope
+(what a cache value holds) and every rule about it:
+
+1. Fresh entries come from the cache, a whole batch in one round trip per
+   tier (memory, then SQLite, then Redis). An entry that enters from outside
+   the process (a SQLite or Redis read) is checked as strictly as an upstream
+   answer (:func:`check_envelope`); an invalid one is a miss and is dropped.
+2. Misses become flights (:class:`~stockcache.upstream.singleflight.Flights`):
+   a key already being fetched is joined, never fetched twice. With Redis the
+   leader also takes the key's cross-instance lock, or waits for the peer
+   that holds it. The leader looks in the cache once more, closing the window
+   between a caller's miss and its joining a flight that just finished.
+3. The router walks the kind's route for the subject (the providers that
+   cover it, minus those that refused it lately) and checks the answer.
+4. The leader writes the result, or a short-lived "not found" (the kind's
+   ``remember_not_found``, for ``STOCKCACHE_NEGATIVE_TTL``), to every tier
+   before waiters wake, so nobody who comes later pays again.
+5. The caller waits for all its flights until one deadline (upstream timeout
+   + 0.5 s). An item that failed, timed out or was refused by a budget is
+   answered from the stale copy kept for ``STOCKCACHE_STALE_GRACE``
+   (``"stale": true``), or with its own error. A batch never fails as a whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from .cache import Entry, TieredCache
+from .clock import iso_utc
+from .errors import (
+    ERRORS_BY_CODE,
+    StockcacheError,
+    SymbolNotFound,
+    SymbolRefused,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from .kinds import KINDS, Kind
+from .metrics import Metrics
+from .settings import Settings
+from .symbols import listing
+from .upstream.providers import provider_classes
+from .upstream.router import REFUSAL_SKIPPED, Router, plan, refused_everywhere
+from .upstream.singleflight import FetchResult, Flight, Flights, PeerLocks, PeerWaiter, wait_all, wait_unless
+from .validation import MAX_TIMESTAMP
+
+log = logging.getLogger(__name__)
+
+# Extra time a caller waits past the upstream timeout before answering upstream_timeout.
+DEADLINE_MARGIN = 0.5
+REFUSAL = "refusal"  # the cache key prefix of remembered refusals: refusal:SYMBOL:PROVIDER
+
+Found = dict[str, dict[str, Any]]
+Failed = dict[str, StockcacheError]
+
+
+class ReadThrough:
+    """Market data through the tiered cache and the router. Thread-safe."""
+
+    def __init__(
+        self,
+        cache: TieredCache,
+        router: Router,
+        *,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        peers: PeerLocks | None = None,
+    ) -> None:
+        self.cache = cache
+        self.router = router
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.flights = Flights(on_join=lambda: self.metrics.inc(Metrics.COALESCED))
+        self._peers = peers
+        self._waiter = PeerWaiter(peers) if peers is not None else None
+        # Kinds whose cache held a value this service cannot use; each is logged once.
+        self._foreign_kinds: set[str] = set()
+        self._foreign_lock = threading.Lock()
+        # Cache key -> the value object last found valid there (see _admit). Bounded like
+        # the memory tier; when full it is emptied, and each value is checked once more.
+        self._checked: dict[str, Any] = {}
+        self._checked_max = max(1, settings.memory_max_items)
+        self._closing = threading.Event()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def one(self, kind: str, subject: str, key_params: tuple[Any, ...] = (),
+            fetch_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """One item, rendered; raises its error."""
+        # The hot path: a fresh entry in memory is answered without the batch machinery.
+        spec = KINDS[kind]
+        key = spec.key(subject, *key_params)
+        entry = self.cache.memory_hit(key)
+        if entry is not None and self._admit(spec, subject, key, entry):
+            self.metrics.inc(Metrics.READS, kind, entry.tier)
+            if "error" in entry.value:
+                raise StockcacheError.from_dict(dict(entry.value["error"]))
+            return render(entry.value, entry.tier, self.clock(), stale=False)
+        found, errors = self.many(kind, [subject], key_params, fetch_params)
+        if subject in errors:
+            raise errors[subject]
+        return found[subject]
+
+    def many(
+        self,
+        kind: str,
+        subjects: Sequence[str],
+        key_params: tuple[Any, ...] = (),
+        fetch_params: Mapping[str, Any] | None = None,
+        *,
+        share: float = 1.0,
+        force: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> tuple[Found, Failed]:
+        """The heart of every read: cache batch, one concurrent upstream batch, stale-if-error.
+
+        ``force`` (the background refresher) skips the cache lookup and fetches
+        every subject, still single-flight and written through, is not counted
+        as a read and serves nothing stale; ``cancel`` stops the waiting early.
+        """
+        spec = KINDS[kind]
+        params = dict(fetch_params or {})
+        keys = {subject: spec.key(subject, *key_params) for subject in subjects}
+        now = self.clock()
+        found: Found = {}
+        errors: Failed = {}
+        fresh = {} if force else self._admitted(spec, keys, self.cache.get_many(list(keys.values())))
+        if not force:
+            self._count_reads(kind, fresh.values(), len(keys) - len(fresh))
+        misses: list[str] = []
+        for subject, key in keys.items():
+            entry = fresh.get(key)
+            if entry is None:
+                misses.append(subject)
+            elif "error" in entry.value:
+                errors[subject] = StockcacheError.from_dict(dict(entry.value["error"]))
+            else:
+                found[subject] = render(entry.value, entry.tier, now, stale=False)
+        if not misses:
+            return found, errors
+
+        failed: Failed = {}
+        flights: dict[str, Flight] = {}
+        routes = {subject: self.route(spec, subject) for subject in misses}
+        refused = self._refusals([s for s in misses if routes[s]], routes)
+        for subject in misses:
+            route = routes[subject]
+            if not route:
+                # Nothing configured covers it (history with only a Finnhub key): say which key
+                # would, instead of a provider's "not in plan"; stale copies still serve.
+                failed[subject] = self.no_route_error(spec, subject)
+                continue
+            skip = refused.get(subject, ())
+            for name in skip:
+                self.metrics.inc(REFUSAL_SKIPPED, name)
+            route = [p for p in route if p.name not in skip]
+            if not route:
+                failed[subject] = refused_everywhere(subject, skip)
+                continue
+            flights[subject] = self._fetch(spec, keys[subject], subject, params, route, share=share,
+                                           lookup=not force)
+        deadline = time.monotonic() + self.router.timeout + DEADLINE_MARGIN
+        if cancel is None:
+            wait_all(flights.values(), deadline)
+        else:
+            wait_unless(flights.values(), deadline, cancel)
+
+        now = self.clock()
+        for subject, flight in flights.items():
+            if flight.result is not None and flight.done:
+                found[subject] = render(envelope(flight.result), "upstream", now, stale=False)
+            elif flight.error is not None and flight.done:
+                failed[subject] = flight.error
+            else:
+                failed[subject] = UpstreamTimeout(f"No answer within {self.router.timeout:g} s.", symbol=subject)
+        if failed:
+            stale = {} if force else self._admitted(
+                spec, {s: keys[s] for s in failed}, self.cache.get_stale_many([keys[s] for s in failed]))
+            for subject, error in failed.items():
+                entry = stale.get(keys[subject])
+                if entry is not None and "error" not in entry.value and not isinstance(error, SymbolNotFound):
+                    self.metrics.inc(Metrics.STALE_SERVED, kind)
+                    found[subject] = render(entry.value, entry.tier, now, stale=True)
+                else:
+                    error.fields.setdefault("symbol", subject)
+                    errors[subject] = error
+        return found, errors
+
+    def expiries(self, kind: str, subjects: Iterable[str]) -> dict[str, float]:
+        """When each subject's cached entry expires (absent: nothing cached). Not counted as a read.
+
+        For the background refresher, which decides what is due from it.
+        """
+        spec = KINDS[kind]
+        keys = {subject: spec.key(subject) for subject in subjects}
+        entries = self.cache.get_stale_many(keys.values())
+        return {subject: entries[key].expires_at for subject, key in keys.items() if key in entries}
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def route(self, kind: Kind | str, subject: str | None = None) -> list[Any]:
+        """The providers asked for ``kind`` of ``subject``, in order (for no subject: of a US listing)."""
+        spec = KINDS[kind] if isinstance(kind, str) else kind
+        target = listing(subject) if spec.symbolic and subject is not None else (
+            listing("AAPL") if spec.symbolic else None)
+        return plan(spec.name, target, self.router.providers, self.settings.routes.get(spec.name, ()))
+
+    def no_route_error(self, kind: Kind | str, subject: str | None = None) -> UpstreamAuthError:
+        """The error for a subject no configured provider covers, naming the key that would."""
+        spec = KINDS[kind] if isinstance(kind, str) else kind
+        configured = set(self.router.providers)
+        missing = [cls.key_env() for cls in provider_classes()
+                   if cls.name not in configured and spec.name in cls.priority and cls.key_env()]
+        if missing:
+            return UpstreamAuthError(
+                f"No configured provider serves {spec.name}: {spec.name} needs {' or '.join(missing)}.")  # type: ignore[arg-type]
+        return UpstreamAuthError(f"No configured provider serves {spec.name} on this plan.")
+
+    # -- flights -------------------------------------------------------------------------------
+
+    def _fetch(self, kind: Kind, key: str, subject: str, params: Mapping[str, Any], route: list[Any], *,
+               share: float, lookup: bool) -> Flight:
+        """Start (or join) the flight for ``key`` and return it at once."""
+        flight, lead = self.flights.join_or_lead(key)
+        if not lead:
+            return flight
+
+        def resume(token: str | None) -> None:
+            if lookup:
+                cached = self._cached_result(kind, subject, key)
+                if cached is not None:
+                    self._finish(flight, token, cached if isinstance(cached, FetchResult) else None,
+                                 cached if isinstance(cached, StockcacheError) else None, store=False)
+                    return
+            self.router.walk(kind.name, subject, params, route, share=share,
+                             done=lambda result, error: self._finish(flight, token, result, error, kind=kind))
+
+        def fail() -> None:
+            self._finish(flight, None, None, UpstreamError("stockcache is shutting down."), store=False)
+
+        try:
+            if self._peers is not None:
+                try:
+                    token = self._peers.acquire(key)
+                    held_by_peer = token is None
+                except StockcacheError:
+                    token, held_by_peer = None, False  # Redis unusable: fetch as a single instance would
+                if held_by_peer and lookup and self._waiter is not None:
+                    # A forced refresh cannot read a peer's answer, so it fetches even then.
+                    self._waiter.add(key, time.monotonic() + self.router.timeout, resume, fail)
+                    return flight
+                resume(token)
+            else:
+                resume(None)
+        except Exception:
+            log.exception("fetching %s failed unexpectedly", key)
+            self._finish(flight, None, None, UpstreamError("stockcache could not complete this fetch."),
+                         store=False)
+        return flight
+
+    def _finish(self, flight: Flight, token: str | None, result: FetchResult | None,
+                error: StockcacheError | None, *, kind: Kind | None = None, store: bool = True) -> None:
+        """Store the outcome, release the peer lock, wake the waiters: in that order, whatever fails."""
+        try:
+            if store and kind is not None:
+                try:
+                    self._store(kind, flight.key, result, error)
+                except Exception:
+                    log.exception("storing the result for %s failed", flight.key)
+            if token is not None and self._peers is not None:
+                # After the store: a peer that takes the lock next finds it cached.
+                try:
+                    self._peers.release(flight.key, token)
+                except StockcacheError:
+                    pass  # it expires by itself
+                except Exception:
+                    log.exception("releasing the peer lock of %s failed", flight.key)
+        finally:
+            self.flights.finish(flight, result, error)
+
+    def _store(self, kind: Kind, key: str, result: FetchResult | None, error: StockcacheError | None) -> None:
+        """Cache data, or a short-lived negative (before waiters wake)."""
+        if result is not None:
+            self.cache.set(key, envelope(result), ttl_level=kind.ttl_level)
+        elif (isinstance(error, SymbolNotFound) and kind.remember_not_found
+              and self.settings.negative_ttl > 0):
+            body = {k: v for k, v in error.to_dict().items() if k != "provider"}
+            self.cache.set(key, {"error": body, "source": error.fields.get("provider"),
+                                 "fetched_at": self.clock()}, ttl=self.settings.negative_ttl)
+
+    def _cached_result(self, kind: Kind, subject: str, key: str) -> FetchResult | StockcacheError | None:
+        # Uncounted: the caller's get_many already counted this read as a miss.
+        entry = self.cache.peek(key)
+        if entry is None or not self._admit(kind, subject, key, entry):
+            return None
+        value = entry.value
+        if "error" in value:  # a remembered "not found" (perhaps stored by a peer instance)
+            return StockcacheError.from_dict(dict(value["error"]))
+        return FetchResult(value["data"], value["source"], value["fetched_at"])
+
+    # -- refusals ------------------------------------------------------------------------------
+
+    def _refusals(self, subjects: Sequence[str], routes: Mapping[str, list[Any]]) -> dict[str, list[str]]:
+        """The providers of each route that refused the subject lately (remembered for ``refusal_ttl``).
+
+        One batched lookup, only for misses about to go upstream. ``get_stale_many``
+        because it does not count as a read of market data; only fresh entries count.
+        """
+        if not subjects or self.settings.refusal_ttl <= 0:
+            return {}
+        keys = {(subject, p.name): refusal_key(p.name, subject)
+                for subject in subjects for p in routes[subject] if not p.local}
+        if not keys:
+            return {}
+        entries = self.cache.get_stale_many(keys.values())
+        now = self.clock()
+        out: dict[str, list[str]] = {}
+        for (subject, name), key in keys.items():
+            entry = entries.get(key)
+            if entry is not None and now < entry.expires_at and _is_refusal(entry.value, name):
+                out.setdefault(subject, []).append(name)
+        return out
+
+    def remember_refusal(self, provider: str, subject: str, error: SymbolRefused) -> None:
+        """Runs in the router when ``provider`` refused ``subject``: ask the next provider until it expires.
+
+        A cache entry of its own (``refusal:SYMBOL:PROVIDER``), so it survives a
+        restart and is shared through Redis, and is never read as market data.
+        """
+        if self.settings.refusal_ttl <= 0:
+            return
+        self.cache.set(refusal_key(provider, subject),
+                       {"refused_by": provider, "message": error.message, "fetched_at": self.clock()},
+                       ttl=self.settings.refusal_ttl)
+
+    # -- entries from outside ------------------------------------------------------------------
+
+    def _count_reads(self, kind: str, hits: Iterable[Entry], misses: int) -> None:
+        for tier, n in Counter(entry.tier for entry in hits).items():
+            self.metrics.inc(Metrics.READS, kind, tier, amount=n)
+        if misses:
+            self.metrics.inc(Metrics.READS, kind, Metrics.READ_MISS, amount=misses)
+
+    def _admitted(self, kind: Kind, keys: Mapping[str, str], entries: dict[str, Entry]) -> dict[str, Entry]:
+        """``entries`` (by key, for ``keys``: subject -> key) without those :meth:`_admit` refuses."""
+        for subject, key in keys.items():
+            entry = entries.get(key)
+            if entry is not None and not self._admit(kind, subject, key, entry):
+                del entries[key]
+        return entries
+
+    def _admit(self, kind: Kind, subject: str, key: str, entry: Entry) -> bool:
+        """Whether a cache entry is one this service may serve; an invalid one is dropped from every tier.
+
+        Anyone with the data dir or the Redis server can write under our keys (the
+        contract's own ``cache.set("quote:AAPL", {...})``, a script, another version),
+        so an entry is checked as strictly as an upstream answer (:func:`check_envelope`)
+        when it first comes in from outside: each SQLite or Redis read makes a new
+        value object, and so does every write. The value found valid is remembered
+        by identity, so the hot path, a memory hit on an entry already checked, costs
+        one dict lookup and an ``is``; a value promoted from a lower tier is the very
+        object that was checked on its way up, so its later memory hits are not
+        checked again either.
+        """
+        value = entry.value
+        if self._checked.get(key) is value:
+            return True
+        try:
+            check_envelope(kind, subject, value)
+        except ValueError as exc:
+            self._drop(key, str(exc))
+            return False
+        if len(self._checked) >= self._checked_max:
+            self._checked.clear()  # every value is checked once more, then remembered again
+        self._checked[key] = value
+        return True
+
+    def _drop(self, key: str, reason: str) -> None:
+        # The value is never logged: it is someone else's data (the reason names fields, not values).
+        self.cache.delete(key)
+        kind = key.partition(":")[0]
+        with self._foreign_lock:
+            if kind in self._foreign_kinds:
+                return
+            self._foreign_kinds.add(kind)
+        log.warning("the cache holds a %s value this service cannot serve (key %s: %s); "
+                    "dropped it, the next read fetches it again", kind, key, reason)
+
+    def close(self) -> None:
+        """Stop waiting for peers and stop the router (requests on the wire finish first). Idempotent."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        if self._waiter is not None:
+            self._waiter.close()
+        self.router.close()
+
+
+def refusal_key(provider: str, symbol: str) -> str:
+    """The cache key remembering that ``provider`` refused ``symbol``."""
+    return f"{REFUSAL}:{symbol}:{provider}"
+
+
+def _is_refusal(value: Any, provider: str) -> bool:
+    return isinstance(value, Mapping) and value.get("refused_by") == provider
+
+
+def envelope(result: FetchResult) -> dict[str, Any]:
+    """The cache value of a fetched model: ``{"data", "source", "fetched_at"}``."""
+    data = result.model.to_dict() if hasattr(result.model, "to_dict") else result.model
+    return {"data": data, "source": result.provider, "fetched_at": result.fetched_at}
+
+
+# What ReadThrough._store writes: {"data", "source", "fetched_at"}, or a remembered "not found".
+_DATA_KEYS = frozenset({"data", "source", "fetched_at"})
+_ERROR_KEYS = frozenset({"error", "source", "fetched_at"})
+_ERROR_FIELDS = frozenset({"code", "message", "symbol"})
+_SOURCE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a provider's name
+_CACHED_ERRORS = frozenset({SymbolNotFound})  # the only errors _store remembers
+
+
+def check_envelope(kind: Kind, subject: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is an entry the read-through path could have written for
+    ``subject``: its data passes the kind's check (the checks upstream answers pass), or it is a
+    remembered error of a kind the service caches, for this subject. Never raises anything else.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError("not an object")
+    fetched_at = value.get("fetched_at")
+    if isinstance(fetched_at, bool) or not (isinstance(fetched_at, int | float) and 0 <= fetched_at < MAX_TIMESTAMP):
+        raise ValueError("fetched_at is not a time from 1970 to 2100")
+    source = value.get("source")
+    if "error" in value:
+        if not value.keys() <= _ERROR_KEYS:
+            raise ValueError("a remembered error with fields it should not have")
+        error = value["error"]
+        if not isinstance(error, Mapping) or not error.keys() <= _ERROR_FIELDS:
+            raise ValueError("error is not an error object")
+        code = error.get("code")
+        if not isinstance(code, str) or ERRORS_BY_CODE.get(code) not in _CACHED_ERRORS:
+            raise ValueError("error code is not one the service remembers")
+        message = error.get("message")
+        if not isinstance(message, str) or not 0 < len(message) <= 500:
+            raise ValueError("error message is not 1 to 500 characters")
+        if error.get("symbol", subject) != subject:
+            raise ValueError("error is for another symbol")
+        if source is not None and not (isinstance(source, str) and _SOURCE_RE.fullmatch(source)):
+            raise ValueError("source is not a provider name")
+        return
+    if not value.keys() <= _DATA_KEYS:
+        raise ValueError("fields it should not have")
+    if not (isinstance(source, str) and _SOURCE_RE.fullmatch(source)):
+        raise ValueError("source is not a provider name")
+    kind.check(subject, value.get("data"))
+
+
+def render(entry: Mapping[str, Any], tier: str, now: float, *, stale: bool) -> dict[str, Any]:
+    """An answer: the data with ``source``, ``cache`` (the tier, or upstream), ``fetched_at``, ``age``, ``stale``."""
+    fetched_at = float(entry["fetched_at"])
+    data = entry["data"]
+    # Search results are a list; every other kind is an object.
+    out = dict(data) if isinstance(data, Mapping) else {"results": list(data)}
+    out["source"] = entry["source"]
+    out["cache"] = tier
+    out["fetched_at"] = iso_utc(fetched_at)
+    out["age"] = max(0, int(now - fetched_at))
+    out["stale"] = stale
+    return out

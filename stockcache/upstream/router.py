@@ -1,0 +1,406 @@
+"""The route walk: which providers to ask for a subject, and asking them in turn until one answers.
+
+:func:`plan` orders the configured providers for a kind and subject: the
+route setting (``STOCKCACHE_ROUTE_<KIND>``) if given, else each provider's
+``priority``, keeping only those that cover the subject's market on their
+plan. A local source (demo) serves alone when it is configured.
+
+:class:`Router` walks one such route for one fetch, with non-blocking
+callbacks on the transport's pool, so no pool thread ever waits on another
+and a hung request holds only its own fetch. For each provider: its circuit
+breaker, its budget, the transport (one deadline for the whole exchange),
+the provider's parser, then the kind's sanity check. A failure or a spent
+budget moves to the next provider; "not found" is final. What each outcome
+means for the provider's health is decided here, once:
+
+- "not found", a rate limit and a refusal of one symbol say the provider is
+  alive: they never count against its breaker; a refusal is reported
+  (``on_refusal``) so the read-through path can remember it;
+- a bad answer for one symbol counts once per symbol (``CircuitBreaker``),
+  a refused key or a refused connection counts every time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import (
+    RateLimited,
+    StockcacheError,
+    SymbolNotFound,
+    SymbolRefused,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from ..kinds import KINDS
+from ..metrics import Metrics
+from ..symbols import Listing
+from .guard import CircuitBreaker, Limits
+from .providers.base import Provider
+from .singleflight import FetchResult
+from .transport import Answer, ProviderDown, Transport
+
+log = logging.getLogger(__name__)
+
+# When a provider says 429 without Retry-After, leave it alone this long.
+DEFAULT_429_PAUSE = 10.0
+# Metric names (labels: provider): refusals of one symbol received, and calls not made
+# because a refusal was remembered (counted by the read-through path, which skips the provider).
+REFUSED = "upstream_refused"
+REFUSAL_SKIPPED = "upstream_refusal_skipped"
+
+Done = Callable[[FetchResult | None, StockcacheError | None], None]
+OnRefusal = Callable[[str, str, SymbolRefused], None]
+
+
+class UpstreamBudget(Protocol):
+    """What the router needs of a budget: ``guard.Budget``, or ``shared.SharedBudget``."""
+
+    provider: str
+    limits: Limits
+
+    def acquire(self, *, share: float = 1.0) -> float: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def remaining(self) -> dict[str, int | None]: ...
+
+    def calls_today(self) -> int: ...
+
+
+def plan(kind: str, listing: Listing | None, providers: Mapping[str, Provider],
+         configured: Sequence[str] = ()) -> list[Provider]:
+    """The providers to ask for ``kind`` of ``listing``, in order; empty when none covers it."""
+    local = [p for p in providers.values() if p.local and kind in p.kinds]
+    if local:
+        return local
+    if configured:
+        order = [providers[name] for name in configured if name in providers]
+    else:
+        order = sorted((p for p in providers.values() if kind in p.priority), key=lambda p: p.priority[kind])
+    return [p for p in order if kind in p.kinds and p.covers(kind, listing)]
+
+
+@dataclass
+class _Walk:
+    """The state of one fetch as it walks its providers."""
+
+    kind: str
+    subject: str
+    params: Mapping[str, Any]
+    providers: list[Provider]
+    share: float
+    done: Done
+    errors: list[StockcacheError] = field(default_factory=list)
+    index: int = 0
+    finished: bool = False  # set once, under Router._lock: a walk ends exactly once
+
+
+class Router:
+    """Walks routes concurrently with per-provider budgets and breakers. Thread-safe."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        budgets: Mapping[str, UpstreamBudget],
+        transport: Transport,
+        *,
+        breakers: Mapping[str, CircuitBreaker] | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        on_refusal: OnRefusal | None = None,
+    ) -> None:
+        self.providers = dict(providers)
+        self.budgets = dict(budgets)
+        self.breakers = dict(breakers) if breakers is not None else {
+            name: CircuitBreaker(clock=clock) for name, p in self.providers.items() if not p.local
+        }
+        self.transport = transport
+        self._clock = clock
+        self.metrics = metrics or Metrics()
+        self.on_refusal = on_refusal  # set by the read-through path, which remembers refusals
+        self._lock = threading.Lock()
+
+    @property
+    def timeout(self) -> float:
+        return self.transport.timeout
+
+    def walk(self, kind: str, subject: str, params: Mapping[str, Any], providers: Iterable[Provider], *,
+             share: float = 1.0, done: Done) -> None:
+        """Ask ``providers`` in turn for ``kind`` of ``subject``; ``done(result, error)`` runs exactly once.
+
+        Returns at once; ``done`` runs on whichever thread settles the walk.
+        ``share`` < 1 makes it use only part of each budget (background refresh).
+        """
+        state = _Walk(kind, subject, params, list(providers), share, done)
+        self._run(state, self._next, state)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -- the walk ----------------------------------------------------------------------------
+
+    def _run(self, state: _Walk, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of a walk; an unexpected exception ends it instead of stranding its fetch.
+
+        Every entry point (``walk``, transport callbacks, the lanes) goes through
+        here. Breaker slots are given back where they are taken; lane slots in
+        ``_attempt`` and ``_on_answer``; so only the walk is left to end.
+        """
+        try:
+            step(*args)
+        except Exception:
+            log.exception("fetching %s %s failed unexpectedly", state.kind, state.subject)
+            self._end(state, error=UpstreamError("stockcache could not complete this fetch."))
+
+    def _next(self, state: _Walk) -> None:
+        """Try the next provider of the route; end the walk when none is left."""
+        while state.index < len(state.providers):
+            provider = state.providers[state.index]
+            state.index += 1
+            name = provider.name
+            if self.transport.closing and not provider.local:
+                state.errors.append(_shutting_down(name))
+                break
+            if provider.local:
+                try:
+                    model = self._checked(provider, state, provider.produce(state.kind, state.subject,
+                                                                            state.params))
+                except StockcacheError as exc:
+                    state.errors.append(exc)
+                    if isinstance(exc, SymbolNotFound):
+                        break
+                    continue
+                self._end(state, result=FetchResult(model, name, self._clock()))
+                return
+            deadline = time.monotonic() + self.timeout
+            entered = self.transport.enter_lane(
+                name, deadline, start=functools.partial(self._queued_start, state, provider, deadline),
+                expired=functools.partial(self._lane_expired, state, provider))
+            if not entered:
+                return  # the lane starts it when a connection frees, or moves on at its deadline
+            if self._attempt(state, provider, deadline):
+                return
+        self._end(state, error=_pick_error(state))
+
+    def _attempt(self, state: _Walk, provider: Provider, deadline: float) -> bool:
+        """Send the request of a slot holder; False (slot given back) when it could not be sent."""
+        try:
+            started = self._start(state, provider, deadline)
+        except BaseException:
+            self.transport.leave_lane(provider.name)
+            raise
+        if not started:
+            self.transport.leave_lane(provider.name)
+        return started
+
+    def _queued_start(self, state: _Walk, provider: Provider, deadline: float) -> bool:
+        """A lane slot came free for a queued attempt; False when it could not use it (then it walks on)."""
+        try:
+            started = self._start(state, provider, deadline)
+        except Exception:
+            log.exception("fetching %s %s failed unexpectedly", state.kind, state.subject)
+            self._end(state, error=UpstreamError("stockcache could not complete this fetch."))
+            return False
+        if not started:
+            self._run(state, self._next, state)
+        return started
+
+    def _lane_expired(self, state: _Walk, provider: Provider) -> None:
+        """The attempt waited for a connection until its deadline (or the transport closed): move on."""
+        error = (_shutting_down(provider.name) if self.transport.closing
+                 else _no_connection(provider.name, self.timeout))
+        state.errors.append(error)
+        self._run(state, self._next, state)
+
+    def _start(self, state: _Walk, provider: Provider, deadline: float) -> bool:
+        name = provider.name
+        breaker = self.breakers.get(name)
+        if breaker is not None:
+            wait = breaker.allow()
+            if wait is not None:
+                state.errors.append(UpstreamError(
+                    f"{name} is failing; next try in {max(1, math.ceil(wait))} s.", provider=name))
+                return False
+        try:
+            request = provider.build_request(state.kind, state.subject, state.params)
+            budget = self.budgets.get(name)
+            delay = budget.acquire(share=state.share) if budget is not None else 0.0
+        except StockcacheError as exc:
+            if breaker is not None:
+                breaker.release()
+            if isinstance(exc, RateLimited):
+                self.metrics.inc(Metrics.RATE_LIMITED, name)
+            state.errors.append(exc)
+            return False
+        except BaseException:
+            # No call was made: give back a half-open probe slot, or the provider stays off for good.
+            if breaker is not None:
+                breaker.release()
+            raise
+        try:
+            self.transport.send(name, request, delay=delay, deadline=deadline,
+                                done=lambda future: self._on_answer(state, provider, future))
+        except RuntimeError:
+            if breaker is not None:
+                breaker.release()
+            if not self.transport.closing:
+                raise
+            state.errors.append(_shutting_down(name))  # the pool shut down between our check and here
+            return False
+        except BaseException:
+            if breaker is not None:
+                breaker.release()
+            raise
+        self.metrics.inc(Metrics.UPSTREAM_CALLS, name)
+        return True
+
+    def _on_answer(self, state: _Walk, provider: Provider, future: Future[Answer]) -> None:
+        # concurrent.futures swallows a callback's exception: _run is what ends the walk then.
+        try:
+            self._run(state, self._after_answer, state, provider, future)
+        finally:
+            self.transport.leave_lane(provider.name)
+
+    def _after_answer(self, state: _Walk, provider: Provider, future: Future[Answer]) -> None:
+        error = self._outcome(state, provider, future)
+        if error is None:
+            return
+        state.errors.append(error)
+        if isinstance(error, SymbolNotFound):
+            self._end(state, error=error)
+        else:
+            self._next(state)
+
+    def _outcome(self, state: _Walk, provider: Provider, future: Future[Answer]) -> StockcacheError | None:
+        """Parse one answer; end the walk on success and return None, else return the error."""
+        name = provider.name
+        breaker = self.breakers.get(name)
+        if future.cancelled() or (self.transport.closing and isinstance(future.exception(), UpstreamError)):
+            # Never sent (cancelled, or a delayed request let go by close()): not the provider's fault.
+            if breaker is not None:
+                breaker.release()
+            return _shutting_down(name)
+        # What failed, for the breaker: the subject, or None when the whole provider is at fault.
+        failed_key: str | None = state.subject
+        try:
+            answer = future.result()
+            model = self._checked(provider, state, provider.parse(
+                state.kind, state.subject, state.params, answer.status, answer.headers, answer.body))
+        except ProviderDown as exc:
+            error: StockcacheError = exc
+            failed_key = None
+        except StockcacheError as exc:
+            error = exc
+        except Exception:
+            # A parser bug: count it against the provider like any unreadable answer (this
+            # also ends a half-open probe) and let the fallback try.
+            log.exception("unexpected error with a %s answer for %s %s", name, state.kind, state.subject)
+            error = UpstreamError(f"{name} gave an answer stockcache could not read.", provider=name)
+        else:
+            if breaker is not None:
+                breaker.success()
+            self._end(state, result=FetchResult(model, name, self._clock()))
+            return None
+        if isinstance(error, SymbolNotFound | RateLimited | SymbolRefused):
+            # The provider is alive and answering; only its budget or the symbol is the problem.
+            if breaker is not None:
+                breaker.success()
+            if isinstance(error, RateLimited):
+                self.metrics.inc(Metrics.RATE_LIMITED, name)
+                pause = error.retry_after or DEFAULT_429_PAUSE
+                # A 429 without Retry-After still tells the client when to come back (the 503's header).
+                error.fields["retry_after"] = max(1, math.ceil(pause))
+                budget = self.budgets.get(name)
+                if budget is not None:
+                    budget.pause(pause)
+            elif isinstance(error, SymbolRefused):
+                self.metrics.inc(REFUSED, name)
+                self._refused(name, state.subject, error)
+        else:
+            if isinstance(error, UpstreamAuthError):
+                failed_key = None  # our key refused: every symbol would fail the same way
+            if breaker is not None:
+                breaker.failure(failed_key)
+            self.metrics.inc(Metrics.UPSTREAM_ERRORS, name)
+            log.warning("%s %s %s failed: %s", name, state.kind, state.subject, error.message)
+        error.fields.setdefault("provider", name)
+        return error
+
+    def _checked(self, provider: Provider, state: _Walk, model: Any) -> Any:
+        return checked(provider.name, state.kind, state.subject, model)
+
+    def _refused(self, name: str, subject: str, error: SymbolRefused) -> None:
+        if self.on_refusal is None:
+            return
+        try:
+            self.on_refusal(name, subject, error)
+        except Exception:
+            log.exception("remembering that %s refused %s failed", name, subject)
+
+    def _end(self, state: _Walk, *, result: FetchResult | None = None,
+             error: StockcacheError | None = None) -> None:
+        with self._lock:
+            if state.finished:
+                return
+            state.finished = True
+        state.done(result, error)
+
+
+def checked(provider: str, kind: str, subject: str, model: Any) -> Any:
+    """``model`` if it passes its kind's sanity check; else UpstreamError: the provider's fault, never cached.
+
+    Every provider's output comes through here (parse and produce alike), so
+    no parser repeats a bound.
+    """
+    try:
+        KINDS[kind].check(subject, model)
+    except ValueError as exc:
+        raise UpstreamError(f"{provider} sent an out-of-range {kind}: {str(exc)[:120]}", provider=provider) from None
+    return model
+
+
+def _shutting_down(name: str) -> UpstreamError:
+    return UpstreamError("stockcache is shutting down.", provider=name)
+
+
+def _no_connection(name: str, timeout: float) -> UpstreamTimeout:
+    # Not the provider's answer, so it never counts against its breaker: its other requests do.
+    return UpstreamTimeout(f"{name} had no free connection within {timeout:g} s (all busy).", provider=name)
+
+
+def _pick_error(state: _Walk) -> StockcacheError:
+    """The error to report when every provider failed: the primary's, unless all were rate limits.
+
+    A refusal of the symbol says the least about what to do next, so any other
+    error comes first; when every provider refused it, one error names them all.
+    """
+    if not state.errors:
+        return UpstreamError(f"No configured provider serves {state.kind} data.")
+    for error in state.errors:
+        if isinstance(error, SymbolNotFound):
+            return error
+    errors = [e for e in state.errors if not isinstance(e, SymbolRefused)]
+    if not errors:
+        return refused_everywhere(state.subject, [str(e.fields.get("provider", "?")) for e in state.errors])
+    limits = [e for e in errors if isinstance(e, RateLimited)]
+    if len(limits) == len(errors):
+        return min(limits, key=lambda e: e.retry_after or 0)
+    return next(e for e in errors if not isinstance(e, RateLimited))
+
+
+def refused_everywhere(symbol: str, providers: Iterable[str]) -> SymbolRefused:
+    """The error when every provider that could serve ``symbol`` refused it on the configured plan."""
+    names = " and ".join(dict.fromkeys(providers))
+    return SymbolRefused(f"{symbol} is not available from {names} on the configured plan "
+                         "(it refused this symbol), and no other configured provider serves it.",
+                         symbol=symbol)
