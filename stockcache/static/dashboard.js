@@ -12,7 +12,10 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
   const STALE_HINT = "Served past its TTL: the upstream failed or today's budget is spent.";
 
-  const state = { token: null, me: null, timer: null, generation: 0, refreshing: null, refreshes: 0 };
+  const state = {
+    token: null, me: null, timer: null, generation: 0, refreshing: null, refreshes: 0,
+    stats: null, kpiRows: null,
+  };
   const $ = (id) => document.getElementById(id);
 
   // -- formatting -----------------------------------------------------------------------------
@@ -27,14 +30,16 @@
   const money = (v) => (isNum(v) ? fmt2.format(v) : DASH);
   const int = (v) => (isNum(v) ? fmtInt.format(v) : DASH);
   const shares = (v) => (isNum(v) ? fmtShares.format(v) : DASH);
+  const text = (v) => (v === null || v === undefined || v === "" ? DASH : String(v));
   function signed(v) {
     if (!isNum(v)) return DASH;
-    const text = fmt2.format(Math.abs(v));
-    if (text === "0.00") return text;
-    return (v > 0 ? "+" : "-") + text;
+    const t = fmt2.format(Math.abs(v));
+    if (t === "0.00") return t;
+    return (v > 0 ? "+" : "-") + t;
   }
   const signedPct = (v) => (isNum(v) ? signed(v) + "%" : DASH);
   const rate = (v) => (isNum(v) ? fmt1.format(v * 100) + "%" : DASH); // hit rates are fractions 0..1
+  const ms = (v) => (isNum(v) ? fmt1.format(v) + " ms" : DASH);
   const trend = (v) => (!isNum(v) || v === 0 ? "" : v > 0 ? "up" : "down");
 
   function bytes(n) {
@@ -54,6 +59,10 @@
     return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
   }
 
+  const utcToday = () => new Date().toISOString().slice(0, 10);
+  // The window a per-day figure covers: "today, UTC", or the day itself when the newest row is older.
+  const dayWindow = (date) => (String(date) === utcToday() ? "today, UTC" : String(date) + " (UTC)");
+
   // -- DOM helpers: text only, never HTML -------------------------------------------------------
   function el(tag, opts, ...children) {
     const node = document.createElement(tag);
@@ -67,16 +76,18 @@
     return node;
   }
 
-  function svg(tag, attrs, text) {
+  function svg(tag, attrs, content) {
     const node = document.createElementNS(SVG_NS, tag);
     for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
-    if (text !== undefined) node.textContent = String(text);
+    if (content !== undefined) node.textContent = String(content);
     return node;
   }
 
-  const td = (text, field, cls) => el("td", { text, cls, data: field ? { field } : undefined });
-  const numTd = (text, field, extra) => td(text, field, "num" + (extra ? " " + extra : ""));
-  const tag = (kind, text, title) => el("span", { cls: "tag " + kind, text, title });
+  const td = (content, field, cls) => el("td", { text: content, cls, data: field ? { field } : undefined });
+  const numTd = (content, field, extra) => td(content, field, "num" + (extra ? " " + extra : ""));
+  const tag = (kind, content, title) => el("span", { cls: "tag " + kind, text: content, title });
+  const noteTd = (content, colspan) => el("td", { cls: "note muted", text: content, attrs: { colspan },
+    data: { field: "error" } });
 
   function figure(field, label, value, cls) {
     return el("div", { cls: "figure", data: { field } },
@@ -84,7 +95,23 @@
       el("span", { cls: "value" + (cls ? " " + cls : ""), text: value }));
   }
 
-  function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+  // The key cell of a symbol's row; stale/demo/error tags go after the symbol.
+  const symbolTd = (symbol) => el("td", { cls: "lead", text: symbol, data: { field: "symbol" } });
+
+  // Rows go in with each cell labelled by its column's header: stacked rows (narrow screens) show
+  // that label above the figure, so no column has to be dropped to fit.
+  function fill(tbody, rows) {
+    const head = tbody.parentElement.tHead;
+    const labels = head ? [...head.rows[0].cells].map((th) => th.textContent.trim()) : [];
+    for (const tr of rows) {
+      let column = 0;
+      for (const cell of tr.cells) {
+        if (!("label" in cell.dataset)) cell.dataset.label = cell.colSpan > 1 ? "" : labels[column] || "";
+        column += cell.colSpan;
+      }
+    }
+    tbody.replaceChildren(...rows);
+  }
 
   // -- the API ------------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -143,10 +170,13 @@
     clearTimeout(state.timer);
     state.timer = null;
     state.me = null;
+    state.stats = null;
+    state.kpiRows = null;
     for (const tbody of document.querySelectorAll("#dashboard tbody")) tbody.replaceChildren();
-    for (const box of document.querySelectorAll("#dashboard .figures, #kpi-chart")) box.replaceChildren();
+    for (const box of document.querySelectorAll("#overview .figures, #kpi-chart")) box.replaceChildren();
   }
 
+  // The login page keeps the status badge and the demo banner (loadHealth needs no token).
   function sessionEnded() {
     if (!state.token) return;
     setToken(null);
@@ -247,15 +277,12 @@
     badge.hidden = false;
     const demo = health.source === "demo";
     $("demo-banner").hidden = !demo;
-    const pairs = [
-      ["status", "Status", status],
-      ["source", "Source", demo ? "demo (offline, not real prices)" : health.source || DASH],
-      ["demo", "Demo data", demo ? "yes" : "no"],
-      ["version", "Version", health.version || DASH],
-      ["uptime", "Up for", duration(health.uptime)],
-    ];
-    $("health-list").replaceChildren(...pairs.flatMap(([field, label, value]) => [
-      el("dt", { text: label }), el("dd", { text: value, data: { field } })]));
+    $("health-figures").replaceChildren(
+      figure("status", "Status", status, status === "ok" ? "up" : "down"),
+      figure("source", "Source", demo ? "demo (offline, not real prices)" : text(health.source)),
+      figure("demo", "Demo data", demo ? "yes" : "no"),
+      figure("version", "Version", text(health.version)),
+      figure("uptime", "Up for", duration(health.uptime)));
     const reasons = Array.isArray(health.reasons) ? health.reasons : [];
     $("health-reasons").replaceChildren(...reasons.map((r) => el("li", { text: r })));
   }
@@ -270,20 +297,21 @@
     return button;
   }
 
+  // Row actions share one cell (issue 16 adds "Analysis" beside "Remove").
+  const actionsTd = (...buttons) => el("td", { cls: "actions" }, ...buttons);
+
   function loadPortfolio() {
     return guarded("portfolio-status", async () => {
       const perf = await api("/api/portfolio/performance");
       const errors = perf.errors || {};
       const rows = (perf.positions || []).map((p) => {
-        const symbolCell = td(p.symbol, "symbol");
+        const symbolCell = symbolTd(p.symbol);
         const tr = el("tr", { data: { symbol: p.symbol, id: p.id } });
-        tr.append(symbolCell, numTd(shares(p.shares), "shares", "opt"),
-          numTd(money(p.cost_basis), "cost_basis", "opt"));
+        tr.append(symbolCell, numTd(shares(p.shares), "shares"), numTd(money(p.cost_basis), "cost_basis"));
         if (p.price === null || p.price === undefined) {
           const err = errors[p.symbol];
           symbolCell.append(tag("err", "no quote"));
-          tr.append(el("td", { cls: "muted", text: err ? err.message : "No quote right now.",
-            attrs: { colspan: 5 }, data: { field: "error" } }));
+          tr.append(noteTd(err ? err.message : "No quote right now.", 5));
         } else {
           if (p.stale) {
             tr.classList.add("stale");
@@ -295,7 +323,7 @@
             numTd(signedPct(p.gain_percent), "gain_percent", trend(p.gain)),
             numTd(signed(p.day_change), "day_change", trend(p.day_change)));
         }
-        tr.append(el("td", {}, removeButton("Remove position " + p.symbol, async () => {
+        tr.append(actionsTd(removeButton("Remove position " + p.symbol, async () => {
           await api("/api/portfolio/" + encodeURIComponent(p.id), { method: "DELETE" });
           await loadPortfolio();
         })));
@@ -322,27 +350,25 @@
       const errors = answer.errors || {};
       const rows = (answer.items || []).map((item) => {
         const q = item.quote;
-        const symbolCell = td(item.symbol, "symbol");
+        const symbolCell = symbolTd(item.symbol);
         const tr = el("tr", { data: { symbol: item.symbol } });
         tr.append(symbolCell);
         if (!q) {
           const err = errors[item.symbol];
           symbolCell.append(tag("err", "no quote"));
-          tr.append(el("td", { cls: "muted", text: err ? err.message : "No quote right now.",
-            attrs: { colspan: 5 }, data: { field: "error" } }));
+          tr.append(noteTd(err ? err.message : "No quote right now.", 5));
         } else {
-          const sourceCell = td(q.source, "source", "opt");
           if (q.source === "demo") symbolCell.append(tag("demo", "demo", "Offline demo data, not real prices."));
-          const ageCell = td(duration(q.age), "age", "opt");
           if (q.stale) {
             tr.classList.add("stale");
             symbolCell.append(tag("stale", "stale", STALE_HINT));
           }
           tr.append(
             numTd(money(q.price), "price"), numTd(signed(q.change), "change", trend(q.change)),
-            numTd(signedPct(q.change_percent), "change_percent", trend(q.change)), sourceCell, ageCell);
+            numTd(signedPct(q.change_percent), "change_percent", trend(q.change)),
+            td(q.source, "source"), td(duration(q.age), "age"));
         }
-        tr.append(el("td", {}, removeButton("Remove " + item.symbol + " from the watchlist", async () => {
+        tr.append(actionsTd(removeButton("Remove " + item.symbol + " from the watchlist", async () => {
           await api("/api/watchlist/" + encodeURIComponent(item.symbol), { method: "DELETE" });
           await loadWatchlist();
         })));
@@ -356,8 +382,8 @@
   // -- forms ------------------------------------------------------------------------------------------------
   // Numbers typed by a person go out as numbers; anything else goes out as typed, so the API's own
   // validation message (the one every client sees) is what appears under the form.
-  function asNumber(text) {
-    const trimmed = text.trim();
+  function asNumber(value) {
+    const trimmed = value.trim();
     return trimmed !== "" && Number.isFinite(Number(trimmed)) ? Number(trimmed) : trimmed;
   }
 
@@ -394,39 +420,53 @@
   }
 
   function tierRow(name, tier, other) {
-    if (!tier) {
-      return el("tr", { data: { tier: name } }, td(name, "tier"), el("td", { cls: "muted", text: "not configured",
-        attrs: { colspan: 4 } }));
-    }
+    const key = el("td", { cls: "lead", text: name, data: { field: "tier" } });
+    if (!tier) return el("tr", { data: { tier: name } }, key, noteTd("not configured", 4));
     const size = isNum(tier.max_size) ? int(tier.size) + " / " + int(tier.max_size) : int(tier.size);
-    return el("tr", { data: { tier: name } }, td(name, "tier"), numTd(size, "size"), numTd(int(tier.hits), "hits"),
+    return el("tr", { data: { tier: name } }, key, numTd(size, "size"), numTd(int(tier.hits), "hits"),
       numTd(int(tier.misses), "misses"), numTd(other, "other"));
+  }
+
+  // Request reads (what the KPI days count), falling back to the cache's own counters on servers
+  // without them, so "since start" and "today" differ only in their window.
+  const reads = (s) => (s.reads && typeof s.reads === "object" ? s.reads : s);
+
+  // The Cache card shows the hit rate over two windows, each named: since this process started
+  // (/api/cache/stats) and today, UTC (the newest /api/kpis row). Either answer may come first.
+  function renderCacheFigures() {
+    const s = state.stats;
+    if (!s) return;
+    const failing = Array.isArray(s.failing_tiers) ? s.failing_tiers : [];
+    const latest = state.kpiRows && state.kpiRows.length ? state.kpiRows[0] : null;
+    $("cache-figures").replaceChildren(...[
+      figure("hit-rate", "Hit rate \u00b7 since start", rate(reads(s).hit_rate)),
+      latest ? figure("hit-rate-today", "Hit rate \u00b7 " + dayWindow(latest.date), rate(latest.hit_rate)) : null,
+      figure("memory-items", "Items in memory", int(s.memory && s.memory.size)),
+      figure("coalesced", "Coalesced \u00b7 since start", int(s.coalesced)),
+      figure("stale-served", "Stale served \u00b7 since start", int(s.stale_served)),
+      failing.length ? figure("failing-tiers", "Failing tiers", failing.join(", "), "down") : null,
+    ].filter(Boolean));
   }
 
   function loadStats() {
     return guarded("cache-status", async () => {
       const s = await api("/api/cache/stats");
-      const failing = Array.isArray(s.failing_tiers) ? s.failing_tiers : [];
-      $("cache-figures").replaceChildren(...[
-        figure("hit-rate", "Hit rate", rate(s.hit_rate)),
-        figure("memory-items", "Items in memory", int(s.memory && s.memory.size)),
-        figure("coalesced", "Coalesced", int(s.coalesced)),
-        figure("stale-served", "Stale served", int(s.stale_served)),
-        failing.length ? figure("failing-tiers", "Failing tiers", failing.join(", "), "down") : null,
-      ].filter(Boolean));
+      state.stats = s;
+      renderCacheFigures();
       const mem = s.memory || {};
       fill($("cache-tiers").tBodies[0], [
         tierRow("memory", s.memory, isNum(mem.evictions) ? int(mem.evictions) + " evicted" : DASH),
         tierRow("sqlite", s.sqlite, s.sqlite ? bytes(s.sqlite.file_bytes) + " on disk" : DASH),
         tierRow("redis", s.redis, DASH),
       ]);
-      const kinds = Object.entries(s.by_kind || {}).sort(([a], [b]) => a.localeCompare(b));
+      const kinds = Object.entries(reads(s).by_kind || s.by_kind || {}).sort(([a], [b]) => a.localeCompare(b));
       fill($("cache-kinds").tBodies[0], kinds.map(([kind, k]) => el("tr", { data: { kind } },
-        td(kind, "kind"), numTd(int(k.hits), "hits"), numTd(int(k.misses), "misses"),
-        numTd(rate(k.hit_rate), "hit_rate"))));
+        el("td", { cls: "lead", text: kind, data: { field: "kind" } }), numTd(int(k.hits), "hits"),
+        numTd(int(k.misses), "misses"), numTd(rate(k.hit_rate), "hit_rate"))));
       const providers = Object.entries(s.upstream || {}).sort(([a], [b]) => a.localeCompare(b));
       fill($("upstream-table").tBodies[0], providers.map(([name, u]) => el("tr", { data: { provider: name } },
-        td(name, "provider"), numTd(int(isNum(u.calls_today) ? u.calls_today : u.calls), "calls_today"),
+        el("td", { cls: "lead", text: name, data: { field: "provider" } }),
+        numTd(int(isNum(u.calls_today) ? u.calls_today : u.calls), "calls_today"),
         budgetCell(u.budget_left), numTd(int(u.errors), "errors"), numTd(int(u.rate_limited), "rate_limited"),
         td(u.circuit || DASH, "circuit"))));
     });
@@ -437,6 +477,8 @@
   const sum = (rows, f) => rows.reduce((a, r) => a + (isNum(f(r)) ? f(r) : 0), 0);
 
   function showKpiEmpty() {
+    state.kpiRows = [];
+    renderCacheFigures();
     $("kpi-empty").hidden = false;
     $("kpi-body").hidden = true;
     $("kpi-chart").replaceChildren();
@@ -453,25 +495,47 @@
       }
       const rows = Array.isArray(answer && answer.days) ? answer.days : [];
       if (!rows.length) { showKpiEmpty(); return; }
+      state.kpiRows = rows;
+      renderCacheFigures();
       const latest = rows[0]; // newest first
+      const day = dayWindow(latest.date);
+      const span = KPI_DAYS + " days";
       $("kpi-figures").replaceChildren(
-        figure("calls-saved", "Calls saved (" + KPI_DAYS + " d)", int(sum(rows, (r) => r.calls_saved))),
-        figure("calls-saved-today", "Saved " + (latest.date || "today"), int(latest.calls_saved)),
-        figure("requests", "Requests (" + KPI_DAYS + " d)", int(sum(rows, (r) => r.requests))),
-        figure("cost", "Est. cost (" + KPI_DAYS + " d)", fmtCost.format(sum(rows, (r) => r.estimated_cost))),
-        figure("p50", "p50 latency", isNum(latest.p50_ms) ? fmt1.format(latest.p50_ms) + " ms" : DASH),
-        figure("p95", "p95 latency", isNum(latest.p95_ms) ? fmt1.format(latest.p95_ms) + " ms" : DASH),
-        figure("p99", "p99 latency", isNum(latest.p99_ms) ? fmt1.format(latest.p99_ms) + " ms" : DASH));
+        figure("calls-saved", "Calls saved \u00b7 " + span, int(sum(rows, (r) => r.calls_saved))),
+        figure("calls-saved-today", "Calls saved \u00b7 " + day, int(latest.calls_saved)),
+        figure("requests", "Requests \u00b7 " + span, int(sum(rows, (r) => r.requests))),
+        figure("cost", "Est. cost \u00b7 " + span, fmtCost.format(sum(rows, (r) => r.estimated_cost))),
+        figure("hit-rate-day", "Hit rate \u00b7 " + day, rate(latest.hit_rate)),
+        figure("p50", "p50 \u00b7 " + day, ms(latest.p50_ms)),
+        figure("p95", "p95 \u00b7 " + day, ms(latest.p95_ms)),
+        figure("p99", "p99 \u00b7 " + day, ms(latest.p99_ms)));
       fill($("kpi-table").tBodies[0], rows.map((r) => el("tr", { data: { date: r.date } },
-        td(r.date, "date"), numTd(int(r.requests), "requests"), numTd(rate(r.hit_rate), "hit_rate"),
+        el("td", { cls: "lead", text: r.date, data: { field: "date" } }),
+        numTd(int(r.requests), "requests"), numTd(rate(r.hit_rate), "hit_rate"),
         numTd(int(callsOf(r)), "upstream_calls"), numTd(int(r.calls_saved), "calls_saved"),
         numTd(isNum(r.p50_ms) ? fmt1.format(r.p50_ms) : DASH, "p50_ms"),
         numTd(isNum(r.p95_ms) ? fmt1.format(r.p95_ms) : DASH, "p95_ms"),
         numTd(isNum(r.p99_ms) ? fmt1.format(r.p99_ms) : DASH, "p99_ms"))));
-      $("kpi-chart").replaceChildren(chart(rows));
       $("kpi-empty").hidden = true;
       $("kpi-body").hidden = false;
+      drawKpiChart(true);
     });
+  }
+
+  // -- charts: hand-drawn SVG, sized to the pixels of their box so labels are never scaled or cut -----
+  const CHAR_PX = 7; // a generous width of one 11 px chart label character, for margins
+
+  // Draw ``make(width)`` into ``box`` when it is on screen; skip when its width has not changed.
+  function draw(box, make, force) {
+    const width = Math.floor(box.clientWidth);
+    if (!width) return;
+    if (!force && box.dataset.drawnWidth === String(width)) return;
+    box.dataset.drawnWidth = String(width);
+    box.replaceChildren(make(width));
+  }
+
+  function drawKpiChart(force) {
+    if (state.kpiRows && state.kpiRows.length) draw($("kpi-chart"), (w) => kpiChart(state.kpiRows, w), force);
   }
 
   // The calls axis has four gridlines, so its top is a round number that splits into quarters.
@@ -497,25 +561,26 @@
   }
 
   // Bars: upstream calls per day (left axis). Line: cache hit rate (right axis, 0-100 %). Oldest left.
-  function chart(rows) {
+  function kpiChart(rows, W) {
     const slots = daySlots(rows);
-    const W = 640, H = 220, L = 44, R = 44, T = 12, B = 28;
-    const plotW = W - L - R, plotH = H - T - B;
     const top = niceCeiling(Math.max(0, ...rows.map(callsOf)));
-    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "kpi-chart-title" });
+    const tickText = (i) => { const t = (top * i) / 4; return (Number.isInteger(t) ? fmtInt : fmt1).format(t); };
+    const H = W < 480 ? 190 : 230, T = 12, B = 26;
+    const L = 10 + CHAR_PX * tickText(4).length, R = 10 + CHAR_PX * 4;
+    const plotW = W - L - R, plotH = H - T - B;
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+      "aria-labelledby": "kpi-chart-title" });
     root.append(svg("title", { id: "kpi-chart-title" },
       "Upstream calls (bars) and cache hit rate (line) per day, oldest on the left"));
     for (let i = 0; i <= 4; i += 1) {
       const y = T + plotH - (plotH * i) / 4;
       root.append(svg("line", { class: "grid-line", x1: L, x2: W - R, y1: y, y2: y }));
-      const tick = (top * i) / 4;
-      root.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" },
-        (Number.isInteger(tick) ? fmtInt : fmt1).format(tick)));
+      root.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, tickText(i)));
       root.append(svg("text", { x: W - R + 6, y: y + 4, "text-anchor": "start" }, (25 * i) + "%"));
     }
     root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: T + plotH, y2: T + plotH }));
     const slot = plotW / Math.max(1, slots.length);
-    const labelEvery = slots.length > 7 ? 2 : 1;
+    const labelEvery = Math.max(1, Math.ceil(slots.length / Math.max(1, Math.floor(plotW / (CHAR_PX * 5 + 10)))));
     const points = [];
     slots.forEach(([day, d], i) => {
       const x = L + slot * i;
@@ -550,6 +615,10 @@
     $("login-form").addEventListener("submit", onLogin);
     $("logout").addEventListener("click", logout);
     $("refresh-now").addEventListener("click", () => refresh());
+    if (typeof ResizeObserver === "function") {
+      const observer = new ResizeObserver(() => drawKpiChart(false));
+      observer.observe($("kpi-chart"));
+    }
     submitter("watch-form", "watch-error",
       () => api("/api/watchlist", { method: "POST", body: { symbol: $("watch-symbol").value.trim() } }),
       loadWatchlist);
@@ -560,13 +629,14 @@
         cost_basis: asNumber($("position-cost").value),
       } }),
       loadPortfolio);
+    // Health is open: the badge and the demo banner show on the login page too, whatever brought us there.
+    loadHealth();
     let saved = null;
     try { saved = sessionStorage.getItem(TOKEN_KEY); } catch (exc) { saved = null; }
     if (saved) {
       state.token = saved;
       start();
     } else {
-      loadHealth();
       showLogin("");
     }
   }

@@ -23,12 +23,13 @@ from stockcache.settings import Settings
 from stockcache.web.dashboard import PAGE_CSP
 
 from . import browser
-from .browser import PHONE, Tab, money, signed, signed_pct
+from .browser import DESKTOP, PHONE, Tab, money, signed, signed_pct
 from .conftest import start_service, upstream_settings
 
 PASSWORD = "correct horse battery"
 REPO = Path(__file__).resolve().parents[2]
 STALE = re.compile(r"\bstale\b")
+VIEWPORTS = pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 
 
 @pytest.fixture(scope="module")
@@ -284,9 +285,11 @@ def test_dashboard_kpi_chart_keeps_quiet_days_as_gaps(live, admin, open_tab):
     bars = tab.page.locator("#kpi-chart svg rect.bar-calls")
     expect(bars).to_have_count(2)
     older, newer = (float(bars.nth(i).get_attribute("x")) for i in range(2))
-    slot = (640 - 44 - 44) / 14
+    axis = tab.page.locator("#kpi-chart svg line.axis")
+    left, right = float(axis.get_attribute("x1")), float(axis.get_attribute("x2"))
+    slot = (right - left) / 14  # the time axis has one slot per day of the window
     assert newer - older == pytest.approx(4 * slot)
-    assert newer == pytest.approx(44 + 13 * slot + 0.15 * slot)  # the newest day is the last slot
+    assert newer == pytest.approx(left + 13 * slot + 0.15 * slot)  # the newest day is the last slot
     tab.assert_clean()
 
 
@@ -334,26 +337,10 @@ def test_dashboard_labels_demo_data(tmp_path, open_tab):
         expect(tab.page.locator("#demo-banner")).to_contain_text("not real market data")
         tab.login("dora", PASSWORD)
         expect(tab.row("watchlist-table", "AAPL").locator(".tag.demo")).to_have_text("demo")
-        expect(tab.page.locator("#health-list dd[data-field='demo']")).to_have_text("yes")
+        expect(tab.page.locator("#health-figures .figure[data-field='demo'] .value")).to_have_text("yes")
         tab.assert_clean()
     finally:
         service.stop()
-
-
-def test_dashboard_reads_on_a_phone_without_sideways_scrolling(live, admin, open_tab):
-    _positions(admin, ("AAPL", 10, 150.0), ("BRK.B", 2, 400.0))
-    admin.post("/api/watchlist", json={"symbol": "NVDA"})
-    tab = open_tab(live.url, viewport=PHONE).login("root", PASSWORD)
-    expect(tab.row("portfolio-table", "BRK.B")).to_be_visible()
-    width = tab.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-    assert width[0] <= width[1], width
-    for card in tab.page.locator(".card:visible").all():
-        box = card.bounding_box()
-        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
-    font_px = tab.page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
-    assert font_px >= 14
-    tab.shot("admin-phone")
-    tab.assert_clean()
 
 
 def test_dashboard_logout_forgets_the_token(live, alice, open_tab):
@@ -377,3 +364,110 @@ def test_dashboard_returns_to_login_when_the_token_is_refused(live, alice, open_
     expect(tab.page.locator("#login-error")).to_have_text("Your session has ended. Log in again.")
     tab.assert_clean()
 
+
+
+# -- issue 17: figure windows, narrow screens, layout (each on a desktop and a phone) ----------------------
+
+
+def _serve_kpis(tab: Tab, rows: list[dict]) -> None:
+    tab.page.route("**/api/kpis?days=14", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps({"days": rows})))
+
+
+@VIEWPORTS
+def test_dashboard_names_the_window_of_each_hit_rate(tmp_path, upstream, clock, open_tab, viewport):
+    """48.5 % beside 42.4 % with no word why: each hit rate now says which window it covers."""
+    settings = upstream_settings(tmp_path, upstream, jwt_ttl=7 * 86400)
+    service = start_service(settings, clock=clock, kpi_interval=None)
+    try:
+        root = service.add_user("root", admin=True)
+        for _ in range(4):  # yesterday: one miss, then three hits
+            assert root.get("/api/quote/AAPL").status_code == 200
+        assert root.get("/api/kpis?days=1").json()["days"][0]["hit_rate"] == 0.75  # that day is written
+        clock.advance(86400)  # the next UTC day; the quote is long past its TTL
+        for _ in range(2):  # today: one miss, one hit
+            assert root.get("/api/quote/AAPL").status_code == 200
+        # The admin holds and watches nothing, so the page itself reads no market data.
+        tab = open_tab(service.url, viewport=viewport)
+        tab.page.clock.install(time=clock.now)  # the browser's "today" is the service's
+        tab.login("root", PASSWORD)
+
+        assert tab.figure_label("hit-rate") == "Hit rate \u00b7 since start"
+        assert tab.figure("hit-rate") == "66.7%"  # 4 hits of 6 reads since the process started
+        assert tab.figure_label("hit-rate-today") == "Hit rate \u00b7 today, UTC"
+        assert tab.figure("hit-rate-today") == "50.0%"  # 1 of 2 since 00:00 UTC
+        assert tab.figure_label("hit-rate-day") == "Hit rate \u00b7 today, UTC"  # the Last 14 days card
+        assert tab.figure("hit-rate-day") == "50.0%"
+        for field in ("p50", "p95", "p99", "calls-saved-today"):
+            assert tab.figure_label(field).endswith("\u00b7 today, UTC"), field
+        assert tab.figure_label("calls-saved") == "Calls saved \u00b7 14 days"
+        hint = tab.page.locator("#cache-panel .hint")
+        expect(hint).to_contain_text("Since start")
+        expect(hint).to_contain_text("today, UTC")
+        yesterday = root.get("/api/kpis?days=2").json()["days"][1]["date"]
+        expect(tab.page.locator(f"#kpi-table tr[data-date='{yesterday}'] td[data-field='hit_rate']")).to_have_text(
+            "75.0%")
+        tab.assert_fits()
+        tab.assert_clean()
+    finally:
+        service.stop()
+
+
+@VIEWPORTS
+def test_dashboard_fits_the_screen_with_every_figure_and_action_in_reach(live, admin, open_tab, viewport):
+    _positions(admin, ("AAPL", 10, 150.0), ("BRK.B", 2, 400.0), ("MSFT", 3.5, 420.25))
+    assert admin.post("/api/watchlist", json={"symbol": "NVDA"}).status_code == 201
+    tab = open_tab(live.url, viewport=viewport)
+    _serve_kpis(tab, KPI_ROWS)  # a full fortnight: every chart label and table row drawn
+    tab.login("root", PASSWORD)
+    expect(tab.page.locator("#kpi-table tbody tr")).to_have_count(14)
+    tab.assert_fits()
+    # Every figure of every position is on screen (none dropped to make room), and so is its action.
+    for symbol in ("AAPL", "BRK.B", "MSFT"):
+        row = tab.row("portfolio-table", symbol)
+        for field in ("symbol", "shares", "cost_basis", "price", "value", "gain", "gain_percent", "day_change"):
+            expect(row.locator(f"td[data-field='{field}']")).to_be_visible()
+        expect(row.get_by_role("button", name=f"Remove position {symbol}")).to_be_visible()
+    for table in ("watchlist-table", "cache-tiers", "cache-kinds", "upstream-table", "kpi-table"):
+        for cell in tab.page.locator(f"#{table} tbody td[data-field]").all():
+            expect(cell).to_be_visible()
+    assert tab.assert_reachable() >= 8  # Remove x4, Add x2, Refresh, Log out
+    font_px = tab.page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
+    assert font_px >= 14
+    tab.assert_clean()
+
+
+@VIEWPORTS
+def test_dashboard_cards_hug_their_content_and_charts_fill_their_cards(live, admin, open_tab, viewport):
+    """A card is as tall as what it holds (Health stretched beside Cache); a chart uses its card's width."""
+    assert admin.post("/api/watchlist", json={"symbol": "AAPL"}).status_code == 201
+    tab = open_tab(live.url, viewport=viewport)
+    _serve_kpis(tab, KPI_ROWS)
+    tab.login("root", PASSWORD)
+    expect(tab.page.locator("#kpi-chart svg")).to_be_visible()
+    gaps = tab.card_gaps(".grid > .card")
+    assert {"portfolio-panel", "watchlist-panel", "health-panel", "cache-panel", "upstream-panel",
+            "kpi-panel"} <= set(gaps)
+    assert max(gaps.values()) <= 16, gaps
+    assert tab.chart_fill("#kpi-chart svg") >= 0.98
+    tab.assert_clean()
+
+
+@VIEWPORTS
+def test_dashboard_session_ended_page_keeps_the_status_badge_and_demo_banner(tmp_path, open_tab, viewport):
+    service = start_service(Settings(data_dir=tmp_path / "data", refresh=False, port=0))
+    try:
+        service.add_user("dora")
+        tab = open_tab(service.url, viewport=viewport).login("dora", PASSWORD)
+        tab.page.evaluate("sessionStorage.setItem('stockcache.token', 'not-a-token')")
+        tab.page.reload()
+        expect(tab.page.locator("#login-error")).to_have_text("Your session has ended. Log in again.")
+        expect(tab.page.locator("#health-badge")).to_be_visible()
+        expect(tab.page.locator("#health-badge")).to_have_text(service.api.get("/healthz").json()["status"])
+        expect(tab.page.locator("#demo-banner")).to_be_visible()
+        expect(tab.page.locator("#demo-banner")).to_contain_text("not real market data")
+        tab.assert_fits()
+        tab.assert_reachable()
+        tab.assert_clean()
+    finally:
+        service.stop()
