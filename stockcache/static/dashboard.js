@@ -2,19 +2,29 @@
 //
 // The access token lives in sessionStorage (this tab only, gone when it closes) and goes out as a
 // bearer header: no cookie, so no cross-site request can act as the user. Everything the API
-// returns is put on the page with textContent or SVG attributes, never parsed as HTML.
+// returns is put on the page with textContent or SVG attributes, never parsed as HTML; links from
+// the API (news, websites) are used only when they are http(s).
+//
+// Views: the overview (cards) and one symbol's detail view, chosen by the URL's hash
+// (#/symbol/AAPL), so the browser's Back button and bookmarks work.
 "use strict";
 
 (() => {
   const TOKEN_KEY = "stockcache.token";
   const REFRESH_MS = 30000;
   const KPI_DAYS = 14;
+  const HISTORY_DAYS = [30, 100];
+  const NEWS_DAYS = 7;
+  const NEWS_SHOWN = 10;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const STALE_HINT = "Served past its TTL: the upstream failed or today's budget is spent.";
+  const SYMBOL_RE = /^[A-Za-z0-9.\-^=:_]{1,20}$/; // the contract's symbol alphabet
+  const DETAIL_HASH = /^#\/symbol\/([^/?#]+)$/;
 
   const state = {
     token: null, me: null, timer: null, generation: 0, refreshing: null, refreshes: 0,
-    stats: null, kpiRows: null,
+    stats: null, kpiRows: null, detail: null, detailSeq: 0, historyDays: HISTORY_DAYS[0],
+    openedByLink: false, overviewScroll: 0,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -24,12 +34,15 @@
   const fmtInt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
   const fmtCost = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 4 });
   const fmtShares = new Intl.NumberFormat("en-US", { maximumFractionDigits: 4 });
+  const fmtCompact = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 2 });
+  const fmtDay = new Intl.DateTimeFormat("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
   const isNum = (v) => typeof v === "number" && Number.isFinite(v);
   const DASH = "\u2014";
 
   const money = (v) => (isNum(v) ? fmt2.format(v) : DASH);
   const int = (v) => (isNum(v) ? fmtInt.format(v) : DASH);
   const shares = (v) => (isNum(v) ? fmtShares.format(v) : DASH);
+  const compact = (v) => (isNum(v) ? fmtCompact.format(v) : DASH);
   const text = (v) => (v === null || v === undefined || v === "" ? DASH : String(v));
   function signed(v) {
     if (!isNum(v)) return DASH;
@@ -59,9 +72,23 @@
     return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
   }
 
+  // Times are shown in UTC, like the KPI days, so every figure on the page uses one clock.
+  function utcTime(value) {
+    const date = isNum(value) ? new Date(value * 1000) : new Date(String(value));
+    return Number.isFinite(date.getTime()) ? date.toISOString().slice(0, 16).replace("T", " ") + " UTC" : DASH;
+  }
   const utcToday = () => new Date().toISOString().slice(0, 10);
   // The window a per-day figure covers: "today, UTC", or the day itself when the newest row is older.
   const dayWindow = (date) => (String(date) === utcToday() ? "today, UTC" : String(date) + " (UTC)");
+
+  function safeUrl(value) {
+    try {
+      const url = new URL(String(value));
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch (exc) {
+      return null;
+    }
+  }
 
   // -- DOM helpers: text only, never HTML -------------------------------------------------------
   function el(tag, opts, ...children) {
@@ -95,8 +122,18 @@
       el("span", { cls: "value" + (cls ? " " + cls : ""), text: value }));
   }
 
-  // The key cell of a symbol's row; stale/demo/error tags go after the symbol.
-  const symbolTd = (symbol) => el("td", { cls: "lead", text: symbol, data: { field: "symbol" } });
+  function pairs(list, rows) {
+    list.replaceChildren(...rows.map(([field, label, value]) => [
+      el("dt", { text: label }), value instanceof Node ? el("dd", { data: { field } }, value)
+        : el("dd", { text: value, data: { field } })]).flat());
+  }
+
+  // The key cell of a symbol's row: a link to its detail view; stale/demo/error tags go after it.
+  function symbolTd(symbol) {
+    const link = el("a", { cls: "symbol-link", text: symbol,
+      attrs: { href: "#/symbol/" + encodeURIComponent(symbol), title: "Open " + symbol } });
+    return el("td", { cls: "lead", data: { field: "symbol" } }, link);
+  }
 
   // Rows go in with each cell labelled by its column's header: stacked rows (narrow screens) show
   // that label above the figure, so no column has to be dropped to fit.
@@ -111,6 +148,14 @@
       }
     }
     tbody.replaceChildren(...rows);
+  }
+
+  function marks(container, item) {
+    const found = [];
+    if (item && item.stale) found.push(tag("stale", "stale", STALE_HINT));
+    if (item && item.source === "demo") found.push(tag("demo", "demo", "Offline demo data, not real prices."));
+    container.replaceChildren(...found);
+    return found.length;
   }
 
   // -- the API ------------------------------------------------------------------------------------
@@ -172,6 +217,7 @@
     state.me = null;
     state.stats = null;
     state.kpiRows = null;
+    closeDetail({ restore: false });
     for (const tbody of document.querySelectorAll("#dashboard tbody")) tbody.replaceChildren();
     for (const box of document.querySelectorAll("#overview .figures, #kpi-chart")) box.replaceChildren();
   }
@@ -226,6 +272,7 @@
     for (const panel of document.querySelectorAll(".admin-only")) panel.hidden = !me.is_admin;
     $("login").hidden = true;
     $("dashboard").hidden = false;
+    route({ byLink: false, load: false }); // the refresh below loads an open detail view
     await refresh();
   }
 
@@ -236,6 +283,7 @@
     const generation = state.generation;
     const jobs = [loadHealth(), loadPortfolio(), loadWatchlist()];
     if (state.me && state.me.is_admin) jobs.push(loadStats(), loadKpis());
+    if (state.detail) jobs.push(loadDetail());
     state.refreshing = Promise.allSettled(jobs).then(() => {
       state.refreshing = null;
       if (generation !== state.generation || !state.me) return;
@@ -610,14 +658,319 @@
     return root;
   }
 
+  // A round step for about ``count`` gridlines over ``span``.
+  function niceStep(span, count) {
+    const raw = span / Math.max(1, count);
+    const base = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * base >= raw) return m * base;
+    return 10 * base;
+  }
+
+  // Daily closes as a line over a light area, oldest left; one point per bar the API returned.
+  function priceChart(candles, W, onPoint) {
+    const n = candles.length;
+    const closes = candles.map((c) => c.close);
+    let lo = Math.min(...closes), hi = Math.max(...closes);
+    if (lo === hi) { lo -= 1; hi += 1; }
+    const step = niceStep(hi - lo, 4);
+    const bottom = Math.floor(lo / step) * step, top = Math.ceil(hi / step) * step;
+    const digits = step >= 1 ? 0 : step >= 0.1 ? 1 : 2;
+    const tickFmt = new Intl.NumberFormat("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    const ticks = [];
+    for (let v = bottom; v <= top + step / 2; v += step) ticks.push(v);
+    const H = W < 480 ? 200 : 260, T = 10, B = 24, R = 14;
+    const L = 10 + CHAR_PX * Math.max(...ticks.map((v) => tickFmt.format(v).length));
+    const plotW = W - L - R, plotH = H - T - B;
+    const x = (i) => L + (n === 1 ? plotW / 2 : (plotW * i) / (n - 1));
+    const y = (v) => T + (plotH * (top - v)) / (top - bottom);
+    const direction = closes[n - 1] >= closes[0] ? "up" : "down";
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+      "aria-labelledby": "history-chart-title", "data-points": n,
+      "data-first": candles[0].date, "data-last": candles[n - 1].date });
+    root.append(svg("title", { id: "history-chart-title" },
+      `Daily closes, ${n} bars from ${candles[0].date} to ${candles[n - 1].date}`));
+    for (const v of ticks) {
+      root.append(svg("line", { class: "grid-line", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+      root.append(svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, tickFmt.format(v)));
+    }
+    root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: T + plotH, y2: T + plotH }));
+    // Date labels: as many as fit, spread evenly, the first and the last always shown.
+    const labels = Math.max(2, Math.min(n, Math.floor(plotW / (CHAR_PX * 6 + 36))));
+    const shown = new Set();
+    for (let k = 0; k < labels; k += 1) shown.add(Math.round((k * (n - 1)) / Math.max(1, labels - 1)));
+    for (const i of shown) {
+      const anchor = i === 0 && n > 1 ? "start" : i === n - 1 && n > 1 ? "end" : "middle";
+      const day = new Date(String(candles[i].date) + "T00:00:00Z");
+      root.append(svg("text", { x: x(i), y: H - 7, "text-anchor": anchor },
+        Number.isFinite(day.getTime()) ? fmtDay.format(day) : String(candles[i].date)));
+    }
+    const line = closes.map((v, i) => `${x(i)},${y(v)}`).join(" ");
+    root.append(svg("polygon", { class: "area-price " + direction,
+      points: `${x(0)},${T + plotH} ${line} ${x(n - 1)},${T + plotH}` }));
+    root.append(svg("polyline", { class: "line-price " + direction, points: line }));
+    // A cursor that follows the pointer; the readout above the chart names the bar under it.
+    const cursor = svg("g", { class: "cursor", visibility: "hidden" });
+    const cursorLine = svg("line", { y1: T, y2: T + plotH });
+    const cursorDot = svg("circle", { r: 3.5 });
+    cursor.append(cursorLine, cursorDot);
+    root.append(cursor);
+    const hit = svg("rect", { x: L, y: T, width: plotW, height: plotH, fill: "transparent" });
+    root.append(hit);
+    hit.addEventListener("pointermove", (event) => {
+      const box = root.getBoundingClientRect();
+      const px = ((event.clientX - box.left) * W) / box.width;
+      const i = n === 1 ? 0 : Math.min(n - 1, Math.max(0, Math.round(((px - L) / plotW) * (n - 1))));
+      for (const [k, v] of [["x1", x(i)], ["x2", x(i)]]) cursorLine.setAttribute(k, String(v));
+      cursorDot.setAttribute("cx", String(x(i)));
+      cursorDot.setAttribute("cy", String(y(closes[i])));
+      cursor.setAttribute("visibility", "visible");
+      onPoint(i);
+    });
+    hit.addEventListener("pointerleave", () => {
+      cursor.setAttribute("visibility", "hidden");
+      onPoint(n - 1);
+    });
+    return root;
+  }
+
+  // -- one symbol's detail view ------------------------------------------------------------------------
+  // Quote, daily history, profile and headlines load side by side, each into its own card; an answer
+  // for a symbol that is no longer open (state.detailSeq moved on) is dropped.
+  const current = (seq) => state.detail !== null && state.detail.seq === seq;
+
+  function setCardStale(cardId, item) {
+    $(cardId).dataset.stale = String(Boolean(item && item.stale));
+  }
+
+  function clearDetail() {
+    for (const id of ["quote-tags", "quote-figures", "quote-list", "history-tags", "history-chart", "profile-tags",
+      "profile-list", "news-tags", "news-list"]) $(id).replaceChildren();
+    for (const id of ["detail-name", "detail-status", "history-readout", "history-meta", "profile-description",
+      "quote-status", "history-status", "profile-status", "news-status"]) $(id).textContent = "";
+    for (const id of ["quote-card", "history-card", "profile-card", "news-card"]) delete $(id).dataset.stale;
+    delete $("history-chart").dataset.drawnWidth;
+    $("news-empty").hidden = true;
+    $("detail").querySelector(".detail-grid").hidden = false;
+  }
+
+  function route({ byLink, load = true }) {
+    const match = DETAIL_HASH.exec(location.hash);
+    let symbol = null;
+    if (match) {
+      try { symbol = decodeURIComponent(match[1]).toUpperCase(); } catch (exc) { symbol = null; }
+    }
+    if (symbol !== null && !SYMBOL_RE.test(symbol)) symbol = null;
+    if (!state.me) return; // start() routes again after logging in
+    if (symbol) openDetail(symbol, { byLink, load });
+    else closeDetail({ restore: true });
+  }
+
+  function openDetail(symbol, { byLink, load }) {
+    if (state.detail && state.detail.symbol === symbol) return;
+    if (!state.detail) {
+      state.overviewScroll = window.scrollY;
+      state.openedByLink = byLink;
+    }
+    state.detailSeq += 1;
+    state.detail = { symbol, seq: state.detailSeq, candles: null };
+    clearDetail();
+    $("detail-symbol").textContent = symbol;
+    $("overview").hidden = true;
+    $("detail").hidden = false;
+    document.title = symbol + " \u00b7 stockcache";
+    window.scrollTo(0, 0);
+    $("detail-title").focus({ preventScroll: true });
+    showDaysChoice();
+    if (load) loadDetail();
+  }
+
+  function closeDetail({ restore }) {
+    const was = state.detail;
+    state.detail = null;
+    state.detailSeq += 1;
+    clearDetail();
+    $("detail").hidden = true;
+    $("overview").hidden = false;
+    document.title = "stockcache";
+    if (!was || !restore) return;
+    window.scrollTo(0, state.overviewScroll);
+    const link = document.querySelector(`#overview a.symbol-link[href="#/symbol/${encodeURIComponent(was.symbol)}"]`);
+    if (link) link.focus({ preventScroll: true });
+  }
+
+  // Back to the overview: through the browser's history when a click brought us here, so Back and
+  // this button agree; otherwise (a bookmark, a reload) by dropping the hash.
+  function leaveDetail() {
+    if (state.openedByLink) {
+      history.back();
+      return;
+    }
+    history.replaceState(null, "", location.pathname + location.search);
+    route({ byLink: false });
+  }
+
+  function showDaysChoice() {
+    for (const button of document.querySelectorAll("#history-card .segmented button")) {
+      button.setAttribute("aria-pressed", String(Number(button.dataset.days) === state.historyDays));
+    }
+  }
+
+  async function detailPart(seq, statusId, fetcher, render) {
+    try {
+      const data = await fetcher();
+      if (!current(seq)) return;
+      render(data);
+      $(statusId).textContent = "";
+    } catch (exc) {
+      if (!current(seq) || exc.status === 401) return;
+      $(statusId).textContent = "Could not load: " + exc.message;
+      throw exc;
+    }
+  }
+
+  function loadDetail() {
+    const d = state.detail;
+    if (!d) return Promise.resolve();
+    const seq = d.seq;
+    const path = encodeURIComponent(d.symbol);
+    const quote = detailPart(seq, "quote-status", () => api("/api/quote/" + path), renderQuote).then(() => {
+      if (current(seq)) { $("detail-status").textContent = ""; $("detail").querySelector(".detail-grid").hidden = false; }
+    }, (exc) => {
+      // An unknown symbol has nothing to show in any card: one message says so.
+      if (current(seq) && exc.code === "symbol_not_found") {
+        $("detail-status").textContent = exc.message;
+        $("detail").querySelector(".detail-grid").hidden = true;
+      }
+    });
+    return Promise.allSettled([
+      quote,
+      loadHistory(),
+      detailPart(seq, "profile-status", () => api("/api/profile/" + path), renderProfile),
+      detailPart(seq, "news-status", () => api(`/api/news/${path}?days=${NEWS_DAYS}`), renderNews),
+    ]);
+  }
+
+  function loadHistory() {
+    const d = state.detail;
+    if (!d) return Promise.resolve();
+    const days = state.historyDays;
+    return detailPart(d.seq, "history-status",
+      () => api(`/api/history/${encodeURIComponent(d.symbol)}?days=${days}`),
+      (h) => { if (days === state.historyDays) renderHistory(h); });
+  }
+
+  function renderQuote(q) {
+    marks($("quote-tags"), q);
+    setCardStale("quote-card", q);
+    $("quote-figures").replaceChildren(
+      figure("price", "Price" + (q.currency ? " (" + q.currency + ")" : ""), money(q.price)),
+      figure("change", "Change", signed(q.change), trend(q.change)),
+      figure("change_percent", "Change %", signedPct(q.change_percent), trend(q.change)));
+    pairs($("quote-list"), [
+      ["open", "Open", money(q.open)],
+      ["high", "High", money(q.high)],
+      ["low", "Low", money(q.low)],
+      ["previous_close", "Previous close", money(q.previous_close)],
+      ["timestamp", "As of", isNum(q.timestamp) && q.timestamp > 0 ? utcTime(q.timestamp) : DASH],
+      ["age", "Fetched", isNum(q.age) ? duration(q.age) + " ago" : DASH],
+      ["source", "Source", text(q.source)],
+      ["cache", "Served from", text(q.cache)],
+    ]);
+  }
+
+  function readout(i) {
+    const candles = state.detail && state.detail.candles;
+    if (!candles || !candles[i]) return;
+    const c = candles[i];
+    $("history-readout").textContent = `${c.date}: close ${money(c.close)} \u00b7 open ${money(c.open)} \u00b7 `
+      + `high ${money(c.high)} \u00b7 low ${money(c.low)} \u00b7 volume ${compact(c.volume)}`;
+  }
+
+  function drawHistory(force) {
+    const d = state.detail;
+    if (d && d.candles && d.candles.length) {
+      draw($("history-chart"), (w) => priceChart(d.candles, w, readout), force);
+    }
+  }
+
+  function renderHistory(h) {
+    const candles = (Array.isArray(h.candles) ? h.candles : []).filter((c) => c && isNum(c.close));
+    state.detail.candles = candles;
+    marks($("history-tags"), h);
+    setCardStale("history-card", h);
+    if (!candles.length) {
+      $("history-chart").replaceChildren();
+      $("history-readout").textContent = "No daily bars for this window.";
+      $("history-meta").textContent = "";
+      return;
+    }
+    $("history-meta").textContent = `${candles.length} daily bars, ${candles[0].date} to `
+      + `${candles[candles.length - 1].date} \u00b7 ${text(h.source)}`
+      + (isNum(h.age) ? ` \u00b7 fetched ${duration(h.age)} ago` : "");
+    drawHistory(true);
+    readout(candles.length - 1);
+  }
+
+  function renderProfile(p) {
+    $("detail-name").textContent = p.name ? String(p.name) : "";
+    marks($("profile-tags"), p);
+    setCardStale("profile-card", p);
+    const site = safeUrl(p.weburl);
+    pairs($("profile-list"), [
+      ["name", "Name", text(p.name)],
+      ["exchange", "Exchange", text(p.exchange)],
+      ["currency", "Currency", text(p.currency)],
+      ["country", "Country", text(p.country)],
+      ["industry", "Industry", text(p.industry)],
+      ["ipo", "IPO", text(p.ipo)],
+      ["market_cap", "Market cap", compact(p.market_cap)],
+      ["shares_outstanding", "Shares outstanding", compact(p.shares_outstanding)],
+      ["weburl", "Website", site ? el("a", { text: site, attrs: { href: site, target: "_blank",
+        rel: "noopener noreferrer" } }) : text(p.weburl)],
+    ]);
+    $("profile-description").textContent = p.description ? String(p.description) : "";
+  }
+
+  function article(a) {
+    const url = safeUrl(a.url);
+    const headline = url
+      ? el("a", { cls: "headline", text: text(a.headline), attrs: { href: url, target: "_blank", rel: "noopener noreferrer" } })
+      : el("span", { cls: "headline", text: text(a.headline) });
+    const byline = [a.source ? String(a.source) : "", a.published_at ? utcTime(a.published_at) : ""]
+      .filter(Boolean).join(" \u00b7 ");
+    return el("li", {}, headline, byline ? el("p", { cls: "byline", text: byline }) : null,
+      a.summary ? el("p", { cls: "summary", text: a.summary }) : null);
+  }
+
+  function renderNews(n) {
+    const articles = Array.isArray(n.articles) ? n.articles : [];
+    marks($("news-tags"), n);
+    setCardStale("news-card", n);
+    $("news-list").replaceChildren(...articles.slice(0, NEWS_SHOWN).map(article));
+    $("news-empty").hidden = articles.length > 0;
+  }
+
   // -- start ---------------------------------------------------------------------------------------------------
   function boot() {
     $("login-form").addEventListener("submit", onLogin);
     $("logout").addEventListener("click", logout);
     $("refresh-now").addEventListener("click", () => refresh());
+    $("detail-back").addEventListener("click", leaveDetail);
+    for (const button of document.querySelectorAll("#history-card .segmented button")) {
+      button.addEventListener("click", () => {
+        state.historyDays = Number(button.dataset.days);
+        showDaysChoice();
+        loadHistory();
+      });
+    }
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && state.detail) leaveDetail();
+    });
+    window.addEventListener("hashchange", () => route({ byLink: true }));
     if (typeof ResizeObserver === "function") {
-      const observer = new ResizeObserver(() => drawKpiChart(false));
+      const observer = new ResizeObserver(() => { drawKpiChart(false); drawHistory(false); });
       observer.observe($("kpi-chart"));
+      observer.observe($("history-chart"));
     }
     submitter("watch-form", "watch-error",
       () => api("/api/watchlist", { method: "POST", body: { symbol: $("watch-symbol").value.trim() } }),
