@@ -2,17 +2,30 @@
 //
 // The access token lives in sessionStorage (this tab only, gone when it closes) and goes out as a
 // bearer header: no cookie, so no cross-site request can act as the user. Everything the API
-// returns is put on the page with textContent or SVG attributes, never parsed as HTML.
+// returns is put on the page with textContent or SVG attributes, never parsed as HTML; links from
+// the API (news, websites) are used only when they are http(s).
+//
+// Views: the overview (cards) and one symbol's detail view, chosen by the URL's hash
+// (#/symbol/AAPL), so the browser's Back button and bookmarks work.
 "use strict";
 
 (() => {
   const TOKEN_KEY = "stockcache.token";
   const REFRESH_MS = 30000;
   const KPI_DAYS = 14;
+  const HISTORY_DAYS = [30, 100];
+  const NEWS_DAYS = 7;
+  const NEWS_SHOWN = 10;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const STALE_HINT = "Served past its TTL: the upstream failed or today's budget is spent.";
+  const SYMBOL_RE = /^[A-Za-z0-9.\-^=:_]{1,20}$/; // the contract's symbol alphabet
+  const DETAIL_HASH = /^#\/symbol\/([^/?#]+)$/;
 
-  const state = { token: null, me: null, timer: null, generation: 0, refreshing: null, refreshes: 0 };
+  const state = {
+    token: null, me: null, timer: null, generation: 0, refreshing: null, refreshes: 0,
+    stats: null, kpiRows: null, detail: null, detailSeq: 0, historyDays: HISTORY_DAYS[0],
+    openedByLink: false, overviewScroll: 0,
+  };
   const $ = (id) => document.getElementById(id);
 
   // -- formatting -----------------------------------------------------------------------------
@@ -21,20 +34,25 @@
   const fmtInt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
   const fmtCost = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 4 });
   const fmtShares = new Intl.NumberFormat("en-US", { maximumFractionDigits: 4 });
+  const fmtCompact = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 2 });
+  const fmtDay = new Intl.DateTimeFormat("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
   const isNum = (v) => typeof v === "number" && Number.isFinite(v);
   const DASH = "\u2014";
 
   const money = (v) => (isNum(v) ? fmt2.format(v) : DASH);
   const int = (v) => (isNum(v) ? fmtInt.format(v) : DASH);
   const shares = (v) => (isNum(v) ? fmtShares.format(v) : DASH);
+  const compact = (v) => (isNum(v) ? fmtCompact.format(v) : DASH);
+  const text = (v) => (v === null || v === undefined || v === "" ? DASH : String(v));
   function signed(v) {
     if (!isNum(v)) return DASH;
-    const text = fmt2.format(Math.abs(v));
-    if (text === "0.00") return text;
-    return (v > 0 ? "+" : "-") + text;
+    const t = fmt2.format(Math.abs(v));
+    if (t === "0.00") return t;
+    return (v > 0 ? "+" : "-") + t;
   }
   const signedPct = (v) => (isNum(v) ? signed(v) + "%" : DASH);
   const rate = (v) => (isNum(v) ? fmt1.format(v * 100) + "%" : DASH); // hit rates are fractions 0..1
+  const ms = (v) => (isNum(v) ? fmt1.format(v) + " ms" : DASH);
   const trend = (v) => (!isNum(v) || v === 0 ? "" : v > 0 ? "up" : "down");
 
   function bytes(n) {
@@ -54,6 +72,24 @@
     return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
   }
 
+  // Times are shown in UTC, like the KPI days, so every figure on the page uses one clock.
+  function utcTime(value) {
+    const date = isNum(value) ? new Date(value * 1000) : new Date(String(value));
+    return Number.isFinite(date.getTime()) ? date.toISOString().slice(0, 16).replace("T", " ") + " UTC" : DASH;
+  }
+  const utcToday = () => new Date().toISOString().slice(0, 10);
+  // The window a per-day figure covers: "today, UTC", or the day itself when the newest row is older.
+  const dayWindow = (date) => (String(date) === utcToday() ? "today, UTC" : String(date) + " (UTC)");
+
+  function safeUrl(value) {
+    try {
+      const url = new URL(String(value));
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch (exc) {
+      return null;
+    }
+  }
+
   // -- DOM helpers: text only, never HTML -------------------------------------------------------
   function el(tag, opts, ...children) {
     const node = document.createElement(tag);
@@ -67,16 +103,18 @@
     return node;
   }
 
-  function svg(tag, attrs, text) {
+  function svg(tag, attrs, content) {
     const node = document.createElementNS(SVG_NS, tag);
     for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
-    if (text !== undefined) node.textContent = String(text);
+    if (content !== undefined) node.textContent = String(content);
     return node;
   }
 
-  const td = (text, field, cls) => el("td", { text, cls, data: field ? { field } : undefined });
-  const numTd = (text, field, extra) => td(text, field, "num" + (extra ? " " + extra : ""));
-  const tag = (kind, text, title) => el("span", { cls: "tag " + kind, text, title });
+  const td = (content, field, cls) => el("td", { text: content, cls, data: field ? { field } : undefined });
+  const numTd = (content, field, extra) => td(content, field, "num" + (extra ? " " + extra : ""));
+  const tag = (kind, content, title) => el("span", { cls: "tag " + kind, text: content, title });
+  const noteTd = (content, colspan) => el("td", { cls: "note muted", text: content, attrs: { colspan },
+    data: { field: "error" } });
 
   function figure(field, label, value, cls) {
     return el("div", { cls: "figure", data: { field } },
@@ -84,7 +122,41 @@
       el("span", { cls: "value" + (cls ? " " + cls : ""), text: value }));
   }
 
-  function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+  function pairs(list, rows) {
+    list.replaceChildren(...rows.map(([field, label, value]) => [
+      el("dt", { text: label }), value instanceof Node ? el("dd", { data: { field } }, value)
+        : el("dd", { text: value, data: { field } })]).flat());
+  }
+
+  // The key cell of a symbol's row: a link to its detail view; stale/demo/error tags go after it.
+  function symbolTd(symbol) {
+    const link = el("a", { cls: "symbol-link", text: symbol,
+      attrs: { href: "#/symbol/" + encodeURIComponent(symbol), title: "Open " + symbol } });
+    return el("td", { cls: "lead", data: { field: "symbol" } }, link);
+  }
+
+  // Rows go in with each cell labelled by its column's header: stacked rows (narrow screens) show
+  // that label above the figure, so no column has to be dropped to fit.
+  function fill(tbody, rows) {
+    const head = tbody.parentElement.tHead;
+    const labels = head ? [...head.rows[0].cells].map((th) => th.textContent.trim()) : [];
+    for (const tr of rows) {
+      let column = 0;
+      for (const cell of tr.cells) {
+        if (!("label" in cell.dataset)) cell.dataset.label = cell.colSpan > 1 ? "" : labels[column] || "";
+        column += cell.colSpan;
+      }
+    }
+    tbody.replaceChildren(...rows);
+  }
+
+  function marks(container, item) {
+    const found = [];
+    if (item && item.stale) found.push(tag("stale", "stale", STALE_HINT));
+    if (item && item.source === "demo") found.push(tag("demo", "demo", "Offline demo data, not real prices."));
+    container.replaceChildren(...found);
+    return found.length;
+  }
 
   // -- the API ------------------------------------------------------------------------------------
   class ApiError extends Error {
@@ -143,10 +215,14 @@
     clearTimeout(state.timer);
     state.timer = null;
     state.me = null;
+    state.stats = null;
+    state.kpiRows = null;
+    closeDetail({ restore: false });
     for (const tbody of document.querySelectorAll("#dashboard tbody")) tbody.replaceChildren();
-    for (const box of document.querySelectorAll("#dashboard .figures, #kpi-chart")) box.replaceChildren();
+    for (const box of document.querySelectorAll("#overview .figures, #kpi-chart")) box.replaceChildren();
   }
 
+  // The login page keeps the status badge and the demo banner (loadHealth needs no token).
   function sessionEnded() {
     if (!state.token) return;
     setToken(null);
@@ -196,6 +272,7 @@
     for (const panel of document.querySelectorAll(".admin-only")) panel.hidden = !me.is_admin;
     $("login").hidden = true;
     $("dashboard").hidden = false;
+    route({ byLink: false, load: false }); // the refresh below loads an open detail view
     await refresh();
   }
 
@@ -206,6 +283,7 @@
     const generation = state.generation;
     const jobs = [loadHealth(), loadPortfolio(), loadWatchlist()];
     if (state.me && state.me.is_admin) jobs.push(loadStats(), loadKpis());
+    if (state.detail) jobs.push(loadDetail());
     state.refreshing = Promise.allSettled(jobs).then(() => {
       state.refreshing = null;
       if (generation !== state.generation || !state.me) return;
@@ -247,15 +325,12 @@
     badge.hidden = false;
     const demo = health.source === "demo";
     $("demo-banner").hidden = !demo;
-    const pairs = [
-      ["status", "Status", status],
-      ["source", "Source", demo ? "demo (offline, not real prices)" : health.source || DASH],
-      ["demo", "Demo data", demo ? "yes" : "no"],
-      ["version", "Version", health.version || DASH],
-      ["uptime", "Up for", duration(health.uptime)],
-    ];
-    $("health-list").replaceChildren(...pairs.flatMap(([field, label, value]) => [
-      el("dt", { text: label }), el("dd", { text: value, data: { field } })]));
+    $("health-figures").replaceChildren(
+      figure("status", "Status", status, status === "ok" ? "up" : "down"),
+      figure("source", "Source", demo ? "demo (offline, not real prices)" : text(health.source)),
+      figure("demo", "Demo data", demo ? "yes" : "no"),
+      figure("version", "Version", text(health.version)),
+      figure("uptime", "Up for", duration(health.uptime)));
     const reasons = Array.isArray(health.reasons) ? health.reasons : [];
     $("health-reasons").replaceChildren(...reasons.map((r) => el("li", { text: r })));
   }
@@ -270,20 +345,21 @@
     return button;
   }
 
+  // Row actions share one cell (issue 16 adds "Analysis" beside "Remove").
+  const actionsTd = (...buttons) => el("td", { cls: "actions" }, ...buttons);
+
   function loadPortfolio() {
     return guarded("portfolio-status", async () => {
       const perf = await api("/api/portfolio/performance");
       const errors = perf.errors || {};
       const rows = (perf.positions || []).map((p) => {
-        const symbolCell = td(p.symbol, "symbol");
+        const symbolCell = symbolTd(p.symbol);
         const tr = el("tr", { data: { symbol: p.symbol, id: p.id } });
-        tr.append(symbolCell, numTd(shares(p.shares), "shares", "opt"),
-          numTd(money(p.cost_basis), "cost_basis", "opt"));
+        tr.append(symbolCell, numTd(shares(p.shares), "shares"), numTd(money(p.cost_basis), "cost_basis"));
         if (p.price === null || p.price === undefined) {
           const err = errors[p.symbol];
           symbolCell.append(tag("err", "no quote"));
-          tr.append(el("td", { cls: "muted", text: err ? err.message : "No quote right now.",
-            attrs: { colspan: 5 }, data: { field: "error" } }));
+          tr.append(noteTd(err ? err.message : "No quote right now.", 5));
         } else {
           if (p.stale) {
             tr.classList.add("stale");
@@ -295,7 +371,7 @@
             numTd(signedPct(p.gain_percent), "gain_percent", trend(p.gain)),
             numTd(signed(p.day_change), "day_change", trend(p.day_change)));
         }
-        tr.append(el("td", {}, removeButton("Remove position " + p.symbol, async () => {
+        tr.append(actionsTd(removeButton("Remove position " + p.symbol, async () => {
           await api("/api/portfolio/" + encodeURIComponent(p.id), { method: "DELETE" });
           await loadPortfolio();
         })));
@@ -322,27 +398,25 @@
       const errors = answer.errors || {};
       const rows = (answer.items || []).map((item) => {
         const q = item.quote;
-        const symbolCell = td(item.symbol, "symbol");
+        const symbolCell = symbolTd(item.symbol);
         const tr = el("tr", { data: { symbol: item.symbol } });
         tr.append(symbolCell);
         if (!q) {
           const err = errors[item.symbol];
           symbolCell.append(tag("err", "no quote"));
-          tr.append(el("td", { cls: "muted", text: err ? err.message : "No quote right now.",
-            attrs: { colspan: 5 }, data: { field: "error" } }));
+          tr.append(noteTd(err ? err.message : "No quote right now.", 5));
         } else {
-          const sourceCell = td(q.source, "source", "opt");
           if (q.source === "demo") symbolCell.append(tag("demo", "demo", "Offline demo data, not real prices."));
-          const ageCell = td(duration(q.age), "age", "opt");
           if (q.stale) {
             tr.classList.add("stale");
             symbolCell.append(tag("stale", "stale", STALE_HINT));
           }
           tr.append(
             numTd(money(q.price), "price"), numTd(signed(q.change), "change", trend(q.change)),
-            numTd(signedPct(q.change_percent), "change_percent", trend(q.change)), sourceCell, ageCell);
+            numTd(signedPct(q.change_percent), "change_percent", trend(q.change)),
+            td(q.source, "source"), td(duration(q.age), "age"));
         }
-        tr.append(el("td", {}, removeButton("Remove " + item.symbol + " from the watchlist", async () => {
+        tr.append(actionsTd(removeButton("Remove " + item.symbol + " from the watchlist", async () => {
           await api("/api/watchlist/" + encodeURIComponent(item.symbol), { method: "DELETE" });
           await loadWatchlist();
         })));
@@ -356,8 +430,8 @@
   // -- forms ------------------------------------------------------------------------------------------------
   // Numbers typed by a person go out as numbers; anything else goes out as typed, so the API's own
   // validation message (the one every client sees) is what appears under the form.
-  function asNumber(text) {
-    const trimmed = text.trim();
+  function asNumber(value) {
+    const trimmed = value.trim();
     return trimmed !== "" && Number.isFinite(Number(trimmed)) ? Number(trimmed) : trimmed;
   }
 
@@ -394,39 +468,53 @@
   }
 
   function tierRow(name, tier, other) {
-    if (!tier) {
-      return el("tr", { data: { tier: name } }, td(name, "tier"), el("td", { cls: "muted", text: "not configured",
-        attrs: { colspan: 4 } }));
-    }
+    const key = el("td", { cls: "lead", text: name, data: { field: "tier" } });
+    if (!tier) return el("tr", { data: { tier: name } }, key, noteTd("not configured", 4));
     const size = isNum(tier.max_size) ? int(tier.size) + " / " + int(tier.max_size) : int(tier.size);
-    return el("tr", { data: { tier: name } }, td(name, "tier"), numTd(size, "size"), numTd(int(tier.hits), "hits"),
+    return el("tr", { data: { tier: name } }, key, numTd(size, "size"), numTd(int(tier.hits), "hits"),
       numTd(int(tier.misses), "misses"), numTd(other, "other"));
+  }
+
+  // Request reads (what the KPI days count), falling back to the cache's own counters on servers
+  // without them, so "since start" and "today" differ only in their window.
+  const reads = (s) => (s.reads && typeof s.reads === "object" ? s.reads : s);
+
+  // The Cache card shows the hit rate over two windows, each named: since this process started
+  // (/api/cache/stats) and today, UTC (the newest /api/kpis row). Either answer may come first.
+  function renderCacheFigures() {
+    const s = state.stats;
+    if (!s) return;
+    const failing = Array.isArray(s.failing_tiers) ? s.failing_tiers : [];
+    const latest = state.kpiRows && state.kpiRows.length ? state.kpiRows[0] : null;
+    $("cache-figures").replaceChildren(...[
+      figure("hit-rate", "Hit rate \u00b7 since start", rate(reads(s).hit_rate)),
+      latest ? figure("hit-rate-today", "Hit rate \u00b7 " + dayWindow(latest.date), rate(latest.hit_rate)) : null,
+      figure("memory-items", "Items in memory", int(s.memory && s.memory.size)),
+      figure("coalesced", "Coalesced \u00b7 since start", int(s.coalesced)),
+      figure("stale-served", "Stale served \u00b7 since start", int(s.stale_served)),
+      failing.length ? figure("failing-tiers", "Failing tiers", failing.join(", "), "down") : null,
+    ].filter(Boolean));
   }
 
   function loadStats() {
     return guarded("cache-status", async () => {
       const s = await api("/api/cache/stats");
-      const failing = Array.isArray(s.failing_tiers) ? s.failing_tiers : [];
-      $("cache-figures").replaceChildren(...[
-        figure("hit-rate", "Hit rate", rate(s.hit_rate)),
-        figure("memory-items", "Items in memory", int(s.memory && s.memory.size)),
-        figure("coalesced", "Coalesced", int(s.coalesced)),
-        figure("stale-served", "Stale served", int(s.stale_served)),
-        failing.length ? figure("failing-tiers", "Failing tiers", failing.join(", "), "down") : null,
-      ].filter(Boolean));
+      state.stats = s;
+      renderCacheFigures();
       const mem = s.memory || {};
       fill($("cache-tiers").tBodies[0], [
         tierRow("memory", s.memory, isNum(mem.evictions) ? int(mem.evictions) + " evicted" : DASH),
         tierRow("sqlite", s.sqlite, s.sqlite ? bytes(s.sqlite.file_bytes) + " on disk" : DASH),
         tierRow("redis", s.redis, DASH),
       ]);
-      const kinds = Object.entries(s.by_kind || {}).sort(([a], [b]) => a.localeCompare(b));
+      const kinds = Object.entries(reads(s).by_kind || s.by_kind || {}).sort(([a], [b]) => a.localeCompare(b));
       fill($("cache-kinds").tBodies[0], kinds.map(([kind, k]) => el("tr", { data: { kind } },
-        td(kind, "kind"), numTd(int(k.hits), "hits"), numTd(int(k.misses), "misses"),
-        numTd(rate(k.hit_rate), "hit_rate"))));
+        el("td", { cls: "lead", text: kind, data: { field: "kind" } }), numTd(int(k.hits), "hits"),
+        numTd(int(k.misses), "misses"), numTd(rate(k.hit_rate), "hit_rate"))));
       const providers = Object.entries(s.upstream || {}).sort(([a], [b]) => a.localeCompare(b));
       fill($("upstream-table").tBodies[0], providers.map(([name, u]) => el("tr", { data: { provider: name } },
-        td(name, "provider"), numTd(int(isNum(u.calls_today) ? u.calls_today : u.calls), "calls_today"),
+        el("td", { cls: "lead", text: name, data: { field: "provider" } }),
+        numTd(int(isNum(u.calls_today) ? u.calls_today : u.calls), "calls_today"),
         budgetCell(u.budget_left), numTd(int(u.errors), "errors"), numTd(int(u.rate_limited), "rate_limited"),
         td(u.circuit || DASH, "circuit"))));
     });
@@ -437,6 +525,8 @@
   const sum = (rows, f) => rows.reduce((a, r) => a + (isNum(f(r)) ? f(r) : 0), 0);
 
   function showKpiEmpty() {
+    state.kpiRows = [];
+    renderCacheFigures();
     $("kpi-empty").hidden = false;
     $("kpi-body").hidden = true;
     $("kpi-chart").replaceChildren();
@@ -453,25 +543,47 @@
       }
       const rows = Array.isArray(answer && answer.days) ? answer.days : [];
       if (!rows.length) { showKpiEmpty(); return; }
+      state.kpiRows = rows;
+      renderCacheFigures();
       const latest = rows[0]; // newest first
+      const day = dayWindow(latest.date);
+      const span = KPI_DAYS + " days";
       $("kpi-figures").replaceChildren(
-        figure("calls-saved", "Calls saved (" + KPI_DAYS + " d)", int(sum(rows, (r) => r.calls_saved))),
-        figure("calls-saved-today", "Saved " + (latest.date || "today"), int(latest.calls_saved)),
-        figure("requests", "Requests (" + KPI_DAYS + " d)", int(sum(rows, (r) => r.requests))),
-        figure("cost", "Est. cost (" + KPI_DAYS + " d)", fmtCost.format(sum(rows, (r) => r.estimated_cost))),
-        figure("p50", "p50 latency", isNum(latest.p50_ms) ? fmt1.format(latest.p50_ms) + " ms" : DASH),
-        figure("p95", "p95 latency", isNum(latest.p95_ms) ? fmt1.format(latest.p95_ms) + " ms" : DASH),
-        figure("p99", "p99 latency", isNum(latest.p99_ms) ? fmt1.format(latest.p99_ms) + " ms" : DASH));
+        figure("calls-saved", "Calls saved \u00b7 " + span, int(sum(rows, (r) => r.calls_saved))),
+        figure("calls-saved-today", "Calls saved \u00b7 " + day, int(latest.calls_saved)),
+        figure("requests", "Requests \u00b7 " + span, int(sum(rows, (r) => r.requests))),
+        figure("cost", "Est. cost \u00b7 " + span, fmtCost.format(sum(rows, (r) => r.estimated_cost))),
+        figure("hit-rate-day", "Hit rate \u00b7 " + day, rate(latest.hit_rate)),
+        figure("p50", "p50 \u00b7 " + day, ms(latest.p50_ms)),
+        figure("p95", "p95 \u00b7 " + day, ms(latest.p95_ms)),
+        figure("p99", "p99 \u00b7 " + day, ms(latest.p99_ms)));
       fill($("kpi-table").tBodies[0], rows.map((r) => el("tr", { data: { date: r.date } },
-        td(r.date, "date"), numTd(int(r.requests), "requests"), numTd(rate(r.hit_rate), "hit_rate"),
+        el("td", { cls: "lead", text: r.date, data: { field: "date" } }),
+        numTd(int(r.requests), "requests"), numTd(rate(r.hit_rate), "hit_rate"),
         numTd(int(callsOf(r)), "upstream_calls"), numTd(int(r.calls_saved), "calls_saved"),
         numTd(isNum(r.p50_ms) ? fmt1.format(r.p50_ms) : DASH, "p50_ms"),
         numTd(isNum(r.p95_ms) ? fmt1.format(r.p95_ms) : DASH, "p95_ms"),
         numTd(isNum(r.p99_ms) ? fmt1.format(r.p99_ms) : DASH, "p99_ms"))));
-      $("kpi-chart").replaceChildren(chart(rows));
       $("kpi-empty").hidden = true;
       $("kpi-body").hidden = false;
+      drawKpiChart(true);
     });
+  }
+
+  // -- charts: hand-drawn SVG, sized to the pixels of their box so labels are never scaled or cut -----
+  const CHAR_PX = 7; // a generous width of one 11 px chart label character, for margins
+
+  // Draw ``make(width)`` into ``box`` when it is on screen; skip when its width has not changed.
+  function draw(box, make, force) {
+    const width = Math.floor(box.clientWidth);
+    if (!width) return;
+    if (!force && box.dataset.drawnWidth === String(width)) return;
+    box.dataset.drawnWidth = String(width);
+    box.replaceChildren(make(width));
+  }
+
+  function drawKpiChart(force) {
+    if (state.kpiRows && state.kpiRows.length) draw($("kpi-chart"), (w) => kpiChart(state.kpiRows, w), force);
   }
 
   // The calls axis has four gridlines, so its top is a round number that splits into quarters.
@@ -497,25 +609,26 @@
   }
 
   // Bars: upstream calls per day (left axis). Line: cache hit rate (right axis, 0-100 %). Oldest left.
-  function chart(rows) {
+  function kpiChart(rows, W) {
     const slots = daySlots(rows);
-    const W = 640, H = 220, L = 44, R = 44, T = 12, B = 28;
-    const plotW = W - L - R, plotH = H - T - B;
     const top = niceCeiling(Math.max(0, ...rows.map(callsOf)));
-    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "kpi-chart-title" });
+    const tickText = (i) => { const t = (top * i) / 4; return (Number.isInteger(t) ? fmtInt : fmt1).format(t); };
+    const H = W < 480 ? 190 : 230, T = 12, B = 26;
+    const L = 10 + CHAR_PX * tickText(4).length, R = 10 + CHAR_PX * 4;
+    const plotW = W - L - R, plotH = H - T - B;
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+      "aria-labelledby": "kpi-chart-title" });
     root.append(svg("title", { id: "kpi-chart-title" },
       "Upstream calls (bars) and cache hit rate (line) per day, oldest on the left"));
     for (let i = 0; i <= 4; i += 1) {
       const y = T + plotH - (plotH * i) / 4;
       root.append(svg("line", { class: "grid-line", x1: L, x2: W - R, y1: y, y2: y }));
-      const tick = (top * i) / 4;
-      root.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" },
-        (Number.isInteger(tick) ? fmtInt : fmt1).format(tick)));
+      root.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, tickText(i)));
       root.append(svg("text", { x: W - R + 6, y: y + 4, "text-anchor": "start" }, (25 * i) + "%"));
     }
     root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: T + plotH, y2: T + plotH }));
     const slot = plotW / Math.max(1, slots.length);
-    const labelEvery = slots.length > 7 ? 2 : 1;
+    const labelEvery = Math.max(1, Math.ceil(slots.length / Math.max(1, Math.floor(plotW / (CHAR_PX * 5 + 10)))));
     const points = [];
     slots.forEach(([day, d], i) => {
       const x = L + slot * i;
@@ -545,11 +658,320 @@
     return root;
   }
 
+  // A round step for about ``count`` gridlines over ``span``.
+  function niceStep(span, count) {
+    const raw = span / Math.max(1, count);
+    const base = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * base >= raw) return m * base;
+    return 10 * base;
+  }
+
+  // Daily closes as a line over a light area, oldest left; one point per bar the API returned.
+  function priceChart(candles, W, onPoint) {
+    const n = candles.length;
+    const closes = candles.map((c) => c.close);
+    let lo = Math.min(...closes), hi = Math.max(...closes);
+    if (lo === hi) { lo -= 1; hi += 1; }
+    const step = niceStep(hi - lo, 4);
+    const bottom = Math.floor(lo / step) * step, top = Math.ceil(hi / step) * step;
+    const digits = step >= 1 ? 0 : step >= 0.1 ? 1 : 2;
+    const tickFmt = new Intl.NumberFormat("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    const ticks = [];
+    for (let v = bottom; v <= top + step / 2; v += step) ticks.push(v);
+    const H = W < 480 ? 200 : 260, T = 10, B = 24, R = 14;
+    const L = 10 + CHAR_PX * Math.max(...ticks.map((v) => tickFmt.format(v).length));
+    const plotW = W - L - R, plotH = H - T - B;
+    const x = (i) => L + (n === 1 ? plotW / 2 : (plotW * i) / (n - 1));
+    const y = (v) => T + (plotH * (top - v)) / (top - bottom);
+    const direction = closes[n - 1] >= closes[0] ? "up" : "down";
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+      "aria-labelledby": "history-chart-title", "data-points": n,
+      "data-first": candles[0].date, "data-last": candles[n - 1].date });
+    root.append(svg("title", { id: "history-chart-title" },
+      `Daily closes, ${n} bars from ${candles[0].date} to ${candles[n - 1].date}`));
+    for (const v of ticks) {
+      root.append(svg("line", { class: "grid-line", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+      root.append(svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, tickFmt.format(v)));
+    }
+    root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: T + plotH, y2: T + plotH }));
+    // Date labels: as many as fit, spread evenly, the first and the last always shown.
+    const labels = Math.max(2, Math.min(n, Math.floor(plotW / (CHAR_PX * 6 + 36))));
+    const shown = new Set();
+    for (let k = 0; k < labels; k += 1) shown.add(Math.round((k * (n - 1)) / Math.max(1, labels - 1)));
+    for (const i of shown) {
+      const anchor = i === 0 && n > 1 ? "start" : i === n - 1 && n > 1 ? "end" : "middle";
+      const day = new Date(String(candles[i].date) + "T00:00:00Z");
+      root.append(svg("text", { x: x(i), y: H - 7, "text-anchor": anchor },
+        Number.isFinite(day.getTime()) ? fmtDay.format(day) : String(candles[i].date)));
+    }
+    const line = closes.map((v, i) => `${x(i)},${y(v)}`).join(" ");
+    root.append(svg("polygon", { class: "area-price " + direction,
+      points: `${x(0)},${T + plotH} ${line} ${x(n - 1)},${T + plotH}` }));
+    root.append(svg("polyline", { class: "line-price " + direction, points: line }));
+    // A cursor that follows the pointer; the readout above the chart names the bar under it.
+    const cursor = svg("g", { class: "cursor", visibility: "hidden" });
+    const cursorLine = svg("line", { y1: T, y2: T + plotH });
+    const cursorDot = svg("circle", { r: 3.5 });
+    cursor.append(cursorLine, cursorDot);
+    root.append(cursor);
+    const hit = svg("rect", { x: L, y: T, width: plotW, height: plotH, fill: "transparent" });
+    root.append(hit);
+    hit.addEventListener("pointermove", (event) => {
+      const box = root.getBoundingClientRect();
+      const px = ((event.clientX - box.left) * W) / box.width;
+      const i = n === 1 ? 0 : Math.min(n - 1, Math.max(0, Math.round(((px - L) / plotW) * (n - 1))));
+      for (const [k, v] of [["x1", x(i)], ["x2", x(i)]]) cursorLine.setAttribute(k, String(v));
+      cursorDot.setAttribute("cx", String(x(i)));
+      cursorDot.setAttribute("cy", String(y(closes[i])));
+      cursor.setAttribute("visibility", "visible");
+      onPoint(i);
+    });
+    hit.addEventListener("pointerleave", () => {
+      cursor.setAttribute("visibility", "hidden");
+      onPoint(n - 1);
+    });
+    return root;
+  }
+
+  // -- one symbol's detail view ------------------------------------------------------------------------
+  // Quote, daily history, profile and headlines load side by side, each into its own card; an answer
+  // for a symbol that is no longer open (state.detailSeq moved on) is dropped.
+  const current = (seq) => state.detail !== null && state.detail.seq === seq;
+
+  function setCardStale(cardId, item) {
+    $(cardId).dataset.stale = String(Boolean(item && item.stale));
+  }
+
+  function clearDetail() {
+    for (const id of ["quote-tags", "quote-figures", "quote-list", "history-tags", "history-chart", "profile-tags",
+      "profile-list", "news-tags", "news-list"]) $(id).replaceChildren();
+    for (const id of ["detail-name", "detail-status", "history-readout", "history-meta", "profile-description",
+      "quote-status", "history-status", "profile-status", "news-status"]) $(id).textContent = "";
+    for (const id of ["quote-card", "history-card", "profile-card", "news-card"]) delete $(id).dataset.stale;
+    delete $("history-chart").dataset.drawnWidth;
+    $("news-empty").hidden = true;
+    $("detail").querySelector(".detail-grid").hidden = false;
+  }
+
+  function route({ byLink, load = true }) {
+    const match = DETAIL_HASH.exec(location.hash);
+    let symbol = null;
+    if (match) {
+      try { symbol = decodeURIComponent(match[1]).toUpperCase(); } catch (exc) { symbol = null; }
+    }
+    if (symbol !== null && !SYMBOL_RE.test(symbol)) symbol = null;
+    if (!state.me) return; // start() routes again after logging in
+    if (symbol) openDetail(symbol, { byLink, load });
+    else closeDetail({ restore: true });
+  }
+
+  function openDetail(symbol, { byLink, load }) {
+    if (state.detail && state.detail.symbol === symbol) return;
+    if (!state.detail) {
+      state.overviewScroll = window.scrollY;
+      state.openedByLink = byLink;
+    }
+    state.detailSeq += 1;
+    state.detail = { symbol, seq: state.detailSeq, candles: null };
+    clearDetail();
+    $("detail-symbol").textContent = symbol;
+    $("overview").hidden = true;
+    $("detail").hidden = false;
+    document.title = symbol + " \u00b7 stockcache";
+    window.scrollTo(0, 0);
+    $("detail-title").focus({ preventScroll: true });
+    showDaysChoice();
+    if (load) loadDetail();
+  }
+
+  function closeDetail({ restore }) {
+    const was = state.detail;
+    state.detail = null;
+    state.detailSeq += 1;
+    clearDetail();
+    $("detail").hidden = true;
+    $("overview").hidden = false;
+    document.title = "stockcache";
+    if (!was || !restore) return;
+    window.scrollTo(0, state.overviewScroll);
+    const link = document.querySelector(`#overview a.symbol-link[href="#/symbol/${encodeURIComponent(was.symbol)}"]`);
+    if (link) link.focus({ preventScroll: true });
+  }
+
+  // Back to the overview: through the browser's history when a click brought us here, so Back and
+  // this button agree; otherwise (a bookmark, a reload) by dropping the hash.
+  function leaveDetail() {
+    if (state.openedByLink) {
+      history.back();
+      return;
+    }
+    history.replaceState(null, "", location.pathname + location.search);
+    route({ byLink: false });
+  }
+
+  function showDaysChoice() {
+    for (const button of document.querySelectorAll("#history-card .segmented button")) {
+      button.setAttribute("aria-pressed", String(Number(button.dataset.days) === state.historyDays));
+    }
+  }
+
+  async function detailPart(seq, statusId, fetcher, render) {
+    try {
+      const data = await fetcher();
+      if (!current(seq)) return;
+      render(data);
+      $(statusId).textContent = "";
+    } catch (exc) {
+      if (!current(seq) || exc.status === 401) return;
+      $(statusId).textContent = "Could not load: " + exc.message;
+      throw exc;
+    }
+  }
+
+  function loadDetail() {
+    const d = state.detail;
+    if (!d) return Promise.resolve();
+    const seq = d.seq;
+    const path = encodeURIComponent(d.symbol);
+    const quote = detailPart(seq, "quote-status", () => api("/api/quote/" + path), renderQuote).then(() => {
+      if (current(seq)) { $("detail-status").textContent = ""; $("detail").querySelector(".detail-grid").hidden = false; }
+    }, (exc) => {
+      // An unknown symbol has nothing to show in any card: one message says so.
+      if (current(seq) && exc.code === "symbol_not_found") {
+        $("detail-status").textContent = exc.message;
+        $("detail").querySelector(".detail-grid").hidden = true;
+      }
+    });
+    return Promise.allSettled([
+      quote,
+      loadHistory(),
+      detailPart(seq, "profile-status", () => api("/api/profile/" + path), renderProfile),
+      detailPart(seq, "news-status", () => api(`/api/news/${path}?days=${NEWS_DAYS}`), renderNews),
+    ]);
+  }
+
+  function loadHistory() {
+    const d = state.detail;
+    if (!d) return Promise.resolve();
+    const days = state.historyDays;
+    return detailPart(d.seq, "history-status",
+      () => api(`/api/history/${encodeURIComponent(d.symbol)}?days=${days}`),
+      (h) => { if (days === state.historyDays) renderHistory(h); });
+  }
+
+  function renderQuote(q) {
+    marks($("quote-tags"), q);
+    setCardStale("quote-card", q);
+    $("quote-figures").replaceChildren(
+      figure("price", "Price" + (q.currency ? " (" + q.currency + ")" : ""), money(q.price)),
+      figure("change", "Change", signed(q.change), trend(q.change)),
+      figure("change_percent", "Change %", signedPct(q.change_percent), trend(q.change)));
+    pairs($("quote-list"), [
+      ["open", "Open", money(q.open)],
+      ["high", "High", money(q.high)],
+      ["low", "Low", money(q.low)],
+      ["previous_close", "Previous close", money(q.previous_close)],
+      ["timestamp", "As of", isNum(q.timestamp) && q.timestamp > 0 ? utcTime(q.timestamp) : DASH],
+      ["age", "Fetched", isNum(q.age) ? duration(q.age) + " ago" : DASH],
+      ["source", "Source", text(q.source)],
+      ["cache", "Served from", text(q.cache)],
+    ]);
+  }
+
+  function readout(i) {
+    const candles = state.detail && state.detail.candles;
+    if (!candles || !candles[i]) return;
+    const c = candles[i];
+    $("history-readout").textContent = `${c.date}: close ${money(c.close)} \u00b7 open ${money(c.open)} \u00b7 `
+      + `high ${money(c.high)} \u00b7 low ${money(c.low)} \u00b7 volume ${compact(c.volume)}`;
+  }
+
+  function drawHistory(force) {
+    const d = state.detail;
+    if (d && d.candles && d.candles.length) {
+      draw($("history-chart"), (w) => priceChart(d.candles, w, readout), force);
+    }
+  }
+
+  function renderHistory(h) {
+    const candles = (Array.isArray(h.candles) ? h.candles : []).filter((c) => c && isNum(c.close));
+    state.detail.candles = candles;
+    marks($("history-tags"), h);
+    setCardStale("history-card", h);
+    if (!candles.length) {
+      $("history-chart").replaceChildren();
+      $("history-readout").textContent = "No daily bars for this window.";
+      $("history-meta").textContent = "";
+      return;
+    }
+    $("history-meta").textContent = `${candles.length} daily bars, ${candles[0].date} to `
+      + `${candles[candles.length - 1].date} \u00b7 ${text(h.source)}`
+      + (isNum(h.age) ? ` \u00b7 fetched ${duration(h.age)} ago` : "");
+    drawHistory(true);
+    readout(candles.length - 1);
+  }
+
+  function renderProfile(p) {
+    $("detail-name").textContent = p.name ? String(p.name) : "";
+    marks($("profile-tags"), p);
+    setCardStale("profile-card", p);
+    const site = safeUrl(p.weburl);
+    pairs($("profile-list"), [
+      ["name", "Name", text(p.name)],
+      ["exchange", "Exchange", text(p.exchange)],
+      ["currency", "Currency", text(p.currency)],
+      ["country", "Country", text(p.country)],
+      ["industry", "Industry", text(p.industry)],
+      ["ipo", "IPO", text(p.ipo)],
+      ["market_cap", "Market cap", compact(p.market_cap)],
+      ["shares_outstanding", "Shares outstanding", compact(p.shares_outstanding)],
+      ["weburl", "Website", site ? el("a", { text: site, attrs: { href: site, target: "_blank",
+        rel: "noopener noreferrer" } }) : text(p.weburl)],
+    ]);
+    $("profile-description").textContent = p.description ? String(p.description) : "";
+  }
+
+  function article(a) {
+    const url = safeUrl(a.url);
+    const headline = url
+      ? el("a", { cls: "headline", text: text(a.headline), attrs: { href: url, target: "_blank", rel: "noopener noreferrer" } })
+      : el("span", { cls: "headline", text: text(a.headline) });
+    const byline = [a.source ? String(a.source) : "", a.published_at ? utcTime(a.published_at) : ""]
+      .filter(Boolean).join(" \u00b7 ");
+    return el("li", {}, headline, byline ? el("p", { cls: "byline", text: byline }) : null,
+      a.summary ? el("p", { cls: "summary", text: a.summary }) : null);
+  }
+
+  function renderNews(n) {
+    const articles = Array.isArray(n.articles) ? n.articles : [];
+    marks($("news-tags"), n);
+    setCardStale("news-card", n);
+    $("news-list").replaceChildren(...articles.slice(0, NEWS_SHOWN).map(article));
+    $("news-empty").hidden = articles.length > 0;
+  }
+
   // -- start ---------------------------------------------------------------------------------------------------
   function boot() {
     $("login-form").addEventListener("submit", onLogin);
     $("logout").addEventListener("click", logout);
     $("refresh-now").addEventListener("click", () => refresh());
+    $("detail-back").addEventListener("click", leaveDetail);
+    for (const button of document.querySelectorAll("#history-card .segmented button")) {
+      button.addEventListener("click", () => {
+        state.historyDays = Number(button.dataset.days);
+        showDaysChoice();
+        loadHistory();
+      });
+    }
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && state.detail) leaveDetail();
+    });
+    window.addEventListener("hashchange", () => route({ byLink: true }));
+    if (typeof ResizeObserver === "function") {
+      const observer = new ResizeObserver(() => { drawKpiChart(false); drawHistory(false); });
+      observer.observe($("kpi-chart"));
+      observer.observe($("history-chart"));
+    }
     submitter("watch-form", "watch-error",
       () => api("/api/watchlist", { method: "POST", body: { symbol: $("watch-symbol").value.trim() } }),
       loadWatchlist);
@@ -560,13 +982,14 @@
         cost_basis: asNumber($("position-cost").value),
       } }),
       loadPortfolio);
+    // Health is open: the badge and the demo banner show on the login page too, whatever brought us there.
+    loadHealth();
     let saved = null;
     try { saved = sessionStorage.getItem(TOKEN_KEY); } catch (exc) { saved = null; }
     if (saved) {
       state.token = saved;
       start();
     } else {
-      loadHealth();
       showLogin("");
     }
   }

@@ -3,7 +3,9 @@
 Playwright's own browser download is never used (``playwright install`` needs
 the internet); ``scripts/test`` installs Debian's ``chromium`` package. Each
 :class:`Tab` records what its page asked for and what went wrong in it, so a
-test can assert the page stayed on its own origin and broke no CSP rule.
+test can assert the page stayed on its own origin and broke no CSP rule, and
+measures its layout: nothing wider than the viewport, nothing cut inside a
+scroller or a chart, every button and link clickable, no card padded out.
 """
 
 from __future__ import annotations
@@ -23,8 +25,70 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 TIMEOUT_MS = 10_000
-DESKTOP = {"width": 1280, "height": 900}
+DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+
+# Every rendered element must lie inside the viewport horizontally, and no element may hide part of its
+# content behind a sideways scroll or a clip (a table in an overflow box, a cell cut mid-character).
+# 1x1 boxes are the visually-hidden pattern for screen-reader text and are skipped. Chart labels must
+# lie inside their chart.
+_LAYOUT_FAULTS = """() => {
+  const vw = document.documentElement.clientWidth;
+  const faults = [];
+  const doc = document.documentElement;
+  if (doc.scrollWidth > vw) faults.push(`the page is ${doc.scrollWidth}px wide in a ${vw}px viewport`);
+  const describe = (el) => {
+    let name = el.tagName.toLowerCase() + (el.id ? "#" + el.id : "");
+    const field = el.dataset && (el.dataset.field || el.dataset.symbol || el.dataset.tier || el.dataset.kind);
+    if (field) name += `[${field}]`;
+    const holder = el.parentElement && el.parentElement.closest("[id]");
+    return holder ? `${name} in #${holder.id}` : name;
+  };
+  for (const el of document.body.querySelectorAll("*")) {
+    if (!el.getClientRects().length) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden") continue;
+    const r = el.getBoundingClientRect();
+    if (r.width <= 1 && r.height <= 1) continue;
+    if (r.left < -0.5 || r.right > vw + 0.5) {
+      faults.push(`${describe(el)} spans x ${Math.round(r.left)}..${Math.round(r.right)} of ${vw}`);
+    }
+    if (el instanceof HTMLElement && /auto|scroll|hidden|clip/.test(style.overflowX)
+        && el.scrollWidth > el.clientWidth + 1) {
+      faults.push(`${describe(el)} hides ${el.scrollWidth - el.clientWidth}px of its content sideways`);
+    }
+  }
+  for (const label of document.querySelectorAll("svg text")) {
+    if (!label.getClientRects().length) continue;
+    const box = label.ownerSVGElement.getBoundingClientRect();
+    const r = label.getBoundingClientRect();
+    if (r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5) {
+      faults.push(`chart label "${label.textContent}" is cut by its chart`);
+    }
+  }
+  return faults;
+}"""
+
+# For each visible card: the empty space between its last visible child and its bottom padding.
+_CARD_GAPS = """(selector) => Object.fromEntries([...document.querySelectorAll(selector)]
+  .filter((card) => card.getClientRects().length)
+  .map((card) => {
+    const style = getComputedStyle(card);
+    const inner = card.getBoundingClientRect().bottom - parseFloat(style.paddingBottom)
+      - parseFloat(style.borderBottomWidth);
+    const bottoms = [...card.children].filter((c) => c.getClientRects().length)
+      .map((c) => c.getBoundingClientRect().bottom);
+    return [card.id, Math.round(inner - Math.max(card.getBoundingClientRect().top, ...bottoms))];
+  }))"""
+
+# How much of its card's content width a chart's drawing uses (1.0 = all of it).
+_CHART_FILL = """(selector) => {
+  const drawing = document.querySelector(selector);
+  const card = drawing.closest(".card");
+  const style = getComputedStyle(card);
+  const content = card.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return drawing.getBoundingClientRect().width / content;
+}"""
 
 
 @contextmanager
@@ -91,6 +155,46 @@ class Tab:
 
     def figure(self, field: str) -> str:
         return self.page.locator(f".figure[data-field='{field}'] .value").inner_text().strip()
+
+    def figure_label(self, field: str) -> str:
+        """A figure's label as the page shows it (CSS upper-cases it; this is the text itself)."""
+        return self.page.locator(f".figure[data-field='{field}'] .label").text_content().strip()
+
+    def layout_faults(self) -> list[str]:
+        return self.page.evaluate(_LAYOUT_FAULTS)
+
+    def assert_fits(self) -> None:
+        """Nothing wider than the viewport, nothing cut off inside a scroller or a chart."""
+        faults = self.layout_faults()
+        assert faults == [], "layout faults:\n" + "\n".join(faults)
+
+    def assert_reachable(self, selector: str = "button:visible, a:visible") -> int:
+        """Every visible button and link can be scrolled to and clicked (a trial click: nothing happens).
+
+        A trial click fails when the element is off-screen sideways, covered by another element
+        or disabled. Returns how many were checked, so a test can see the selector matched.
+        """
+        width = self.page.viewport_size["width"]
+        controls = self.page.locator(selector)
+        count = controls.count()
+        for i in range(count):
+            control = controls.nth(i)
+            control.scroll_into_view_if_needed()
+            box = control.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (
+                f"{control.evaluate('e => e.outerHTML.slice(0, 120)')} lies outside the viewport: {box}")
+            control.click(trial=True, timeout=2_000)
+        return count
+
+    def card_gaps(self, selector: str = ".card") -> dict[str, int]:
+        return self.page.evaluate(_CARD_GAPS, selector)
+
+    def chart_fill(self, selector: str) -> float:
+        return self.page.evaluate(_CHART_FILL, selector)
+
+    def polyline(self, selector: str) -> list[tuple[float, float]]:
+        points = self.page.locator(selector).get_attribute("points") or ""
+        return [(float(x), float(y)) for x, y in (p.split(",") for p in points.split())]
 
     def shot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

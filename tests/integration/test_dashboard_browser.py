@@ -23,12 +23,13 @@ from stockcache.settings import Settings
 from stockcache.web.dashboard import PAGE_CSP
 
 from . import browser
-from .browser import PHONE, Tab, money, signed, signed_pct
+from .browser import DESKTOP, PHONE, Tab, money, signed, signed_pct
 from .conftest import start_service, upstream_settings
 
 PASSWORD = "correct horse battery"
 REPO = Path(__file__).resolve().parents[2]
 STALE = re.compile(r"\bstale\b")
+VIEWPORTS = pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 
 
 @pytest.fixture(scope="module")
@@ -284,9 +285,11 @@ def test_dashboard_kpi_chart_keeps_quiet_days_as_gaps(live, admin, open_tab):
     bars = tab.page.locator("#kpi-chart svg rect.bar-calls")
     expect(bars).to_have_count(2)
     older, newer = (float(bars.nth(i).get_attribute("x")) for i in range(2))
-    slot = (640 - 44 - 44) / 14
+    axis = tab.page.locator("#kpi-chart svg line.axis")
+    left, right = float(axis.get_attribute("x1")), float(axis.get_attribute("x2"))
+    slot = (right - left) / 14  # the time axis has one slot per day of the window
     assert newer - older == pytest.approx(4 * slot)
-    assert newer == pytest.approx(44 + 13 * slot + 0.15 * slot)  # the newest day is the last slot
+    assert newer == pytest.approx(left + 13 * slot + 0.15 * slot)  # the newest day is the last slot
     tab.assert_clean()
 
 
@@ -334,26 +337,10 @@ def test_dashboard_labels_demo_data(tmp_path, open_tab):
         expect(tab.page.locator("#demo-banner")).to_contain_text("not real market data")
         tab.login("dora", PASSWORD)
         expect(tab.row("watchlist-table", "AAPL").locator(".tag.demo")).to_have_text("demo")
-        expect(tab.page.locator("#health-list dd[data-field='demo']")).to_have_text("yes")
+        expect(tab.page.locator("#health-figures .figure[data-field='demo'] .value")).to_have_text("yes")
         tab.assert_clean()
     finally:
         service.stop()
-
-
-def test_dashboard_reads_on_a_phone_without_sideways_scrolling(live, admin, open_tab):
-    _positions(admin, ("AAPL", 10, 150.0), ("BRK.B", 2, 400.0))
-    admin.post("/api/watchlist", json={"symbol": "NVDA"})
-    tab = open_tab(live.url, viewport=PHONE).login("root", PASSWORD)
-    expect(tab.row("portfolio-table", "BRK.B")).to_be_visible()
-    width = tab.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-    assert width[0] <= width[1], width
-    for card in tab.page.locator(".card:visible").all():
-        box = card.bounding_box()
-        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
-    font_px = tab.page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
-    assert font_px >= 14
-    tab.shot("admin-phone")
-    tab.assert_clean()
 
 
 def test_dashboard_logout_forgets_the_token(live, alice, open_tab):
@@ -377,3 +364,279 @@ def test_dashboard_returns_to_login_when_the_token_is_refused(live, alice, open_
     expect(tab.page.locator("#login-error")).to_have_text("Your session has ended. Log in again.")
     tab.assert_clean()
 
+
+
+# -- issue 17: windows, narrow screens, layout, the symbol detail view (each on a desktop and a phone) ----
+
+
+def _serve_kpis(tab: Tab, rows: list[dict]) -> None:
+    tab.page.route("**/api/kpis?days=14", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps({"days": rows})))
+
+
+def _open_detail(tab: Tab, table_id: str, symbol: str) -> None:
+    tab.row(table_id, symbol).get_by_role("link", name=symbol, exact=True).click()
+    expect(tab.page.locator("#detail")).to_be_visible()
+    expect(tab.page.locator("#detail-symbol")).to_have_text(symbol)
+    expect(tab.page.locator("#history-chart svg")).to_be_visible()
+    expect(tab.page.locator("#quote-figures .figure[data-field='price']")).to_be_visible()
+    expect(tab.page.locator("#profile-list dd[data-field='name']")).to_be_visible()
+    expect(tab.page.locator("#news-list li").first).to_be_visible()
+
+
+@VIEWPORTS
+def test_dashboard_names_the_window_of_each_hit_rate(tmp_path, upstream, clock, open_tab, viewport):
+    """48.5 % beside 42.4 % with no word why: each hit rate now says which window it covers."""
+    settings = upstream_settings(tmp_path, upstream, jwt_ttl=7 * 86400)
+    service = start_service(settings, clock=clock, kpi_interval=None)
+    try:
+        root = service.add_user("root", admin=True)
+        for _ in range(4):  # yesterday: one miss, then three hits
+            assert root.get("/api/quote/AAPL").status_code == 200
+        assert root.get("/api/kpis?days=1").json()["days"][0]["hit_rate"] == 0.75  # that day is written
+        clock.advance(86400)  # the next UTC day; the quote is long past its TTL
+        for _ in range(2):  # today: one miss, one hit
+            assert root.get("/api/quote/AAPL").status_code == 200
+        # The admin holds and watches nothing, so the page itself reads no market data.
+        tab = open_tab(service.url, viewport=viewport)
+        tab.page.clock.install(time=clock.now)  # the browser's "today" is the service's
+        tab.login("root", PASSWORD)
+
+        assert tab.figure_label("hit-rate") == "Hit rate \u00b7 since start"
+        assert tab.figure("hit-rate") == "66.7%"  # 4 hits of 6 reads since the process started
+        assert tab.figure_label("hit-rate-today") == "Hit rate \u00b7 today, UTC"
+        assert tab.figure("hit-rate-today") == "50.0%"  # 1 of 2 since 00:00 UTC
+        assert tab.figure_label("hit-rate-day") == "Hit rate \u00b7 today, UTC"  # the Last 14 days card
+        assert tab.figure("hit-rate-day") == "50.0%"
+        for field in ("p50", "p95", "p99", "calls-saved-today"):
+            assert tab.figure_label(field).endswith("\u00b7 today, UTC"), field
+        assert tab.figure_label("calls-saved") == "Calls saved \u00b7 14 days"
+        hint = tab.page.locator("#cache-panel .hint")
+        expect(hint).to_contain_text("Since start")
+        expect(hint).to_contain_text("today, UTC")
+        yesterday = root.get("/api/kpis?days=2").json()["days"][1]["date"]
+        expect(tab.page.locator(f"#kpi-table tr[data-date='{yesterday}'] td[data-field='hit_rate']")).to_have_text(
+            "75.0%")
+        tab.assert_fits()
+        tab.assert_clean()
+    finally:
+        service.stop()
+
+
+@VIEWPORTS
+def test_dashboard_fits_the_screen_with_every_figure_and_action_in_reach(live, admin, open_tab, viewport):
+    _positions(admin, ("AAPL", 10, 150.0), ("BRK.B", 2, 400.0), ("MSFT", 3.5, 420.25))
+    assert admin.post("/api/watchlist", json={"symbol": "NVDA"}).status_code == 201
+    tab = open_tab(live.url, viewport=viewport)
+    _serve_kpis(tab, KPI_ROWS)  # a full fortnight: every chart label and table row drawn
+    tab.login("root", PASSWORD)
+    expect(tab.page.locator("#kpi-table tbody tr")).to_have_count(14)
+    tab.assert_fits()
+    # Every figure of every position is on screen (none dropped to make room), and so is its action.
+    for symbol in ("AAPL", "BRK.B", "MSFT"):
+        row = tab.row("portfolio-table", symbol)
+        for field in ("symbol", "shares", "cost_basis", "price", "value", "gain", "gain_percent", "day_change"):
+            expect(row.locator(f"td[data-field='{field}']")).to_be_visible()
+        expect(row.get_by_role("button", name=f"Remove position {symbol}")).to_be_visible()
+    for table in ("watchlist-table", "cache-tiers", "cache-kinds", "upstream-table", "kpi-table"):
+        for cell in tab.page.locator(f"#{table} tbody td[data-field]").all():
+            expect(cell).to_be_visible()
+    assert tab.assert_reachable() >= 12  # Remove x4, Add x2, Refresh, Log out, symbol links x4
+    font_px = tab.page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
+    assert font_px >= 14
+
+    _open_detail(tab, "portfolio-table", "BRK.B")
+    tab.assert_fits()
+    assert tab.assert_reachable() >= 4  # back, 30 days, 100 days, headline links
+    tab.page.get_by_role("button", name="100 days").click()
+    expect(tab.page.locator("#history-chart svg")).to_have_attribute("data-points", "100")
+    tab.assert_fits()
+    tab.assert_clean()
+
+
+@VIEWPORTS
+def test_dashboard_cards_hug_their_content_and_charts_fill_their_cards(live, admin, open_tab, viewport):
+    """A card is as tall as what it holds (Health stretched beside Cache); a chart uses its card's width."""
+    assert admin.post("/api/watchlist", json={"symbol": "AAPL"}).status_code == 201
+    tab = open_tab(live.url, viewport=viewport)
+    _serve_kpis(tab, KPI_ROWS)
+    tab.login("root", PASSWORD)
+    expect(tab.page.locator("#kpi-chart svg")).to_be_visible()
+    gaps = tab.card_gaps(".grid > .card")
+    assert {"portfolio-panel", "watchlist-panel", "health-panel", "cache-panel", "upstream-panel",
+            "kpi-panel"} <= set(gaps)
+    assert max(gaps.values()) <= 16, gaps
+    assert tab.chart_fill("#kpi-chart svg") >= 0.98
+
+    _open_detail(tab, "watchlist-table", "AAPL")
+    gaps = tab.card_gaps(".detail-grid > .card")
+    assert {"quote-card", "history-card", "profile-card", "news-card"} <= set(gaps)
+    assert max(gaps.values()) <= 16, gaps
+    assert tab.chart_fill("#history-chart svg") >= 0.98
+    tab.assert_clean()
+
+
+@VIEWPORTS
+def test_dashboard_session_ended_page_keeps_the_status_badge_and_demo_banner(tmp_path, open_tab, viewport):
+    service = start_service(Settings(data_dir=tmp_path / "data", refresh=False, port=0))
+    try:
+        service.add_user("dora")
+        tab = open_tab(service.url, viewport=viewport).login("dora", PASSWORD)
+        tab.page.evaluate("sessionStorage.setItem('stockcache.token', 'not-a-token')")
+        tab.page.reload()
+        expect(tab.page.locator("#login-error")).to_have_text("Your session has ended. Log in again.")
+        expect(tab.page.locator("#health-badge")).to_be_visible()
+        expect(tab.page.locator("#health-badge")).to_have_text(service.api.get("/healthz").json()["status"])
+        expect(tab.page.locator("#demo-banner")).to_be_visible()
+        expect(tab.page.locator("#demo-banner")).to_contain_text("not real market data")
+        tab.assert_fits()
+        tab.assert_reachable()
+        tab.assert_clean()
+    finally:
+        service.stop()
+
+
+def _same_order(values: list[float], ys: list[float]) -> bool:
+    """A higher value is drawn higher (SVG y grows downwards) for every pair of points."""
+    return all((a > b) == (ya < yb) and (a == b) == (ya == yb)
+               for i, (a, ya) in enumerate(zip(values, ys, strict=True))
+               for b, yb in zip(values[i + 1:], ys[i + 1:], strict=True))
+
+
+@VIEWPORTS
+def test_dashboard_symbol_opens_its_detail_view(live, alice, open_tab, viewport):
+    _positions(alice, ("AAPL", 10, 150.0))
+    assert alice.post("/api/watchlist", json={"symbol": "MSFT"}).status_code == 201
+    tab = open_tab(live.url, viewport=viewport).login("alice", PASSWORD)
+    _open_detail(tab, "watchlist-table", "MSFT")
+    expect(tab.page.locator("#overview")).to_be_hidden()
+    assert tab.page.url.endswith("#/symbol/MSFT")
+
+    # The chart: one point per daily bar of the window asked, oldest left, shaped like the closes.
+    for days in (30, 100):
+        tab.page.get_by_role("button", name=f"{days} days").click()
+        expect(tab.page.get_by_role("button", name=f"{days} days")).to_have_attribute("aria-pressed", "true")
+        candles = alice.get(f"/api/history/MSFT?days={days}").json()["candles"]
+        assert len(candles) == days
+        chart = tab.page.locator("#history-chart svg")
+        expect(chart).to_have_attribute("data-points", str(days))
+        assert (chart.get_attribute("data-first"), chart.get_attribute("data-last")) == (
+            candles[0]["date"], candles[-1]["date"])
+        points = tab.polyline("#history-chart svg polyline.line-price")
+        assert len(points) == days
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        assert xs == sorted(xs) and len(set(xs)) == days
+        assert _same_order([c["close"] for c in candles], ys)
+        expect(tab.page.locator("#history-readout")).to_contain_text(
+            f"{candles[-1]['date']}: close {money(candles[-1]['close'])}")
+        tab.assert_fits()
+
+    # The quote with its age and source, the profile, the latest headlines.
+    quote = alice.get("/api/quote/MSFT").json()
+    assert tab.figure("price") == money(quote["price"])
+    assert tab.figure("change") == signed(quote["change"])
+    assert tab.figure("change_percent") == signed_pct(quote["change_percent"])
+    expect(tab.page.locator("#quote-list dd[data-field='source']")).to_have_text(quote["source"])
+    expect(tab.page.locator("#quote-list dd[data-field='age']")).to_have_text(re.compile(r"^\d+ (s|min) ago$"))
+    profile = alice.get("/api/profile/MSFT").json()
+    expect(tab.page.locator("#detail-name")).to_have_text(profile["name"])
+    for field in ("name", "exchange", "industry", "currency"):
+        expect(tab.page.locator(f"#profile-list dd[data-field='{field}']")).to_have_text(profile[field])
+    articles = alice.get("/api/news/MSFT?days=7").json()["articles"]
+    assert articles
+    expect(tab.page.locator("#news-list .headline")).to_have_text([a["headline"] for a in articles[:10]])
+    assert tab.page.locator(".tag.stale").count() == 0
+    # The analysis card (issue 16) has its place, and nothing asks for an analysis yet.
+    expect(tab.page.locator("#analysis-card[data-slot='analysis']")).to_have_count(1)
+    assert not [url for url in tab.requests if "/api/analysis" in url]
+    tab.shot(f"detail-{'phone' if viewport == PHONE else 'desktop'}")
+
+    # Back (the page's button, then the browser's) returns to the overview; the portfolio opens too.
+    tab.page.click("#detail-back")
+    expect(tab.page.locator("#overview")).to_be_visible()
+    expect(tab.page.locator("#detail")).to_be_hidden()
+    assert "#/symbol" not in tab.page.url
+    _open_detail(tab, "portfolio-table", "AAPL")
+    expect(tab.page.locator("#detail-name")).to_have_text(alice.get("/api/profile/AAPL").json()["name"])
+    tab.page.go_back()
+    expect(tab.page.locator("#overview")).to_be_visible()
+    tab.assert_clean()
+
+
+@VIEWPORTS
+def test_dashboard_detail_marks_each_value_past_its_ttl_stale(tmp_path, upstream, clock, open_tab, viewport):
+    settings = upstream_settings(tmp_path, upstream, jwt_ttl=86400)
+    service = start_service(settings, clock=clock)
+    try:
+        alice = service.add_user("alice")
+        assert alice.post("/api/watchlist", json={"symbol": "MSFT"}).status_code == 201
+        tab = open_tab(service.url, viewport=viewport)
+        tab.page.clock.install()
+        tab.login("alice", PASSWORD)
+        _open_detail(tab, "watchlist-table", "MSFT")
+        assert tab.page.locator("#detail .tag.stale").count() == 0
+
+        upstream.set_outage(True)
+        clock.advance(settings.ttl_history + 60)  # past the quote, news and history TTLs; not the profile's
+        stale = {kind: alice.get(path).json()["stale"] for kind, path in [
+            ("quote", "/api/quote/MSFT"), ("history", "/api/history/MSFT?days=30"),
+            ("news", "/api/news/MSFT?days=7"), ("profile", "/api/profile/MSFT")]}
+        assert stale == {"quote": True, "history": True, "news": True, "profile": False}
+        tab.page.clock.run_for(30_000)
+        tab.wait_refreshes(2)
+
+        for kind, is_stale in stale.items():
+            card = tab.page.locator(f"#{kind}-card")
+            expect(card).to_have_attribute("data-stale", "true" if is_stale else "false")
+            expect(card.locator(".tag.stale")).to_have_count(1 if is_stale else 0)
+        expect(tab.page.locator("#quote-list dd[data-field='age']")).to_have_text("1 h 1 min ago")
+        expect(tab.row("watchlist-table", "MSFT")).to_have_class(STALE)  # the overview, refreshed behind
+        tab.assert_fits()
+        tab.assert_clean()
+    finally:
+        service.stop()
+
+
+HOSTILE = '<img src="x" onerror="document.body.dataset.owned = 1">'
+
+
+@VIEWPORTS
+def test_dashboard_detail_sets_api_text_as_text_and_links_only_http(live, alice, open_tab, viewport):
+    news = {"symbol": "AAPL", "source": "finnhub", "cache": "memory", "fetched_at": "2026-01-02T03:04:05Z",
+            "age": 0, "stale": False, "articles": [
+                {"headline": HOSTILE, "summary": "<b>not bold</b>", "url": "javascript:document.body.dataset.owned=1",
+                 "source": "<script>x()</script>", "published_at": "2026-01-02T03:04:05Z", "image": None}]}
+    tab = open_tab(live.url, viewport=viewport)
+    tab.page.route("**/api/news/AAPL?days=7", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(news)))
+    real = alice.get("/api/profile/AAPL").json()
+    tab.page.route("**/api/profile/AAPL", lambda route: route.fulfill(
+        status=200, content_type="application/json",
+        body=json.dumps({**real, "name": HOSTILE, "weburl": "javascript:alert(1)"})))
+    tab.open()
+    tab.page.goto(live.url + "/#/symbol/AAPL")  # a bookmark of the detail view, before logging in
+    tab.login("alice", PASSWORD)
+    expect(tab.page.locator("#detail")).to_be_visible()
+    expect(tab.page.locator("#news-list .headline")).to_have_text(HOSTILE)
+    expect(tab.page.locator("#news-list .summary")).to_have_text("<b>not bold</b>")
+    expect(tab.page.locator("#news-list .byline")).to_contain_text("<script>x()</script>")
+    expect(tab.page.locator("#detail-name")).to_have_text(HOSTILE)
+    expect(tab.page.locator("#profile-list dd[data-field='weburl']")).to_have_text("javascript:alert(1)")
+    assert tab.page.locator("#detail img, #detail script, #detail b").count() == 0
+    assert tab.page.locator("#detail a[href^='javascript']").count() == 0
+    assert tab.page.evaluate("document.body.dataset.owned") is None
+    # Back from a bookmark leaves for the overview, not for whatever page came before.
+    tab.page.click("#detail-back")
+    expect(tab.page.locator("#overview")).to_be_visible()
+    assert tab.page.url.startswith(live.url)
+    tab.assert_clean()
+
+
+def test_dashboard_detail_of_an_unknown_symbol_says_so(live, alice, open_tab):
+    tab = open_tab(live.url).open()
+    tab.page.goto(live.url + "/#/symbol/ZZZZ1")
+    tab.login("alice", PASSWORD)
+    message = alice.get("/api/quote/ZZZZ1").json()["error"]["message"]
+    expect(tab.page.locator("#detail-status")).to_have_text(message)
+    expect(tab.page.locator("#detail .detail-grid")).to_be_hidden()
+    tab.assert_clean()
