@@ -23,7 +23,7 @@ ALLOWED = {
     "metrics": set(),
     "budget": {"errors", "usage", "clock"},
     "cache": {"settings", "errors", "models"},
-    "providers": {"settings", "errors", "models", "clock"},
+    "providers": {"settings", "errors", "models", "clock", "venues", "symbols"},
     "fetcher": {"budget", "errors", "metrics", "providers"},
     "store": {"settings", "errors", "models"},
     "auth": {"settings", "errors", "models", "store"},
