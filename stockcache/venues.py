@@ -98,6 +98,11 @@ def _holidays(calendar: str, year: int) -> frozenset[date]:
     return frozenset(found)
 
 
+def is_target_day(day: date) -> bool:
+    """True on a TARGET business day: when the ECB publishes its reference rates (``XECB`` calendar)."""
+    return day.weekday() < 5 and day not in _holidays("XECB", day.year)
+
+
 def _t(text: str) -> time:
     return time.fromisoformat(text)
 

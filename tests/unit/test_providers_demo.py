@@ -340,7 +340,7 @@ def test_demo_search_finds_listings_on_every_venue(clock):
 
 
 def test_demo_is_the_same_in_another_process():
-    script = ("import json; from stockcache.providers import DemoMarket; m = DemoMarket(marked=False); "
+    script = ("import json; from stockcache.upstream.providers import DemoMarket; m = DemoMarket(marked=False); "
               "print(json.dumps([m.quote(s, 1767020400.0).to_dict() for s in ('AAPL', 'VOD.L', 'BTC-EUR', '^N225')]"
               " + [m.fx_rate('USD', 'GBP', 1767020400.0).rate]))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60,

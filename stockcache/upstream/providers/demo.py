@@ -48,14 +48,13 @@ from fnmatch import fnmatchcase
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import holidays
-
 from ...clock import iso_utc
 from ...errors import SymbolNotFound
 from ...models import Candle, History, News, NewsItem, Profile, Quote
 from ...settings import Section, Settings
 from ...symbols import CRYPTO, EQUITY, INDEX, listing
 from ...venues import BY_MIC, US, Venue
+from ...venues import is_target_day as _target_day
 from .base import Clock, Provider, days_param, query_param
 
 UNKNOWN_PATTERNS = ("ZZZZ*",)
@@ -375,13 +374,9 @@ def _series_close(series: str, x: int, level: float, swing: float, vol: float) -
 
 
 @functools.lru_cache(maxsize=4096)
-def _target_holidays(year: int) -> frozenset[date]:
-    return frozenset(holidays.financial_holidays("XECB", years=year))
-
-
 def is_target_day(day: date) -> bool:
     """True on a TARGET business day, when the ECB publishes its reference rates."""
-    return day.weekday() < 5 and day not in _target_holidays(day.year) and day >= _ECB_FIRST
+    return _target_day(day) and day >= _ECB_FIRST
 
 
 @functools.lru_cache(maxsize=65536)
