@@ -13,7 +13,7 @@ switches on a kind's name to decide any of that.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import validation
@@ -37,6 +37,10 @@ class Kind:
     routed: bool = True  # served by upstream providers (has a route setting)
     symbolic: bool = True  # the subject is a symbol (a listing); False for search texts
     description: str = ""
+    # Its values are prices in a currency, completed by ``currency.settle`` when a provider leaves it out.
+    priced: bool = False
+    # Fields a cached value may lack because an older version wrote it; answers carry them anyway.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def key(self, subject: str, *params: object) -> str:
         """``KIND:SUBJECT[:PARAMS]``: never a URL, never a key or token."""
@@ -60,14 +64,20 @@ def _register(*kinds: Kind) -> dict[str, Kind]:
 
 
 KINDS: Mapping[str, Kind] = _register(
-    Kind("quote", "quote", validation.quote, refresh=REFRESH_AHEAD, description="the latest price"),
+    Kind("quote", "quote", validation.quote, refresh=REFRESH_AHEAD, description="the latest price",
+         priced=True, defaults={"currency": None, "exchange": None}),
     Kind("profile", "fundamentals", validation.profile, refresh=REFRESH_EXPIRED, description="company profile"),
     Kind("metric", "fundamentals", validation.metric, description="key figures"),
-    Kind("history", "history", validation.history, refresh=REFRESH_EXPIRED, description="daily bars"),
+    Kind("history", "history", validation.history, refresh=REFRESH_EXPIRED, description="daily bars",
+         priced=True, defaults={"currency": None}),
     Kind("news", "news", validation.news, description="headlines"),
     Kind("search", "fundamentals", validation.search, remember_not_found=False, symbolic=False,
          description="symbol search"),
     Kind("analysis", "ai_analysis", validation.analysis, description="an AI analysis of one listing"),
+    # Asked of the provider whose prices need it (key listing:SYMBOL:PROVIDER), never routed.
+    Kind("listing", "fundamentals", validation.listing, routed=False,
+         description="what one provider says a symbol is: the currency its prices are in"),
+    Kind("fx", "fx", validation.fx, symbolic=False, description="reference rates from one currency"),
 )
 
 

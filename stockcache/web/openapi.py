@@ -29,7 +29,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Invalid request, symbol or batch size (invalid_request, invalid_symbol, too_many_symbols).",
         401: "Missing or invalid token (unauthorized).",
         403: "Needs an admin (forbidden).",
-        404: "Not found (not_found, symbol_not_found).",
+        404: ("Not found (not_found, symbol_not_found, currency_not_found), or no configured provider "
+              "covers the symbol's market (symbol_not_covered: the message names the key that would)."),
         405: "Method not allowed on this route (method_not_allowed).",
         409: "Already exists (conflict).",
         413: "Body larger than 1 MB (payload_too_large).",
@@ -191,10 +192,13 @@ def spec() -> dict[str, Any]:
                                              "symbol": {"type": "string"},
                                              "retry_after": {"type": "integer"}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": _ref("ErrorBody")}},
-                "Quote": {"allOf": [market_item, {"type": "object",
-                                                  "required": ["symbol", "price"],
-                                                  "properties": {"symbol": {"type": "string"},
-                                                                 "price": {"type": "number"}}}]},
+                "Quote": {"allOf": [market_item, {
+                    "type": "object", "required": ["symbol", "price", "currency", "exchange"],
+                    "properties": {"symbol": {"type": "string"}, "price": {"type": "number"},
+                                   "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$",
+                                                "description": "ISO 4217, major unit (pence become GBP)."},
+                                   "exchange": {"type": ["string", "null"],
+                                                "description": "ISO 10383 MIC of the listing."}}}]},
             },
         },
     }

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import responses
 
-from stockcache.errors import SymbolNotFound
+from stockcache.errors import CurrencyNotFound, SymbolNotFound
 from stockcache.kinds import KINDS
 from stockcache.models import History, News, Profile, Quote
 from stockcache.symbols import CRYPTO, listing
@@ -41,15 +41,17 @@ def test_demo_serves_every_kind_offline(offline, clock):
     assert provider.local and provider.kinds >= {"quote", "profile", "history", "news", "metric", "search"}
     assert provider.kinds <= set(KINDS)
     for kind in provider.kinds:
-        assert provider.produce(kind, "AAPL", params(kind))
+        subject = "USD" if kind == "fx" else "AAPL"  # rates are asked by base currency
+        assert provider.produce(kind, subject, params(kind))
     assert len(offline.calls) == 0
 
 
 def test_demo_is_deterministic(clock):
     a, b = DemoProvider(clock=clock), DemoProvider(clock=clock)
     for symbol in SYMBOLS:
-        for kind in sorted(DemoProvider.kinds):
+        for kind in sorted(DemoProvider.kinds - {"fx"}):
             assert a.produce(kind, symbol, params(kind)) == b.produce(kind, symbol, params(kind))
+    assert a.produce("fx", "GBP", {}) == b.produce("fx", "GBP", {})
 
 
 def test_demo_price_moves_over_the_day_but_not_between_calls():
@@ -123,11 +125,17 @@ def test_demo_metric_and_search(clock):
     assert provider.produce("search", "", {"q": "ZZZZ1"}) == []
 
 
-@pytest.mark.parametrize("kind", sorted(DemoProvider.kinds - {"search"}))
+@pytest.mark.parametrize("kind", sorted(DemoProvider.kinds - {"search", "fx"}))
 def test_demo_unknown_symbols_are_not_found(clock, kind):
     with pytest.raises(SymbolNotFound) as info:
         DemoProvider(clock=clock).produce(kind, "ZZZZ1", params(kind))
     assert info.value.fields["symbol"] == "ZZZZ1"
+
+
+def test_demo_rates_of_an_unknown_currency_are_not_found(clock):
+    with pytest.raises(CurrencyNotFound) as info:
+        DemoProvider(clock=clock).produce("fx", "XYZ", {})
+    assert info.value.fields["currency"] == "XYZ"
 
 
 def test_demo_has_no_network_methods(clock):

@@ -35,6 +35,7 @@ currency agrees.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -49,8 +50,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ...clock import iso_utc
-from ...errors import SymbolNotFound
-from ...models import Candle, History, News, NewsItem, Profile, Quote
+from ...currency import in_major, is_code
+from ...errors import CurrencyNotFound, SymbolNotFound
+from ...models import Candle, FxRates, History, ListingInfo, News, NewsItem, Profile, Quote
 from ...settings import Section, Settings
 from ...symbols import CRYPTO, EQUITY, INDEX, listing
 from ...venues import BY_MIC, US, Venue
@@ -893,12 +895,17 @@ class DemoConfig(Section):
 
 
 class DemoProvider(Provider):
-    """Serves every kind from :class:`DemoMarket`, without any I/O. Thread-safe."""
+    """Serves every kind from :class:`DemoMarket`, without any I/O. Thread-safe.
+
+    Its answers are what stockcache serves after normalising a real provider's:
+    prices in the major unit (``VOD.L`` in GBP, not the pence the market
+    reports), the currency and MIC on each quote.
+    """
 
     name = "demo"
     label = "the demo source"
     config = DemoConfig
-    kinds = frozenset({"quote", "profile", "history", "news", "metric", "search"})
+    kinds = frozenset({"quote", "profile", "history", "news", "metric", "search", "listing", "fx"})
     keyed = False
     local = True
 
@@ -918,14 +925,50 @@ class DemoProvider(Provider):
     def _make(self, kind: str, symbol: str, params: Mapping[str, Any]) -> Any:
         now = self._clock()
         market = self._market
+        if kind == "fx":
+            return self._rates(symbol, now)
+        if kind == "search":
+            return market.search(query_param(params, symbol))
+        reported, major, _ = market.currency(symbol)
         if kind == "quote":
-            return market.quote(symbol, now)
+            return dataclasses.replace(_in_major(market.quote(symbol, now), reported), exchange=self._mic(symbol))
         if kind == "profile":
-            return market.profile(symbol, now)
+            return dataclasses.replace(market.profile(symbol, now), currency=major if is_code(major) else None)
         if kind == "history":
-            return market.history(symbol, now, days_param(kind, params))
+            return _in_major(market.history(symbol, now, days_param(kind, params)), reported)
         if kind == "news":
             return market.news(symbol, now - days_param(kind, params) * 86400, now)
-        if kind == "metric":
-            return market.metrics(symbol, now)
-        return market.search(query_param(params, symbol))
+        if kind == "listing":
+            market.check(symbol)
+            inst = market.instrument(symbol)
+            return ListingInfo(symbol=symbol, name=market.display_name(symbol), currency=reported,
+                               exchange=self._mic(symbol), type=inst.asset)
+        return market.metrics(symbol, now)
+
+    def _mic(self, symbol: str) -> str | None:
+        inst = self._market.instrument(symbol)
+        if inst.venue is None or inst.asset == INDEX:
+            return None
+        if inst.venue is US:
+            return _US_MICS.get(inst.exchange)
+        return inst.venue.mic
+
+    def _rates(self, base: str, now: float) -> FxRates:
+        """The ECB publication in force at ``now``, from ``base`` (cross rates via EUR, as Frankfurter does)."""
+        day, rates = self._market.ecb_latest(now)
+        rates = {**rates, "EUR": 1.0}
+        if base not in rates:
+            raise CurrencyNotFound(f"demo has no reference rate for {base}", currency=base)
+        return FxRates(base=base, date=day.isoformat(),
+                       rates={code: round(rate / rates[base], 6) for code, rate in rates.items() if code != base})
+
+
+_US_MICS = {_NASDAQ: "XNAS", _NYSE: "XNYS", _ARCA: "ARCX"}
+
+
+def _in_major(model: Any, reported: str) -> Any:
+    """In the major unit; a pair quoted in a coin or stablecoin (``USDT``) keeps no currency."""
+    try:
+        return in_major(model, reported)
+    except ValueError:
+        return model
