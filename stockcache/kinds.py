@@ -37,6 +37,8 @@ class Kind:
     routed: bool = True  # served by upstream providers (has a route setting)
     symbolic: bool = True  # the subject is a symbol (a listing); False for search texts
     description: str = ""
+    # The error field naming the subject ("symbol": "SAP.DE"; "currency": "XYZ" for rates).
+    subject_field: str = "symbol"
     # Its values are prices in a currency, completed by ``currency.settle`` when a provider leaves it out.
     priced: bool = False
     # Fields a cached value may lack because an older version wrote it; answers carry them anyway.
@@ -77,7 +79,8 @@ KINDS: Mapping[str, Kind] = _register(
     # Asked of the provider whose prices need it (key listing:SYMBOL:PROVIDER), never routed.
     Kind("listing", "fundamentals", validation.listing, routed=False,
          description="what one provider says a symbol is: the currency its prices are in"),
-    Kind("fx", "fx", validation.fx, symbolic=False, description="reference rates from one currency"),
+    Kind("fx", "fx", validation.fx, symbolic=False, subject_field="currency",
+         description="reference rates from one currency"),
 )
 
 

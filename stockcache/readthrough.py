@@ -227,7 +227,8 @@ class ReadThrough:
             elif flight.error is not None and flight.done:
                 failed[subject] = flight.error
             else:
-                failed[subject] = UpstreamTimeout(f"No answer within {self.router.timeout:g} s.", symbol=subject)
+                failed[subject] = UpstreamTimeout(f"No answer within {self.router.timeout:g} s.",
+                                                  **{spec.subject_field: subject})
         if failed:
             stale = {} if force else self._admitted(
                 spec, {s: keys[s] for s in failed}, self.cache.get_stale_many([keys[s] for s in failed]))
@@ -237,7 +238,7 @@ class ReadThrough:
                     self.metrics.inc(Metrics.STALE_SERVED, spec.name)
                     found[subject] = render(entry.value, entry.tier, now, stale=True, defaults=spec.defaults)
                 else:
-                    error.fields.setdefault("symbol", subject)
+                    error.fields.setdefault(spec.subject_field, subject)
                     errors[subject] = error
         return found, errors
 
@@ -568,8 +569,8 @@ def check_envelope(kind: Kind, subject: str, value: Any) -> None:
         message = error.get("message")
         if not isinstance(message, str) or not 0 < len(message) <= 500:
             raise ValueError("error message is not 1 to 500 characters")
-        if error.get("symbol", subject) != subject:
-            raise ValueError("error is for another symbol")
+        if error.get(kind.subject_field, subject) != subject:
+            raise ValueError("error is for another subject")
         if source is not None and not (isinstance(source, str) and _SOURCE_RE.fullmatch(source)):
             raise ValueError("source is not a provider name")
         return

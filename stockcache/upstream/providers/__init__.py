@@ -17,14 +17,16 @@ from .alphavantage import AlphaVantageProvider
 from .base import METRIC_NAMES, Clock, Provider, UpstreamRequest
 from .demo import DemoMarket, DemoProvider
 from .finnhub import FinnhubProvider
+from .frankfurter import FrankfurterProvider
 
 __all__ = ["METRIC_NAMES", "PROVIDERS", "AlphaVantageProvider", "DemoMarket", "DemoProvider", "FinnhubProvider",
-           "Provider", "UpstreamRequest", "build_providers",
+           "FrankfurterProvider", "Provider", "UpstreamRequest", "build_providers",
            "demo_mode", "provider_classes", "register", "sections"]
 
 PROVIDERS: list[type[Provider]] = [
     FinnhubProvider,
     AlphaVantageProvider,
+    FrankfurterProvider,
     DemoProvider,
 ]
 

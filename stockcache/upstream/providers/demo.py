@@ -856,7 +856,7 @@ class DemoMarket:
             if is_target_day(day) and (now is None or self._published_at(day) <= now):
                 return day
             day -= timedelta(days=1)
-        raise ValueError(f"no ECB publication within 14 days before {day}")
+        raise ValueError(f"no reference rates were published within 14 days before {day}")
 
     @staticmethod
     def _published_at(day: date) -> float:
@@ -865,7 +865,7 @@ class DemoMarket:
     def ecb_rates(self, day: date) -> dict[str, float]:
         """EUR -> currency as published on TARGET business day ``day`` (ValueError on other days)."""
         if not is_target_day(day):
-            raise ValueError(f"the ECB published no rates on {day}")
+            raise ValueError(f"no reference rates were published on {day}")
         return {currency: _ecb_rate(currency, day.toordinal()) for currency in _ecb_currencies(day)}
 
     def ecb_latest(self, now: float) -> tuple[date, dict[str, float]]:
@@ -880,7 +880,7 @@ class DemoMarket:
         try:
             return FxRate(base, quote, rates[quote] / rates[base], day)
         except KeyError as exc:
-            raise ValueError(f"the ECB publishes no rate for {exc.args[0]} on {day}") from None
+            raise ValueError(f"no reference rate for {exc.args[0]} was published on {day}") from None
 
 
 def _looks_like_symbol(text: str) -> bool:
