@@ -691,6 +691,9 @@ class DemoMarket:
         return self._candle(_instrument(symbol), day)
 
     def _candle(self, inst: Instrument, day: date) -> Candle:
+        return _cached_candle(inst, day)
+
+    def _build_candle(self, inst: Instrument, day: date) -> Candle:
         x = day.toordinal()
         o, c = round_price(self._raw_open(inst, day), inst.asset), round_price(self._raw_close(inst, day), inst.asset)
         spread = inst.vol if inst.asset != FX else 0.003
@@ -911,6 +914,16 @@ class DemoMarket:
             return FxRate(base, quote, rates[quote] / rates[base], day)
         except KeyError as exc:
             raise ValueError(f"the ECB publishes no rate for {exc.args[0]} on {day}") from None
+
+
+# A bar is a pure function of (instrument, day), the same for every DemoMarket: one shared cache
+# (a year of bars for a hundred listings) makes history and the fakes' batches cheap.
+_BARS = DemoMarket()
+
+
+@functools.lru_cache(maxsize=32768)
+def _cached_candle(inst: Instrument, day: date) -> Candle:
+    return _BARS._build_candle(inst, day)
 
 
 def _looks_like_symbol(text: str) -> bool:
