@@ -319,8 +319,11 @@ class TwelveData(MountedApi):
         q = market.quote(symbol, now)
         day = market.session_day(now, symbol)
         start, end = market.session(symbol, day)
-        year = [c for c in market.history(symbol, now, 250).candles]
-        low, high = min(min(c.low for c in year), q.low or q.price), max(max(c.high for c in year), q.high or q.price)
+        # The 52-week range of the demo's metrics (the figures Finnhub and Alpha Vantage serve too).
+        metrics = market.metrics(symbol, now)["metrics"]
+        low = min(metrics["52_week_low"], q.low or q.price)
+        high = max(metrics["52_week_high"], q.high or q.price)
+        recent = market.history(symbol, now, 9).candles
         meta = self._meta(symbol)
         body: dict[str, Any] = {
             "symbol": meta["symbol"], "name": inst.name, "exchange": meta["exchange"],
@@ -330,7 +333,7 @@ class TwelveData(MountedApi):
             "close": _s(q.price, divisor), "volume": str(market.candle(symbol, day).volume),
             "previous_close": _s(q.previous_close, divisor), "change": _s(q.change, divisor),
             "percent_change": f"{q.change_percent:.5f}",
-            "average_volume": str(int(sum(c.volume for c in year[-9:]) / 9)),
+            "average_volume": str(int(sum(c.volume for c in recent) / len(recent))),
             "is_market_open": start <= now < end,
             "fifty_two_week": {
                 "low": _s(low, divisor), "high": _s(high, divisor), "low_change": _s(q.price - low, divisor),
