@@ -477,7 +477,7 @@ class FakeUpstream:
             return self._cond.wait_for(lambda: self._hanging >= count, timeout=timeout)
 
     def reset(self) -> None:
-        """Forget counts, faults, error rate, outage and rate-limit windows (keys and latency stay)."""
+        """Forget counts, faults, error rate, outage and rate-limit windows, the mounted APIs' too (keys and latency stay)."""
         with self._cond:
             self._calls.clear()
             self._rate_limited = {name: 0 for name in PROVIDERS}

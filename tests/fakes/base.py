@@ -46,7 +46,12 @@ class Request:
     body: bytes = b""
 
     def header(self, name: str) -> str | None:
-        return self.headers.get(name)
+        """A header by name, in any case (also when ``headers`` is a plain dict, as in bench/replay.py)."""
+        value = self.headers.get(name)
+        if value is not None:
+            return value
+        lowered = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == lowered), None)
 
     def json(self) -> Any:
         """The body as JSON; ValueError if it is not."""

@@ -31,6 +31,9 @@ Kept as unkind as the real API:
 - ``/time_series?interval=1day`` is newest first, strings, ``outputsize``
   1..5000 (default 30), and includes today's unfinished bar once the venue has
   opened (:attr:`partial_bar`).
+
+The fake upstream counts and faults a request by its ``symbol`` parameter as
+sent: a batch is one call, whose symbol is the whole list (``SAP:XETR,VOD:XLON``).
 """
 
 from __future__ import annotations

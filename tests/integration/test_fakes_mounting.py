@@ -147,3 +147,12 @@ def test_fake_upstream_runs_alone_with_every_api(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_mounted_apis_answer_the_in_process_path_of_bench_replay(fake):
+    """bench/replay.py calls FakeUpstream._handle with a plain dict of headers, any case."""
+    status, _, body = fake._handle("GET", "/twelvedata/quote?symbol=AAPL", {"authorization": "apikey k"})
+    assert status == 200 and b'"symbol": "AAPL"' in body
+    status, _, body = fake._handle("POST", "/openfigi/v3/mapping", {},
+                                   b'[{"idType": "ID_ISIN", "idValue": "US0378331005"}]')
+    assert status == 200 and b'"exchCode": "UW"' in body
