@@ -220,6 +220,8 @@ def test_demo_isins_are_real_and_map_to_their_listings():
     market = DemoMarket()
     assert market.isin("AAPL") == "US0378331005" and market.isin("SAP.DE") == "DE0007164600"
     assert market.listings_by_isin("DE0007164600") == ("SAP.DE", "SAP.F")
+    assert market.listings_by_isin("CA82509L1076") == ("SHOP", "SHOP.TO")  # one share, two venues
+    assert market.currency("SAP") == ("USD", "USD", 1)  # the ADR is not the Xetra listing
     isins = {market.isin(symbol) for symbol in market.listings()}
     assert None not in isins and len(isins) >= 50
     assert [isin for isin in isins if not isin_check_digit_ok(isin)] == []
@@ -343,7 +345,7 @@ def test_demo_zzzz_symbols_are_not_found(symbol, clock):
 
 def test_demo_search_finds_listings_on_every_venue(clock):
     hits = DemoProvider(clock=clock).produce("search", "", {"q": "sap"})
-    assert [hit["symbol"] for hit in hits][:2] == ["SAP.DE", "SAP.F"]
+    assert [hit["symbol"] for hit in hits][:3] == ["SAP", "SAP.DE", "SAP.F"]  # the US ADR, Xetra, Frankfurt
     assert DemoProvider(clock=clock).produce("search", "", {"q": "vanguard"})[0]["type"] == "ETF"
 
 

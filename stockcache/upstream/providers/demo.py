@@ -168,6 +168,13 @@ _KNOWN: dict[str, tuple[str, str, str, str, float, float, str | None]] = {
     "INTC": _co("Intel Corp", _NASDAQ, "Semiconductors", "1971-10-13", 30.0, 4.28e9, "US4581401001"),
     "IBM": _co("International Business Machines Corp", _NYSE, "Technology", "1915-11-11", 190.0, 0.92e9,
                "US4592001014"),
+    # US listings of European and Canadian companies: a bare "SAP" is the ADR in USD, not Xetra.
+    "SAP": _co("SAP SE ADR", _NYSE, "Technology", "1998-08-03", 260.0, 1.17e9, "US8030542042"),
+    "ASML": _co("ASML Holding NV NY Registry Shares", _NASDAQ, "Semiconductors", "1995-03-15", 760.0, 0.39e9,
+                "USN070592100"),
+    "AZN": _co("AstraZeneca PLC ADR", _NASDAQ, "Pharmaceuticals", "1993-05-17", 70.0, 3.1e9, "US0463531089"),
+    "SHOP": _co("Shopify Inc", _NYSE, "Technology", "2015-05-21", 110.0, 1.29e9, "CA82509L1076"),
+    "RY": _co("Royal Bank of Canada", _NYSE, "Banking", "1995-10-23", 125.0, 1.41e9, "CA7800871021"),
 }
 _US_ETFS: dict[str, tuple[str, str, str, str, float, float, str | None]] = {
     "SPY": _co("SPDR S&P 500 ETF Trust", _ARCA, "ETF", "1993-01-22", 600.0, 0.92e9, "US78462F1030"),
@@ -440,6 +447,14 @@ def _fx_parts(symbol: str) -> tuple[str, str] | None:
     return (base, quote) if base in known and quote in known and base != quote else None
 
 
+@functools.lru_cache(maxsize=1024)
+def _coin_instrument(coin: Coin, quote: str, symbol: str = "") -> Instrument:
+    symbol = symbol or f"{coin.symbol}-{quote}"
+    return Instrument(symbol, f"{coin.name} {quote}", CRYPTO, None, quote, quote, 1, coin.usd, coin.supply,
+                      symbol.partition(":")[0] if ":" in symbol else "CRYPTO", "", "Crypto", "2009-01-03",
+                      None, coin.series or coin.id, _CRYPTO_VOL, 1.8, coin.symbol, quote)
+
+
 def _generated_name(symbol: str, country: str) -> str:
     suffixes = _VENUE_SUFFIXES.get(country, _SUFFIXES)
     return (_pick(_SYLLABLES, symbol, "n1") + _pick(_SYLLABLES, symbol, "n2").lower()
@@ -482,9 +497,7 @@ def _instrument(symbol: str) -> Instrument:
         coin = _coin_for(base)
         if coin is None:
             coin = Coin(base.lower(), base, f"{base.title()}coin", None, _level(base, 0.01, 10.0), 1e9)
-        return Instrument(symbol, f"{coin.name} {quote}", CRYPTO, None, quote, quote, 1, coin.usd, coin.supply,
-                          symbol.partition(":")[0] if ":" in symbol else "CRYPTO", "", "Crypto", "2009-01-03",
-                          None, coin.series or coin.id, _CRYPTO_VOL, 1.8, base, quote)
+        return _coin_instrument(coin, quote, symbol)
     fx = _fx_parts(symbol)
     if fx is not None:
         base, quote = fx
@@ -613,7 +626,9 @@ class DemoMarket:
 
     def session_day(self, now: float, symbol: str = "AAPL") -> date:
         """The trading day the quote of ``symbol`` at ``now`` belongs to."""
-        inst = _instrument(symbol)
+        return self._session_day(_instrument(symbol), now)
+
+    def _session_day(self, inst: Instrument, now: float) -> date:
         zone = inst.venue.zone if inst.venue is not None else UTC
         today = datetime.fromtimestamp(now, zone).date()
         if self._trades(inst, today) and now >= self._session(inst, today)[0]:
@@ -671,7 +686,12 @@ class DemoMarket:
 
     def candle(self, symbol: str, day: date) -> Candle:
         """The daily bar of ``day`` (a trading day of ``symbol``)."""
-        inst = _instrument(symbol)
+        return self._candle(_instrument(symbol), day)
+
+    def _candle(self, inst: Instrument, day: date) -> Candle:
+        return _cached_candle(inst, day)
+
+    def _build_candle(self, inst: Instrument, day: date) -> Candle:
         x = day.toordinal()
         o, c = round_price(self._raw_open(inst, day), inst.asset), round_price(self._raw_close(inst, day), inst.asset)
         spread = inst.vol if inst.asset != FX else 0.003
@@ -681,16 +701,18 @@ class DemoMarket:
             volume = 0
         else:
             base_volume = inst.shares * 0.006 if inst.shares and inst.asset != CRYPTO else 2e6
-            volume = int(base_volume * (0.6 + _unit(symbol, "vol", x)))
+            volume = int(base_volume * (0.6 + _unit(inst.symbol, "vol", x)))
         return Candle(date=day.isoformat(), open=o, high=max(high, o, c), low=min(low, o, c), close=c,
                       volume=volume)
 
     def quote(self, symbol: str, now: float) -> Quote:
         """The quote at ``now``: moves from the session open to its close over the session."""
         self.check(symbol)
-        inst = _instrument(symbol)
+        return self._quote(_instrument(symbol), now)
+
+    def _quote(self, inst: Instrument, now: float) -> Quote:
         now = math.floor(now / 60) * 60  # a new price once a minute
-        day = self.session_day(now, symbol)
+        day = self._session_day(inst, now)
         start, end, lunch = self._session(inst, day)
         stamp = min(max(now, start), end)
         if lunch is not None and lunch[0] <= stamp < lunch[1]:
@@ -700,8 +722,8 @@ class DemoMarket:
         if lunch is not None and stamp >= lunch[1]:
             elapsed -= lunch[1] - lunch[0]
         f = min(1.0, max(0.0, elapsed / trading))
-        bar = self.candle(symbol, day)
-        previous = self.candle(symbol, self._previous(inst, day)).close
+        bar = self._candle(inst, day)
+        previous = self._candle(inst, self._previous(inst, day)).close
         asset = inst.asset
         if asset == CRYPTO and f < 1.0:
             price = round_price(self._usd_at(inst, day, stamp) * self._crypto_per_usd(inst.quote, day, stamp), asset)
@@ -713,7 +735,7 @@ class DemoMarket:
         floor = 0.01 if asset not in (CRYPTO, FX) else 1e-8
         change = round(price - previous, _decimals(previous, asset))
         return Quote(
-            symbol=symbol,
+            symbol=inst.symbol,
             price=price,
             change=change,
             change_percent=round(change / previous * 100, 4),
@@ -728,27 +750,31 @@ class DemoMarket:
         """``days`` bars, oldest first, ending the trading day before the current session."""
         self.check(symbol)
         inst = _instrument(symbol)
-        day = self.session_day(now, symbol)
+        day = self._session_day(inst, now)
         candles = []
         for _ in range(days):
             day = self._previous(inst, day)
-            candles.append(self.candle(symbol, day))
+            candles.append(self._candle(inst, day))
         return History(symbol=symbol, candles=tuple(reversed(candles)))
 
     def candles_between(self, symbol: str, start: float, end: float) -> list[Candle]:
         """Completed bars dated within [start, end] (Finnhub's candle window)."""
         self.check(symbol)
         inst = _instrument(symbol)
-        day, first = self._previous(inst, self.session_day(end, symbol)), _utc(start).date()
+        day, first = self._previous(inst, self._session_day(inst, end)), _utc(start).date()
         out = []
         while day >= first:
-            out.append(self.candle(symbol, day))
+            out.append(self._candle(inst, day))
             day = self._previous(inst, day)
         return out[::-1]
 
-    def price_at(self, symbol: str, at: float) -> float:
-        """The quote's price at ``at`` (CoinGecko's 24 h change compares two of these)."""
-        return self.quote(symbol, at).price
+    def coin_quote(self, coin_id: str, quote: str, now: float) -> Quote:
+        """A coin's quote in ``quote`` by its CoinGecko id (namesakes of one ticker differ)."""
+        return self._quote(_coin_instrument(COINS_BY_ID[coin_id], quote.upper()), now)
+
+    def coin_candle(self, coin_id: str, quote: str, day: date) -> Candle:
+        """A coin's UTC-day bar in ``quote`` by its CoinGecko id."""
+        return self._candle(_coin_instrument(COINS_BY_ID[coin_id], quote.upper()), day)
 
     # Company data
 
@@ -794,8 +820,11 @@ class DemoMarket:
             },
         }
 
-    def news(self, symbol: str, start: float, end: float, *, limit: int = 6) -> News:
-        """At most ``limit`` articles published within [start, end], newest first."""
+    def news(self, symbol: str, start: float, end: float, *, limit: int = 6, per_day: int = 1) -> News:
+        """At most ``limit`` articles published within [start, end], newest first.
+
+        About 0.8 articles a day per ``per_day`` (a wire with more sources writes more).
+        """
         self.check(symbol)
         name = _instrument(symbol).name
         articles: list[NewsItem] = []
@@ -805,24 +834,26 @@ class DemoMarket:
             if midnight + 86400 <= start:
                 break
             x = day.toordinal()
-            if _unit(symbol, "news?", x) < 0.8:
-                ts = midnight + 3600 * (7 + int(_unit(symbol, "newsh", x) * 15)) + 60 * int(
-                    _unit(symbol, "newsm", x) * 60)
+            found = []
+            for k in range(per_day):
+                seed = (symbol,) if k == 0 else (symbol, k)
+                if _unit(*seed, "news?", x) >= 0.8:
+                    continue
+                hour, minute = 7 + int(_unit(*seed, "newsh", x) * 15), int(_unit(*seed, "newsm", x) * 60)
+                ts = midnight + 3600 * hour + 60 * minute
                 if start <= ts <= end:
-                    headline = _pick(_HEADLINES, symbol, "headline", x).format(name=name)
-                    articles.append(
-                        NewsItem(
-                            headline=f"[demo] {headline}" if self.marked else headline,
-                            summary=(
-                                "Demo article generated by stockcache; not real news."
-                                if self.marked else f"{headline}. More inside."
-                            ),
-                            url=f"https://example.com/demo/news/{symbol.lower()}/{day:%Y%m%d}",
-                            source="Demo Wire" if self.marked else "Example Wire",
-                            published_at=iso_utc(ts),
-                            image=None,
-                        )
-                    )
+                    headline = _pick(_HEADLINES, *seed, "headline", x).format(name=name)
+                    found.append(NewsItem(
+                        headline=f"[demo] {headline}" if self.marked else headline,
+                        summary=("Demo article generated by stockcache; not real news."
+                                 if self.marked else f"{headline}. More inside."),
+                        url=f"https://example.com/demo/news/{symbol.lower()}/{day:%Y%m%d}" + (f"-{k}" if k else ""),
+                        source="Demo Wire" if self.marked else "Example Wire",
+                        published_at=iso_utc(ts),
+                        image=None,
+                    ))
+            found.sort(key=lambda item: item.published_at, reverse=True)
+            articles.extend(found[: limit - len(articles)])
             day -= timedelta(days=1)
         return News(symbol=symbol, articles=tuple(articles))
 
@@ -881,6 +912,16 @@ class DemoMarket:
             return FxRate(base, quote, rates[quote] / rates[base], day)
         except KeyError as exc:
             raise ValueError(f"no reference rate for {exc.args[0]} was published on {day}") from None
+
+
+# A bar is a pure function of (instrument, day), the same for every DemoMarket: one shared cache
+# (a year of bars for a hundred listings) makes history and the fakes' batches cheap.
+_BARS = DemoMarket()
+
+
+@functools.lru_cache(maxsize=32768)
+def _cached_candle(inst: Instrument, day: date) -> Candle:
+    return _BARS._build_candle(inst, day)
 
 
 def _looks_like_symbol(text: str) -> bool:
