@@ -13,7 +13,7 @@ switches on a kind's name to decide any of that.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import validation
@@ -41,8 +41,6 @@ class Kind:
     subject_field: str = "symbol"
     # Its values are prices in a currency, completed by ``currency.settle`` when a provider leaves it out.
     priced: bool = False
-    # Fields a cached value may lack because an older version wrote it; answers carry them anyway.
-    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def key(self, subject: str, *params: object) -> str:
         """``KIND:SUBJECT[:PARAMS]``: never a URL, never a key or token."""
@@ -67,11 +65,11 @@ def _register(*kinds: Kind) -> dict[str, Kind]:
 
 KINDS: Mapping[str, Kind] = _register(
     Kind("quote", "quote", validation.quote, refresh=REFRESH_AHEAD, description="the latest price",
-         priced=True, defaults={"currency": None, "exchange": None}),
+         priced=True),
     Kind("profile", "fundamentals", validation.profile, refresh=REFRESH_EXPIRED, description="company profile"),
     Kind("metric", "fundamentals", validation.metric, description="key figures"),
     Kind("history", "history", validation.history, refresh=REFRESH_EXPIRED, description="daily bars",
-         priced=True, defaults={"currency": None}),
+         priced=True),
     Kind("news", "news", validation.news, description="headlines"),
     Kind("search", "fundamentals", validation.search, remember_not_found=False, symbolic=False,
          description="symbol search"),

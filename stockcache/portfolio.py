@@ -64,7 +64,7 @@ def performance(rows: Sequence[Mapping[str, Any]], quotes: Mapping[str, Mapping[
             total_day += day_base
         else:
             complete = False
-            if symbol not in out_errors:
+            if fx is None and symbol not in out_errors:  # (else a stored row's maths is not finite)
                 out_errors[symbol] = _unconverted(symbol, listed_in, base, rates_error)
         out_rows.append({
             **shown, "price": price, "value": _r(value), "gain": _r(gain),

@@ -133,7 +133,7 @@ class ReadThrough:
             self.metrics.inc(Metrics.READS, kind, entry.tier)
             if "error" in entry.value:
                 raise StockcacheError.from_dict(dict(entry.value["error"]))
-            return render(entry.value, entry.tier, self.clock(), stale=False, defaults=spec.defaults)
+            return render(entry.value, entry.tier, self.clock(), stale=False)
         found, errors = self.many(kind, [subject], key_params, fetch_params)
         if subject in errors:
             raise errors[subject]
@@ -193,7 +193,7 @@ class ReadThrough:
             elif "error" in entry.value:
                 item.errors[subject] = StockcacheError.from_dict(dict(entry.value["error"]))
             else:
-                item.found[subject] = render(entry.value, entry.tier, now, stale=False, defaults=spec.defaults)
+                item.found[subject] = render(entry.value, entry.tier, now, stale=False)
         if not misses:
             return item
         routes = {subject: self.route(spec, subject) for subject in misses}
@@ -222,8 +222,7 @@ class ReadThrough:
         now = self.clock()
         for subject, flight in item.flights.items():
             if flight.result is not None and flight.done:
-                found[subject] = render(envelope(flight.result), "upstream", now, stale=False,
-                                        defaults=spec.defaults)
+                found[subject] = render(envelope(flight.result), "upstream", now, stale=False)
             elif flight.error is not None and flight.done:
                 failed[subject] = flight.error
             else:
@@ -236,7 +235,7 @@ class ReadThrough:
                 entry = stale.get(keys[subject])
                 if entry is not None and "error" not in entry.value and not isinstance(error, SymbolNotFound):
                     self.metrics.inc(Metrics.STALE_SERVED, spec.name)
-                    found[subject] = render(entry.value, entry.tier, now, stale=True, defaults=spec.defaults)
+                    found[subject] = render(entry.value, entry.tier, now, stale=True)
                 else:
                     error.fields.setdefault(spec.subject_field, subject)
                     errors[subject] = error
@@ -272,12 +271,12 @@ class ReadThrough:
         serving = [p for p in configured.values() if spec.name in p.kinds]
         unconfigured = [cls for cls in provider_classes() if cls.name not in configured and cls.key_env()]
         if target is not None and subject is not None and serving:
-            keys = [cls.key_env() for cls in unconfigured if cls.could_cover(spec.name, target)]
-            hints = [*(f"set {key}" for key in keys),
-                     *(hint for p in serving if (hint := p.upgrade_hint(spec.name, target)))]
+            keys = [str(cls.key_env()) for cls in unconfigured if cls.could_cover(spec.name, target)]
+            hints = ([f"set {' or '.join(keys)}"] if keys else []) + [
+                f"set {hint}" for p in serving if (hint := p.upgrade_hint(spec.name, target))]
             where = f"{subject} ({target.venue.name})" if target.venue is not None and not target.is_us else subject
             notes = " or ".join(dict.fromkeys(p.coverage_note(spec.name, target) for p in serving))
-            advice = "; " + " or ".join(hints) if hints else "; no data source stockcache knows serves it"
+            advice = "; " + ", or ".join(hints) if hints else "; no data source stockcache knows serves it"
             return SymbolNotCovered(f"{where} is not covered by {notes}{advice}.", symbol=subject)
         missing = [cls.key_env() for cls in unconfigured if spec.name in cls.priority]
         if missing:
@@ -581,17 +580,12 @@ def check_envelope(kind: Kind, subject: str, value: Any) -> None:
     kind.check(subject, value.get("data"))
 
 
-def render(entry: Mapping[str, Any], tier: str, now: float, *, stale: bool,
-           defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """An answer: the data with ``source``, ``cache`` (the tier, or upstream), ``fetched_at``, ``age``, ``stale``.
-
-    ``defaults`` fills fields an entry written by an older version lacks (the kind's ``defaults``).
-    """
+def render(entry: Mapping[str, Any], tier: str, now: float, *, stale: bool) -> dict[str, Any]:
+    """An answer: the data with ``source``, ``cache`` (the tier, or upstream), ``fetched_at``, ``age``, ``stale``."""
     fetched_at = float(entry["fetched_at"])
     data = entry["data"]
     # Search results are a list; every other kind is an object.
-    out = {**defaults, **data} if defaults and isinstance(data, Mapping) else (
-        dict(data) if isinstance(data, Mapping) else {"results": list(data)})
+    out = dict(data) if isinstance(data, Mapping) else {"results": list(data)}
     out["source"] = entry["source"]
     out["cache"] = tier
     out["fetched_at"] = iso_utc(fetched_at)

@@ -140,7 +140,9 @@ class StockService:
         names, invalid = self._valid_symbols(row["symbol"] for row in rows)
         step = self.settings.max_batch
         batches = [Batch("quote", names[start:start + step]) for start in range(0, len(names), step)]
-        *quote_parts, (rates_found, rates_failed) = self.readthrough.gather([*batches, Batch("fx", [base])])
+        # No positions, nothing to convert: an empty portfolio reads no market data at all.
+        rates = [Batch("fx", [base])] if names else [Batch("fx", [])]
+        *quote_parts, (rates_found, rates_failed) = self.readthrough.gather([*batches, *rates])
         quotes: dict[str, dict[str, Any]] = {}
         errors: dict[str, StockcacheError] = dict(invalid)
         for found, failed in quote_parts:

@@ -222,6 +222,14 @@ def _symbol_of(data: Mapping[str, Any], symbol: str, what: str) -> None:
 
 def quote(symbol: str, data: Any) -> None:
     _symbol_of(_record(data, QUOTE_FIELDS, "quote"), symbol, "quote")
+    _required(data, ("currency", "exchange"), "quote")
+
+
+def _required(data: Mapping[str, Any], names: tuple[str, ...], what: str) -> None:
+    """Fields that must be there, even as null: an entry without them was written before prices carried
+    their currency (a London price then was in pence), so it is not served."""
+    if any(name not in data for name in names):
+        raise ValueError(f"{what} has no {' or '.join(names)} field (written by an older version)")
 
 
 def profile(symbol: str, data: Any) -> None:
@@ -231,6 +239,7 @@ def profile(symbol: str, data: Any) -> None:
 def history(symbol: str, data: Any) -> None:
     history = _record(data, _HISTORY_FIELDS, "history")
     _symbol_of(history, symbol, "history")
+    _required(history, ("currency",), "history")
     previous = ""
     for candle in _items(history.get("candles"), "candles"):
         _record(candle, CANDLE_FIELDS, "candle")

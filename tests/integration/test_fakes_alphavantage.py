@@ -128,6 +128,7 @@ def test_alphavantage_news_empty_window_for_a_known_ticker_says_no_articles(get)
 
 
 def test_alphavantage_news_time_published_quirks_when_switched_on(fake, get):
+    fake.av_news_quirks = False
     plain = get(function="NEWS_SENTIMENT", tickers="AAPL", limit="1000", **window(300))["feed"]
     assert {len(a["time_published"]) for a in plain} == {15}
     fake.av_news_quirks = True

@@ -160,7 +160,8 @@ def test_alphavantage_search_results_are_written_the_way_stockcache_takes_them(c
 @responses.activate
 def test_readthrough_london_quote_in_pence_is_served_in_pounds_with_one_search_a_day(build, clock):
     fake = AlphaVantageFake({"VOD.LON": _global_quote("VOD.LON", 7250.5, 7263.0)},
-                            {"VOD.LON": [_match("VOD.LON", "Vodafone Group PLC", "GBX")]})
+                            {"VOD": [_match("VOD", "Vodafone Group PLC ADR", "USD", "United States"),
+                                     _match("VOD.LON", "Vodafone Group PLC", "GBX")]})
     responses.add_callback(responses.GET, AV, callback=fake)
     rt = build([_av(clock)])
     quote = rt.one("quote", "VOD.L")
@@ -174,7 +175,7 @@ def test_readthrough_london_quote_in_pence_is_served_in_pounds_with_one_search_a
 @responses.activate
 def test_readthrough_london_etf_priced_in_dollars_is_never_divided(build, clock):
     fake = AlphaVantageFake({"VWRA.LON": _global_quote("VWRA.LON", 152.34, 151.0)},
-                            {"VWRA.LON": [_match("VWRA.LON", "Vanguard FTSE All-World USD Acc", "USD")]})
+                            {"VWRA": [_match("VWRA.LON", "Vanguard FTSE All-World USD Acc", "USD")]})
     responses.add_callback(responses.GET, AV, callback=fake)
     quote = build([_av(clock)]).one("quote", "VWRA.L")
     assert (quote["currency"], quote["price"]) == ("USD", 152.34)

@@ -30,9 +30,10 @@ from ...errors import (
 )
 from ...models import Candle, History, ListingInfo, News, NewsItem, Profile, Quote
 from ...settings import Section, non_negative_float, non_negative_int, setting, url
-from ...symbols import EQUITY, Listing, listing
-from ...venues import BY_MIC, US, Venue
+from ...symbols import Listing, listing
+from ...venues import US, Venue
 from .alphavantage_dropin import AlphaVantageDropIn
+from .alphavantage_symbols import from_av, serves, to_av
 from .base import (
     Clock,
     Provider,
@@ -62,11 +63,6 @@ _FUNCTIONS = {
 # One OVERVIEW body holds the profile and the key figures: a call for one fills both.
 _COMPANIONS = {"profile": ("metric",), "metric": ("profile",)}
 
-# Alpha Vantage's own suffix per venue (MIC), for the venues its symbol search is known to use
-# (upstream-apis.md). Milan, SIX, Stockholm and Tokyo are unverified, so not covered.
-SUFFIXES: Mapping[str, str] = {"XETR": ".DEX", "XFRA": ".FRK", "XLON": ".LON", "XPAR": ".PAR", "XAMS": ".AMS",
-                               "XTSE": ".TRT", "XHKG": ".HKG"}
-_YAHOO_SUFFIX = {suffix: BY_MIC[mic].suffix for mic, suffix in SUFFIXES.items()}
 # The news feed's words for "a known ticker, no articles in this window".
 _NO_ARTICLES = "no articles found"
 
@@ -195,23 +191,17 @@ class AlphaVantageProvider(Provider):
             return False
         if listing is None:
             return kind == "search"
-        if listing.asset != EQUITY or listing.venue is None:
-            return False
         if kind == "listing":
-            return not listing.is_us and listing.venue.mic in SUFFIXES
-        return listing.is_us or listing.venue.mic in SUFFIXES
+            return serves(listing) and not listing.is_us
+        return serves(listing)
 
     @classmethod
     def could_cover(cls, kind: str, listing: Listing | None) -> bool:
-        return kind in cls.kinds and (listing is None or (
-            listing.asset == EQUITY and listing.venue is not None
-            and (listing.is_us or listing.venue.mic in SUFFIXES)))
+        return kind in cls.kinds and (listing is None or serves(listing))
 
     def symbol_for(self, listing: Listing) -> str:
         """``SAP.DE`` -> ``SAP.DEX``, ``VOD.L`` -> ``VOD.LON``; US symbols as they are."""
-        if listing.is_us or listing.venue is None:
-            return listing.symbol
-        return listing.base + SUFFIXES[listing.venue.mic]
+        return to_av(listing.symbol)
 
     def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
         """The Alpha Vantage query for ``kind`` (never outputsize=full)."""
@@ -229,7 +219,9 @@ class AlphaVantageProvider(Provider):
         elif kind == "search":
             query.update(keywords=query_param(params, symbol))
         elif kind == "listing":
-            query.update(keywords=theirs)
+            # The bare ticker: the search lists every venue's line of it (VOD, VOD.LON, ...), and the
+            # exact match is picked from those; a search for "VOD.LON" itself is not known to find it.
+            query.update(keywords=listing(symbol).base)
         else:
             query.update(symbol=theirs)
         query["apikey"] = self._api_key
@@ -392,9 +384,7 @@ class AlphaVantageProvider(Provider):
         """Matches, with Alpha Vantage's suffixes written the way stockcache takes them (``SAP.DEX`` -> ``SAP.DE``)."""
         results = search_results(data, "bestMatches", "1. symbol", "2. name", "3. type")
         for result in results:
-            head, dot, tail = result["symbol"].rpartition(".")
-            if dot and head and dot + tail in _YAHOO_SUFFIX:
-                result["symbol"] = head + _YAHOO_SUFFIX[dot + tail]
+            result["symbol"] = from_av(result["symbol"])
         return results
 
     def _parse_listing(self, symbol: str, params: Mapping[str, Any], data: Any) -> ListingInfo:
