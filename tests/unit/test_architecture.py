@@ -45,7 +45,6 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"errors", "kinds", "upstream/providers"},
     "sqlitefile": {"errors"},
     "usage": {"errors", "clock", "sqlitefile"},
-    "markethours": {"venues"},
     "cache": {"settings", "errors", "kinds", "clock", "sqlitefile"},
     "upstream/guard": {"errors", "clock", "usage"},
     "upstream/providers": BOTTOM | {"settings", "kinds", "symbols", "currency", "upstream/guard"},
@@ -64,7 +63,7 @@ ALLOWED: dict[str, set[str]] = {
     # from_env builds a service the way the runtime does (imported late, in that method).
     "service": BOTTOM | {"readthrough", "portfolio", "stats", "settings", "symbols", "currency", "cache", "runtime",
                          "upstream/providers", "upstream/router"},
-    "refresher": BOTTOM | {"service", "kinds", "markethours", "upstream/guard"},
+    "refresher": BOTTOM | {"service", "kinds", "symbols", "upstream/guard"},
     "kpis": {"clock", "errors", "metrics", "usage", "sqlitefile", "upstream/providers"},
 }
 # Top of the stack: these may import anything below them.
