@@ -38,12 +38,12 @@ from urllib.parse import urlencode, urlsplit
 
 from bench.fake_upstream import FakeUpstream
 from stockcache.cache import open_cache
-from stockcache.venues import US
 from stockcache.metrics import Metrics
 from stockcache.refresher import Refresher
 from stockcache.runtime import build_service
 from stockcache.settings import Settings
 from stockcache.store import open_store
+from stockcache.venues import US
 
 # Never connected to: the in-process session answers instead.
 FINNHUB_URL = "http://127.0.0.1:9/finnhub/api/v1"

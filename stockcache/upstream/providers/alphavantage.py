@@ -199,7 +199,8 @@ class AlphaVantageProvider(Provider):
     def could_cover(cls, kind: str, listing: Listing | None) -> bool:
         return kind in cls.kinds and (listing is None or serves(listing))
 
-    def symbol_for(self, listing: Listing) -> str:
+    @classmethod
+    def symbol_for(cls, listing: Listing) -> str:
         """``SAP.DE`` -> ``SAP.DEX``, ``VOD.L`` -> ``VOD.LON``; US symbols as they are."""
         return to_av(listing.symbol)
 

@@ -178,12 +178,15 @@ class AlphaVantageDropIn(DropIn):
     def _av_news(self, query: Mapping[str, str]) -> Answer:
         """Articles about every one of ``tickers`` (AND, as Alpha Vantage does), from each one's cached news."""
         invalid = {"Information": AV_INVALID_INPUTS}
-        written = [part.upper() for part in symbols_of(query.get("tickers"))]
-        if not written or len(written) > MAX_NEWS_TICKERS:
+        parts = symbols_of(query.get("tickers"))
+        if not parts or len(parts) > MAX_NEWS_TICKERS:
             return invalid, None
-        symbols = [_ours(ticker) for ticker in written]
-        if any(symbol is None for symbol in symbols):
+        # Normalised before anything else: upper-casing first would fold "ſpy" into SPY.
+        checked = [symbol_param(part) for part in parts]
+        if any(ticker is None for ticker in checked):
             return invalid, None
+        written = [ticker for ticker in checked if ticker is not None]
+        symbols = [from_av(ticker) for ticker in written]
         now = self.clock()
         try:
             start = _av_time(query.get("time_from")) or now - DEFAULT_NEWS_DAYS * 86400
@@ -194,7 +197,6 @@ class AlphaVantageDropIn(DropIn):
         days = news_window(datetime.fromtimestamp(min(start, now), UTC).date(), self.today())
         feeds = []
         for symbol in symbols:
-            assert symbol is not None
             try:
                 feeds.append(self.service.get_news(symbol, days=days))
             except SymbolNotFound:
@@ -219,12 +221,6 @@ class AlphaVantageDropIn(DropIn):
             raise InvalidRequest(f"{function} needs a symbol.")
         written = symbol_param(raw)
         return (None, "") if written is None else (from_av(written), written)
-
-
-def _ours(ticker: str) -> str | None:
-    """A ticker of ``tickers`` in stockcache's form, or None when it cannot be a symbol."""
-    written = symbol_param(ticker)
-    return None if written is None else from_av(written)
 
 
 def av_invalid_call(function: str) -> Json:

@@ -215,6 +215,11 @@ class Provider(ABC):
         """Whether some plan of this provider serves ``kind`` for ``listing``: for "set this key" hints."""
         return kind in (cls.supports or cls.kinds)
 
+    @classmethod
+    def plan_for(cls, kind: str, listing: Listing | None) -> str | None:
+        """The plan that serves ``kind`` for ``listing`` ("" for every plan, None for none), for docs/symbols.md."""
+        return "" if cls.could_cover(kind, listing) else None
+
     def coverage_note(self, kind: str, listing: Listing | None) -> str:
         """Who said no, for ``symbol_not_covered`` messages: "Finnhub's free plan"."""
         return self.label
@@ -223,7 +228,8 @@ class Provider(ABC):
         """What setting would make this provider cover ``listing`` ("STOCKCACHE_FINNHUB_PLAN=paid"), if any."""
         return None
 
-    def symbol_for(self, listing: Listing) -> str:
+    @classmethod
+    def symbol_for(cls, listing: Listing) -> str:
         """The symbol as this provider writes it (Alpha Vantage ``SAP.DEX`` for ``SAP.DE``)."""
         return listing.symbol
 

@@ -157,6 +157,14 @@ class FinnhubProvider(Provider):
     def could_cover(cls, kind: str, listing: Listing | None) -> bool:
         return kind in cls.supports and (listing is None or listing.asset in (EQUITY, INDEX, OTHER))
 
+    @classmethod
+    def plan_for(cls, kind: str, listing: Listing | None) -> str | None:
+        if not cls.could_cover(kind, listing):
+            return None
+        free = kind in _PATHS and kind != "history" and (
+            listing is None or (listing.is_us and listing.asset == EQUITY) or listing.asset == OTHER)
+        return "" if free else "paid"
+
     def coverage_note(self, kind: str, listing: Listing | None) -> str:
         return "Finnhub's paid plan" if self._paid else "Finnhub's free plan"
 
