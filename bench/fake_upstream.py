@@ -4,7 +4,7 @@ Integration tests and benchmarks point stockcache at it instead of the real
 APIs. It speaks both APIs' shapes (``docs/upstream-apis.md``): Finnhub under
 ``/finnhub/api/v1`` (double slashes tolerated, as the official client sends
 them), Alpha Vantage at ``/alphavantage/query``, including their error and
-throttling bodies. Data comes from :class:`stockcache.providers.demo.DemoMarket`
+throttling bodies. Data comes from :class:`stockcache.upstream.providers.demo.DemoMarket`
 (unmarked), so the fake and the demo source agree.
 
 Everything is configurable while running, from any thread: latency, expected
@@ -52,6 +52,12 @@ with ``{"error": "You don't have access to this resource."}`` and HTTP 403 on
 quote, profile, news and metric, as the real one does (``no_access_status=401``
 gives the same text with the 401 also seen in the wild). ``"paid"`` serves them.
 US share classes such as ``BRK.B`` are served on both.
+More APIs are mounted under their own path prefix (:meth:`FakeUpstream.mount`),
+each a module of ``tests.fakes`` (Twelve Data, CoinGecko, Frankfurter, OpenFIGI,
+an OpenAI-compatible chat API); by default all of them. They share the counts,
+latency, faults and outage above (``provider=`` is the API's name) and keep their
+own keys, limits and answer shapes; :meth:`FakeUpstream.url` is the base URL to
+configure for each.
 
 Run it alone: ``python -m bench.fake_upstream --port 9999 --latency 0.2``.
 """
@@ -77,6 +83,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from stockcache.upstream.providers.demo import DemoMarket
+from tests.fakes import alphavantage as av
+from tests.fakes import standard_apis
+from tests.fakes.base import MountedApi, Request, Route
+from tests.fakes.notify import NotifyReceiver
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +112,7 @@ FINNHUB_NO_KEY = {"error": "Please use an API key."}
 FINNHUB_BAD_KEY = {"error": "Invalid API key"}
 FINNHUB_NO_ACCESS = {"error": "You don't have access to this resource."}
 
-AV_DAILY_CAP = (
-    "We have detected your API key as {key} and our standard API rate limit is 25 requests per day. "
-    "Please subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly "
-    "remove all daily rate limits."
-)
+AV_DAILY_CAP = av.DAILY_CAP_TEXTS["detected"]  # quotes the key, as the real one does
 AV_BURST = (
     "Thank you for using Alpha Vantage! Please consider spreading out your free API requests more "
     "sparingly (1 request per second). You may subscribe to any of the premium plans at "
@@ -140,8 +146,6 @@ HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
     "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
-
-_NEXCHANGE = {"NASDAQ NMS - GLOBAL MARKET": "NASDAQ", "NEW YORK STOCK EXCHANGE, INC.": "NYSE"}
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,7 @@ class FakeUpstream:
         finnhub_plan: str = "free",
         no_access_status: int = 403,
         clock: Callable[[], float] = time.time,
+        apis: Iterable[MountedApi] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._clock = clock
@@ -260,11 +265,19 @@ class FakeUpstream:
         self._candles = candles
         self._finnhub_plan = _check_plan(finnhub_plan)
         self._no_access_status = no_access_status
+        # Finnhub: known symbols it has no fundamentals for (profile2 ``{}``, metric without "metric").
+        self._no_fundamentals: tuple[str, ...] = ("SPY", "QQQ", "VOO")
+        # Alpha Vantage: time_published with "Z" / without seconds now and then; which daily-cap text it sends.
+        self.av_news_quirks = True  # as the real feed does now and then; --no-av-news-quirks turns them off
+        self.av_daily_cap = "detected"  # or "thankyou", or "thankyou-note" (the same text under "Note")
         self.max_hang = max_hang
         self._calls: list[Call] = []
         self._rate_limited: dict[str, int] = {name: 0 for name in PROVIDERS}
         for kind in self._error_faults:
             _check_fault(kind)
+        self._mounts: dict[str, MountedApi] = {}
+        for api in standard_apis(market=self._market, clock=clock) if apis is None else apis:
+            self.mount(api)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -327,6 +340,33 @@ class FakeUpstream:
     def alphavantage_url(self) -> str:
         return self.base_url + ALPHAVANTAGE_PATH
 
+    def mount(self, api: MountedApi) -> MountedApi:
+        """Serve ``api`` under its path prefix, with the shared counts, latency and faults."""
+        with self._lock:
+            if api.name in PROVIDERS or any(m.prefix == api.prefix for m in self._mounts.values()):
+                raise ValueError(f"{api.name} or its prefix {api.prefix} is taken")
+            self._mounts[api.name] = api
+        return api
+
+    def mounted(self) -> list[str]:
+        """The names of the mounted APIs."""
+        with self._lock:
+            return list(self._mounts)
+
+    def api(self, name: str) -> Any:
+        """The mounted API called ``name`` (to configure its keys, limits and quirks)."""
+        with self._lock:
+            return self._mounts[name]
+
+    def url(self, name: str) -> str:
+        """The base URL to point a client at: ``finnhub``, ``alphavantage`` or a mounted API."""
+        if name == "finnhub":
+            return self.finnhub_url
+        if name == "alphavantage":
+            return self.alphavantage_url
+        api = self.api(name)
+        return self.base_url + api.prefix + api.base_path
+
     # -- configuration ------------------------------------------------------
 
     @property
@@ -341,7 +381,7 @@ class FakeUpstream:
 
     def set_latency(self, seconds: float | None, *, symbol: str | None = None, provider: str | None = None) -> None:
         """Latency for a symbol and/or provider; None removes that override."""
-        key = (_provider(provider), _sym(symbol))
+        key = (self._target(provider), _sym(symbol))
         with self._lock:
             if seconds is None and key != (None, None):
                 self._latency.pop(key, None)
@@ -380,7 +420,7 @@ class FakeUpstream:
         then symbol, then provider, then global. ``variant`` picks the bad value
         of an "outofrange" fault (one of :data:`OUT_OF_RANGE`).
         """
-        key = (_provider(provider), _sym(symbol))
+        key = (self._target(provider), _sym(symbol))
         if variant not in OUT_OF_RANGE:
             raise ValueError(f"variant must be one of {OUT_OF_RANGE}")
         with self._lock:
@@ -440,6 +480,11 @@ class FakeUpstream:
         with self._lock:
             self._limits.clear()
 
+    def set_no_fundamentals(self, patterns: Iterable[str]) -> None:
+        """Symbols Finnhub knows but has no fundamentals for: profile2 ``{}``, metric without ``metric``."""
+        with self._lock:
+            self._no_fundamentals = tuple(p.upper() for p in patterns)
+
     @property
     def candles(self) -> bool:
         """Whether Finnhub /stock/candle answers (a paid plan) or says 403 (free)."""
@@ -479,7 +524,7 @@ class FakeUpstream:
             return self._cond.wait_for(lambda: self._hanging >= count, timeout=timeout)
 
     def reset(self) -> None:
-        """Forget counts, faults, error rate, outage and rate-limit windows (keys and latency stay)."""
+        """Forget counts, faults, error rate, outage and rate-limit windows, the mounted APIs' too (keys and latency stay)."""
         with self._cond:
             self._calls.clear()
             self._rate_limited = {name: 0 for name in PROVIDERS}
@@ -492,6 +537,9 @@ class FakeUpstream:
             self._max_in_flight = self._in_flight
             self._release_gen += 1
             self._cond.notify_all()
+            mounted = list(self._mounts.values())
+        for api in mounted:
+            api.reset()
 
     # -- counters -----------------------------------------------------------
 
@@ -544,8 +592,15 @@ class FakeUpstream:
             else:
                 self._connections.discard(conn)
 
+    def _target(self, provider: str | None) -> str | None:
+        """``provider`` checked against the two built-in APIs and the mounted ones."""
+        with self._lock:
+            if provider is not None and provider in self._mounts:
+                return provider
+        return _provider(provider)
+
     def _handle(
-        self, method: str, raw_path: str, headers: Mapping[str, str]
+        self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, dict[str, str], bytes | _Stream | _SlowHeaders]:
         """Route one request; returns (status, headers, body) or raises _Drop.
 
@@ -555,6 +610,11 @@ class FakeUpstream:
         split = urlsplit(raw_path)
         path = re.sub(r"/{2,}", "/", split.path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        with self._lock:
+            api = next((m for m in self._mounts.values() if path == m.prefix or path.startswith(m.prefix + "/")),
+                       None)
+        if api is not None:
+            return self._handle_mounted(api, Request(method, path[len(api.prefix):] or "/", query, headers, body))
         if path.startswith(FINNHUB_PREFIX + "/"):
             provider, endpoint = "finnhub", path[len(FINNHUB_PREFIX) + 1:].rstrip("/")
             symbol = query.get("symbol")
@@ -596,6 +656,47 @@ class FakeUpstream:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _handle_mounted(self, api: MountedApi, request: Request) -> tuple[int, dict[str, str], bytes | _Stream]:
+        """A mounted API's request, through the shared counts, latency and faults."""
+        route = api.route(request)
+        symbol = _sym(route.symbol)
+        with self._cond:
+            self._calls.append(Call(api.name, route.endpoint, symbol, dict(route.params), route.key_in, time.time()))
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            fault = self._pick_fault(api.name, symbol)
+            latency = self._lookup(self._latency, api.name, symbol) or 0.0
+        try:
+            self._sleep(latency)
+            if fault is not None:
+                answer = self._mounted_fault(fault, api, request, route)
+                if answer is not None:
+                    return answer
+            return api.answer(request, route)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _mounted_fault(
+        self, fault: _Fault, api: MountedApi, request: Request, route: Route
+    ) -> tuple[int, dict[str, str], bytes | _Stream] | None:
+        """Faults whose body is the API's own answer, or its own 429; the rest as for the built-in APIs."""
+        kind = fault.kind
+        if kind == "429":
+            return api.too_many(request, route, fault.retry_after)
+        if kind not in ("trickle", "huge", "badjson", "outofrange"):
+            return self._fault_answer(fault, api.name, route.endpoint, route.symbol, request.query, None)
+        status, headers, body = api.answer(request, route)
+        if kind == "trickle":
+            return status, headers, _Stream(self._trickle(body), len(body))
+        if kind == "huge":
+            return status, headers, _Stream(self._huge(body if body.lstrip().startswith(b"{") else b"{}", HUGE_BYTES))
+        if kind == "badjson":
+            return 200, headers, body[: max(1, len(body) // 2)]
+        if status != 200:
+            return status, headers, body
+        return status, headers, json.dumps(api.out_of_range(json.loads(body), route, fault.variant)).encode()
 
     @staticmethod
     def _lookup(table: Mapping[tuple[str | None, str | None], Any], provider: str, symbol: str | None) -> Any:
@@ -766,7 +867,10 @@ class FakeUpstream:
             extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
             return _json(429, FINNHUB_LIMIT, extra)
         if window == "day":
-            return _json(200, {"Information": AV_DAILY_CAP.format(key=key)})
+            with self._lock:
+                style = self.av_daily_cap
+            text = av.DAILY_CAP_TEXTS[style.removesuffix("-note")].format(key=key)
+            return _json(200, {"Note" if style.endswith("-note") else "Information": text})
         if window == "second":
             return _json(200, {"Information": AV_BURST})
         return _json(200, {"Note": AV_LEGACY})
@@ -806,8 +910,10 @@ class FakeUpstream:
             q = market.quote(symbol, now)
             return _json(200, {"c": q.price, "d": q.change, "dp": q.change_percent, "h": q.high, "l": q.low,
                                "o": q.open, "pc": q.previous_close, "t": q.timestamp})
+        with self._lock:
+            bare = any(fnmatchcase(symbol, p) for p in self._no_fundamentals)
         if endpoint == "stock/profile2":
-            if unknown:
+            if unknown or bare:
                 return _json(200, {})
             p = market.profile(symbol, now)
             return _json(200, {
@@ -836,6 +942,8 @@ class FakeUpstream:
         if endpoint == "stock/metric":
             if unknown:
                 return _json(200, {"metric": {}, "metricType": "all", "series": {}})
+            if bare:
+                return _json(200, {"metricType": "all", "series": {}, "symbol": symbol})
             m = market.metrics(symbol, now)["metrics"]
             return _json(200, {"metric": {
                 "52WeekHigh": m["52_week_high"], "52WeekLow": m["52_week_low"], "beta": m["beta"],
@@ -864,41 +972,38 @@ class FakeUpstream:
         now = self._clock()
         market = self._market
         if function == "SYMBOL_SEARCH":
-            hits = [h for h in market.search(query.get("keywords", "")) if not self._is_unknown(h["symbol"])]
-            return _json(200, {"bestMatches": [
-                {"1. symbol": h["symbol"], "2. name": h["name"], "3. type": "Equity", "4. region": "United States",
-                 "5. marketOpen": "09:30", "6. marketClose": "16:00", "7. timezone": "UTC-04",
-                 "8. currency": "USD", "9. matchScore": "1.0000" if h["symbol"] == query.get("keywords", "").upper()
-                 else "0.5000"} for h in hits]})
+            return _json(200, {"bestMatches": av.search_rows(market, query.get("keywords", ""), now, self._is_unknown)})
         if function not in ("GLOBAL_QUOTE", "OVERVIEW", "TIME_SERIES_DAILY", "NEWS_SENTIMENT"):
             return _json(200, {"Error Message": f"This API function ({function}) does not exist."})
         if function == "TIME_SERIES_DAILY" and query.get("outputsize", "compact") == "full":
             return _json(200, {"Information": AV_PREMIUM_FULL})
         if not symbol:
             return _json(200, {"Error Message": AV_INVALID_CALL.format(function=function)})
-        unknown = self._is_unknown(symbol)
+        ours = av.from_av(symbol)  # SAP.DEX is our SAP.DE; a Yahoo-style SAP.DE is unknown to Alpha Vantage
+        unknown = ours is None or self._is_unknown(ours)
+        ours = ours or symbol
         if function == "GLOBAL_QUOTE":
             if unknown:
                 return _json(200, {"Global Quote": {}})
-            q = market.quote(symbol, now)
-            day = market.session_day(now)
+            q = market.quote(ours, now)
+            day = market.session_day(now, ours)
             return _json(200, {"Global Quote": {
                 "01. symbol": symbol, "02. open": f"{q.open:.4f}", "03. high": f"{q.high:.4f}",
                 "04. low": f"{q.low:.4f}", "05. price": f"{q.price:.4f}",
-                "06. volume": str(market.candle(symbol, day).volume), "07. latest trading day": day.isoformat(),
+                "06. volume": str(market.candle(ours, day).volume), "07. latest trading day": day.isoformat(),
                 "08. previous close": f"{q.previous_close:.4f}", "09. change": f"{q.change:.4f}",
                 "10. change percent": f"{q.change_percent:.4f}%",
             }})
         if function == "OVERVIEW":
             if unknown:
                 return _json(200, {})
-            p = market.profile(symbol, now)
-            m = market.metrics(symbol, now)["metrics"]
+            p = market.profile(ours, now)
+            m = market.metrics(ours, now)["metrics"]
             return _json(200, {
                 "Symbol": symbol, "AssetType": "Common Stock", "Name": p.name,
                 "Description": f"{p.name} is a company in the {p.industry} industry.",
-                "Exchange": _NEXCHANGE.get(p.exchange or "", p.exchange), "Currency": p.currency,
-                "Country": "USA", "Sector": (p.industry or "").upper(), "Industry": (p.industry or "").upper(),
+                **av.overview_place(market.instrument(ours)),
+                "Sector": (p.industry or "").upper(), "Industry": (p.industry or "").upper(),
                 "OfficialSite": p.weburl, "MarketCapitalization": str(int(p.market_cap or 0)),
                 "PERatio": str(m["pe_ratio"]), "EPS": str(m["eps"]),
                 "DividendYield": str(round(m["dividend_yield"] / 100, 6)), "52WeekHigh": str(m["52_week_high"]),
@@ -908,12 +1013,13 @@ class FakeUpstream:
         if function == "TIME_SERIES_DAILY":
             if unknown:
                 return _json(200, {"Error Message": AV_INVALID_CALL.format(function=function)})
-            candles = market.history(symbol, now, 100).candles
+            candles = market.history(ours, now, 100).candles
+            venue = market.instrument(ours).venue
             return _json(200, {
                 "Meta Data": {
                     "1. Information": "Daily Prices (open, high, low, close) and Volumes", "2. Symbol": symbol,
                     "3. Last Refreshed": candles[-1].date, "4. Output Size": "Compact",
-                    "5. Time Zone": "US/Eastern",
+                    "5. Time Zone": venue.timezone if venue is not None and venue.suffix else "US/Eastern",
                 },
                 "Time Series (Daily)": {
                     c.date: {"1. open": f"{c.open:.4f}", "2. high": f"{c.high:.4f}", "3. low": f"{c.low:.4f}",
@@ -921,33 +1027,14 @@ class FakeUpstream:
                     for c in reversed(candles)
                 },
             })
-        # NEWS_SENTIMENT
-        if unknown:
+        # NEWS_SENTIMENT: several tickers are AND-ed; an unknown one makes the inputs invalid
+        tickers = [av.from_av(t.strip().upper()) for t in (query.get("tickers") or symbol).split(",") if t.strip()]
+        if any(t is None or self._is_unknown(t) for t in tickers):
             return _json(200, {"Information": AV_INVALID_INPUTS})
-        try:
-            start = (datetime.strptime(query["time_from"], "%Y%m%dT%H%M").replace(tzinfo=UTC).timestamp()
-                     if query.get("time_from") else now - 30 * 86400)
-            limit = int(query.get("limit", "50"))
-        except ValueError:
-            return _json(200, {"Information": AV_INVALID_INPUTS})
-        news = market.news(symbol, start, now, limit=min(limit, 50))
-        return _json(200, {
-            "items": str(len(news.articles)),
-            "sentiment_score_definition": "x <= -0.35: Bearish; -0.35 < x <= -0.15: Somewhat-Bearish; "
-                                          "-0.15 < x < 0.15: Neutral; 0.15 <= x < 0.35: Somewhat_Bullish; "
-                                          "x >= 0.35: Bullish",
-            "relevance_score_definition": "0 < x <= 1, with a higher score indicating higher relevance.",
-            "feed": [
-                {"title": a.headline, "url": a.url,
-                 "time_published": a.published_at.replace("-", "").replace(":", "").rstrip("Z"),
-                 "authors": [], "summary": a.summary, "banner_image": a.image, "source": a.source,
-                 "category_within_source": "n/a", "source_domain": "example.com", "topics": [],
-                 "overall_sentiment_score": 0.1, "overall_sentiment_label": "Neutral",
-                 "ticker_sentiment": [{"ticker": symbol, "relevance_score": "0.9", "ticker_sentiment_score": "0.1",
-                                       "ticker_sentiment_label": "Neutral"}]}
-                for a in news.articles
-            ],
-        })
+        with self._lock:
+            quirks = self.av_news_quirks
+        return _json(200, av.news(market, [t for t in tickers if t], query, now, quirks=quirks,
+                                  invalid=AV_INVALID_INPUTS))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -977,7 +1064,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, method: str) -> None:
         try:
-            status, headers, body = self.server.fake._handle(method, self.path, self.headers)
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        request_body = self.rfile.read(min(max(length, 0), 16 * 1024 * 1024)) if length else b""
+        try:
+            status, headers, body = self.server.fake._handle(method, self.path, self.headers, request_body)
         except _Drop:
             self._reset()
             return
@@ -1151,7 +1243,7 @@ def _parse_iso(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve until interrupted, printing the two base URLs to point stockcache at."""
+    """Serve until interrupted, printing the base URL of every API to point stockcache at."""
     parser = argparse.ArgumentParser(prog="python -m bench.fake_upstream", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -1163,21 +1255,55 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candles", action="store_true", help="answer Finnhub /stock/candle (a paid plan)")
     parser.add_argument("--finnhub-plan", choices=FINNHUB_PLANS, default="free",
                         help="free: non-US listings get 403 'no access', as on the real free plan")
+    parser.add_argument("--no-av-news-quirks", dest="av_news_quirks", action="store_false",
+                        help="Alpha Vantage time_published always with seconds and without 'Z' (the real feed "
+                             "sends both now and then)")
+    parser.add_argument("--twelvedata-key", default=None, help="the only Twelve Data key accepted")
+    parser.add_argument("--twelvedata-errors", choices=("real", "200"), default="real",
+                        help="Twelve Data errors with their real HTTP status, or with HTTP 200")
+    parser.add_argument("--twelvedata-per-minute", type=int, default=8, help="credits a minute (0: unlimited)")
+    parser.add_argument("--twelvedata-per-day", type=int, default=800, help="credits a day (0: unlimited)")
+    parser.add_argument("--twelvedata-plan", choices=("basic", "grow"), default="basic")
+    parser.add_argument("--lse-currency", choices=("GBp", "GBP"), default="GBp",
+                        help="how Twelve Data reports London prices")
+    parser.add_argument("--coingecko-key", default=None, help="the only CoinGecko demo key accepted")
+    parser.add_argument("--openfigi-key", default=None, help="the only OpenFIGI key accepted")
+    parser.add_argument("--llm-key", default=None, help="the only bearer key the chat API accepts")
+    parser.add_argument("--llm-latency", type=float, default=None, help="seconds per chat completion")
+    parser.add_argument("--notify", action="store_true", help="also run the ntfy/webhook receiver")
     args = parser.parse_args(argv)
     fake = FakeUpstream(
         host=args.host, port=args.port, latency=args.latency, error_rate=args.error_rate, seed=args.seed,
         expected_keys={"finnhub": args.finnhub_key, "alphavantage": args.alphavantage_key}, candles=args.candles,
         finnhub_plan=args.finnhub_plan,
     )
+    fake.av_news_quirks = args.av_news_quirks
+    twelvedata = fake.api("twelvedata")
+    twelvedata.expected_key, twelvedata.error_status = args.twelvedata_key, args.twelvedata_errors
+    twelvedata.plan, twelvedata.lse_currency = args.twelvedata_plan, args.lse_currency
+    twelvedata.set_limits(per_minute=args.twelvedata_per_minute or None, per_day=args.twelvedata_per_day or None)
+    fake.api("coingecko").expected_key = args.coingecko_key
+    fake.api("openfigi").expected_key = args.openfigi_key
+    fake.api("openai").expected_key = args.llm_key
+    if args.llm_latency is not None:
+        fake.set_latency(args.llm_latency, provider="openai")
+    receiver = NotifyReceiver() if args.notify else None
     fake.start()
     print(f"STOCKCACHE_FINNHUB_URL={fake.finnhub_url}", flush=True)
     print(f"STOCKCACHE_ALPHAVANTAGE_URL={fake.alphavantage_url}", flush=True)
+    for name in fake.mounted():
+        print(f"{fake.api(name).env_var}={fake.url(name)}", flush=True)
+    if receiver is not None:
+        receiver.start()
+        print(f"NOTIFY_URL={receiver.url}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
         fake.stop()
+        if receiver is not None:
+            receiver.stop()
 
 
 if __name__ == "__main__":

@@ -38,12 +38,12 @@ from urllib.parse import urlencode, urlsplit
 
 from bench.fake_upstream import FakeUpstream
 from stockcache.cache import open_cache
-from stockcache.markethours import NEW_YORK
 from stockcache.metrics import Metrics
 from stockcache.refresher import Refresher
 from stockcache.runtime import build_service
 from stockcache.settings import Settings
 from stockcache.store import open_store
+from stockcache.venues import US
 
 # Never connected to: the in-process session answers instead.
 FINNHUB_URL = "http://127.0.0.1:9/finnhub/api/v1"
@@ -213,7 +213,7 @@ def simulate(users: int, *, refresher: bool, day: str = "2026-03-02", seed: int 
     rng = random.Random(seed)
     market = zipf_market(universe, zipf_s)
     held = portfolios(market, users, rng)
-    local_open = datetime.fromisoformat(f"{day}T09:30:00").replace(tzinfo=NEW_YORK)
+    local_open = datetime.fromisoformat(f"{day}T09:30:00").replace(tzinfo=US.zone)
     open_at = local_open.timestamp()
     close_at = open_at + 6.5 * 3600
     loads = page_loads(users, open_at, close_at, rng)

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(config)
     config.set_defaults(handler=cmd_config)
 
+    venues = commands.add_parser("venues", help="the venues and who serves each (the table of docs/symbols.md)")
+    venues.set_defaults(handler=cmd_venues)
+
     _add_user_commands(commands)
     _add_data_commands(commands)
     return parser
@@ -99,6 +102,14 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     for name, value in load_settings(args).public().items():
         print(f"{name} = {value}")
+    return 0
+
+
+def cmd_venues(args: argparse.Namespace) -> int:
+    """The venues stockcache knows and who serves each (the table of docs/symbols.md), as Markdown."""
+    from .upstream.providers import venues_markdown
+
+    print(venues_markdown())
     return 0
 
 

@@ -16,7 +16,10 @@ exactly one place (``stockcache.web.errors``) renders them as HTTP.
     ├── Unauthorized                401 unauthorized
     ├── Forbidden                   403 forbidden
     ├── NotFound                    404 not_found
-    │   └── SymbolNotFound          404 symbol_not_found
+    │   ├── SymbolNotFound          404 symbol_not_found
+    │   │   ├── NoData                      (this provider has none; the next one is asked)
+    │   │   └── CurrencyNotFound    404 currency_not_found
+    │   └── SymbolNotCovered        404 symbol_not_covered (no configured provider serves its market)
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
     ├── PayloadTooLarge             413 payload_too_large
@@ -98,6 +101,24 @@ class NotFound(StockcacheError):
 
 class SymbolNotFound(NotFound):
     code, default_message = "symbol_not_found", "The upstream knows no such symbol."
+
+
+class NoData(SymbolNotFound):
+    """This provider has no such data for the symbol (Finnhub's ``{}`` profile of a known listing).
+
+    Unlike a plain :class:`SymbolNotFound` it does not end the route: the next
+    provider is asked, and only when none has the data is it "not found".
+    """
+
+
+class CurrencyNotFound(SymbolNotFound):
+    code, default_message = "currency_not_found", "No reference rate is published for that currency."
+
+
+class SymbolNotCovered(NotFound):
+    """No configured provider serves the symbol's market on its plan; the message names the key that would."""
+
+    code, default_message = "symbol_not_covered", "No configured data provider covers this symbol's market."
 
 
 class MethodNotAllowed(StockcacheError):

@@ -37,6 +37,10 @@ class Kind:
     routed: bool = True  # served by upstream providers (has a route setting)
     symbolic: bool = True  # the subject is a symbol (a listing); False for search texts
     description: str = ""
+    # The error field naming the subject ("symbol": "SAP.DE"; "currency": "XYZ" for rates).
+    subject_field: str = "symbol"
+    # Its values are prices in a currency, completed by ``currency.settle`` when a provider leaves it out.
+    priced: bool = False
 
     def key(self, subject: str, *params: object) -> str:
         """``KIND:SUBJECT[:PARAMS]``: never a URL, never a key or token."""
@@ -60,14 +64,21 @@ def _register(*kinds: Kind) -> dict[str, Kind]:
 
 
 KINDS: Mapping[str, Kind] = _register(
-    Kind("quote", "quote", validation.quote, refresh=REFRESH_AHEAD, description="the latest price"),
+    Kind("quote", "quote", validation.quote, refresh=REFRESH_AHEAD, description="the latest price",
+         priced=True),
     Kind("profile", "fundamentals", validation.profile, refresh=REFRESH_EXPIRED, description="company profile"),
     Kind("metric", "fundamentals", validation.metric, description="key figures"),
-    Kind("history", "history", validation.history, refresh=REFRESH_EXPIRED, description="daily bars"),
+    Kind("history", "history", validation.history, refresh=REFRESH_EXPIRED, description="daily bars",
+         priced=True),
     Kind("news", "news", validation.news, description="headlines"),
     Kind("search", "fundamentals", validation.search, remember_not_found=False, symbolic=False,
          description="symbol search"),
     Kind("analysis", "ai_analysis", validation.analysis, description="an AI analysis of one listing"),
+    # Asked of the provider whose prices need it (key listing:SYMBOL:PROVIDER), never routed.
+    Kind("listing", "fundamentals", validation.listing, routed=False,
+         description="what one provider says a symbol is: the currency its prices are in"),
+    Kind("fx", "fx", validation.fx, symbolic=False, subject_field="currency",
+         description="reference rates from one currency"),
 )
 
 

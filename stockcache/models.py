@@ -30,6 +30,32 @@ class Quote(Model):
     open: float | None
     previous_close: float | None
     timestamp: int | None
+    currency: str | None = None  # ISO 4217, major unit (pence are converted); None when no source knows
+    exchange: str | None = None  # ISO 10383 MIC of the listing, when known
+
+
+@dataclass(frozen=True)
+class ListingInfo(Model):
+    """What one provider says a symbol is: the unit its prices are in, before any conversion.
+
+    ``currency`` is as the provider reports it (``GBp`` for pence), so the
+    read-through path can turn that provider's prices into the major unit.
+    """
+
+    symbol: str
+    name: str | None
+    currency: str | None
+    exchange: str | None = None  # MIC, when the provider says which venue
+    type: str | None = None
+
+
+@dataclass(frozen=True)
+class FxRates(Model):
+    """One publication of reference rates: 1 ``base`` = ``rates[code]`` of each other currency."""
+
+    base: str
+    date: str  # YYYY-MM-DD of the publication (the last one on or before the day asked)
+    rates: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -64,6 +90,7 @@ class History(Model):
     symbol: str
     candles: tuple[Candle, ...]  # oldest first
     interval: str = "1d"
+    currency: str | None = None  # of every price in the series, as for Quote
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from . import currency
 from .cache import Entry, TieredCache
 from .clock import iso_utc
 from .errors import (
     ERRORS_BY_CODE,
+    CurrencyNotFound,
     StockcacheError,
+    SymbolNotCovered,
     SymbolNotFound,
     SymbolRefused,
     UpstreamAuthError,
@@ -48,7 +52,7 @@ from .errors import (
 from .kinds import KINDS, Kind
 from .metrics import Metrics
 from .settings import Settings
-from .symbols import listing
+from .symbols import Listing, listing
 from .upstream.providers import provider_classes
 from .upstream.router import REFUSAL_SKIPPED, Router, plan, refused_everywhere
 from .upstream.singleflight import FetchResult, Flight, Flights, PeerLocks, PeerWaiter, wait_all, wait_unless
@@ -62,6 +66,28 @@ REFUSAL = "refusal"  # the cache key prefix of remembered refusals: refusal:SYMB
 
 Found = dict[str, dict[str, Any]]
 Failed = dict[str, StockcacheError]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One kind of data for some subjects, as one part of :meth:`ReadThrough.gather`."""
+
+    kind: str
+    subjects: Sequence[str]
+    key_params: tuple[Any, ...] = ()
+    fetch_params: Mapping[str, Any] | None = None
+
+
+@dataclass
+class _Pending:
+    """A batch between its start (cache answered, flights started) and its resolution."""
+
+    spec: Kind
+    keys: dict[str, str]
+    found: Found = field(default_factory=dict)
+    errors: Failed = field(default_factory=dict)
+    failed: Failed = field(default_factory=dict)
+    flights: dict[str, Flight] = field(default_factory=dict)
 
 
 class ReadThrough:
@@ -130,71 +156,88 @@ class ReadThrough:
         every subject, still single-flight and written through, is not counted
         as a read and serves nothing stale; ``cancel`` stops the waiting early.
         """
-        spec = KINDS[kind]
-        params = dict(fetch_params or {})
-        keys = {subject: spec.key(subject, *key_params) for subject in subjects}
+        return self.gather([Batch(kind, subjects, key_params, fetch_params)], share=share, force=force,
+                           cancel=cancel)[0]
+
+    def gather(self, batches: Sequence[Batch], *, share: float = 1.0, force: bool = False,
+               cancel: threading.Event | None = None) -> list[tuple[Found, Failed]]:
+        """Several batches (of any kinds) as one: one cache round trip each, then every miss
+        upstream at once, waited for until one deadline. A portfolio page's quotes and its
+        FX rates cost one upstream round trip together, not two in a row.
+        """
+        pending = [self._start(batch, share=share, force=force) for batch in batches]
+        flights = [flight for item in pending for flight in item.flights.values()]
+        if flights:
+            deadline = time.monotonic() + self.router.timeout + DEADLINE_MARGIN
+            if cancel is None:
+                wait_all(flights, deadline)
+            else:
+                wait_unless(flights, deadline, cancel)
+        return [self._resolve(item, force=force) for item in pending]
+
+    def _start(self, batch: Batch, *, share: float, force: bool) -> _Pending:
+        """Answer what the cache has; start (or join) a flight for each miss."""
+        spec = KINDS[batch.kind]
+        params = dict(batch.fetch_params or {})
+        keys = {subject: spec.key(subject, *batch.key_params) for subject in batch.subjects}
+        item = _Pending(spec, keys)
         now = self.clock()
-        found: Found = {}
-        errors: Failed = {}
         fresh = {} if force else self._admitted(spec, keys, self.cache.get_many(list(keys.values())))
         if not force:
-            self._count_reads(kind, fresh.values(), len(keys) - len(fresh))
+            self._count_reads(spec.name, fresh.values(), len(keys) - len(fresh))
         misses: list[str] = []
         for subject, key in keys.items():
             entry = fresh.get(key)
             if entry is None:
                 misses.append(subject)
             elif "error" in entry.value:
-                errors[subject] = StockcacheError.from_dict(dict(entry.value["error"]))
+                item.errors[subject] = StockcacheError.from_dict(dict(entry.value["error"]))
             else:
-                found[subject] = render(entry.value, entry.tier, now, stale=False)
+                item.found[subject] = render(entry.value, entry.tier, now, stale=False)
         if not misses:
-            return found, errors
-
-        failed: Failed = {}
-        flights: dict[str, Flight] = {}
+            return item
         routes = {subject: self.route(spec, subject) for subject in misses}
         refused = self._refusals([s for s in misses if routes[s]], routes)
         for subject in misses:
             route = routes[subject]
             if not route:
-                # Nothing configured covers it (history with only a Finnhub key): say which key
-                # would, instead of a provider's "not in plan"; stale copies still serve.
-                failed[subject] = self.no_route_error(spec, subject)
+                # Nothing configured covers it (history with only a Finnhub key, a Xetra listing
+                # with only Finnhub's free plan): say which key would; stale copies still serve.
+                item.failed[subject] = self.no_route_error(spec, subject)
                 continue
             skip = refused.get(subject, ())
             for name in skip:
                 self.metrics.inc(REFUSAL_SKIPPED, name)
             route = [p for p in route if p.name not in skip]
             if not route:
-                failed[subject] = refused_everywhere(subject, skip)
+                item.failed[subject] = refused_everywhere(subject, skip)
                 continue
-            flights[subject] = self._fetch(spec, keys[subject], subject, params, route, share=share,
-                                           lookup=not force)
-        deadline = time.monotonic() + self.router.timeout + DEADLINE_MARGIN
-        if cancel is None:
-            wait_all(flights.values(), deadline)
-        else:
-            wait_unless(flights.values(), deadline, cancel)
+            item.flights[subject] = self._fetch(spec, keys[subject], subject, params, route, share=share,
+                                                lookup=not force)
+        return item
 
+    def _resolve(self, item: _Pending, *, force: bool) -> tuple[Found, Failed]:
+        """The flights' outcomes; what failed is served from its stale copy if there is one."""
+        spec, keys, found, errors, failed = item.spec, item.keys, item.found, item.errors, item.failed
         now = self.clock()
-        for subject, flight in flights.items():
+        for subject, flight in item.flights.items():
             if flight.result is not None and flight.done:
                 found[subject] = render(envelope(flight.result), "upstream", now, stale=False)
             elif flight.error is not None and flight.done:
                 failed[subject] = flight.error
             else:
-                failed[subject] = UpstreamTimeout(f"No answer within {self.router.timeout:g} s.", symbol=subject)
+                failed[subject] = UpstreamTimeout(f"No answer within {self.router.timeout:g} s.",
+                                                  **{spec.subject_field: subject})
         if failed:
             stale = {} if force else self._admitted(
                 spec, {s: keys[s] for s in failed}, self.cache.get_stale_many([keys[s] for s in failed]))
             for subject, error in failed.items():
                 entry = stale.get(keys[subject])
                 if entry is not None and "error" not in entry.value and not isinstance(error, SymbolNotFound):
-                    self.metrics.inc(Metrics.STALE_SERVED, kind)
+                    self.metrics.inc(Metrics.STALE_SERVED, spec.name)
                     found[subject] = render(entry.value, entry.tier, now, stale=True)
                 else:
-                    error.fields.setdefault("symbol", subject)
+                    error.fields.setdefault(spec.subject_field, subject)
                     errors[subject] = error
         return found, errors
 
@@ -213,16 +256,29 @@ class ReadThrough:
     def route(self, kind: Kind | str, subject: str | None = None) -> list[Any]:
         """The providers asked for ``kind`` of ``subject``, in order (for no subject: of a US listing)."""
         spec = KINDS[kind] if isinstance(kind, str) else kind
-        target = listing(subject) if spec.symbolic and subject is not None else (
-            listing("AAPL") if spec.symbolic else None)
-        return plan(spec.name, target, self.router.providers, self.settings.routes.get(spec.name, ()))
+        return plan(spec.name, _target(spec, subject), self.router.providers, self.settings.routes.get(spec.name, ()))
 
-    def no_route_error(self, kind: Kind | str, subject: str | None = None) -> UpstreamAuthError:
-        """The error for a subject no configured provider covers, naming the key that would."""
+    def no_route_error(self, kind: Kind | str, subject: str | None = None) -> StockcacheError:
+        """The error for a subject no configured provider covers, naming the key that would.
+
+        ``symbol_not_covered`` when some provider serves the kind but none the
+        symbol's market ("SAP.DE (Xetra) is not covered by Finnhub's free plan;
+        set ALPHAVANTAGE_API_KEY"); else the kind itself needs another key.
+        """
         spec = KINDS[kind] if isinstance(kind, str) else kind
-        configured = set(self.router.providers)
-        missing = [cls.key_env() for cls in provider_classes()
-                   if cls.name not in configured and spec.name in cls.priority and cls.key_env()]
+        target = _target(spec, subject)
+        configured = self.router.providers
+        serving = [p for p in configured.values() if spec.name in p.kinds]
+        unconfigured = [cls for cls in provider_classes() if cls.name not in configured and cls.key_env()]
+        if target is not None and subject is not None and serving:
+            keys = [str(cls.key_env()) for cls in unconfigured if cls.could_cover(spec.name, target)]
+            hints = ([f"set {' or '.join(keys)}"] if keys else []) + [
+                f"set {hint}" for p in serving if (hint := p.upgrade_hint(spec.name, target))]
+            where = f"{subject} ({target.venue.name})" if target.venue is not None and not target.is_us else subject
+            notes = " or ".join(dict.fromkeys(p.coverage_note(spec.name, target) for p in serving))
+            advice = "; " + ", or ".join(hints) if hints else "; no data source stockcache knows serves it"
+            return SymbolNotCovered(f"{where} is not covered by {notes}{advice}.", symbol=subject)
+        missing = [cls.key_env() for cls in unconfigured if spec.name in cls.priority]
         if missing:
             return UpstreamAuthError(
                 f"No configured provider serves {spec.name}: {spec.name} needs {' or '.join(missing)}.")  # type: ignore[arg-type]
@@ -245,7 +301,8 @@ class ReadThrough:
                                  cached if isinstance(cached, StockcacheError) else None, store=False)
                     return
             self.router.walk(kind.name, subject, params, route, share=share,
-                             done=lambda result, error: self._finish(flight, token, result, error, kind=kind))
+                             done=lambda result, error: self._settle(flight, token, kind, subject, result, error,
+                                                                     share=share))
 
         def fail() -> None:
             self._finish(flight, None, None, UpstreamError("stockcache is shutting down."), store=False)
@@ -270,13 +327,42 @@ class ReadThrough:
                          store=False)
         return flight
 
+    def _settle(self, flight: Flight, token: str | None, kind: Kind, subject: str, result: FetchResult | None,
+                error: StockcacheError | None, *, share: float) -> None:
+        """Complete a fetched price with its currency (``currency.settle``), then finish the flight.
+
+        When only the answering provider's own word for the listing can say what
+        unit its prices are in (London: pence, pounds or dollars), that provider's
+        ``listing`` entry is looked up first (cached for a day, one flight per
+        listing), without holding this thread: the flight finishes when it is in.
+        Without it the price keeps ``currency: null``, never a guessed unit.
+        """
+        if result is None or not kind.priced:
+            self._finish(flight, token, result, error, kind=kind, subject=subject)
+            return
+        target = listing(subject)
+        model, wanted = currency.settle(result.model, target)
+        result = FetchResult(model, result.provider, result.fetched_at)
+        provider = self.router.providers.get(result.provider)
+        if not wanted or provider is None or "listing" not in provider.kinds or not provider.covers("listing", target):
+            self._finish(flight, token, result, None, kind=kind, subject=subject)
+            return
+        spec = KINDS["listing"]
+        lookup = self._fetch(spec, spec.key(subject, provider.name), subject, {}, [provider], share=share,
+                             lookup=True)
+        lookup.add_done_callback(
+            lambda done: self._finish(flight, token, _priced(result, done.result), None, kind=kind, subject=subject))
+
     def _finish(self, flight: Flight, token: str | None, result: FetchResult | None,
-                error: StockcacheError | None, *, kind: Kind | None = None, store: bool = True) -> None:
+                error: StockcacheError | None, *, kind: Kind | None = None, subject: str | None = None,
+                store: bool = True) -> None:
         """Store the outcome, release the peer lock, wake the waiters: in that order, whatever fails."""
         try:
             if store and kind is not None:
                 try:
                     self._store(kind, flight.key, result, error)
+                    if result is not None and result.extra and subject is not None:
+                        self._store_extra(subject, result)
                 except Exception:
                     log.exception("storing the result for %s failed", flight.key)
             if token is not None and self._peers is not None:
@@ -299,6 +385,13 @@ class ReadThrough:
             body = {k: v for k, v in error.to_dict().items() if k != "provider"}
             self.cache.set(key, {"error": body, "source": error.fields.get("provider"),
                                  "fetched_at": self.clock()}, ttl=self.settings.negative_ttl)
+
+    def _store_extra(self, subject: str, result: FetchResult) -> None:
+        """Cache the other kinds one answer held (a profile's key figures), so they cost no call of their own."""
+        for name, model in result.extra.items():
+            spec = KINDS[name]
+            self.cache.set(spec.key(subject), envelope(FetchResult(model, result.provider, result.fetched_at)),
+                           ttl_level=spec.ttl_level)
 
     def _cached_result(self, kind: Kind, subject: str, key: str) -> FetchResult | StockcacheError | None:
         # Uncounted: the caller's get_many already counted this read as a miss.
@@ -408,6 +501,27 @@ class ReadThrough:
         self.router.close()
 
 
+def _target(spec: Kind, subject: str | None) -> Listing | None:
+    """What a route is planned for: the subject's listing, a US listing for "any symbol", None for texts."""
+    if not spec.symbolic:
+        return None
+    return listing(subject if subject is not None else "AAPL")
+
+
+def _priced(result: FetchResult, info: FetchResult | None) -> FetchResult:
+    """``result`` converted to the major unit of the currency its provider's listing ``info`` names."""
+    if info is None:
+        return result
+    data = info.model.to_dict() if hasattr(info.model, "to_dict") else info.model
+    reported = data.get("currency") if isinstance(data, Mapping) else None
+    if not reported:
+        return result
+    try:
+        return FetchResult(currency.in_major(result.model, reported), result.provider, result.fetched_at)
+    except ValueError:
+        return result
+
+
 def refusal_key(provider: str, symbol: str) -> str:
     """The cache key remembering that ``provider`` refused ``symbol``."""
     return f"{REFUSAL}:{symbol}:{provider}"
@@ -426,9 +540,9 @@ def envelope(result: FetchResult) -> dict[str, Any]:
 # What ReadThrough._store writes: {"data", "source", "fetched_at"}, or a remembered "not found".
 _DATA_KEYS = frozenset({"data", "source", "fetched_at"})
 _ERROR_KEYS = frozenset({"error", "source", "fetched_at"})
-_ERROR_FIELDS = frozenset({"code", "message", "symbol"})
+_ERROR_FIELDS = frozenset({"code", "message", "symbol", "currency"})
 _SOURCE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a provider's name
-_CACHED_ERRORS = frozenset({SymbolNotFound})  # the only errors _store remembers
+_CACHED_ERRORS = frozenset({SymbolNotFound, CurrencyNotFound})  # the only errors _store remembers
 
 
 def check_envelope(kind: Kind, subject: str, value: Any) -> None:
@@ -454,8 +568,8 @@ def check_envelope(kind: Kind, subject: str, value: Any) -> None:
         message = error.get("message")
         if not isinstance(message, str) or not 0 < len(message) <= 500:
             raise ValueError("error message is not 1 to 500 characters")
-        if error.get("symbol", subject) != subject:
-            raise ValueError("error is for another symbol")
+        if error.get(kind.subject_field, subject) != subject:
+            raise ValueError("error is for another subject")
         if source is not None and not (isinstance(source, str) and _SOURCE_RE.fullmatch(source)):
             raise ValueError("source is not a provider name")
         return

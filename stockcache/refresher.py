@@ -14,8 +14,11 @@ the one expiring first), so a short budget keeps the most-read quotes fresh
 rather than whichever expired first. A kind whose provider fails or is rate
 limited backs off exponentially (capped) before it is tried again.
 
-By default it works only during the US regular session (``markethours``);
-outside it quotes do not move and nothing is spent. Time and the wait are
+By default (``STOCKCACHE_REFRESH_HOURS=market``) a listing is refreshed only
+during its own venue's regular session, on that venue's trading days
+(``venues``: Xetra's hours and holidays for ``SAP.DE``, New York's for
+``AAPL``); crypto pairs trade all the time. Outside a session its quote does
+not move, so nothing is spent on it. Time and the wait are
 injected: tests call :meth:`Refresher.run_once` with a fake clock and never
 start the thread.
 """
@@ -30,12 +33,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .clock import seconds_to_utc_midnight
-from .errors import RateLimited, SymbolNotFound, SymbolRefused
+from .errors import RateLimited, SymbolNotCovered, SymbolNotFound, SymbolRefused
 from .kinds import KINDS as REGISTRY
 from .kinds import REFRESH_AHEAD, REFRESH_NEVER
-from .markethours import seconds_until_session
 from .metrics import Metrics
 from .service import StockService
+from .symbols import listing
 from .upstream.guard import share_cap
 
 log = logging.getLogger(__name__)
@@ -168,15 +171,16 @@ class Refresher:
         """Refresh whatever is due now; return the seconds until something is due next."""
         with self._run_lock:
             now = self._clock()
-            if self._hours == "market":
-                closed_for = seconds_until_session(now)
-                if closed_for > 0:
-                    return closed_for
             holders = self._holders()
             if not holders:
                 return IDLE_WAIT
-            self._metrics.inc(Metrics.REFRESH_RUNS)
             next_due = now + IDLE_WAIT
+            if self._hours == "market":
+                holders, opens_in = in_session(holders, now)
+                if not holders:
+                    return opens_in
+                next_due = min(next_due, now + opens_in)
+            self._metrics.inc(Metrics.REFRESH_RUNS)
             for kind in self._kinds:
                 if self._stop.is_set():
                     break
@@ -224,8 +228,8 @@ class Refresher:
             for error in errors.values():
                 if isinstance(error, SymbolNotFound):
                     refreshed += 1  # the "not found" is cached again: that is a refresh too
-                elif isinstance(error, SymbolRefused):
-                    continue  # not served on this plan (remembered, no call spent): not a failing kind
+                elif isinstance(error, SymbolRefused | SymbolNotCovered):
+                    continue  # not served on this plan (no call spent): not a failing kind
                 elif isinstance(error, RateLimited):
                     limited += 1
                     retry_after = max(retry_after, float(error.retry_after or 0))
@@ -311,6 +315,21 @@ class Refresher:
         """Seconds each backed-off kind still waits (for stats and tests)."""
         now = self._clock()
         return {kind: b.until - now for kind, b in self._backoff.items() if b.until > now}
+
+
+def in_session(holders: Mapping[str, int], now: float) -> tuple[dict[str, int], float]:
+    """The held symbols whose venue is in its regular session at ``now``, and the seconds until the
+    first of the others opens (inf when none is closed). Crypto and other venue-less pairs never close."""
+    open_now: dict[str, int] = {}
+    opens_in = math.inf
+    for symbol, count in holders.items():
+        venue = listing(symbol).venue
+        wait = 0.0 if venue is None else venue.seconds_until_open(now)
+        if wait <= 0:
+            open_now[symbol] = count
+        else:
+            opens_in = min(opens_in, wait)
+    return open_now, opens_in
 
 
 def from_settings(service: StockService, held: Callable[[], Mapping[str, int] | Iterable[str]], *,

@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import portfolio
-from .errors import InvalidRequest, StockcacheError, UpstreamError
+from .currency import parse_code
+from .errors import CurrencyNotFound, InvalidRequest, StockcacheError, UpstreamError
 from .metrics import Metrics
-from .readthrough import ReadThrough
+from .readthrough import Batch, ReadThrough
 from .settings import Settings
 from .stats import activity_stats
 from .symbols import normalize_symbol, normalize_symbols
@@ -126,16 +127,51 @@ class StockService:
         answer["query"] = folded
         return answer
 
-    def fetch_portfolio_quotes(self, positions: Sequence[Any]) -> dict[str, Any]:
-        """Performance of positions (dicts or objects with id, symbol, shares, cost_basis).
+    def fetch_portfolio_quotes(self, positions: Sequence[Any], currency: str | None = None) -> dict[str, Any]:
+        """Performance of positions (dicts or objects with id, symbol, shares, cost_basis) in ``currency``.
 
-        Quotes are read like :meth:`quotes_for`: one concurrent batch per
-        ``max_batch`` symbols. A position whose quote failed is listed with
-        ``price: null`` and its symbol's error, and left out of totals.
+        ``currency`` defaults to ``STOCKCACHE_BASE_CURRENCY``. The quotes (in
+        chunks of ``max_batch``) and the base currency's reference rates are
+        read in one concurrent batch. A position whose quote or rate failed is
+        listed with its error and left out of the totals (``complete: false``).
         """
+        base = _currency_input(currency, "currency") if currency is not None else self.settings.base_currency
         rows = portfolio.position_rows(positions)
-        quotes, errors = self._quotes_chunked(row["symbol"] for row in rows)
-        return portfolio.performance(rows, quotes, _error_dicts(errors))
+        names, invalid = self._valid_symbols(row["symbol"] for row in rows)
+        step = self.settings.max_batch
+        batches = [Batch("quote", names[start:start + step]) for start in range(0, len(names), step)]
+        # No positions, nothing to convert: an empty portfolio reads no market data at all.
+        rates = [Batch("fx", [base])] if names else [Batch("fx", [])]
+        *quote_parts, (rates_found, rates_failed) = self.readthrough.gather([*batches, *rates])
+        quotes: dict[str, dict[str, Any]] = {}
+        errors: dict[str, StockcacheError] = dict(invalid)
+        for found, failed in quote_parts:
+            quotes.update(found)
+            errors.update(failed)
+        if isinstance(rates_failed.get(base), CurrencyNotFound):
+            raise rates_failed[base]  # no rates from that currency at all: the request itself is wrong
+        table = rates_found.get(base)
+        rates_error = rates_failed[base].to_dict() if base in rates_failed else None
+        answer = portfolio.performance(rows, quotes, _error_dicts(errors), base=base,
+                                       rates=table["rates"] if table else None, rates_error=rates_error)
+        answer["fx"] = None if table is None else {
+            "base": base, "date": table["date"], "source": table["source"], "stale": table["stale"]}
+        return answer
+
+    def get_fx(self, base: str, quote: str) -> dict[str, Any]:
+        """The reference rate from ``base`` to ``quote``, as served at /api/fx/<FROM>/<TO>.
+
+        One cached table per base currency (one upstream call) serves every pair
+        from it. InvalidRequest for a malformed code, CurrencyNotFound for one
+        nobody publishes a rate for.
+        """
+        base, quote = _currency_input(base, "from"), _currency_input(quote, "to")
+        table = self.readthrough.one("fx", base)
+        rate = 1.0 if quote == base else table["rates"].get(quote)
+        if rate is None:
+            raise CurrencyNotFound(f"No reference rate from {base} to {quote} is published.", currency=quote)
+        return {"from": base, "to": quote, "rate": rate, "date": table["date"],
+                **{k: table[k] for k in ("source", "cache", "fetched_at", "age", "stale")}}
 
     def warm(self, symbols: Iterable[str], kinds: Iterable[str] = ("quote",), *,
              share: float = 1.0) -> dict[str, StockcacheError]:
@@ -212,24 +248,37 @@ class StockService:
         raw = symbols if isinstance(symbols, str) else list(symbols)
         return normalize_symbols(raw, max_batch=self.settings.max_batch)
 
-    def _quotes_chunked(
-        self, symbols: Iterable[str]
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, StockcacheError]]:
-        found: dict[str, dict[str, Any]] = {}
-        errors: dict[str, StockcacheError] = {}
+    def _valid_symbols(self, symbols: Iterable[str]) -> tuple[list[str], dict[str, StockcacheError]]:
+        """Saved symbols normalised, in order, duplicates folded; one no longer valid is an error of its own."""
         names: dict[str, None] = {}
+        errors: dict[str, StockcacheError] = {}
         for raw in symbols:
             try:
                 names[normalize_symbol(raw)] = None
             except InvalidRequest as exc:
                 errors[str(raw)] = exc
-        ordered = list(names)
+        return list(names), errors
+
+    def _quotes_chunked(
+        self, symbols: Iterable[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, StockcacheError]]:
+        ordered, errors = self._valid_symbols(symbols)
         step = self.settings.max_batch
-        for start in range(0, len(ordered), step):
-            chunk_found, chunk_errors = self.readthrough.many("quote", ordered[start:start + step])
+        found: dict[str, dict[str, Any]] = {}
+        parts = self.readthrough.gather([Batch("quote", ordered[start:start + step])
+                                         for start in range(0, len(ordered), step)])
+        for chunk_found, chunk_errors in parts:
             found.update(chunk_found)
             errors.update(chunk_errors)
         return found, errors
+
+
+def _currency_input(raw: object, field: str) -> str:
+    """A currency code a caller gave (``eur`` -> ``EUR``); InvalidRequest naming ``field`` otherwise."""
+    try:
+        return parse_code(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"{field}: {exc}.", field=field) from None
 
 
 def _error_dicts(errors: Mapping[str, StockcacheError]) -> dict[str, dict[str, Any]]:

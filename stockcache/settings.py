@@ -130,6 +130,14 @@ def names(value: str) -> tuple[str, ...]:
     return out
 
 
+def currency_code(value: str) -> str:
+    """An ISO 4217 code such as EUR (case folded)."""
+    code = value.strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise ValueError("must be a three-letter ISO 4217 code such as EUR")
+    return code
+
+
 def upper_codes(value: str) -> tuple[str, ...]:
     """A comma-separated list of upper-case codes (MICs, currencies)."""
     out = tuple(dict.fromkeys(part.strip().upper() for part in value.split(",") if part.strip()))
@@ -277,6 +285,9 @@ class Settings:
     refusal_ttl: int = setting(86400, env="STOCKCACHE_REFUSAL_TTL", parse=non_negative_int,
                                help="Seconds a provider's refusal of one symbol (not in its plan) is remembered, "
                                     "so it is not asked again.")
+    base_currency: str = setting("USD", env="STOCKCACHE_BASE_CURRENCY", parse=currency_code,
+                                 help="Currency of portfolio totals for users who have not chosen their own "
+                                      "(PUT /api/me {\"base_currency\": \"EUR\"}).")
     redis_url: str = setting("", env=("REDIS_URL", "STOCKCACHE_REDIS_URL"), parse=redis_url, secret=True,
                              help="Optional Redis URL for a cache tier shared by several instances; unset means "
                                   "no Redis.")

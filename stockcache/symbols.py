@@ -23,6 +23,9 @@ CRYPTO_QUOTES = frozenset({"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK
 _CRYPTO_RE = re.compile(r"([A-Z0-9]{2,10})-([A-Z]{3,4})")
 
 EQUITY, CRYPTO, INDEX = "equity", "crypto", "index"
+# A provider's own form (Finnhub's ``BINANCE:BTCUSDT``, ``OANDA:EUR_USD``) or Yahoo's currency
+# pairs and futures (``EURUSD=X``, ``GC=F``): passed through as written, on no venue.
+OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ def listing(symbol: str) -> Listing:
     """What an already-normalised symbol names."""
     if symbol.startswith("^"):
         return Listing(symbol, symbol, INDEX, US)
+    if ":" in symbol or "=" in symbol:
+        return Listing(symbol, symbol, OTHER, None)
     crypto = _CRYPTO_RE.fullmatch(symbol)
     if crypto is not None and crypto.group(2) in CRYPTO_QUOTES:
         return Listing(symbol, crypto.group(1), CRYPTO, None, crypto.group(2))

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .currency import is_code
+
 # Every piece of market data the service serves passed one of these once: a
 # provider's answer where its parsed model comes out (``upstream.router``), and a
 # cache entry read from SQLite or Redis (``readthrough``). The bounds are wide enough
@@ -102,6 +104,29 @@ def _day(value: Any, name: str, first_year: int, length: int) -> None:
         raise ValueError(f"{name} is not within the years {first_year} .. {LAST_YEAR}")
 
 
+def _pattern(regex: str, what: str, *, optional: bool = True) -> Check:
+    compiled = re.compile(regex)
+
+    def check(value: Any, name: str) -> None:
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise ValueError(f"{name} is not {what}")
+
+    return check
+
+
+def _currency(value: Any, name: str) -> None:
+    """A currency in major units, what every price we serve is in: never pence (``GBX``)."""
+    if value is not None and not is_code(value):
+        raise ValueError(f"{name} is not an ISO 4217 code of a major unit")
+
+
+# A currency as a provider reports it (GBp, ZAc: any case).
+_reported_currency = _pattern(r"[A-Za-z]{3}", "a currency code")
+_mic = _pattern(r"[A-Z0-9]{4}", "an ISO 10383 MIC")
+
+
 def _no_check(value: Any, name: str) -> None:
     """A field its kind's checker looks at itself."""
 
@@ -119,6 +144,8 @@ QUOTE_FIELDS: dict[str, Check] = {
     "open": _maybe_price,
     "previous_close": _maybe_price,
     "timestamp": _number(1, MAX_TIMESTAMP, optional=True, integer=True),
+    "currency": _currency,
+    "exchange": _mic,
 }
 PROFILE_FIELDS: dict[str, Check] = {
     "symbol": _no_check,
@@ -195,6 +222,14 @@ def _symbol_of(data: Mapping[str, Any], symbol: str, what: str) -> None:
 
 def quote(symbol: str, data: Any) -> None:
     _symbol_of(_record(data, QUOTE_FIELDS, "quote"), symbol, "quote")
+    _required(data, ("currency", "exchange"), "quote")
+
+
+def _required(data: Mapping[str, Any], names: tuple[str, ...], what: str) -> None:
+    """Fields that must be there, even as null: an entry without them was written before prices carried
+    their currency (a London price then was in pence), so it is not served."""
+    if any(name not in data for name in names):
+        raise ValueError(f"{what} has no {' or '.join(names)} field (written by an older version)")
 
 
 def profile(symbol: str, data: Any) -> None:
@@ -204,6 +239,7 @@ def profile(symbol: str, data: Any) -> None:
 def history(symbol: str, data: Any) -> None:
     history = _record(data, _HISTORY_FIELDS, "history")
     _symbol_of(history, symbol, "history")
+    _required(history, ("currency",), "history")
     previous = ""
     for candle in _items(history.get("candles"), "candles"):
         _record(candle, CANDLE_FIELDS, "candle")
@@ -241,7 +277,37 @@ def _interval(value: Any, name: str) -> None:
         raise ValueError(f"{name} is not 1d")
 
 
-_HISTORY_FIELDS: dict[str, Check] = {"symbol": _no_check, "candles": _no_check, "interval": _interval}
+_HISTORY_FIELDS: dict[str, Check] = {"symbol": _no_check, "candles": _no_check, "interval": _interval,
+                                     "currency": _currency}
+_LISTING_FIELDS: dict[str, Check] = {
+    "symbol": _no_check,
+    "name": _text(500, optional=True),
+    "currency": _reported_currency,
+    "exchange": _mic,
+    "type": _text(100, optional=True),
+}
+_FX_FIELDS: dict[str, Check] = {"base": _no_check, "date": _date(), "rates": _no_check}
+MIN_RATE, MAX_RATE = 1e-9, 1e9  # 1 unit of any currency in any other (VND, IDR and the like included)
+_rate = _number(MIN_RATE, MAX_RATE)
+_CODE_RE = re.compile(r"[A-Z]{3}")
+
+
+def listing(symbol: str, data: Any) -> None:
+    _symbol_of(_record(data, _LISTING_FIELDS, "listing"), symbol, "listing")
+
+
+def fx(base: str, data: Any) -> None:
+    """One publication of rates from ``base``: ISO codes to positive finite rates, ``base`` itself not among them."""
+    record = _record(data, _FX_FIELDS, "rates")
+    if record.get("base") != base:
+        raise ValueError("rates are for another base currency")
+    rates = record.get("rates")
+    if not isinstance(rates, Mapping) or not 0 < len(rates) <= 500:
+        raise ValueError("rates is not an object of 1 to 500 currencies")
+    for code, rate in rates.items():
+        if not isinstance(code, str) or not _CODE_RE.fullmatch(code) or code == base:
+            raise ValueError("rates holds a key that is not another currency's ISO code")
+        _rate(rate, "rate")
 _NEWS_FIELDS: dict[str, Check] = {"symbol": _no_check, "articles": _no_check}
 _METRIC_FIELDS: dict[str, Check] = {"symbol": _no_check, "metrics": _no_check}
 

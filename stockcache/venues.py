@@ -9,8 +9,10 @@ providers map the MIC to their own spelling (``SAP.DEX``, ``mic_code=XETR``);
 nothing here knows a provider.
 
 The usual currency is only the fallback when no source says how a listing is
-priced: London lists pence-priced shares and USD-priced ETFs side by side, so a
-venue never implies a minor unit (``currency`` below is a major unit).
+priced, and only on venues that trade in one currency: London lists
+pence-priced shares and USD-priced ETFs side by side (``mixed_currency``), so
+there a venue implies nothing, and never a minor unit (``currency`` below is a
+major unit).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class Venue:
     closes: time
     calendar: str  # a `holidays` financial market code, or "country:XX" for public holidays
     lunch: tuple[time, time] | None = None  # a midday break, when the venue has one
+    # Lists shares and funds priced in other currencies too (London: pence, GBP, USD and EUR
+    # lines side by side), so ``currency`` is no answer for one listing there.
+    mixed_currency: bool = False
 
     @property
     def zone(self) -> ZoneInfo:
@@ -98,6 +103,11 @@ def _holidays(calendar: str, year: int) -> frozenset[date]:
     return frozenset(found)
 
 
+def is_target_day(day: date) -> bool:
+    """True on a TARGET business day: when the ECB publishes its reference rates (``XECB`` calendar)."""
+    return day.weekday() < 5 and day not in _holidays("XECB", day.year)
+
+
 def _t(text: str) -> time:
     return time.fromisoformat(text)
 
@@ -108,17 +118,20 @@ VENUES: tuple[Venue, ...] = (
     US,
     Venue("XETR", "Xetra", ".DE", "DE", "EUR", "Europe/Berlin", _t("09:00"), _t("17:30"), "XETR"),
     Venue("XFRA", "Frankfurt", ".F", "DE", "EUR", "Europe/Berlin", _t("08:00"), _t("22:00"), "XFRA"),
-    Venue("XLON", "London", ".L", "GB", "GBP", "Europe/London", _t("08:00"), _t("16:30"), "XLON"),
+    Venue("XLON", "London", ".L", "GB", "GBP", "Europe/London", _t("08:00"), _t("16:30"), "XLON",
+          mixed_currency=True),
     Venue("XPAR", "Euronext Paris", ".PA", "FR", "EUR", "Europe/Paris", _t("09:00"), _t("17:30"), "XPAR"),
     Venue("XAMS", "Euronext Amsterdam", ".AS", "NL", "EUR", "Europe/Amsterdam", _t("09:00"), _t("17:30"), "XAMS"),
     Venue("XMIL", "Euronext Milan", ".MI", "IT", "EUR", "Europe/Rome", _t("09:00"), _t("17:30"), "XMIL"),
-    Venue("XSWX", "SIX Swiss Exchange", ".SW", "CH", "CHF", "Europe/Zurich", _t("09:00"), _t("17:30"), "XSWX"),
+    Venue("XSWX", "SIX Swiss Exchange", ".SW", "CH", "CHF", "Europe/Zurich", _t("09:00"), _t("17:30"), "XSWX",
+          mixed_currency=True),
     # No financial calendar for Stockholm in `holidays`: Sweden's public holidays are its closures.
     Venue("XSTO", "Nasdaq Stockholm", ".ST", "SE", "SEK", "Europe/Stockholm", _t("09:00"), _t("17:30"),
           "country:SE"),
-    Venue("XTSE", "Toronto", ".TO", "CA", "CAD", "America/Toronto", _t("09:30"), _t("16:00"), "XTSE"),
+    Venue("XTSE", "Toronto", ".TO", "CA", "CAD", "America/Toronto", _t("09:30"), _t("16:00"), "XTSE",
+          mixed_currency=True),
     Venue("XHKG", "Hong Kong", ".HK", "HK", "HKD", "Asia/Hong_Kong", _t("09:30"), _t("16:00"), "XHKG",
-          lunch=(_t("12:00"), _t("13:00"))),
+          lunch=(_t("12:00"), _t("13:00")), mixed_currency=True),
     Venue("XTKS", "Tokyo", ".T", "JP", "JPY", "Asia/Tokyo", _t("09:00"), _t("15:30"), "XJPX",
           lunch=(_t("11:30"), _t("12:30"))),
 )

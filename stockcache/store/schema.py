@@ -53,6 +53,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (user_id, symbol)
         )""",
     ),
+    # 2: each user's base currency for portfolio totals (NULL: the server's STOCKCACHE_BASE_CURRENCY).
+    (
+        "ALTER TABLE users ADD COLUMN base_currency TEXT CHECK (base_currency GLOB '[A-Z][A-Z][A-Z]')",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -400,6 +400,19 @@ class Store:
             cur = conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
             return cur.rowcount > 0
 
+    @_translated
+    def base_currency(self, user_id: int) -> str | None:
+        """The user's base currency for portfolio totals, or None for the server's default."""
+        row = self._one("SELECT base_currency FROM users WHERE id = ?", (user_id,))
+        return row["base_currency"] if row else None
+
+    @_translated
+    def set_base_currency(self, user_id: int, code: str | None) -> bool:
+        """Set (or with None, clear) the user's base currency; False when there is no such user."""
+        with self._write() as conn:
+            cur = conn.execute("UPDATE users SET base_currency = ? WHERE id = ?", (code, user_id))
+            return cur.rowcount > 0
+
     # -- API tokens -----------------------------------------------------------------------
 
     @_translated

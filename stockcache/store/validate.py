@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any
 
+from ..currency import parse_code
 from ..errors import InvalidRequest, InvalidSymbol
 from ..symbols import normalize_symbol
 from ..validation import MAX_PRICE, MIN_PRICE
@@ -110,6 +111,27 @@ def watch_input(body: object) -> str:
     if "symbol" not in data:
         raise InvalidRequest("symbol is required.", field="symbol")
     return symbol(data["symbol"])
+
+
+def me_input(body: object) -> dict[str, Any]:
+    """``PUT /api/me``: ``{"base_currency": "EUR"}`` (null goes back to the server's default)."""
+    data = _object(body)
+    _refuse_unknown(data, ("base_currency",))
+    if not data:
+        raise InvalidRequest("Send the fields to change: base_currency.")
+    out: dict[str, Any] = {}
+    if "base_currency" in data:
+        out["base_currency"] = None if data["base_currency"] is None else currency_code(
+            data["base_currency"], field="base_currency")
+    return out
+
+
+def currency_code(raw: object, *, field: str) -> str:
+    """An ISO 4217 code (``eur`` -> ``EUR``), or InvalidRequest naming ``field``."""
+    try:
+        return parse_code(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"{field}: {exc}.", field=field) from None
 
 
 def login_input(body: object) -> tuple[str, str]:

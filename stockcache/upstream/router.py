@@ -11,7 +11,9 @@ and a hung request holds only its own fetch. For each provider: its circuit
 breaker, its budget, the transport (one deadline for the whole exchange),
 the provider's parser, then the kind's sanity check. A failure or a spent
 budget moves to the next provider; "not found" is final. What each outcome
-means for the provider's health is decided here, once:
+means for the provider's health is decided here, once ("no data" from one
+provider, :class:`~stockcache.errors.NoData`, moves on like a failure but
+says the provider is alive; "not found" from all of them is not found):
 
 - "not found", a rate limit and a refusal of one symbol say the provider is
   alive: they never count against its breaker; a refusal is reported
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import (
+    NoData,
     RateLimited,
     StockcacheError,
     SymbolNotFound,
@@ -177,7 +180,7 @@ class Router:
                                                                             state.params))
                 except StockcacheError as exc:
                     state.errors.append(exc)
-                    if isinstance(exc, SymbolNotFound):
+                    if _final(exc):
                         break
                     continue
                 self._end(state, result=FetchResult(model, name, self._clock()))
@@ -276,7 +279,7 @@ class Router:
         if error is None:
             return
         state.errors.append(error)
-        if isinstance(error, SymbolNotFound):
+        if _final(error):
             self._end(state, error=error)
         else:
             self._next(state)
@@ -309,7 +312,8 @@ class Router:
         else:
             if breaker is not None:
                 breaker.success()
-            self._end(state, result=FetchResult(model, name, self._clock()))
+            extra = self._companions(provider, state, answer)
+            self._end(state, result=FetchResult(model, name, self._clock(), extra))
             return None
         if isinstance(error, SymbolNotFound | RateLimited | SymbolRefused):
             # The provider is alive and answering; only its budget or the symbol is the problem.
@@ -335,6 +339,20 @@ class Router:
             log.warning("%s %s %s failed: %s", name, state.kind, state.subject, error.message)
         error.fields.setdefault("provider", name)
         return error
+
+    def _companions(self, provider: Provider, state: _Walk, answer: Answer) -> dict[str, Any]:
+        """The other kinds the same answer fills (``Provider.companions``); one that does not parse is left out."""
+        out: dict[str, Any] = {}
+        for kind in provider.companions.get(state.kind, ()):
+            try:
+                out[kind] = checked(provider.name, kind, state.subject, provider.parse(
+                    kind, state.subject, state.params, answer.status, answer.headers, answer.body))
+            except StockcacheError:
+                continue
+            except Exception:
+                log.exception("unexpected error reading a %s answer as %s for %s", provider.name, kind,
+                              state.subject)
+        return out
 
     def _checked(self, provider: Provider, state: _Walk, model: Any) -> Any:
         return checked(provider.name, state.kind, state.subject, model)
@@ -369,6 +387,11 @@ def checked(provider: str, kind: str, subject: str, model: Any) -> Any:
     return model
 
 
+def _final(error: StockcacheError) -> bool:
+    """Whether ``error`` ends a route: "not found" does; one provider's "no data" asks the next one."""
+    return isinstance(error, SymbolNotFound) and not isinstance(error, NoData)
+
+
 def _shutting_down(name: str) -> UpstreamError:
     return UpstreamError("stockcache is shutting down.", provider=name)
 
@@ -381,16 +404,23 @@ def _no_connection(name: str, timeout: float) -> UpstreamTimeout:
 def _pick_error(state: _Walk) -> StockcacheError:
     """The error to report when every provider failed: the primary's, unless all were rate limits.
 
-    A refusal of the symbol says the least about what to do next, so any other
-    error comes first; when every provider refused it, one error names them all.
+    A refusal of the symbol or one provider's "no data" say the least about
+    what to do next, so any other error comes first (a rate limit must not
+    become a remembered "not found"); when every provider had no data it is
+    not found, and when every one refused it, one error names them all.
     """
     if not state.errors:
         return UpstreamError(f"No configured provider serves {state.kind} data.")
     for error in state.errors:
-        if isinstance(error, SymbolNotFound):
+        if _final(error):
             return error
-    errors = [e for e in state.errors if not isinstance(e, SymbolRefused)]
+    errors = [e for e in state.errors if not isinstance(e, SymbolRefused | NoData)]
     if not errors:
+        empty = [str(e.fields.get("provider", "?")) for e in state.errors if isinstance(e, NoData)]
+        if empty:
+            names = " and ".join(dict.fromkeys(empty))
+            return SymbolNotFound(f"{names} {'has' if len(empty) == 1 else 'have'} no {state.kind} data "
+                                  f"for {state.subject}.", symbol=state.subject)
         return refused_everywhere(state.subject, [str(e.fields.get("provider", "?")) for e in state.errors])
     limits = [e for e in errors if isinstance(e, RateLimited)]
     if len(limits) == len(errors):

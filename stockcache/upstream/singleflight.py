@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import StockcacheError
@@ -32,23 +32,42 @@ PEER_POLL = 0.02  # seconds between looks at the locks of keys a peer instance i
 
 @dataclass(frozen=True)
 class FetchResult:
-    """A model fetched from ``provider`` at ``fetched_at`` (unix time)."""
+    """A model fetched from ``provider`` at ``fetched_at`` (unix time).
+
+    ``extra`` holds models of other kinds the same answer carried (Alpha
+    Vantage's OVERVIEW is a profile and key figures), by kind, to be cached too.
+    """
 
     model: Any
     provider: str
     fetched_at: float
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Flight:
     """One fetch any number of callers wait on. Thread-safe."""
 
-    __slots__ = ("key", "result", "error", "_done")
+    __slots__ = ("key", "result", "error", "_done", "_callbacks", "_lock")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.result: FetchResult | None = None
         self.error: StockcacheError | None = None
         self._done = threading.Event()
+        self._callbacks: list[Callable[[Flight], None]] = []
+        self._lock = threading.Lock()
+
+    def add_done_callback(self, callback: Callable[[Flight], None]) -> None:
+        """Run ``callback(flight)`` once the flight is done: at once if it is, else on the finishing thread.
+
+        For a fetch that needs another one first (a provider's listing for the
+        unit of its prices) without holding a pool thread while it waits.
+        """
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
 
     def wait(self, timeout: float | None) -> bool:
         """True once the flight has a result or an error; False if ``timeout`` passed first."""
@@ -86,7 +105,14 @@ class Flights:
         with self._lock:
             if self._flights.get(flight.key) is flight:
                 del self._flights[flight.key]
-        flight._done.set()
+        with flight._lock:
+            flight._done.set()
+            callbacks, flight._callbacks = flight._callbacks, []
+        for callback in callbacks:
+            try:
+                callback(flight)
+            except Exception:
+                log.exception("a callback of the flight for %s failed", flight.key)
 
     def __len__(self) -> int:
         with self._lock:

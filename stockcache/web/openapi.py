@@ -29,7 +29,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Invalid request, symbol or batch size (invalid_request, invalid_symbol, too_many_symbols).",
         401: "Missing or invalid token (unauthorized).",
         403: "Needs an admin (forbidden).",
-        404: "Not found (not_found, symbol_not_found).",
+        404: ("Not found (not_found, symbol_not_found, currency_not_found), or no configured provider "
+              "covers the symbol's market (symbol_not_covered: the message names the key that would)."),
         405: "Method not allowed on this route (method_not_allowed).",
         409: "Already exists (conflict).",
         413: "Body larger than 1 MB (payload_too_large).",
@@ -50,6 +51,7 @@ def _writes(*statuses: int) -> dict[str, Any]:
 _SYMBOL = {"name": "symbol", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": SYMBOL_PATTERN}}
 _DAYS = {"name": "days", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
+_currency = {"type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code, such as EUR."}
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _MARKET = (400, 401, 404, 502, 503, 504)
 
@@ -98,6 +100,12 @@ def spec() -> dict[str, Any]:
                 "properties": {"id": {"type": "integer"}, "symbol": {"type": "string"},
                                "shares": {"type": "number"}, "cost_basis": {"type": "number"}}}
     any_object = {"type": "object"}
+    me = {"type": "object", "required": ["username", "is_admin", "via", "base_currency"],
+          "properties": {"username": {"type": "string"}, "is_admin": {"type": "boolean"},
+                         "via": {"type": "string"}, "base_currency": {"type": "string"}}}
+    fx = {"allOf": [market_item, {"type": "object", "required": ["from", "to", "rate", "date"],
+                                  "properties": {"from": _currency, "to": _currency, "rate": {"type": "number"},
+                                                 "date": {"type": "string", "format": "date"}}}]}
     paths: dict[str, Any] = {
         "/healthz": {"get": _op("Health: ok or degraded with reasons.", {"200": _json(any_object, "Health."),
                                                                           **_errors(405)}, public=True)},
@@ -120,7 +128,18 @@ def spec() -> dict[str, Any]:
                   "properties": {"username": {"type": "string", "minLength": 1, "maxLength": 64},
                                  "password": {"type": "string", "minLength": 1, "maxLength": 1024}}},
             public=True)},
-        "/api/me": {"get": _op("Who am I.", {"200": _json(any_object, "The caller."), **_errors(401)})},
+        "/api/me": {
+            "get": _op("Who am I, and my base currency.", {"200": _json(me, "The caller."), **_errors(401)}),
+            "put": _op("Change my settings: base_currency (null: the server's STOCKCACHE_BASE_CURRENCY).", {
+                "200": _json(me, "The caller."), **_writes(400, 401, 404, 413)},
+                body={"type": "object", "additionalProperties": False, "minProperties": 1,
+                      "properties": {"base_currency": {"type": ["string", "null"], "pattern": "^[A-Za-z]{3}$"}}}),
+        },
+        "/api/fx/{from}/{to}": {"get": _op(
+            "The reference rate from one currency to another (on weekends and holidays: the last publication).",
+            {"200": _json(fx, "A rate."), **_errors(400, 401, 404, 502, 503, 504)},
+            params=[{"name": "from", "in": "path", "required": True, "schema": _currency},
+                    {"name": "to", "in": "path", "required": True, "schema": _currency}])},
         "/api/quote/{symbol}": {"get": _op("One quote.", {"200": _json(_ref("Quote"), "A quote."),
                                                           **_errors(*_MARKET)}, params=[_SYMBOL])},
         "/api/batch-quotes": {"post": _op("Many quotes in one concurrent batch.", {
@@ -141,8 +160,12 @@ def spec() -> dict[str, Any]:
             "post": _op(f"Add a position (at most {MAX_POSITIONS} per user).",
                         {"201": _json(position, "The position."), **_writes(400, 401, 413)}, body=position_in),
         },
-        "/api/portfolio/performance": {"get": _op("Value, gain and day change of your positions.", {
-            "200": _json(any_object, "Performance."), **_errors(401)})},
+        "/api/portfolio/performance": {"get": _op(
+            "Value, gain and day change of your positions, each in its own currency and in the base currency.", {
+                "200": _json(any_object, "Performance."), **_errors(400, 401, 404)},
+            params=[{"name": "currency", "in": "query", "required": False, "schema": _currency,
+                     "description": "Base currency of the totals; default: yours (PUT /api/me), then the "
+                                    "server's STOCKCACHE_BASE_CURRENCY."}])},
         "/api/portfolio/{id}": {
             "put": _op("Change a position.", {"200": _json(position, "The position."),
                                               **_writes(400, 401, 404, 413)},
@@ -191,10 +214,13 @@ def spec() -> dict[str, Any]:
                                              "symbol": {"type": "string"},
                                              "retry_after": {"type": "integer"}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": _ref("ErrorBody")}},
-                "Quote": {"allOf": [market_item, {"type": "object",
-                                                  "required": ["symbol", "price"],
-                                                  "properties": {"symbol": {"type": "string"},
-                                                                 "price": {"type": "number"}}}]},
+                "Quote": {"allOf": [market_item, {
+                    "type": "object", "required": ["symbol", "price", "currency", "exchange"],
+                    "properties": {"symbol": {"type": "string"}, "price": {"type": "number"},
+                                   "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$",
+                                                "description": "ISO 4217, major unit (pence become GBP)."},
+                                   "exchange": {"type": ["string", "null"],
+                                                "description": "ISO 10383 MIC of the listing."}}}]},
             },
         },
     }

@@ -12,7 +12,7 @@ from typing import Any
 
 import bottle
 
-from ..errors import InvalidRequest, NotFound, TooManySymbols
+from ..errors import CurrencyNotFound, InvalidRequest, NotFound, TooManySymbols, UpstreamError
 from ..runtime import Runtime
 from ..store import validate
 from ..symbols import normalize_symbol
@@ -60,10 +60,32 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         # waitress rewrites REMOTE_ADDR only for STOCKCACHE_TRUSTED_PROXY.
         return auth.login(username, password, bottle.request.environ.get("REMOTE_ADDR") or "-")
 
+    def base_currency(user_id: int) -> str:
+        return store.base_currency(user_id) or settings.base_currency
+
+    def me_answer() -> dict[str, Any]:
+        who = principal()
+        return {"username": who.username, "is_admin": who.is_admin, "via": who.via,
+                "base_currency": base_currency(who.user_id)}
+
     @app.get("/api/me")
     def me() -> dict[str, Any]:
-        who = principal()
-        return {"username": who.username, "is_admin": who.is_admin, "via": who.via}
+        return me_answer()
+
+    @app.put("/api/me")
+    def update_me() -> dict[str, Any]:
+        fields = validate.me_input(json_body(max_body))
+        if "base_currency" in fields:
+            code = fields["base_currency"]
+            if code is not None:
+                try:  # 404 currency_not_found for a code nobody publishes rates for
+                    service.get_fx(code, code)
+                except CurrencyNotFound:
+                    raise
+                except UpstreamError:
+                    pass  # the rates are out of reach just now: a well-formed code is taken on trust
+            store.set_base_currency(principal().user_id, code)
+        return me_answer()
 
     # -- market data -------------------------------------------------------------
     @app.get("/api/quote/<symbol>")
@@ -103,6 +125,12 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         note_cache_source(answer)
         return answer
 
+    @app.get("/api/fx/<base>/<quote>")
+    def fx(base: str, quote: str) -> dict[str, Any]:
+        answer = service.get_fx(base, quote)
+        note_cache_source(answer)
+        return answer
+
     # -- portfolio -----------------------------------------------------------------
     @app.get("/api/portfolio")
     def portfolio() -> dict[str, Any]:
@@ -120,7 +148,10 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
 
     @app.get("/api/portfolio/performance")
     def performance() -> dict[str, Any]:
-        return service.fetch_portfolio_quotes(store.list_positions(principal().user_id))
+        user_id = principal().user_id
+        asked = bottle.request.query.getunicode("currency")
+        return service.fetch_portfolio_quotes(store.list_positions(user_id),
+                                              asked if asked is not None else base_currency(user_id))
 
     @app.put("/api/portfolio/<position_id:int>")
     def update_position(position_id: int) -> dict[str, Any]:

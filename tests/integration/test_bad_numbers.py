@@ -208,7 +208,8 @@ def test_upstream_out_of_range_answer_leaves_the_stale_copy_served(tmp_path, ups
 
 def _quote(symbol: str = "AAPL", **changes: Any) -> dict[str, Any]:
     data = {"symbol": symbol, "price": 123.45, "change": 1.5, "change_percent": 1.23, "high": 124.0,
-            "low": 122.0, "open": 122.5, "previous_close": 121.95, "timestamp": int(time.time())}
+            "low": 122.0, "open": 122.5, "previous_close": 121.95, "timestamp": int(time.time()),
+            "currency": "USD", "exchange": None}
     data.update(changes)
     return {k: v for k, v in data.items() if v is not _DROP}
 
@@ -228,6 +229,9 @@ BAD_ENTRIES = {
     "zero price": _envelope(_quote(price=0)),
     "price 1e308": _envelope(_quote(price=1e308)),
     "another symbol": _envelope(_quote("OTHER")),
+    # Written before quotes carried their currency (when London prices were pence shown as pounds).
+    "no currency field": _envelope(_quote(currency=_DROP, exchange=_DROP)),
+    "a minor unit": _envelope(_quote(currency="GBX")),
     "fetched_at 1e300": _envelope(_quote(), fetched_at=1e300),
     "an extra nested field": _envelope(_quote(extra={"a": [[[1]]]})),
     "a timestamp in 9999": _envelope(_quote(timestamp=253402214400)),

@@ -38,12 +38,14 @@ def test_cli_warm_fills_the_cache_lists_failures_and_exits_1(tmp_path, upstream)
     assert ["profile:ZZZZ", "symbol_not_found"] in [row[:2] for row in table]
     assert FINNHUB_KEY not in first.stdout + first.stderr
     assert (upstream.calls("finnhub", "quote"), upstream.calls("finnhub", "stock/profile2")) == (3, 3)
+    # Finnhub's {} profile is said of known symbols without fundamentals too: Alpha Vantage is asked.
+    assert upstream.calls("alphavantage", "OVERVIEW", symbol="ZZZZ") == 1
 
     # A second run (another process) finds them in the shared SQLite cache and calls nobody.
     second = run(data, upstream, "warm", "AAPL", "MSFT", "--kinds", "quote,profile")
     assert second.returncode == 0, second.stderr
     assert ["quote", "0", "2", "0"] in [line.split() for line in second.stdout.splitlines()]
-    assert upstream.calls() == 6
+    assert upstream.calls() == 7
 
 
 def test_cli_warm_counts_a_stale_copy_as_a_failure(tmp_path, upstream):

@@ -221,11 +221,12 @@ def test_dropin_unknown_symbol_answers_like_the_providers(fh, av, token, upstrea
         TimeSeries(key=token).get_daily("ZZZZ1")
     with pytest.raises(ValueError, match="no return was given"):  # OVERVIEW's {} for unknown symbols
         FundamentalData(key=token).get_company_overview("ZZZZ1")
-    # Finnhub (the news source) answers [] for unknown and quiet symbols alike: an empty feed, not an error.
-    feed, _ = AlphaIntelligence(key=token).get_news_sentiment(tickers="ZZZZ1")
-    assert len(feed) == 0
-    with pytest.raises(ValueError, match="Invalid inputs"):
-        AlphaIntelligence(key=token).get_news_sentiment(tickers="ZZZZ1,AAPL")  # one ticker at a time
+    # Finnhub (the news source) answers [] for unknown and quiet symbols alike: Alpha Vantage's own
+    # "No articles found" (which its client raises on, as it does against the real API).
+    with pytest.raises(ValueError, match="No articles found"):
+        AlphaIntelligence(key=token).get_news_sentiment(tickers="ZZZZ1")
+    with pytest.raises(ValueError, match="No articles found"):  # tickers are AND-ed: none is about both
+        AlphaIntelligence(key=token).get_news_sentiment(tickers="ZZZZ1,AAPL")
     assert fh.quote("ZZZZ1")["c"] == 0
     assert upstream.calls(endpoint="quote", symbol="ZZZZ1") == 1  # the not-found is cached briefly too
 

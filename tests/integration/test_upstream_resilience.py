@@ -31,7 +31,8 @@ WORKERS = 8  # each provider's lane; small, so saturating it is cheap
 TTL_QUOTE = 300
 REFUSAL_TTL = 86400  # STOCKCACHE_REFUSAL_TTL's default
 THRESHOLD = CircuitBreaker()._threshold
-NON_US = ["SAP.DE", "VOD.L", "MC.PA", "ASML.AS", "NESN.SW", "RY.TO", "ENEL.MI"]
+# Listings Finnhub's free plan refuses and Alpha Vantage serves.
+NON_US = ["SAP.DE", "VOD.L", "MC.PA", "ASML.AS", "RY.TO", "SAP.F", "0700.HK"]
 
 
 def _settings(tmp_path, upstream: FakeUpstream, **overrides: Any):
@@ -151,8 +152,14 @@ def test_upstream_header_trickle_of_a_big_batch_leaves_other_symbols_and_provide
 # -- fault 5: per-symbol refusals -------------------------------------------------------------------
 
 
+# On the free plan (the default) Finnhub is never asked for a listing outside the US. These tests
+# set STOCKCACHE_FINNHUB_PLAN=paid against the fake's free plan: a plan that does not serve every
+# listing it is asked for (a mistaken setting, or a paid plan without some market) refuses them.
+
+
 @pytest.mark.parametrize("status", [403, 401])
-def test_upstream_finnhub_refusing_non_us_listings_never_opens_its_circuit(svc, upstream, status):
+def test_upstream_finnhub_refusing_non_us_listings_never_opens_its_circuit(make_service, upstream, status):
+    svc = make_service(finnhub_plan="paid")
     upstream.set_no_access_status(status)  # the real API says it with 403, and sometimes 401
     user = user_of(svc)
     for symbol in NON_US:  # more than the breaker's threshold, one after another
@@ -168,7 +175,7 @@ def test_upstream_finnhub_refusing_non_us_listings_never_opens_its_circuit(svc, 
 
 
 def test_upstream_refusal_is_remembered_across_restarts_so_retries_spend_no_quota(make_service, upstream, fclock):
-    live = make_service()
+    live = make_service(finnhub_plan="paid")
     user = user_of(live)
     assert timed(user, "GET", "/api/quote/SAP.DE").json()["source"] == "alphavantage"
     assert upstream.calls("finnhub", symbol="SAP.DE") == 1
@@ -183,7 +190,7 @@ def test_upstream_refusal_is_remembered_across_restarts_so_retries_spend_no_quot
     assert finnhub["errors"] == 0 and finnhub["circuit"] == "closed"
 
     live.stop()
-    live = make_service()  # the same data dir: the refusal is in cache.sqlite
+    live = make_service(finnhub_plan="paid")  # the same data dir: the refusal is in cache.sqlite
     user = user_of(live)
     fclock.advance(TTL_QUOTE + 1)
     assert timed(user, "GET", "/api/quote/SAP.DE").json()["source"] == "alphavantage"
@@ -195,7 +202,7 @@ def test_upstream_refusal_is_remembered_across_restarts_so_retries_spend_no_quot
 
 
 def test_upstream_refusal_with_no_other_provider_is_a_clear_error_that_costs_one_call(make_service, upstream):
-    live = make_service(alphavantage_api_key="")
+    live = make_service(alphavantage_api_key="", finnhub_plan="paid")
     user = user_of(live)
     for _ in range(3):
         answer = timed(user, "GET", "/api/quote/VOD.L")

@@ -28,7 +28,7 @@ from stockcache.errors import (
 from stockcache.upstream.providers import AlphaVantageProvider, FinnhubProvider, dropin
 from stockcache.upstream.providers import alphavantage_dropin as av
 from stockcache.upstream.providers import finnhub_dropin as fh
-from stockcache.upstream.providers.alphavantage import AlphaVantageConfig
+from stockcache.upstream.providers.alphavantage import AlphaVantageConfig, classify_message
 from stockcache.upstream.providers.finnhub import FinnhubConfig
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -99,7 +99,7 @@ def test_dropin_render_finnhub_metric_keeps_the_cached_figures_under_finnhub_nam
     body = fh.finnhub_metric(finnhub("metric", "finnhub_metric.json"))
     recorded = payload("finnhub_metric.json")
     kept = {k: v for k, v in recorded["metric"].items() if k != "10DayAverageTradingVolume"}
-    assert body == {"metric": kept, "metricType": "all", "series": {}, "symbol": "AAPL"}
+    assert body == {"metric": kept, "metricType": "all", "series": {"annual": {}, "quarterly": {}}, "symbol": "AAPL"}
 
 
 def test_dropin_render_finnhub_search_is_the_recorded_body():
@@ -182,7 +182,7 @@ def test_dropin_render_av_daily_is_the_recorded_body_dates_descending():
 def test_dropin_render_av_news_keeps_the_articles_and_neutral_sentiment():
     news = alphavantage("news", "av_news_sentiment.json", days=365)
     recorded = payload("av_news_sentiment.json")["feed"]
-    body = av.av_news(news, 0, NOW)
+    body = av.av_news([news], [news["symbol"]], 0, NOW)
     assert body["items"] == str(len(recorded)) == str(len(body["feed"]))
     keep = ("title", "url", "time_published", "summary", "banner_image", "source")
     rows = lambda feed: sorted((tuple(i[k] or None for k in keep) for i in feed), reverse=True)  # noqa: E731
@@ -190,7 +190,7 @@ def test_dropin_render_av_news_keeps_the_articles_and_neutral_sentiment():
     times = [i["time_published"] for i in body["feed"]]
     assert times == sorted(times, reverse=True)
     assert {i["overall_sentiment_label"] for i in body["feed"]} == {"Neutral"}
-    earliest = av.av_news(news, 0, NOW, sort="EARLIEST", limit=1)
+    earliest = av.av_news([news], [news["symbol"]], 0, NOW, sort="EARLIEST", limit=1)
     assert earliest["items"] == "1" and earliest["feed"][0]["time_published"] == min(times)
 
 
@@ -224,7 +224,30 @@ def test_dropin_render_av_errors_are_one_key_bodies_without_secrets(error, key, 
     assert list(body) == [key] and words in body[key]
     assert SECRET not in json.dumps(body)
     if isinstance(error, RateLimited):
-        assert headers == {"Retry-After": "30"} and "30 seconds" in body[key]
+        assert headers == {"Retry-After": "30"}
+
+
+@pytest.mark.parametrize(("wait", "text"), [(1, av.AV_BURST), (60, av.AV_BURST), (7200, av.AV_DAILY_CAP),
+                                            (None, av.AV_DAILY_CAP)])
+def test_dropin_render_av_rate_limit_says_it_in_alpha_vantages_words(wait, text):
+    """Scripts tell throttling from data by the text: the drop-in's is the real one, as our own adapter reads it."""
+    body, _ = av.av_error(RateLimited(retry_after=wait), "GLOBAL_QUOTE")
+    assert body == {"Information": text}
+    error_class, _, fields = classify_message("Information", text, kind="quote", symbol="IBM", now=NOW)
+    assert error_class is RateLimited and (fields["retry_after"] <= 60) is (text == av.AV_BURST)
+
+
+def test_dropin_render_av_news_of_several_tickers_keeps_only_articles_about_all_of_them():
+    def feed(symbol, urls):
+        return {"symbol": symbol, "articles": [
+            {"headline": u, "summary": "", "url": f"https://example.com/{u}", "source": "x",
+             "published_at": f"2025-12-2{i}T10:00:00Z", "image": None} for i, u in enumerate(urls)]}
+
+    body = av.av_news([feed("SAP.DE", ["a", "b", "c"]), feed("AAPL", ["b", "c", "d"])], ["SAP.DEX", "AAPL"], 0, 4e9)
+    assert sorted(item["title"] for item in body["feed"]) == ["b", "c"]
+    assert {t["ticker"] for item in body["feed"] for t in item["ticker_sentiment"]} == {"SAP.DEX", "AAPL"}
+    none = av.av_news([feed("SAP.DE", ["a"]), feed("AAPL", ["d"])], ["SAP.DE", "AAPL"], 0, 4e9)
+    assert none == {"Information": av.AV_NO_ARTICLES}
 
 
 def test_dropin_render_av_unknown_function_does_not_echo_markup():

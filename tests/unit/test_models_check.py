@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stockcache import validation
 from stockcache.errors import UpstreamError
 from stockcache.kinds import KINDS, check
-from stockcache.models import Candle, NewsItem, Profile, Quote
+from stockcache.models import Candle, FxRates, History, ListingInfo, NewsItem, Profile, Quote
 from stockcache.upstream.providers import METRIC_NAMES
 from stockcache.upstream.providers.alphavantage import AlphaVantageConfig, AlphaVantageProvider
 from stockcache.upstream.providers.demo import DemoProvider
@@ -33,25 +33,33 @@ from stockcache.validation import (
 NOW = 1_767_000_000.0
 
 
+def _subject(kind: str, symbol: str = "AAPL") -> str:
+    return "USD" if kind == "fx" else symbol  # rates are asked by base currency
+
+
 def _demo(kind: str, symbol: str = "AAPL") -> Any:
-    model = DemoProvider(clock=lambda: NOW).produce(kind, symbol, {"q": "apple"} if kind == "search" else {})
+    model = DemoProvider(clock=lambda: NOW).produce(kind, _subject(kind, symbol),
+                                                    {"q": "apple"} if kind == "search" else {})
     return model.to_dict() if hasattr(model, "to_dict") else model
 
 
 def test_check_has_a_rule_for_every_field_of_every_model() -> None:
     for model, fields in ((Quote, QUOTE_FIELDS), (Profile, PROFILE_FIELDS), (Candle, CANDLE_FIELDS),
-                          (NewsItem, NEWS_ITEM_FIELDS)):
+                          (NewsItem, NEWS_ITEM_FIELDS), (History, validation._HISTORY_FIELDS),
+                          (ListingInfo, validation._LISTING_FIELDS), (FxRates, validation._FX_FIELDS)):
         assert set(fields) == {f.name for f in dataclasses.fields(model)}, model.__name__
     assert set(METRIC_BOUNDS) == set(METRIC_NAMES)
     for kind in sorted(DemoProvider.kinds):
-        check(kind, "AAPL", _demo(kind))  # every kind the demo serves has a check
+        check(kind, _subject(kind), _demo(kind))  # every kind the demo serves has a check
 
 
 @pytest.mark.parametrize("kind", sorted(DemoProvider.kinds))
-def test_check_passes_the_demo_data_of_every_kind_as_model_and_as_cached_dict(kind: str) -> None:
-    model = DemoProvider(clock=lambda: NOW).produce(kind, "MSFT", {"q": "micro"} if kind == "search" else {})
-    check(kind, "MSFT", model)
-    check(kind, "MSFT", _demo(kind, "MSFT"))
+@pytest.mark.parametrize("symbol", ["MSFT", "VOD.L", "SAP.DE", "BTC-EUR"])
+def test_check_passes_the_demo_data_of_every_kind_as_model_and_as_cached_dict(kind: str, symbol: str) -> None:
+    subject = _subject(kind, symbol)
+    model = DemoProvider(clock=lambda: NOW).produce(kind, subject, {"q": "micro"} if kind == "search" else {})
+    check(kind, subject, model)
+    check(kind, subject, _demo(kind, symbol))
 
 
 def _changed(kind: str, path: tuple[Any, ...], value: Any) -> Any:
@@ -91,6 +99,14 @@ BAD = [
     ("metric", ("metrics", "52_week_high"), 1e308), ("metric", ("metrics", "dividend_yield"), -1.0),
     ("metric", ("metrics", "beta"), None), ("metric", ("metrics", "made_up"), 1.0), ("metric", ("symbol",), "X"),
     ("search", (0, "name"), "x" * 100_000), ("search", (0, "symbol"), ""), ("search", (0, "type"), 7),
+    # A quote's currency is a major unit: pence never leave the provider module unconverted.
+    ("quote", ("currency",), "GBp"), ("quote", ("currency",), "GBX"), ("quote", ("currency",), "usd"),
+    ("quote", ("currency",), "EURO"), ("quote", ("currency",), 840), ("quote", ("exchange",), "Xetra"),
+    ("history", ("currency",), "GBp"), ("listing", ("currency",), "POUND"), ("listing", ("symbol",), "OTHER"),
+    ("listing", ("exchange",), "LSE"), ("fx", ("base",), "EUR"), ("fx", ("rates",), {}),
+    ("fx", ("rates", "EUR"), -1.0), ("fx", ("rates", "EUR"), 0.0), ("fx", ("rates", "EUR"), math.inf),
+    ("fx", ("rates", "EUR"), "0.92"), ("fx", ("rates", "USD"), 1.0), ("fx", ("rates", "eur"), 0.9),
+    ("fx", ("date",), "2026-02-30"),
 ]
 
 
@@ -99,7 +115,7 @@ def test_check_refuses_a_bad_value_naming_the_field_never_the_value(kind: str, p
                                                                      value: Any) -> None:
     data = _changed(kind, path, value)
     with pytest.raises(ValueError) as info:
-        check(kind, "AAPL", data)
+        check(kind, _subject(kind), data)
     message = str(info.value)
     assert len(message) < 120 and "xxxx" not in message and "OTHER" not in message
 

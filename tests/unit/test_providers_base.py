@@ -83,9 +83,9 @@ def test_days_param_defaults_and_bounds():
 def test_build_providers_from_settings():
     assert set(build_providers(Settings())) == {"demo"}
     both = build_providers(Settings(finnhub_api_key="a", alphavantage_api_key="b"))
-    assert set(both) == {"finnhub", "alphavantage"}
+    assert set(both) == {"finnhub", "alphavantage", "ecb"}  # FX rates need no key: on whenever not in demo mode
     assert isinstance(both["finnhub"], FinnhubProvider) and isinstance(both["alphavantage"], AlphaVantageProvider)
-    assert set(build_providers(Settings(alphavantage_api_key="b"))) == {"alphavantage"}
+    assert set(build_providers(Settings(alphavantage_api_key="b"))) == {"alphavantage", "ecb"}
     assert "KEY" not in repr(both) and "'a'" not in repr(both)
 
 
@@ -104,8 +104,10 @@ def test_routes_cover_every_kind_in_the_agreed_order():
     assert [p.name for p in plan("history", us, providers)] == ["alphavantage"]  # candles are premium
     paid = build_providers(Settings(finnhub_api_key="a", alphavantage_api_key="b", finnhub_plan="paid"))
     assert [p.name for p in plan("history", us, paid)] == ["alphavantage", "finnhub"]
+    assert [p.name for p in plan("fx", None, providers)] == ["ecb"]
     demo = {"demo": DemoProvider()}
     assert [p.name for p in plan("history", us, demo)] == ["demo"]
+    assert [p.name for p in plan("fx", None, demo)] == ["demo"]
 
 
 def test_route_setting_orders_the_providers():
@@ -116,7 +118,7 @@ def test_route_setting_orders_the_providers():
 
 
 def test_providers_import_only_the_bottom_layers_and_never_the_network():
-    allowed_local = {"settings", "errors", "models", "clock", "kinds", "symbols", "venues", "validation"}
+    allowed_local = {"settings", "errors", "models", "clock", "kinds", "symbols", "venues", "validation", "currency"}
     for path in (Path(__file__).parents[2] / "stockcache" / "upstream" / "providers").glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

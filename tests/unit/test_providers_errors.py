@@ -10,6 +10,7 @@ import requests
 import responses
 
 from stockcache.errors import (
+    NoData,
     RateLimited,
     StockcacheError,
     SymbolNotFound,
@@ -96,7 +97,8 @@ CASES = [
     ("finnhub", "news", 200, {}, b'[{"headline":"x"}]', UpstreamError, "upstream_error", None),
     ("finnhub", "quote", 200, {}, _json({"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}),
      SymbolNotFound, "symbol_not_found", None),
-    ("finnhub", "profile", 200, {}, b"{}", SymbolNotFound, "symbol_not_found", None),
+    # {} for a known symbol without fundamentals too: "no data here", the next provider is asked.
+    ("finnhub", "profile", 200, {}, b"{}", NoData, "symbol_not_found", None),
     ("finnhub", "quote", 200, {}, b'{"error":"API limit reached. Please try again later. Remaining Limit: 0"}',
      RateLimited, "rate_limited", None),
     ("alphavantage", "quote", 200, {}, _json({"Information": AV_DAILY}), RateLimited, "rate_limited", TO_MIDNIGHT),
@@ -119,7 +121,7 @@ CASES = [
     ("alphavantage", "quote", 200, {}, _json({"Information": "Something new we have never seen."}),
      UpstreamError, "upstream_error", None),
     ("alphavantage", "quote", 200, {}, b'{"Global Quote": {}}', SymbolNotFound, "symbol_not_found", None),
-    ("alphavantage", "profile", 200, {}, b"{}", SymbolNotFound, "symbol_not_found", None),
+    ("alphavantage", "profile", 200, {}, b"{}", NoData, "symbol_not_found", None),
     ("alphavantage", "quote", 502, {"Content-Type": "text/html"}, HTML_502, UpstreamError, "upstream_error", None),
     ("alphavantage", "quote", 200, {"Content-Type": "text/html"}, HTML_502, UpstreamError, "upstream_error", None),
     ("alphavantage", "quote", 200, {}, b'{"Global Quote": {"05. price": "1', UpstreamError, "upstream_error", None),
@@ -172,7 +174,7 @@ def test_provider_error_mapping(name, kind, status, headers, body, cls, code, re
     assert FH_KEY not in text and AV_KEY not in text
     assert "apikey=" not in text and "token=" not in text
     assert "http" not in error.message, "no URL (and so no query string) in an error message"
-    if cls is SymbolNotFound:
+    if issubclass(cls, SymbolNotFound):
         assert error.fields["symbol"] == "AAPL"
 
 

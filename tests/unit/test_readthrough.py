@@ -9,28 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
 
 import pytest
 import requests
 import responses
 
-from stockcache.cache import open_cache
 from stockcache.errors import RateLimited, StockcacheError, SymbolNotFound, UpstreamError, UpstreamTimeout
 from stockcache.metrics import Metrics
-from stockcache.readthrough import ReadThrough
-from stockcache.settings import Settings
-from stockcache.upstream.guard import Budget, CircuitBreaker, Limits
+from stockcache.upstream.guard import Limits
 from stockcache.upstream.providers.alphavantage import AlphaVantageConfig, AlphaVantageProvider
 from stockcache.upstream.providers.demo import DemoProvider
 from stockcache.upstream.providers.finnhub import FinnhubConfig, FinnhubProvider
-from stockcache.upstream.router import Router
-from stockcache.upstream.transport import MAX_ANSWER_BYTES, Transport
-
-FH = "https://fh.test/api/v1"
-AV = "https://av.test/query"
-FH_KEY = "TESTKEY_fh_5e5e5e"
-AV_KEY = "TESTKEY_av_6f6f6f"
+from stockcache.upstream.transport import MAX_ANSWER_BYTES
+from tests.unit.conftest import AV, AV_KEY, FH, FH_KEY
 
 GOOD = {"c": 261.74, "d": 2.29, "dp": 0.8826, "h": 263.31, "l": 260.68, "o": 261.07, "pc": 259.45, "t": 1582641000}
 ZERO = {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}
@@ -38,43 +29,6 @@ AV_QUOTE = {"Global Quote": {"01. symbol": "MSFT", "02. open": "112.6300", "03. 
                              "04. low": "110.6400", "05. price": "112.1300", "06. volume": "29062853",
                              "07. latest trading day": "2018-10-05", "08. previous close": "112.7900",
                              "09. change": "-0.6600", "10. change percent": "-0.5852%"}}
-
-
-@pytest.fixture
-def made(tmp_path) -> Iterator[list[ReadThrough]]:
-    """Read-through paths made in a test, closed (with their caches) at its end."""
-    out: list[ReadThrough] = []
-    yield out
-    for rt in out:
-        rt.close()
-        rt.cache.close()
-
-
-@pytest.fixture
-def build(tmp_path, clock, made):
-    """build(providers, ...) -> a ReadThrough over those providers (dict or list)."""
-    def factory(providers=None, *, fh_limits=Limits(), av_limits=Limits(), threshold=5, workers=8, peers=None,
-                budgets=None, timeout=2.0):
-        if providers is None:
-            providers = [FinnhubProvider(FinnhubConfig(api_key=FH_KEY, url=FH), clock=clock),
-                         AlphaVantageProvider(AlphaVantageConfig(api_key=AV_KEY, url=AV), clock=clock)]
-        providers = {p.name: p for p in providers}
-        limits = {"finnhub": fh_limits, "alphavantage": av_limits}
-        if budgets is None:
-            budgets = {name: Budget(name, limits.get(name, Limits()), clock=clock)
-                       for name, p in providers.items() if not p.local}
-        breakers = {name: CircuitBreaker(threshold=threshold, reset_after=30, clock=clock) for name in providers}
-        metrics = Metrics()
-        transport = Transport([n for n, p in providers.items() if not p.local], workers=workers, timeout=timeout)
-        router = Router(providers, budgets, transport, breakers=breakers, clock=clock, metrics=metrics)
-        settings = Settings(data_dir=tmp_path / f"data{len(made)}", refresh=False, upstream_timeout=timeout)
-        cache = open_cache(settings=settings, clock=clock, janitor_interval=None)
-        rt = ReadThrough(cache, router, settings=settings, clock=clock, metrics=metrics, peers=peers)
-        router.on_refusal = rt.remember_refusal
-        made.append(rt)
-        return rt
-
-    return factory
 
 
 def _quote_callback(bodies):

@@ -21,17 +21,21 @@ from bench.fake_upstream import FakeUpstream
 from bench.replay import InProcessSession, bench_settings
 from stockcache.cache import open_cache
 from stockcache.kinds import KINDS
-from stockcache.markethours import NEW_YORK, is_regular_session, next_session_open
 from stockcache.metrics import Metrics
-from stockcache.refresher import BACKOFF_CAP, Refresher
+from stockcache.refresher import BACKOFF_CAP, Refresher, in_session
 from stockcache.runtime import Runtime, build_service
 from stockcache.settings import Settings
 from stockcache.store import open_store
+from stockcache.venues import BY_MIC, US
 
 
 def ny(text: str) -> float:
     """Unix time of a New York wall-clock time, ``YYYY-MM-DD HH:MM[:SS]``."""
-    return datetime.fromisoformat(text).replace(tzinfo=NEW_YORK).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=US.zone).timestamp()
+
+
+def utc(text: str) -> float:
+    return datetime.fromisoformat(text + "+00:00").timestamp()
 
 
 @pytest.fixture
@@ -231,12 +235,47 @@ def test_refresher_stays_idle_outside_market_hours(make_world, clock):
     ],
 )
 def test_market_hours_follow_new_york_time_across_daylight_saving(utc, open_):
-    assert is_regular_session(datetime.fromisoformat(utc).timestamp()) is open_
+    assert US.is_open(datetime.fromisoformat(utc).timestamp()) is open_
 
 
-def test_market_hours_next_open_skips_the_weekend():
+def test_market_hours_next_open_skips_the_weekend_and_holidays():
     friday_evening = ny("2026-03-06 17:00")
-    assert next_session_open(friday_evening) == ny("2026-03-09 09:30")
+    assert US.next_open(friday_evening) == ny("2026-03-09 09:30")
+    assert US.next_open(ny("2026-11-25 17:00")) == ny("2026-11-27 09:30")  # Thanksgiving is closed
+
+
+def test_refresher_refreshes_each_listing_only_in_its_own_venues_session(make_world, clock):
+    world = make_world()
+    hold(world, "AAPL", "SAP.DE")
+    worker = refresher(world, clock, hours="market")
+    xetra_calls = lambda: world.session.calls("alphavantage", "GLOBAL_QUOTE")  # noqa: E731
+
+    clock.set(utc("2026-01-05 09:00"))  # Monday: Xetra opened at 09:00 Berlin time, New York is asleep
+    assert worker.run_once() <= ny("2026-01-05 09:30") - clock()
+    assert (quote_calls(world), xetra_calls()) == (0, 1)
+
+    clock.set(utc("2026-12-24 15:00"))  # Christmas Eve: Xetra is closed for the day, New York trades
+    worker.run_once()
+    assert (quote_calls(world), xetra_calls()) == (1, 1)
+
+    clock.set(utc("2026-12-26 12:00"))  # a Saturday: it sleeps until the first of the two opens
+    assert worker.run_once() == min(US.next_open(clock()), BY_MIC["XETR"].next_open(clock())) - clock()
+    assert (quote_calls(world), xetra_calls()) == (1, 1)
+
+
+def test_refresher_session_of_a_crypto_pair_never_closes():
+    saturday = utc("2026-12-26 12:00")
+    assert in_session({"BTC-USD": 2, "AAPL": 1, "VOD.L": 1}, saturday) == (
+        {"BTC-USD": 2}, min(US.next_open(saturday), BY_MIC["XLON"].next_open(saturday)) - saturday)
+
+
+def test_refresher_symbol_no_provider_covers_is_no_reason_to_back_off(make_world, clock):
+    world = make_world()
+    hold(world, "AAPL", "ENEL.MI")  # Milan: neither Finnhub's free plan nor Alpha Vantage serves it
+    worker = refresher(world, clock)
+    worker.run_once()
+    assert quote_calls(world) == 1 and worker.backoff() == {}
+    assert world.metrics.get(Metrics.REFRESH_FAILED, "quote") == 0
 
 
 def test_refresher_backs_off_exponentially_when_the_upstream_fails(make_world, clock):

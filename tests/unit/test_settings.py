@@ -117,3 +117,10 @@ def test_every_setting_is_documented():
 def test_configuration_doc_table_is_the_settings_table():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     assert markdown_table() in doc, "regenerate with: python -m stockcache config --markdown"
+
+
+def test_symbols_doc_table_is_the_venue_table_of_the_code():
+    from stockcache.upstream.providers import venues_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "symbols.md").read_text()
+    assert venues_markdown() in doc, "regenerate with: python -m stockcache venues"

@@ -17,14 +17,16 @@ from .alphavantage import AlphaVantageProvider
 from .base import METRIC_NAMES, Clock, Provider, UpstreamRequest
 from .demo import DemoMarket, DemoProvider
 from .finnhub import FinnhubProvider
+from .frankfurter import FrankfurterProvider
 
 __all__ = ["METRIC_NAMES", "PROVIDERS", "AlphaVantageProvider", "DemoMarket", "DemoProvider", "FinnhubProvider",
-           "Provider", "UpstreamRequest", "build_providers",
-           "demo_mode", "provider_classes", "register", "sections"]
+           "FrankfurterProvider", "Provider", "UpstreamRequest", "build_providers",
+           "demo_mode", "provider_classes", "register", "sections", "venues_markdown"]
 
 PROVIDERS: list[type[Provider]] = [
     FinnhubProvider,
     AlphaVantageProvider,
+    FrankfurterProvider,
     DemoProvider,
 ]
 
@@ -49,6 +51,51 @@ def sections() -> tuple[type[Section], ...]:
 def demo_mode(settings: Settings) -> bool:
     """True when no market-data provider has a key: the offline demo source serves."""
     return not any(p.keyed and p.has_key(settings) for p in PROVIDERS)
+
+
+def venues_markdown() -> str:
+    """The table of docs/symbols.md: each venue, its facts, and who serves its quotes and history on which plan.
+
+    Built from ``venues`` and each provider's own coverage, so the document
+    cannot drift from the code (a test compares them).
+    """
+    from ...symbols import listing
+    from ...venues import VENUES
+
+    rows = ["| suffix | venue | MIC | country | currency | session (local time) | holidays | quotes from | "
+            "history from | example, as each provider is sent it |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for venue in VENUES:
+        currency = venue.currency + (" or per listing (checked for each one)" if venue.mixed_currency else "")
+        session = f"{venue.opens:%H:%M}-{venue.closes:%H:%M} {venue.timezone}"
+        if venue.lunch:
+            session += f", closed {venue.lunch[0]:%H:%M}-{venue.lunch[1]:%H:%M}"
+        calendar = (f"public holidays of {venue.calendar.removeprefix('country:')}"
+                    if venue.calendar.startswith("country:") else f"{venue.calendar} exchange calendar")
+        sample = listing(_EXAMPLES.get(venue.mic, "X" + venue.suffix))
+        forms = "; ".join(f"{cls.label} `{cls.symbol_for(sample)}`" for cls in PROVIDERS
+                          if not cls.local and cls.plan_for("quote", sample) is not None)
+        rows.append(f"| `{venue.suffix or '(none)'}` | {venue.name} | {venue.mic} | {venue.country} | {currency} | "
+                    f"{session} | {calendar} | {_served('quote', sample)} | {_served('history', sample)} | "
+                    f"`{sample.symbol}`: {forms or '-'} |")
+    return "\n".join(rows)
+
+
+# A well-known listing per venue, for the examples column.
+_EXAMPLES = {"XNYS": "AAPL", "XETR": "SAP.DE", "XFRA": "SAP.F", "XLON": "VOD.L", "XPAR": "MC.PA",
+             "XAMS": "ASML.AS", "XMIL": "ENEL.MI", "XSWX": "NESN.SW", "XSTO": "ERIC-B.ST", "XTSE": "RY.TO",
+             "XHKG": "0700.HK", "XTKS": "7203.T"}
+
+
+def _served(kind: str, target: object) -> str:
+    names = []
+    for cls in PROVIDERS:
+        if cls.local:
+            continue
+        plan = cls.plan_for(kind, target)  # type: ignore[arg-type]
+        if plan is not None:
+            names.append(cls.label + (f" ({plan} plan)" if plan else ""))
+    return ", ".join(names) or "none yet"
 
 
 def build_providers(settings: Settings, *, clock: Clock = time.time) -> dict[str, Provider]:

@@ -19,16 +19,21 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from ...clock import iso_utc
+from ...currency import major
 from ...errors import (
+    NoData,
     RateLimited,
     StockcacheError,
     SymbolNotFound,
     UpstreamAuthError,
     UpstreamError,
 )
-from ...models import Candle, History, News, NewsItem, Profile, Quote
+from ...models import Candle, History, ListingInfo, News, NewsItem, Profile, Quote
 from ...settings import Section, non_negative_float, non_negative_int, setting, url
+from ...symbols import Listing, listing
+from ...venues import US, Venue
 from .alphavantage_dropin import AlphaVantageDropIn
+from .alphavantage_symbols import from_av, serves, to_av
 from .base import (
     Clock,
     Provider,
@@ -53,7 +58,13 @@ _FUNCTIONS = {
     "history": "TIME_SERIES_DAILY",
     "news": "NEWS_SENTIMENT",
     "search": "SYMBOL_SEARCH",
+    "listing": "SYMBOL_SEARCH",  # the exact match's "8. currency": the unit of its prices
 }
+# One OVERVIEW body holds the profile and the key figures: a call for one fills both.
+_COMPANIONS = {"profile": ("metric",), "metric": ("profile",)}
+
+# The news feed's words for "a known ticker, no articles in this window".
+_NO_ARTICLES = "no articles found"
 
 # The key whose presence means "this is data", per kind; without it we look for a message.
 _DATA_KEYS = {
@@ -63,6 +74,7 @@ _DATA_KEYS = {
     "history": "Time Series (Daily)",
     "news": "feed",
     "search": "bestMatches",
+    "listing": "bestMatches",
 }
 
 _MESSAGE_KEYS = ("Error Message", "Information", "Note")
@@ -77,33 +89,28 @@ _METRICS: dict[str, tuple[str, float]] = {
     "eps": ("EPS", 1.0),
     "dividend_yield": ("DividendYield", 100.0),
 }
+_PRICE_METRICS = frozenset({"52_week_high", "52_week_low", "eps"})
 
-try:
-    from zoneinfo import ZoneInfo
-
-    _NEW_YORK: Any = ZoneInfo("America/New_York")
-except Exception:  # no tz database on this box: close is 21:00 UTC in winter, near enough
-    _NEW_YORK = None
-
-
-def _close_timestamp(day: str, now: float) -> int:
-    """Unix time of the US close on ``day`` (YYYY-MM-DD), or now if that is later than now."""
+def _close_timestamp(day: str, now: float, venue: Venue | None) -> int:
+    """Unix time of the close on ``day`` (YYYY-MM-DD) at the listing's venue, or now if that is later."""
     date = datetime.strptime(day, "%Y-%m-%d")
-    if _NEW_YORK is not None:
-        close = date.replace(hour=16, tzinfo=_NEW_YORK).timestamp()
-    else:
-        close = date.replace(hour=21, tzinfo=UTC).timestamp()
+    venue = venue or US
+    close = datetime.combine(date.date(), venue.closes, tzinfo=venue.zone).timestamp()
     return int(min(close, now))
 
 
 def _published(text: str) -> str:
-    for fmt in ("%Y%m%dT%H%M%S", "%Y%m%dT%H%M"):
-        try:
-            when = datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-        return iso_utc(when.replace(tzinfo=UTC).timestamp())
-    raise ValueError(f"time_published {text[:20]!r} is not YYYYMMDDTHHMMSS")
+    """``time_published``: ``YYYYMMDDTHHMMSS``, seen without seconds and with a trailing ``Z`` (UTC either way).
+
+    Told apart by length, not by trying formats: ``strptime`` reads ``20240103T1658``
+    with seconds as 16:05:08.
+    """
+    stamp = text.removesuffix("Z")
+    formats = {13: "%Y%m%dT%H%M", 15: "%Y%m%dT%H%M%S"}
+    if len(stamp) not in formats or not stamp.isascii():
+        raise ValueError(f"time_published {text[:20]!r} is not YYYYMMDDTHHMMSS")
+    when = datetime.strptime(stamp, formats[len(stamp)])
+    return iso_utc(when.replace(tzinfo=UTC).timestamp())
 
 
 def classify_message(
@@ -169,6 +176,7 @@ class AlphaVantageProvider(Provider):
     config = AlphaVantageConfig
     kinds = frozenset(_FUNCTIONS)
     dropin = AlphaVantageDropIn
+    companions = _COMPANIONS
     # History first (Finnhub's candles are premium); the fallback for everything else.
     priority = {"history": 10, "quote": 20, "profile": 20, "news": 20, "metric": 20, "search": 20}
 
@@ -177,21 +185,46 @@ class AlphaVantageProvider(Provider):
         # The settings allow the alpha_vantage package's trailing "?"; requests adds its own.
         self._base_url = config.url.rstrip("?")
 
+    def covers(self, kind: str, listing: Listing | None) -> bool:
+        """US listings and the venues whose Alpha Vantage suffix is known; a listing's currency only off the US."""
+        if kind not in self.kinds:
+            return False
+        if listing is None:
+            return kind == "search"
+        if kind == "listing":
+            return serves(listing) and not listing.is_us
+        return serves(listing)
+
+    @classmethod
+    def could_cover(cls, kind: str, listing: Listing | None) -> bool:
+        return kind in cls.kinds and (listing is None or serves(listing))
+
+    @classmethod
+    def symbol_for(cls, listing: Listing) -> str:
+        """``SAP.DE`` -> ``SAP.DEX``, ``VOD.L`` -> ``VOD.LON``; US symbols as they are."""
+        return to_av(listing.symbol)
+
     def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
         """The Alpha Vantage query for ``kind`` (never outputsize=full)."""
         self._check_kind(kind)
         query = {"function": _FUNCTIONS[kind]}
+        theirs = symbol if kind == "search" else self.symbol_for(listing(symbol))
         if kind == "history":
             days_param(kind, params)
-            query.update(symbol=symbol, outputsize="compact")
+            query.update(symbol=theirs, outputsize="compact")
         elif kind == "news":
             days = days_param(kind, params)
             since = datetime.fromtimestamp(self._clock() - days * 86400, UTC)
-            query.update(tickers=symbol, time_from=since.strftime("%Y%m%dT%H%M"), sort="LATEST")
+            # limit: the default of 50 would cut a 30-day window short; 1000 costs the same one call.
+            query.update(tickers=theirs, time_from=since.strftime("%Y%m%dT%H%M"), sort="LATEST", limit="1000")
         elif kind == "search":
             query.update(keywords=query_param(params, symbol))
+        elif kind == "listing":
+            # The bare ticker: the search lists every venue's line of it (VOD, VOD.LON, ...), and the
+            # exact match is picked from those; a search for "VOD.LON" itself is not known to find it.
+            query.update(keywords=listing(symbol).base)
         else:
-            query.update(symbol=symbol)
+            query.update(symbol=theirs)
         query["apikey"] = self._api_key
         return UpstreamRequest(url=self._base_url, params=query, headers={"Accept": "application/json"})
 
@@ -210,6 +243,8 @@ class AlphaVantageProvider(Provider):
             self._http_error(status, headers)
         data = self._json(body)
         if isinstance(data, dict) and _DATA_KEYS[kind] not in data:
+            if kind == "news" and _NO_ARTICLES in str(data.get("Information", "")).lower():
+                return News(symbol=symbol, articles=())  # a known ticker with a quiet window
             for key in _MESSAGE_KEYS:
                 if isinstance(data.get(key), str):
                     cls, message, fields = classify_message(
@@ -255,24 +290,26 @@ class AlphaVantageProvider(Provider):
             low=maybe_number(quote.get("04. low")),
             open=maybe_number(quote.get("02. open")),
             previous_close=maybe_number(quote.get("08. previous close")),
-            timestamp=_close_timestamp(day, self._clock()) if day else None,
+            timestamp=_close_timestamp(day, self._clock(), listing(symbol).venue) if day else None,
         )
 
     def _overview(self, symbol: str, data: Any) -> dict[str, Any]:
         require_dict(data)
         if not data:
-            self._not_found(symbol)
+            # OVERVIEW has fundamentals for few listings outside the US: another provider may.
+            self._fail(NoData, f"alphavantage has no overview of {symbol}", symbol=symbol)
         if not isinstance(data["Name"], str):
             raise TypeError("Name is not a string")
         return data
 
     def _parse_profile(self, symbol: str, params: Mapping[str, Any], data: Any) -> Profile:
         data = self._overview(symbol, data)
+        reported = _field(data, "Currency")
         return Profile(
             symbol=symbol,
             name=data["Name"],
             exchange=_field(data, "Exchange"),
-            currency=_field(data, "Currency"),
+            currency=major(reported)[0] if reported else None,
             country=_field(data, "Country"),
             industry=_field(data, "Industry") or _field(data, "Sector"),
             market_cap=maybe_number(data.get("MarketCapitalization")),
@@ -283,14 +320,18 @@ class AlphaVantageProvider(Provider):
 
     def _parse_metric(self, symbol: str, params: Mapping[str, Any], data: Any) -> dict[str, Any]:
         data = self._overview(symbol, data)
+        reported = _field(data, "Currency")
+        factor = major(reported)[1] if reported else 1  # 52-week range and EPS are prices: pence -> pounds
         out: dict[str, float] = {}
-        for ours, (theirs, factor) in _METRICS.items():
+        for ours, (theirs, scale) in _METRICS.items():
             try:
                 value = maybe_number(data.get(theirs))
             except (TypeError, ValueError):
                 continue  # one odd metric should not sink the others
             if value is not None:
-                out[ours] = round(value * factor, 6)
+                if ours in _PRICE_METRICS:
+                    scale /= factor
+                out[ours] = round(value * scale, 6)
         return {"symbol": symbol, "metrics": out}
 
     def _parse_history(self, symbol: str, params: Mapping[str, Any], data: Any) -> History:
@@ -341,7 +382,27 @@ class AlphaVantageProvider(Provider):
         return News(symbol=symbol, articles=tuple(articles))
 
     def _parse_search(self, symbol: str, params: Mapping[str, Any], data: Any) -> list[dict[str, str]]:
-        return search_results(data, "bestMatches", "1. symbol", "2. name", "3. type")
+        """Matches, with Alpha Vantage's suffixes written the way stockcache takes them (``SAP.DEX`` -> ``SAP.DE``)."""
+        results = search_results(data, "bestMatches", "1. symbol", "2. name", "3. type")
+        for result in results:
+            result["symbol"] = from_av(result["symbol"])
+        return results
+
+    def _parse_listing(self, symbol: str, params: Mapping[str, Any], data: Any) -> ListingInfo:
+        """The exact match of the symbol search: its ``8. currency`` is the unit of its prices (GBX on .LON)."""
+        require_dict(data)
+        matches = data["bestMatches"]
+        if not isinstance(matches, list):
+            raise TypeError("bestMatches is not a list")
+        target = listing(symbol)
+        theirs = self.symbol_for(target)
+        for match in matches:
+            require_dict(match)
+            if match.get("1. symbol") == theirs:
+                return ListingInfo(symbol=symbol, name=text_or_none(match.get("2. name")),
+                                   currency=text_or_none(match.get("8. currency")), exchange=target.mic,
+                                   type=text_or_none(match.get("3. type")))
+        self._fail(NoData, f"alphavantage's symbol search does not list {theirs}", symbol=symbol)
 
 
 def _field(data: Mapping[str, Any], key: str) -> str | None:

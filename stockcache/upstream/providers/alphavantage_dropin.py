@@ -29,6 +29,7 @@ from ...errors import (
     UpstreamError,
 )
 from ...symbols import strip_ascii
+from .alphavantage_symbols import from_av, to_av
 from .dropin import (
     HISTORY_POINTS,
     SECURITY_TYPES,
@@ -63,6 +64,23 @@ AV_INVALID_INPUTS = (
     "Invalid inputs. Please refer to the API documentation "
     "https://www.alphavantage.co/documentation#newsapi and try again."
 )
+# Alpha Vantage's own words, which scripts match to tell "no articles" and "throttled" apart.
+AV_NO_ARTICLES = (
+    "No articles found. Please adjust the time range or refer to the API documentation "
+    "https://www.alphavantage.co/documentation#newsapi and try again."
+)
+AV_BURST = (
+    "Thank you for using Alpha Vantage! Please consider spreading out your free API requests more "
+    "sparingly (1 request per second). You may subscribe to any of the premium plans at "
+    "https://www.alphavantage.co/premium/ to lift the free key rate limit (25 requests per day), raise "
+    "the per-second burst limit, and instantly unlock all premium endpoints"
+)
+AV_DAILY_CAP = (
+    "Thank you for using Alpha Vantage! Our standard API rate limit is 25 requests per day. Please "
+    "subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly remove "
+    "all daily rate limits."
+)
+MAX_NEWS_TICKERS = 10
 AV_PREMIUM_FULL = (
     "Thank you for using Alpha Vantage! The outputsize=full parameter value is a premium feature for "
     "the TIME_SERIES_DAILY endpoint. stockcache serves outputsize=compact (the latest 100 points)."
@@ -86,8 +104,9 @@ class AlphaVantageDropIn(DropIn):
     route = "/alphavantage/query"
     openapi: ClassVar[Mapping[str, Any]] = {"/alphavantage/query": openapi_get(
         "Drop-in for Alpha Vantage clients: GLOBAL_QUOTE, OVERVIEW, TIME_SERIES_DAILY (compact), "
-        "NEWS_SENTIMENT (one ticker), SYMBOL_SEARCH. Always HTTP 200; errors are Alpha Vantage's "
-        "\"Error Message\" / \"Information\" bodies.",
+        "NEWS_SENTIMENT (tickers AND-ed), SYMBOL_SEARCH; symbols in Alpha Vantage's form (SAP.DEX) or "
+        "stockcache's (SAP.DE), prices in the major unit (pounds, not pence). Always HTTP 200; errors are "
+        "Alpha Vantage's \"Error Message\" / \"Information\" bodies.",
         {"200": ({"type": "object"}, "Alpha Vantage's body, or its error body.")},
         [openapi_query("function", True, enum=list(FUNCTIONS)), openapi_query("apikey", True),
          *(openapi_query(name) for name in ("symbol", "tickers", "keywords")),
@@ -129,11 +148,12 @@ class AlphaVantageDropIn(DropIn):
         return DropInAnswer(200, body, headers, source)
 
     def _av_quote(self, query: Mapping[str, str]) -> Answer:
-        symbol = self._av_symbol(query, "GLOBAL_QUOTE")
-        return read_as(symbol, dict(AV_QUOTE_NOT_FOUND), self.service.get_quote, av_global_quote)
+        symbol, shown = self._av_symbol(query, "GLOBAL_QUOTE")
+        return read_as(symbol, dict(AV_QUOTE_NOT_FOUND), self.service.get_quote,
+                       lambda quote: av_global_quote(quote, shown))
 
     def _av_overview(self, query: Mapping[str, str]) -> Answer:
-        symbol = self._av_symbol(query, "OVERVIEW")
+        symbol, shown = self._av_symbol(query, "OVERVIEW")
 
         def overview(profile: Mapping[str, Any]) -> Any:
             assert symbol is not None  # _read shapes an answer only after reading it by symbol
@@ -142,25 +162,31 @@ class AlphaVantageDropIn(DropIn):
             except StockcacheError as exc:  # the profile alone is still a useful OVERVIEW
                 log.info("OVERVIEW %s without key figures: %s", symbol, exc.code)
                 metric = None
-            return av_overview(profile, metric)
+            return av_overview(profile, metric, shown)
 
         return read_as(symbol, {}, self.service.get_profile, overview)
 
     def _av_daily(self, query: Mapping[str, str]) -> Answer:
         if (query.get("outputsize") or "compact").lower() == "full":
             return {"Information": AV_PREMIUM_FULL}, None
-        symbol = self._av_symbol(query, "TIME_SERIES_DAILY")
+        symbol, shown = self._av_symbol(query, "TIME_SERIES_DAILY")
         if symbol is None:
             return av_invalid_call("TIME_SERIES_DAILY"), None
         answer = self.service.get_history(symbol, days=HISTORY_POINTS)
-        return av_daily(answer), answer
+        return av_daily(answer, shown), answer
 
     def _av_news(self, query: Mapping[str, str]) -> Answer:
+        """Articles about every one of ``tickers`` (AND, as Alpha Vantage does), from each one's cached news."""
         invalid = {"Information": AV_INVALID_INPUTS}
-        tickers = symbols_of(query.get("tickers"))
-        if len(tickers) != 1:  # several tickers mean "articles about all of them": not what we cache
+        parts = symbols_of(query.get("tickers"))
+        if not parts or len(parts) > MAX_NEWS_TICKERS:
             return invalid, None
-        symbol = symbol_param(tickers[0])
+        # Normalised before anything else: upper-casing first would fold "ſpy" into SPY.
+        checked = [symbol_param(part) for part in parts]
+        if any(ticker is None for ticker in checked):
+            return invalid, None
+        written = [ticker for ticker in checked if ticker is not None]
+        symbols = [from_av(ticker) for ticker in written]
         now = self.clock()
         try:
             start = _av_time(query.get("time_from")) or now - DEFAULT_NEWS_DAYS * 86400
@@ -168,14 +194,16 @@ class AlphaVantageDropIn(DropIn):
             limit = ascii_int(query.get("limit") or "50")
         except ValueError:
             return invalid, None
-
-        def read(known: str) -> Mapping[str, Any]:
-            first = datetime.fromtimestamp(min(start, now), UTC).date()
-            return self.service.get_news(known, days=news_window(first, self.today()))
-
-        return read_as(symbol, invalid, read,
-                     lambda answer: av_news(answer, start, end, sort=query.get("sort") or "LATEST",
-                                                   limit=min(max(limit, 1), 1000)))
+        days = news_window(datetime.fromtimestamp(min(start, now), UTC).date(), self.today())
+        feeds = []
+        for symbol in symbols:
+            try:
+                feeds.append(self.service.get_news(symbol, days=days))
+            except SymbolNotFound:
+                return invalid, None  # an unknown ticker makes the inputs invalid
+        body = av_news(feeds, written, start, end, sort=query.get("sort") or "LATEST",
+                       limit=min(max(limit, 1), 1000))
+        return body, feeds[0] if len(feeds) == 1 else None
 
     def _av_search(self, query: Mapping[str, str]) -> Answer:
         keywords = query.get("keywords")
@@ -185,13 +213,14 @@ class AlphaVantageDropIn(DropIn):
         return av_search(answer), answer
 
     @staticmethod
-    def _av_symbol(query: Mapping[str, str], function: str) -> str | None:
-        """The symbol, None for one that cannot exist (answered as unknown); InvalidRequest when missing."""
+    def _av_symbol(query: Mapping[str, str], function: str) -> tuple[str | None, str]:
+        """(our symbol, the symbol as written): ``SAP.DEX`` is ``SAP.DE``. None for one that cannot exist
+        (answered as unknown); InvalidRequest when missing."""
         raw = query.get("symbol")
         if not raw or not strip_ascii(raw):
             raise InvalidRequest(f"{function} needs a symbol.")
-        return symbol_param(raw)
-
+        written = symbol_param(raw)
+        return (None, "") if written is None else (from_av(written), written)
 
 
 def av_invalid_call(function: str) -> Json:
@@ -206,11 +235,12 @@ def av_unknown_function(function: str) -> Json:
                              + ", ".join(FUNCTIONS) + "."}
 
 
-def av_global_quote(quote: Mapping[str, Any]) -> Json:
-    """``GLOBAL_QUOTE``. Our cached quote has no volume, so ``06. volume`` is "0"."""
+def av_global_quote(quote: Mapping[str, Any], shown: str | None = None) -> Json:
+    """``GLOBAL_QUOTE`` (the symbol as the caller wrote it). Our cached quote has no volume, so
+    ``06. volume`` is "0"; prices are in the quote's major unit, as everywhere in stockcache."""
     change_percent = quote.get("change_percent")
     return {"Global Quote": {
-        "01. symbol": quote["symbol"],
+        "01. symbol": shown or quote["symbol"],
         "02. open": _av_number(quote.get("open")),
         "03. high": _av_number(quote.get("high")),
         "04. low": _av_number(quote.get("low")),
@@ -223,7 +253,7 @@ def av_global_quote(quote: Mapping[str, Any]) -> Json:
     }}
 
 
-def av_overview(profile: Mapping[str, Any], metric: Mapping[str, Any] | None) -> Json:
+def av_overview(profile: Mapping[str, Any], metric: Mapping[str, Any] | None, shown: str | None = None) -> Json:
     """``OVERVIEW``: a flat object of strings from the cached profile and key figures.
 
     Fields we do not cache are left out; values we do not have are "None", as Alpha Vantage writes them.
@@ -232,7 +262,7 @@ def av_overview(profile: Mapping[str, Any], metric: Mapping[str, Any] | None) ->
     industry = as_text(profile.get("industry")).upper() or "None"
     dividend = metrics.get("dividend_yield")
     return {
-        "Symbol": profile["symbol"],
+        "Symbol": shown or profile["symbol"],
         "AssetType": "Common Stock",
         "Name": as_text(profile.get("name")),
         "Description": as_text(profile.get("description")) or "None",
@@ -254,7 +284,7 @@ def av_overview(profile: Mapping[str, Any], metric: Mapping[str, Any] | None) ->
     }
 
 
-def av_daily(history: Mapping[str, Any]) -> Json:
+def av_daily(history: Mapping[str, Any], shown: str | None = None) -> Json:
     """``TIME_SERIES_DAILY`` compact: Meta Data, then the bars newest first, numbers as strings."""
     candles = list(history.get("candles", ()))[-HISTORY_POINTS:]
     series = {
@@ -266,7 +296,7 @@ def av_daily(history: Mapping[str, Any]) -> Json:
     return {
         "Meta Data": {
             "1. Information": "Daily Prices (open, high, low, close) and Volumes",
-            "2. Symbol": history["symbol"],
+            "2. Symbol": shown or history["symbol"],
             "3. Last Refreshed": candles[-1]["date"] if candles else "",
             "4. Output Size": "Compact",
             "5. Time Zone": "US/Eastern",
@@ -275,13 +305,16 @@ def av_daily(history: Mapping[str, Any]) -> Json:
     }
 
 
-def av_news(news: Mapping[str, Any], start: float, end: float, *, sort: str = "LATEST", limit: int = 50) -> Json:
-    """``NEWS_SENTIMENT`` for one ticker: articles within [start, end]; sentiment is not cached (neutral)."""
-    symbol = news["symbol"]
+def av_news(feeds: Sequence[Mapping[str, Any]], tickers: Sequence[str], start: float, end: float, *,
+            sort: str = "LATEST", limit: int = 50) -> Json:
+    """``NEWS_SENTIMENT``: the articles within [start, end] found in every ticker's news (AND), or
+    Alpha Vantage's "No articles found" when none is. Sentiment is not cached, so neutral."""
+    present = [{article["url"] for article in feed.get("articles", ())} for feed in feeds]
+    shared = set.intersection(*present) if present else set()
     feed = []
-    for article in news.get("articles", ()):
+    for article in feeds[0].get("articles", ()) if feeds else ():
         ts = unix_time(article["published_at"])
-        if not start <= ts <= end:
+        if article["url"] not in shared or not start <= ts <= end:
             continue
         feed.append({
             "title": article["headline"], "url": article["url"],
@@ -290,9 +323,12 @@ def av_news(news: Mapping[str, Any], start: float, end: float, *, sort: str = "L
             "banner_image": article.get("image"), "source": as_text(article.get("source")),
             "category_within_source": "n/a", "source_domain": urlsplit(article["url"]).hostname or "",
             "topics": [], "overall_sentiment_score": 0.0, "overall_sentiment_label": "Neutral",
-            "ticker_sentiment": [{"ticker": symbol, "relevance_score": "1.000000",
-                                  "ticker_sentiment_score": "0.000000", "ticker_sentiment_label": "Neutral"}],
+            "ticker_sentiment": [{"ticker": ticker, "relevance_score": "1.000000",
+                                  "ticker_sentiment_score": "0.000000", "ticker_sentiment_label": "Neutral"}
+                                 for ticker in tickers],
         })
+    if not feed:
+        return {"Information": AV_NO_ARTICLES}
     if sort.upper() == "EARLIEST":
         feed.reverse()
     feed = feed[:max(1, limit)]
@@ -305,7 +341,7 @@ def av_search(search: Mapping[str, Any]) -> Json:
     needle = str(search.get("query", "")).upper()
     matches = []
     for hit in search.get("results", ()):
-        symbol, name = hit["symbol"], as_text(hit.get("name"))
+        symbol, name = to_av(hit["symbol"]), as_text(hit.get("name"))
         matches.append({
             "1. symbol": symbol, "2. name": name,
             "3. type": _TO_AV_TYPE.get(hit.get("type") or "", as_text(hit.get("type"))),
@@ -320,11 +356,10 @@ def av_error(error: StockcacheError, function: str) -> tuple[Json, dict[str, str
     if isinstance(error, Unauthorized):
         return {"Error Message": AV_BAD_KEY}, {}
     if isinstance(error, RateLimited):
+        # Alpha Vantage's own texts, which scripts match: a short wait is its burst limit, a long one its day.
         wait = error.retry_after
         headers = {"Retry-After": str(int(wait))} if wait is not None else {}
-        when = f"in {int(wait)} seconds" if wait is not None else "later"
-        return {"Information": "Thank you for using stockcache! The upstream API rate limit is reached "
-                               f"and nothing is cached for this request. Please try again {when}."}, headers
+        return {"Information": AV_BURST if wait is not None and wait <= 60 else AV_DAILY_CAP}, headers
     if isinstance(error, UpstreamAuthError):
         return {"Information": "Thank you for using stockcache! This data is a premium feature of the "
                                "upstream plan stockcache uses."}, {}

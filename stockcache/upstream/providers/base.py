@@ -29,7 +29,17 @@ news       ``models.News`` (newest first; no articles is an empty News)
 metric     ``{"symbol": str, "metrics": {name: float}}`` with names from
            :data:`METRIC_NAMES`; only the metrics the provider gave
 search     ``[{"symbol": str, "name": str, "type": str}, ...]``
+listing    ``models.ListingInfo`` (the currency as the provider reports it)
+fx         ``models.FxRates`` (subject: the base currency)
 =========  ==========================================================
+
+Every answer names the symbol as the user wrote it (``SAP.DE``), whatever the
+provider was sent (:meth:`Provider.symbol_for`). Quotes and histories carry
+the currency in its major unit when the provider's answer says it (pence
+converted with ``currency.in_major``); when it does not, the read-through path
+completes it from the venue or from this provider's ``listing`` answer.
+No data of a kind for a known symbol (Finnhub's ``{}`` profile) is
+:class:`~stockcache.errors.NoData`: the next provider is asked.
 """
 
 from __future__ import annotations
@@ -144,6 +154,8 @@ class Provider(ABC):
     priority: ClassVar[Mapping[str, int]] = {}
     keyed: ClassVar[bool] = True
     local: ClassVar[bool] = False
+    # kind -> other kinds one answer to it also holds (parsed from the same body and cached too).
+    companions: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     dropin: ClassVar[type[DropIn] | None] = None
 
     def __init__(self, config: Section, *, clock: Clock) -> None:
@@ -198,9 +210,28 @@ class Provider(ABC):
         """
         return kind in self.kinds
 
+    @classmethod
+    def could_cover(cls, kind: str, listing: Listing | None) -> bool:
+        """Whether some plan of this provider serves ``kind`` for ``listing``: for "set this key" hints."""
+        return kind in (cls.supports or cls.kinds)
+
+    @classmethod
+    def plan_for(cls, kind: str, listing: Listing | None) -> str | None:
+        """The plan that serves ``kind`` for ``listing`` ("" for every plan, None for none), for docs/symbols.md."""
+        return "" if cls.could_cover(kind, listing) else None
+
     def coverage_note(self, kind: str, listing: Listing | None) -> str:
-        """Why :meth:`covers` said no, for ``symbol_not_covered`` messages ("free plan: US listings only")."""
-        return f"{self.label} does not serve {kind} data"
+        """Who said no, for ``symbol_not_covered`` messages: "Finnhub's free plan"."""
+        return self.label
+
+    def upgrade_hint(self, kind: str, listing: Listing | None) -> str | None:
+        """What setting would make this provider cover ``listing`` ("STOCKCACHE_FINNHUB_PLAN=paid"), if any."""
+        return None
+
+    @classmethod
+    def symbol_for(cls, listing: Listing) -> str:
+        """The symbol as this provider writes it (Alpha Vantage ``SAP.DEX`` for ``SAP.DE``)."""
+        return listing.symbol
 
     # -- requests and answers ---------------------------------------------------------
 

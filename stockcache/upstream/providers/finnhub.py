@@ -2,11 +2,17 @@
 
 The key travels in the ``X-Finnhub-Token`` header, never in the query, so a
 logged URL cannot leak it. Unknown symbols come back as HTTP 200 with
-all-zero quotes, ``{}`` profiles or an empty ``metric`` object; those are
-:class:`SymbolNotFound`, never data. An empty news list is an empty News: a
-quiet week is not an unknown symbol.
-Candles are premium now (403 for free keys), so ``history`` is only built when
-the provider is constructed with ``candles=True``.
+all-zero quotes (:class:`SymbolNotFound`). A ``{}`` profile or a metric body
+without figures is said of known symbols too (no fundamentals), so it is
+:class:`NoData`: the next provider is asked. An empty news list is an empty
+News: a quiet week is not an unknown symbol.
+
+The free plan covers US listings only (``STOCKCACHE_FINNHUB_PLAN``): for
+others Finnhub answers 403 (or 401) "You don't have access to this
+resource.", so the router never asks it for them. Candles are premium (403
+for free keys): ``history`` is only built on the paid plan or with
+``candles=True``. Quotes carry no currency; a London listing's comes from
+its profile (the ``listing`` kind).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from ...clock import iso_utc
-from ...errors import RateLimited, SymbolNotFound, SymbolRefused, UpstreamAuthError, UpstreamError
-from ...models import Candle, History, News, NewsItem, Profile, Quote
+from ...currency import major
+from ...errors import NoData, RateLimited, SymbolNotFound, SymbolRefused, UpstreamAuthError, UpstreamError
+from ...models import Candle, History, ListingInfo, News, NewsItem, Profile, Quote
 from ...settings import Section, choice, non_negative_float, non_negative_int, setting, url
+from ...symbols import EQUITY, INDEX, OTHER, Listing, listing
 from .base import (
     Clock,
     Provider,
@@ -68,11 +76,12 @@ _PATHS = {
     "news": "/company-news",
     "metric": "/stock/metric",
     "search": "/search",
+    "listing": "/stock/profile2",  # its "currency" is the unit of the listing's quotes
 }
 
 # Kinds asked for one listing: a "no access" answer to them refuses that symbol, not the key.
 # Candles are a premium endpoint (its 403 refuses the endpoint) and search has no symbol.
-_PER_SYMBOL_KINDS = frozenset({"quote", "profile", "news", "metric"})
+_PER_SYMBOL_KINDS = frozenset({"quote", "profile", "news", "metric", "listing"})
 
 # Normalised metric name -> Finnhub names to try in order, and a unit factor.
 _METRICS: dict[str, tuple[tuple[str, ...], float]] = {
@@ -126,8 +135,43 @@ class FinnhubProvider(Provider):
     def __init__(self, config: FinnhubConfig, *, clock: Clock = time.time, candles: bool | None = None) -> None:
         super().__init__(config, clock=clock)
         self._base_url = config.url.rstrip("/")
-        self._candles = config.plan == "paid" if candles is None else candles
+        self._paid = config.plan == "paid"
+        self._candles = self._paid if candles is None else candles
         self.kinds = frozenset(k for k in _PATHS if self._candles or k != "history")
+
+    def covers(self, kind: str, listing: Listing | None) -> bool:
+        """Free plan: US listings (and Finnhub's own ``EXCHANGE:PAIR`` forms); paid: every venue's listings."""
+        if kind not in self.kinds:
+            return False
+        if listing is None:
+            return kind == "search"
+        if listing.asset == OTHER:
+            return kind in ("quote", "history")
+        if listing.asset not in (EQUITY, INDEX) or listing.venue is None:
+            return False
+        if kind == "listing":  # only asked where the venue leaves the currency open, never in the US
+            return self._paid and not listing.is_us
+        return self._paid or (listing.is_us and listing.asset == EQUITY)
+
+    @classmethod
+    def could_cover(cls, kind: str, listing: Listing | None) -> bool:
+        return kind in cls.supports and (listing is None or listing.asset in (EQUITY, INDEX, OTHER))
+
+    @classmethod
+    def plan_for(cls, kind: str, listing: Listing | None) -> str | None:
+        if not cls.could_cover(kind, listing):
+            return None
+        free = kind in _PATHS and kind != "history" and (
+            listing is None or (listing.is_us and listing.asset == EQUITY) or listing.asset == OTHER)
+        return "" if free else "paid"
+
+    def coverage_note(self, kind: str, listing: Listing | None) -> str:
+        return "Finnhub's paid plan" if self._paid else "Finnhub's free plan"
+
+    def upgrade_hint(self, kind: str, listing: Listing | None) -> str | None:
+        if self._paid or not self.could_cover(kind, listing) or (kind == "history" and not self._candles):
+            return None
+        return "STOCKCACHE_FINNHUB_PLAN=paid with a paid Finnhub key"
 
     def build_request(self, kind: str, symbol: str, params: Mapping[str, Any]) -> UpstreamRequest:
         """The Finnhub request for ``kind``; history raises UpstreamAuthError unless candles are on."""
@@ -149,7 +193,7 @@ class FinnhubProvider(Provider):
         elif kind == "search":
             query = {"q": query_param(params, symbol)}
         else:
-            query = {"symbol": symbol}
+            query = {"symbol": symbol}  # Finnhub writes listings with the same suffixes (SAP.DE, VOD.L)
         return UpstreamRequest(
             url=self._base_url + _PATHS[kind],
             params=query,
@@ -241,20 +285,35 @@ class FinnhubProvider(Provider):
             timestamp=int(timestamp) if timestamp else None,
         )
 
-    def _parse_profile(self, symbol: str, params: Mapping[str, Any], data: Any) -> Profile:
+    def _no_data(self, kind: str, symbol: str) -> NoReturn:
+        """Finnhub's empty answer: for an unknown symbol and for a known one it has no such data alike,
+        so another provider is asked before it is "not found"."""
+        self._fail(NoData, f"finnhub has no {kind} data for {symbol}", symbol=symbol)
+
+    def _profile_fields(self, symbol: str, data: Any, kind: str) -> dict[str, Any]:
         require_dict(data)
         if not data:
-            self._not_found(symbol)
-        name = data["name"]
-        if not isinstance(name, str):
+            self._no_data(kind, symbol)
+        if not isinstance(data["name"], str):
             raise TypeError("name is not a string")
+        return data
+
+    def _parse_listing(self, symbol: str, params: Mapping[str, Any], data: Any) -> ListingInfo:
+        data = self._profile_fields(symbol, data, "listing")
+        return ListingInfo(symbol=symbol, name=data["name"], currency=text_or_none(data.get("currency")),
+                           exchange=listing(symbol).mic)
+
+    def _parse_profile(self, symbol: str, params: Mapping[str, Any], data: Any) -> Profile:
+        data = self._profile_fields(symbol, data, "profile")
+        name = data["name"]
         cap = maybe_number(data.get("marketCapitalization"))
         shares = maybe_number(data.get("shareOutstanding"))
+        reported = text_or_none(data.get("currency"))
         return Profile(
             symbol=symbol,
             name=name,
             exchange=text_or_none(data.get("exchange")),
-            currency=text_or_none(data.get("currency")),
+            currency=major(reported)[0] if reported else None,
             country=text_or_none(data.get("country")),
             industry=text_or_none(data.get("finnhubIndustry")),
             ipo=text_or_none(data.get("ipo")),
@@ -320,10 +379,10 @@ class FinnhubProvider(Provider):
 
     def _parse_metric(self, symbol: str, params: Mapping[str, Any], data: Any) -> dict[str, Any]:
         require_dict(data)
-        metric = data["metric"]
+        metric = data.get("metric")
+        if not metric:  # absent, null or {}: no key figures here, which says nothing of the provider's health
+            self._no_data("metric", symbol)
         require_dict(metric)
-        if not metric:
-            self._not_found(symbol)
         out: dict[str, float] = {}
         for ours, (names, factor) in _METRICS.items():
             for theirs in names:

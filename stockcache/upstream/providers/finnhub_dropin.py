@@ -258,7 +258,9 @@ def finnhub_metric(metric: Mapping[str, Any]) -> Json:
         value = values.get(ours)
         if value is not None:
             out[theirs] = round(float(value) * factor, 6)
-    return {"metric": out, "metricType": "all", "series": {}, "symbol": metric["symbol"]}
+    # Finnhub's series is {"annual": {...}, "quarterly": {...}}; we keep no series, so both are empty.
+    return {"metric": out, "metricType": "all", "series": {"annual": {}, "quarterly": {}},
+            "symbol": metric["symbol"]}
 
 
 def finnhub_search(search: Mapping[str, Any]) -> Json:
