@@ -47,6 +47,7 @@ class ListingInfo(Model):
     currency: str | None
     exchange: str | None = None  # MIC, when the provider says which venue
     type: str | None = None
+    id: str | None = None  # the provider's own id for it (CoinGecko's coin id "bitcoin"), when it has one
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,7 @@ _LISTING_FIELDS: dict[str, Check] = {
     "currency": _reported_currency,
     "exchange": _mic,
     "type": _text(100, optional=True),
+    "id": _text(200, optional=True),
 }
 _FX_FIELDS: dict[str, Check] = {"base": _no_check, "date": _date(), "rates": _no_check}
 MIN_RATE, MAX_RATE = 1e-9, 1e9  # 1 unit of any currency in any other (VND, IDR and the like included)

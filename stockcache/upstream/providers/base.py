@@ -49,7 +49,7 @@ import json
 import math
 import re
 from abc import ABC
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
@@ -156,6 +156,8 @@ class Provider(ABC):
     local: ClassVar[bool] = False
     # kind -> other kinds one answer to it also holds (parsed from the same body and cached too).
     companions: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # kind -> most symbols one request may carry (Twelve Data's symbol=A,B,C); absent: one per request.
+    batch: ClassVar[Mapping[str, int]] = {}
     dropin: ClassVar[type[DropIn] | None] = None
 
     def __init__(self, config: Section, *, clock: Clock) -> None:
@@ -250,6 +252,38 @@ class Provider(ABC):
     ) -> Any:
         """Turn one response into our model, or raise our error (already redacted)."""
         raise NotImplementedError(f"{self.name} is local; use produce()")
+
+    # -- many symbols in one request (kinds in ``batch``) --------------------------------
+
+    def build_batch_request(self, kind: str, symbols: Sequence[str], params: Mapping[str, Any]) -> UpstreamRequest:
+        """One request for 2 to ``batch[kind]`` symbols of ``kind`` (the router never sends one alone this way)."""
+        raise NotImplementedError(f"{self.name} takes one symbol per {kind} request")
+
+    def parse_batch(self, kind: str, symbols: Sequence[str], params: Mapping[str, Any], status: int,
+                    headers: Mapping[str, str], body: bytes) -> Mapping[str, Any]:
+        """Each symbol's model, or its own StockcacheError, by symbol as asked.
+
+        An error raised here is every symbol's (a bad key, a throttled call, an
+        unreadable body); a symbol missing from the answer is that symbol's
+        ``UpstreamError``. Each model is checked like a single answer.
+        """
+        raise NotImplementedError(f"{self.name} takes one symbol per {kind} request")
+
+    def units(self, kind: str, count: int) -> int:
+        """Budget units one request for ``count`` symbols spends: one call, unless the provider counts
+        otherwise (Twelve Data: a credit per symbol). Budgets and limits are in these units."""
+        return 1
+
+    def needs_listing(self, kind: str, listing: Listing) -> bool:
+        """Whether this provider must know its own ``listing`` entry (``models.ListingInfo``: its id for the
+        symbol, the currency it reports) before it can build a request for ``kind``.
+
+        When True, the read-through path looks that entry up first (kind ``listing`` from this same
+        provider, cached in the fundamentals tier) and passes it as ``params["listing"]`` (a dict, or
+        None when the lookup failed), or for a batch ``params["listings"]`` by symbol. CoinGecko needs
+        it for a coin not in its shipped table (``/search`` gives the coin id).
+        """
+        return False
 
     def produce(self, kind: str, symbol: str, params: Mapping[str, Any]) -> Any:
         """The model without any I/O; only local providers (demo) can."""
