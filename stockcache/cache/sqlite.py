@@ -5,7 +5,7 @@ Layout: sqlitedict's own table (``key TEXT PRIMARY KEY, value``) plus a real
 sqlitedict opens the file. sqlitedict only ever runs ``CREATE TABLE IF NOT
 EXISTS`` and reads/writes key and value, so the extra column is invisible to
 it, and purging expired rows is an indexed range delete instead of decoding
-every value. ``value`` is the JSON text ``[value, stored_at, expires_at]``.
+every value. ``value`` is :mod:`.codec`'s JSON text ``[value, stored_at, expires_at]``.
 
 Writes go through sqlitedict's single worker thread and are committed without
 waiting. Reads do not: a round trip through that worker costs about 0.1 ms
@@ -48,8 +48,8 @@ import sqlitedict
 
 from ..errors import CacheError
 from ..sqlitefile import create_private, open_sound
+from . import codec
 from .base import Entry, Tier
-from .frozen import loads_frozen
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,6 @@ class SQLiteTier(Tier):
         self._readers: deque[sqlite3.Connection] = deque()  # append/pop are atomic
         self._closing = False
         self._closed = False
-        self._hits = 0
-        self._misses = 0
         self._bad_rows = 0
         self._last_bad_row_log = float("-inf")
         # Write failures: while _writes_off_until is set, writes are dropped until that time.
@@ -189,7 +187,7 @@ class SQLiteTier(Tier):
         if self._pending:
             held = self._pending_lookup([key])
             if key in held:
-                return self._count_one(held[key])
+                return self._within_grace(held[key])
         conn = self._reader()
         try:
             rows = conn.execute(self._sql_get, (key,)).fetchall()
@@ -197,8 +195,7 @@ class SQLiteTier(Tier):
             self._discard(conn)
             raise CacheError(f"SQLite cache read failed: {exc}") from exc
         self._release(conn)
-        entry = self._entry(key, rows[0][0]) if rows else None
-        return self._count_one(entry)
+        return self._within_grace(self._entry(key, rows[0][0])) if rows else None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
         wanted = list(dict.fromkeys(keys))
@@ -220,20 +217,11 @@ class SQLiteTier(Tier):
                 raise CacheError(f"SQLite cache read failed: {exc}") from exc
             self._release(conn)
         cutoff = self._clock() - self.grace
-        out = {k: e for k, e in found.items() if e is not None and e.expires_at > cutoff}
-        with self._lock:
-            self._hits += len(out)
-            self._misses += len(wanted) - len(out)
-        return out
+        return {k: e for k, e in found.items() if e is not None and e.expires_at > cutoff}
 
-    def _count_one(self, entry: Entry | None) -> Entry | None:
-        if entry is not None and entry.expires_at <= self._clock() - self.grace:
-            entry = None
-        with self._lock:
-            if entry is None:
-                self._misses += 1
-            else:
-                self._hits += 1
+    def _within_grace(self, entry: Entry | None) -> Entry | None:
+        if entry is None or entry.expires_at <= self._clock() - self.grace:
+            return None
         return entry
 
     def _pending_lookup(self, keys: list[str]) -> dict[str, Entry]:
@@ -253,12 +241,10 @@ class SQLiteTier(Tier):
         return sql
 
     def _entry(self, key: str, text: Any) -> Entry | None:
-        # Anything that is not our JSON triple (a planted pickle, garbage) is a
-        # miss: json.loads never executes anything, whatever the bytes are.
+        # Anything that is not our JSON triple (a planted pickle, garbage) is a miss.
         try:
-            value, stored_at, expires_at = loads_frozen(text)
-            return Entry(value, float(stored_at), float(expires_at), self.name)
-        except (ValueError, TypeError):
+            return codec.decode(text, self.name)
+        except ValueError:
             self._note_bad_row(key)
             return None
 
@@ -307,10 +293,9 @@ class SQLiteTier(Tier):
         if not entries:
             return
         try:
-            rows = [(key, _encode([e.value, e.stored_at, e.expires_at]), e.expires_at)
-                    for key, e in entries.items()]
-        except (TypeError, ValueError) as exc:
-            raise CacheError(f"value cannot be stored as JSON: {exc}") from exc
+            rows = [(key, codec.encode(e), e.expires_at) for key, e in entries.items()]
+        except ValueError as exc:
+            raise CacheError(str(exc)) from exc
         tagged = [
             (key, e if e.tier == self.name else Entry(e.value, e.stored_at, e.expires_at, self.name))
             for key, e in entries.items()
@@ -580,8 +565,6 @@ class SQLiteTier(Tier):
         with self._lock:
             return {
                 "size": size,
-                "hits": self._hits,
-                "misses": self._misses,
                 "file_bytes": file_bytes,
                 "pending_writes": len(self._pending),
                 "bad_rows": self._bad_rows,
