@@ -1,4 +1,12 @@
-"""The ``cached`` decorator: a function's result per arguments, under ``prefix:arg1:arg2:kw=v``.
+"""The ``cached`` decorator: a function's result per arguments, in the cache's own ``fn:`` namespace.
+
+Keys are ``fn:<prefix>:<arguments as JSON>``: nothing the service stores
+starts with ``fn:`` (its keys are ``KIND:SYMBOL[:PARAMS]``), so
+``@cache.cached(ttl_level="fundamentals", key_prefix="profile")`` can never
+read or overwrite the service's ``profile:AAPL``. Arguments are encoded as a
+JSON array, then the keyword arguments (if any) as a JSON object with sorted
+keys: ``f("a:b")`` is ``fn:f:["a:b"]`` and ``f("a", "b")`` is
+``fn:f:["a","b"]``, and no two different calls share a key.
 
 Concurrent callers with the same arguments wait for one computation
 (:class:`Flights`); no lock is held while the function runs.
@@ -7,6 +15,7 @@ Concurrent callers with the same arguments wait for one computation
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -14,6 +23,11 @@ from typing import Any, Protocol, TypeVar
 from .base import Entry
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+NAMESPACE = "fn"
+
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, sort_keys=True).encode
+
 
 class Flight:
     """One computation any number of callers wait on. Thread-safe."""
@@ -81,22 +95,37 @@ class Store(Protocol):
     def store(self, key: str, value: Any, ttl_level: str | None = None, *, ttl: float | None = None) -> Entry: ...
 
 
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it can name a function's keys: text without ``:`` (which would blur where arguments start)."""
+    if not isinstance(prefix, str) or not prefix or ":" in prefix:
+        raise ValueError(f"key_prefix must be non-empty text without ':', not {prefix!r}")
+    return prefix
+
+
 def call_key(prefix: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """``prefix:arg1:arg2:kw=v`` (keyword arguments sorted)."""
-    parts = [str(arg) for arg in args]
-    parts += [f"{name}={kwargs[name]}" for name in sorted(kwargs)]
-    return f"{prefix}:{':'.join(parts)}"
+    """``fn:<prefix>:<args as a JSON array>[<kwargs as a JSON object>]``; TypeError for arguments JSON cannot carry."""
+    try:
+        text = _encode(args)
+        if kwargs:
+            text += _encode(kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"arguments of a cached function must be JSON values (text, numbers, True/False/None, "
+            f"lists, dicts with text keys): {exc}") from None
+    return f"{NAMESPACE}:{prefix}:{text}"
 
 
 def cached(store: Store, flights: Flights, ttl_level: str, key_prefix: str | None = None) -> Callable[[F], F]:
     """The decorator behind :meth:`TieredCache.cached <stockcache.cache.TieredCache.cached>`.
 
     ``ttl_level`` must already be checked. The prefix defaults to the
-    function's qualified name.
+    function's module and qualified name.
     """
+    if key_prefix is not None:
+        check_prefix(key_prefix)
 
     def decorate(fn: F) -> F:
-        prefix = key_prefix or fn.__qualname__
+        prefix = key_prefix or check_prefix(f"{fn.__module__}.{fn.__qualname__}")
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

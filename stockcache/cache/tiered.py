@@ -352,10 +352,13 @@ class TieredCache:
     def cached(self, ttl_level: str, key_prefix: str | None = None) -> Callable[[F], F]:
         """Cache a function's (JSON-compatible) result per arguments, across restarts.
 
-        The key is ``prefix:arg1:arg2:kw=v`` (keyword arguments sorted); the
-        prefix defaults to the function's qualified name. Concurrent callers
-        with the same arguments wait for one computation; no lock is held while
-        the function runs. The cached (frozen) value is returned every time.
+        Keys are ``fn:<prefix>:<arguments as JSON>`` (:mod:`.cached`), a
+        namespace of their own: no ``key_prefix`` can reach the service's
+        entries. The prefix (text without ``:``) defaults to the function's
+        module and qualified name; arguments must be JSON values. Concurrent
+        callers with the same arguments wait for one computation; no lock is
+        held while the function runs. The cached (frozen) value is returned
+        every time.
         """
         self.policy.check_level(ttl_level)
         return cached_decorator(self, self._flights, ttl_level, key_prefix)

@@ -1,4 +1,4 @@
-"""The ``cached`` decorator: once per TTL, across restarts, one computation for concurrent callers."""
+"""The ``cached`` decorator: its own key namespace, unambiguous keys, one computation for concurrent callers."""
 
 from __future__ import annotations
 
@@ -36,6 +36,94 @@ def test_cache_cached_computes_once_per_ttl(cache: TieredCache, clock: Any) -> N
     clock.advance(TTLS["fundamentals"])
     load_profile("AAPL")
     assert len(calls) == 4
+
+
+def test_cache_cached_keys_live_in_their_own_namespace(cache: TieredCache) -> None:
+    # The README's example: key_prefix="profile" beside the service's own profile:AAPL.
+    service_entry = {"data": {"symbol": "AAPL", "name": "Apple Inc"}, "source": "finnhub", "fetched_at": 1.0}
+    cache.set("profile:AAPL", service_entry, ttl_level="fundamentals")
+
+    @cache.cached(ttl_level="fundamentals", key_prefix="profile")
+    def load_profile(symbol: str) -> dict[str, Any]:
+        return {"symbol": symbol, "mine": True}
+
+    assert load_profile("AAPL") == {"symbol": "AAPL", "mine": True}  # not the service's record
+    assert cache.get("profile:AAPL") == service_entry  # and the service's record is untouched
+    key = load_profile.cache_key("AAPL")  # type: ignore[attr-defined]
+    assert key == 'fn:profile:["AAPL"]' and cache.get(key) == {"symbol": "AAPL", "mine": True}
+    assert cache.clear_pattern("fn:profile:*") == 1 and cache.get("profile:AAPL") == service_entry
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ((("a:b",), {}), (("a", "b"), {})),  # the old ":"-joined key made these one
+        ((("a",), {"b": 1}), (("a", {"b": 1}), {})),
+        ((("a=1",), {}), ((), {"a": 1})),
+        (((1,), {}), (("1",), {})),
+        (((None,), {}), (("None",), {})),
+        (((True,), {}), ((1,), {})),
+        (((["a", "b"],), {}), (("a", "b"), {})),
+        ((("x",), {"k": "v", "j": 1}), (("x",), {"k": "v", "j": "1"})),
+    ],
+    ids=["colon", "kwargs-vs-dict", "kw-like-text", "int-vs-text", "none-vs-text", "true-vs-1", "list-vs-args",
+         "kwarg-types"],
+)
+def test_cache_cached_key_encodes_arguments_unambiguously(
+    cache: TieredCache, one: tuple[tuple[Any, ...], dict[str, Any]], other: tuple[tuple[Any, ...], dict[str, Any]]
+) -> None:
+    calls: list[Any] = []
+
+    @cache.cached("quote", key_prefix="f")
+    def f(*args: Any, **kwargs: Any) -> list[Any]:
+        calls.append((args, kwargs))
+        return [len(calls)]
+
+    first = f(*one[0], **one[1])
+    second = f(*other[0], **other[1])
+    assert first != second and len(calls) == 2
+    assert f(*one[0], **one[1]) == first and f(*other[0], **other[1]) == second and len(calls) == 2
+
+
+def test_cache_cached_keyword_order_does_not_matter(cache: TieredCache) -> None:
+    calls: list[int] = []
+
+    @cache.cached("quote", key_prefix="g")
+    def g(**kwargs: Any) -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert g(a=1, b=2) == g(b=2, a=1) == 1
+    assert g.cache_key(a=1, b=2) == 'fn:g:[]{"a":1,"b":2}'  # type: ignore[attr-defined]
+
+
+def test_cache_cached_default_prefix_is_module_and_name(cache: TieredCache) -> None:
+    @cache.cached("quote")
+    def lookup(symbol: str) -> str:
+        return symbol
+
+    assert lookup.cache_key("X") == (  # type: ignore[attr-defined]
+        f'fn:{__name__}.test_cache_cached_default_prefix_is_module_and_name.<locals>.lookup:["X"]')
+
+
+@pytest.mark.parametrize("prefix", ["quote:x", "", ":"])
+def test_cache_cached_refuses_prefix_with_colon_or_empty(cache: TieredCache, prefix: str) -> None:
+    with pytest.raises(ValueError):
+        cache.cached("quote", key_prefix=prefix)
+
+
+def test_cache_cached_refuses_arguments_json_cannot_carry(cache: TieredCache) -> None:
+    calls: list[Any] = []
+
+    @cache.cached("quote", key_prefix="h")
+    def h(value: Any) -> int:
+        calls.append(value)
+        return 1
+
+    for bad in (object(), {1, 2}, float("nan"), b"bytes"):
+        with pytest.raises(TypeError):
+            h(bad)
+    assert calls == []
 
 
 def test_cache_cached_survives_reopen(tmp_path: Path, clock: Any) -> None:
