@@ -14,6 +14,7 @@ import pytest
 from stockcache.cache import Entry, MemoryTier, SQLiteTier, TieredCache, open_cache
 from stockcache.cache.base import Tier
 from stockcache.cache.frozen import FrozenDict
+from stockcache.cache.sqlite import WRITE_RETRY_SECONDS
 from stockcache.errors import CacheError, ConfigError
 from stockcache.settings import Settings
 from tests.unit.conftest_cache import GRACE, QUOTE, TTLS, make_cache
@@ -421,13 +422,21 @@ def test_cache_broken_lower_tier_degrades_to_memory(clock: Any, caplog: pytest.L
     assert "123.456" not in caplog.text and "secret_price" not in caplog.text
 
 
-def test_cache_closed_sqlite_handle_degrades(cache: TieredCache) -> None:
+def test_cache_broken_sqlite_writes_degrade_then_recover(cache: TieredCache, clock: Any) -> None:
     cache.set("quote:AAPL", QUOTE)
-    sqlite_of(cache)._db.close()  # type: ignore[attr-defined]  # the handle dies under us
+    cache.flush()
+    sqlite_of(cache)._conn.close()  # type: ignore[attr-defined]  # the write connection dies under us
     cache.set("quote:MSFT", QUOTE)
+    cache.flush()  # the tier reports the failed write here
     assert cache.get("quote:AAPL") == QUOTE
-    assert cache.get("quote:MSFT") == QUOTE
-    assert cache.get_stats()["errors"] >= 1
+    assert cache.get("quote:MSFT") == QUOTE  # from memory
+    stats = cache.get_stats()
+    assert stats["errors"] >= 1 and stats["failing_tiers"] == ["sqlite"]
+    assert stats["sqlite"]["writes"] == "failing" and stats["sqlite"]["dropped_writes"] == 1
+    clock.advance(WRITE_RETRY_SECONDS)
+    cache.set("quote:TSLA", QUOTE)
+    cache.flush()
+    assert sqlite_of(cache).get("quote:TSLA") is not None and cache.get_stats()["sqlite"]["writes"] == "ok"
 
 
 # lifecycle and open_cache -------------------------------------------------------------
