@@ -5,6 +5,12 @@ first). With ``REDIS_URL`` the shared Redis tier comes last, below SQLite:
 memory -> SQLite -> Redis. A local SQLite hit is several times cheaper than
 a Redis round trip even on loopback (docs/benchmarks.md, "Redis tier"), and
 Redis is only needed for what this instance has not fetched or seen itself.
+
+The package, one job per module: ``base`` (Entry, the Tier interface),
+``memory``/``sqlite``/``redis`` (the tiers), ``codec`` (the JSON they store),
+``frozen`` (read-only values), ``tiered`` (the tier chain, TieredCache),
+``policy`` (TTLs and grace), ``counters`` (hits and misses, counted once),
+``cached`` (the decorator and its single-flight), ``housekeeping`` (the janitor).
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from ..settings import TTL_LEVELS, Settings
 from .base import Entry, Tier
 from .frozen import FrozenDict, freeze
 from .memory import MemoryTier
+from .policy import LevelOf
 from .sqlite import SQLiteTier
 from .tiered import TieredCache
 
 __all__ = [
-    "Entry", "FrozenDict", "MemoryTier", "SQLiteTier", "Tier", "TieredCache", "freeze", "open_cache",
+    "Entry", "FrozenDict", "LevelOf", "MemoryTier", "SQLiteTier", "Tier", "TieredCache", "freeze", "open_cache",
 ]
 
 CACHE_FILE = "cache.sqlite"
@@ -42,12 +49,15 @@ def open_cache(
     stale_grace: int | None = None,
     clock: Callable[[], float] = time.time,
     janitor_interval: float | None = 60.0,
+    level_of: LevelOf | None = None,
 ) -> TieredCache:
     """Open the tiered cache stored in ``<data_dir>/cache.sqlite``.
 
     Arguments left out come from ``settings`` (or, without it, the environment),
     then the defaults; ``ttls`` may name only some levels. ``janitor_interval``
     None starts no background purge thread (tests call ``purge_expired``).
+    ``level_of`` gives the TTL level of a key stored without one (a callable
+    on the key, or a mapping from its kind); by default the service's kinds.
     Raises ConfigError for bad arguments and CacheError if the file cannot be
     opened at all (a corrupt file is moved aside instead).
     """
@@ -84,7 +94,7 @@ def open_cache(
     tiers.append(SQLiteTier(data_dir / CACHE_FILE, grace=grace, clock=clock))
     if redis_url:
         tiers.append(_redis_tier(redis_url, base.redis_namespace, grace=grace, clock=clock))
-    cache = TieredCache(tiers, ttls=merged, grace=grace, clock=clock)
+    cache = TieredCache(tiers, ttls=merged, grace=grace, clock=clock, level_of=level_of)
     if janitor_interval is not None:
         cache.start_janitor(janitor_interval)
     return cache

@@ -3,8 +3,10 @@
 A tier is a small, dict-like store of :class:`Entry` objects (in the spirit of
 requests-cache's backends). Tiers keep an entry until ``expires_at + grace`` so
 stale data can still be served when the upstream fails; whether an entry is
-fresh is decided by :class:`~stockcache.cache.tiered.TieredCache`, never by a tier.
-Tier failures surface as :class:`~stockcache.errors.CacheError` only.
+fresh is decided by :class:`~stockcache.cache.tiered.TieredCache`, never by a tier,
+and so are hits and misses counted there (:mod:`.counters`). Tiers that store
+text store :mod:`.codec`'s JSON. Tier failures surface as
+:class:`~stockcache.errors.CacheError` only.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ class Entry:
 class Tier(abc.ABC):
     """One level of the cache; every implementation must be thread-safe.
 
-    Adding a tier (Redis) means implementing these methods and adding its class
-    to the contract test fixture in ``tests/unit/test_cache_tiers.py``.
+    Adding a tier means implementing these methods and adding one line to
+    ``TIERS`` in ``tests/unit/test_cache_tiers.py``, whose contract every tier passes.
     """
 
     name: ClassVar[str]
@@ -85,7 +87,7 @@ class Tier(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
-        """Counters and sizes for ``get_stats()``."""
+        """The tier's size and its own counters for ``get_stats()`` (hits and misses are the chain's)."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook, a no-op for tiers that buffer nothing
         """Make buffered writes durable (nothing to do for tiers that buffer nothing)."""

@@ -1,14 +1,16 @@
 """Deep-immutable JSON values, so a cache hit can hand out the stored object itself.
 
 Values are frozen once when they are stored; a memory hit then returns the same
-object with no copy, and no caller can change what the next caller sees.
+object with no copy, and no caller can change what the next caller sees. Text
+from the SQLite and Redis tiers is parsed straight into these shapes by
+:mod:`.codec`.
+
 ``FrozenDict`` subclasses ``dict`` so ``json.dumps`` and bottle serialise it as
 is, and ``dict(x)`` / ``{**x}`` give an ordinary mutable (shallow) copy.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, NoReturn
 
@@ -80,37 +82,3 @@ def _freeze(value: Any) -> Any:
     if kind is list or kind is tuple:
         return tuple([_freeze(item) for item in value])
     raise ValueError(f"cached values must be JSON-compatible, not {kind.__name__}")
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_scan = json.JSONDecoder(  # the C scanner: loads() without its whitespace regex passes
-    object_pairs_hook=FrozenDict, parse_constant=_reject_constant
-).scan_once  # type: ignore[attr-defined]
-
-
-def loads_frozen(text: str) -> Any:
-    """Parse JSON text straight into a frozen value (what :func:`freeze` would give).
-
-    Objects are built as FrozenDict by the C scanner; only text that holds a
-    nested array needs a second walk to turn lists into tuples. Only ``str`` is
-    accepted: the cache writes text, so bytes in its file are not ours.
-    """
-    if type(text) is not str:
-        raise ValueError(f"expected JSON text, not {type(text).__name__}")
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration:
-        raise ValueError("not JSON text") from None
-    except RecursionError:  # the C scanner's depth limit: text nested deeper than any value of ours
-        raise ValueError("cached value is nested too deeply") from None
-    if end != len(text) and text[end:].strip():
-        raise ValueError("extra data after the JSON value")
-    if type(value) is list:
-        if text.find("[", 1) == -1:  # the outer array is the only one
-            return tuple(value)
-    elif "[" not in text:
-        return value
-    return freeze(value)

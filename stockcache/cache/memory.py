@@ -17,6 +17,7 @@ class MemoryTier(Tier):
 
     Thread-safe: one lock, held only for the dict operation itself. A hit does
     no serialisation and no I/O and returns the stored (frozen) value as is.
+    Hits and misses are counted by the tier chain, which knows which reads count.
     """
 
     name = "memory"
@@ -32,8 +33,6 @@ class MemoryTier(Tier):
         self._clock = clock
         self._data: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
         self._evictions = 0
 
     def get(self, key: str) -> Entry | None:
@@ -41,18 +40,14 @@ class MemoryTier(Tier):
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
-                self._misses += 1
                 return None
             if entry.expires_at <= limit:
                 del self._data[key]
-                self._misses += 1
                 return None
             self._data.move_to_end(key)
-            self._hits += 1
             return entry
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
-        keys = list(dict.fromkeys(keys))
         limit = self._clock() - self.grace
         found: dict[str, Entry] = {}
         data = self._data
@@ -66,8 +61,6 @@ class MemoryTier(Tier):
                     continue
                 data.move_to_end(key)
                 found[key] = entry
-            self._hits += len(found)
-            self._misses += len(keys) - len(found)
         return found
 
     def set(self, key: str, entry: Entry) -> None:
@@ -129,8 +122,6 @@ class MemoryTier(Tier):
             return {
                 "size": len(self._data),
                 "max_size": self.max_items,
-                "hits": self._hits,
-                "misses": self._misses,
                 "evictions": self._evictions,
             }
 

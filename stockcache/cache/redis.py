@@ -2,7 +2,7 @@
 
 Only imported when ``REDIS_URL`` is set (``open_cache`` imports it lazily), so
 redis-py is needed only by those who use Redis. Values are the same JSON triple
-as in SQLite (``[value, stored_at, expires_at]``), never pickle, under
+as in SQLite (:mod:`.codec`: ``[value, stored_at, expires_at]``), never pickle, under
 ``<namespace>:cache:<key>``; Redis expires each key itself at ``expires_at +
 grace`` (a relative ``PX``, so the Redis host's clock does not matter), which is
 why :meth:`RedisTier.purge` has nothing to do.
@@ -21,7 +21,6 @@ needs it.
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import math
 import threading
@@ -34,8 +33,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import CacheError
+from . import codec
 from .base import Entry, Tier, glob_to_regex
-from .frozen import loads_frozen
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +47,6 @@ _MGET_CHUNK = 1000  # keys per MGET; several chunks still go in one pipelined ro
 _SCAN_COUNT = 1000
 _GLOB_SPECIAL = "*?["
 _LINK_ERRORS = (redis.ConnectionError, redis.TimeoutError)  # Redis unreachable or too slow
-
-
-def _encode(entry: Entry) -> str:
-    return json.dumps([entry.value, entry.stored_at, entry.expires_at], separators=(",", ":"), allow_nan=False)
 
 
 def _escape_glob(text: str) -> str:
@@ -289,8 +284,6 @@ class RedisTier(Tier):
         self._clock = clock
         self._size_interval = size_interval
         self._lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
         self._bad_values = 0
         self._size: tuple[float, int] | None = None  # (monotonic time, count)
 
@@ -298,13 +291,7 @@ class RedisTier(Tier):
 
     def get(self, key: str) -> Entry | None:
         text = self.link.run("get", lambda r: r.get(self._prefix + key))
-        entry = self._entry(key, text, self._clock() - self.grace)
-        with self._lock:
-            if entry is None:
-                self._misses += 1
-            else:
-                self._hits += 1
-        return entry
+        return self._entry(text, self._clock() - self.grace)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
         wanted = list(dict.fromkeys(keys))
@@ -324,21 +311,17 @@ class RedisTier(Tier):
         cutoff = self._clock() - self.grace
         found: dict[str, Entry] = {}
         for key, text in zip(wanted, texts):
-            entry = self._entry(key, text, cutoff)
+            entry = self._entry(text, cutoff)
             if entry is not None:
                 found[key] = entry
-        with self._lock:
-            self._hits += len(found)
-            self._misses += len(wanted) - len(found)
         return found
 
-    def _entry(self, key: str, text: Any, cutoff: float) -> Entry | None:
+    def _entry(self, text: Any, cutoff: float) -> Entry | None:
         if text is None:
             return None
         try:
-            value, stored_at, expires_at = loads_frozen(text)
-            entry = Entry(value, float(stored_at), float(expires_at), self.name)
-        except (ValueError, TypeError):
+            entry = codec.decode(text, self.name)
+        except ValueError:
             # Not our JSON triple (another program's key, garbage): a miss, never executed.
             with self._lock:
                 self._bad_values += 1
@@ -355,9 +338,9 @@ class RedisTier(Tier):
         if not entries:
             return
         try:
-            rows = [(self._prefix + key, _encode(e), e.expires_at) for key, e in entries.items()]
-        except (TypeError, ValueError) as exc:
-            raise CacheError(f"value cannot be stored as JSON: {exc}") from exc
+            rows = [(self._prefix + key, codec.encode(e), e.expires_at) for key, e in entries.items()]
+        except ValueError as exc:
+            raise CacheError(str(exc)) from exc
         now = self._clock()
 
         def write(r: redis.Redis) -> None:
@@ -414,7 +397,7 @@ class RedisTier(Tier):
         return self.link.status()
 
     def stats(self) -> dict[str, Any]:
-        """Counters, the link's status, and the namespace's key count (``size``) while Redis is up.
+        """The link's status, values that were not ours, and the namespace's key count (``size``) while Redis is up.
 
         While Redis is down (or its pause has not run out) this does no I/O
         beyond one probe, and ``size`` is left out.
@@ -427,7 +410,7 @@ class RedisTier(Tier):
             except CacheError:
                 out.update(self.link.status())
         with self._lock:
-            out.update(hits=self._hits, misses=self._misses, bad_values=self._bad_values)
+            out["bad_values"] = self._bad_values
         return out
 
     def _count(self) -> int:

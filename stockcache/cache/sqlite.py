@@ -1,37 +1,37 @@
-"""The persistent tier: one SQLite file written through sqlitedict, values as JSON.
+"""The persistent tier: one SQLite file through the standard sqlite3 module, values as JSON.
 
-Layout: sqlitedict's own table (``key TEXT PRIMARY KEY, value``) plus a real
-``expires_at`` column with an index, created with plain sqlite3 before
-sqlitedict opens the file. sqlitedict only ever runs ``CREATE TABLE IF NOT
-EXISTS`` and reads/writes key and value, so the extra column is invisible to
-it, and purging expired rows is an indexed range delete instead of decoding
-every value. ``value`` is the JSON text ``[value, stored_at, expires_at]``.
+Layout: one table ``(key TEXT PRIMARY KEY, value, expires_at REAL)`` with an
+index on ``expires_at``, so purging expired rows is an indexed range delete
+instead of decoding every value. ``value`` is :mod:`.codec`'s JSON text
+``[value, stored_at, expires_at]``. (It is the table sqlitedict used to lay
+out for earlier versions, so their files open as they are.)
 
-Writes go through sqlitedict's single worker thread and are committed without
-waiting. Reads do not: a round trip through that worker costs about 0.1 ms
-(two thread hand-offs), more than a Redis GET over loopback, so reads use a
-small pool of read-only connections in the calling thread. WAL lets them read
-alongside the writer, but they only see committed rows, so writes not yet
-committed are kept in an overlay (``_pending``) until the worker acknowledges
-their commit; that keeps read-your-writes.
+Reads run in the calling thread on a small pool of read-only connections:
+WAL lets them read alongside the writer, and a read costs a few microseconds,
+where a round trip through a worker thread costs about 0.1 ms (two thread
+hand-offs), more than a Redis GET over loopback.
 
-When writes fail (a full disk, an I/O error), the tier does not die with its
-worker. sqlitedict's worker keeps the first error and raises it at whichever
-call comes next, and it dies outright if its own commit request fails, so
-each batch ends with a ``COMMIT`` statement (an error the worker survives) and
-any error or dead worker switches writes off: the overlay's unconfirmed
-entries are dropped and counted (``dropped_writes``), the worker is retired
-(closing its connection rolls back what it held), and writes are refused
-(counted, a CacheError the tiered cache skips) for ``WRITE_RETRY_SECONDS``.
-The next write after that opens a new worker and tries again, so the tier
-comes back by itself once space returns. Reads go on throughout, and the
-memory tier above keeps what the requests wrote.
+Writes go to one writer thread of our own, with its own connection, and are
+not waited for: the writer takes everything queued, runs it as one
+transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) and then confirms it.
+Readers see committed rows only, so writes not yet confirmed are kept in an
+overlay (``_pending``; deletions as tombstones) that reads look at first:
+read-your-writes. ``delete``, ``delete_pattern_keys``, ``purge`` and
+``flush`` wait for the writer's answer.
+
+When writes fail (a full disk, an I/O error), the tier does not die: the
+transaction is rolled back and the writer's connection closed, the overlay's
+unconfirmed entries are dropped and counted (``dropped_writes``), and writes
+are refused at once (counted, a CacheError the tiered cache skips) for
+``WRITE_RETRY_SECONDS``. The next write after that is taken again and the
+writer opens a new connection for it, so the tier comes back by itself once
+space returns. Reads go on throughout, and the memory tier above keeps what
+the requests wrote.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import os
 import queue
@@ -41,44 +41,30 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, TypeVar
-
-import sqlitedict
+from typing import Any
 
 from ..errors import CacheError
 from ..sqlitefile import create_private, open_sound
-from .base import Entry, Tier
-from .frozen import loads_frozen
+from . import codec
+from .base import Entry, Tier, glob_to_regex
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# sqlitedict's worker protocol marker (stable through 2.x, pinned in setup.cfg). It lets us wait
-# on the worker with a timeout and a liveness check: its own select() waits forever if the
-# worker thread has died.
-_RESPONSE_NO_MORE = sqlitedict._RESPONSE_NO_MORE
 
 _DB_ERRORS = (sqlite3.Error, OSError, OverflowError, RuntimeError)
 _CHUNK = 500  # SQLite's default limit on ? parameters is 999 on old builds
 _WAL_LIMIT_BYTES = 8 * 1024 * 1024  # the WAL file is truncated back to this after checkpoints
-_WAIT_SLICE = 0.25  # seconds between liveness checks while waiting on the worker
+_WAIT_SLICE = 0.25  # seconds between liveness checks while waiting on the writer
+_BUSY_TIMEOUT = 5.0  # seconds the writer waits for another process's write lock
+_MAX_JOBS = 256  # queued jobs the writer runs as one transaction
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-WRITE_RETRY_SECONDS = 2.0  # after a failed write, writes are dropped this long, then a new worker tries
+WRITE_RETRY_SECONDS = 2.0  # after a failed write, writes are dropped this long, then taken again
 
-# sqlitedict's worker logs a dozen ERROR lines (a stack dump) for every failed statement; the
-# failure reaches us as an exception anyway and is logged once, here, in one line.
-_QUIET = logging.Logger("stockcache.cache.sqlite.worker")
-_QUIET.disabled = True
-
-
-def _encode(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def _decode(text: Any) -> Any:
-    return json.loads(text)
+# What the writer is asked to do. A job is (kind, generation, seq, payload, reply).
+_PUT, _QUERY, _FLUSH, _STOP = range(4)
+Job = tuple[int, int, int, Any, "Future[Any] | None"]
 
 
 def _reason(exc: BaseException) -> str:
@@ -88,10 +74,9 @@ def _reason(exc: BaseException) -> str:
 class SQLiteTier(Tier):
     """Entries in one table of a SQLite file; survives restarts and is shared by processes.
 
-    Thread-safe: writes are queued to sqlitedict's worker thread (enqueued under
-    a lock so the overlay and the queue agree on order); reads use pooled
-    connections without any lock held during I/O. Opening a new worker after
-    failed writes happens outside the lock, in the one writer that is due.
+    Thread-safe: one lock guards the overlay, the queue order and the
+    counters, and is never held during I/O; reads use pooled connections, and
+    only the writer thread touches the write connection.
     """
 
     name = "sqlite"
@@ -113,23 +98,21 @@ class SQLiteTier(Tier):
         self._clock = clock
         self._table = table
         self._max_idle_readers = max_idle_readers
-        self._lock = threading.Lock()  # guards everything below except the reader deque
-        self._pending: OrderedDict[str, tuple[int, Entry]] = OrderedDict()
+        self._lock = threading.Lock()  # guards everything below except the reader deque and the connection
+        self._pending: OrderedDict[str, tuple[int, Entry | None]] = OrderedDict()
         self._seq = 0
-        self._acked = 0
-        self._acks: queue.Queue[Any] = queue.Queue()  # one per worker: a retired one answers into its own
+        # Bumped when writes fail: jobs queued before that are not run (their entries were dropped).
+        self._generation = 0
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._readers: deque[sqlite3.Connection] = deque()  # append/pop are atomic
         self._closing = False
         self._closed = False
-        self._hits = 0
-        self._misses = 0
         self._bad_rows = 0
         self._last_bad_row_log = float("-inf")
-        # Write failures: while _writes_off_until is set, writes are dropped until that time.
+        # Write failures: while _writes_off_until is set, writes are refused until that time.
         self._writes_off_until: float | None = None
-        self._reopening = False
         self._write_error = ""
-        self._failing = False  # from the first failed write until a batch is confirmed again
+        self._failing = False  # from the first failed write until a transaction commits again
         self._dropped = 0
         self._write_failures = 0
         self._notes: list[tuple[int, str]] = []  # log lines decided under the lock, written after it
@@ -148,48 +131,37 @@ class SQLiteTier(Tier):
 
         open_sound(self.path, lambda p: _create(p, table), label="SQLite cache", check_seconds=check_seconds)
         self._uri = self.path.resolve().as_uri() + "?mode=ro"
-        self._db = self._open_worker()
+        self._conn: sqlite3.Connection | None = self._connect()  # the writer's; CacheError if it cannot open
+        self._writer = self._start_writer()
 
-    def _open_worker(self) -> Any:
-        """A new sqlitedict on the file, set up; CacheError if it cannot be opened."""
+    def _connect(self) -> sqlite3.Connection:
+        """A write connection on the file, set up; CacheError if it cannot be opened."""
         try:
-            db = sqlitedict.SqliteDict(
-                str(self.path),
-                tablename=self._table,
-                flag="c",
-                autocommit=False,
-                journal_mode="WAL",
-                encode=_encode,
-                decode=_decode,
-                outer_stack=False,
-            )
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         except _DB_ERRORS as exc:
             raise CacheError(f"cannot open the SQLite cache {self.path}: {exc}") from exc
-        worker = db.conn
-        worker.log = _QUIET
         try:
-            # sqlitedict sets synchronous=OFF, which can corrupt the file on power
-            # loss; NORMAL in WAL mode only risks losing the last commits.
-            for pragma in ("PRAGMA synchronous=NORMAL", f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}"):
-                results: queue.Queue[Any] = queue.Queue()
-                worker.execute(pragma, (), results)
-                self._collect(worker, results)
-                worker.check_raise_error()
+            # NORMAL in WAL mode only risks the last commits on power loss, never the file.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         except _DB_ERRORS as exc:
-            db.close(do_log=False, force=True)
+            conn.close()
             raise CacheError(f"cannot set up the SQLite cache {self.path}: {exc}") from exc
-        except CacheError:
-            db.close(do_log=False, force=True)
-            raise
-        return db
+        return conn
+
+    def _start_writer(self) -> threading.Thread:
+        thread = threading.Thread(target=self._write_loop, name="stockcache-sqlite-writer", daemon=True)
+        thread.start()
+        return thread
 
     # reads ---------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
         if self._pending:
-            held = self._pending_lookup([key])
-            if key in held:
-                return self._count_one(held[key])
+            with self._lock:
+                held = self._pending.get(key)
+            if held is not None:
+                return self._within_grace(held[1])
         conn = self._reader()
         try:
             rows = conn.execute(self._sql_get, (key,)).fetchall()
@@ -197,17 +169,22 @@ class SQLiteTier(Tier):
             self._discard(conn)
             raise CacheError(f"SQLite cache read failed: {exc}") from exc
         self._release(conn)
-        entry = self._entry(key, rows[0][0]) if rows else None
-        return self._count_one(entry)
+        return self._within_grace(self._entry(key, rows[0][0])) if rows else None
+
+    def _within_grace(self, entry: Entry | None) -> Entry | None:
+        if entry is None or entry.expires_at <= self._clock() - self.grace:
+            return None
+        return entry
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
-        wanted = list(dict.fromkeys(keys))
+        rest = list(dict.fromkeys(keys))
         found: dict[str, Entry | None] = {}
         if self._pending:
-            found.update(self._pending_lookup(wanted))
-            rest = [key for key in wanted if key not in found]
-        else:
-            rest = wanted
+            with self._lock:
+                pending = self._pending
+                found = {key: pending[key][1] for key in rest if key in pending}
+            if found:
+                rest = [key for key in rest if key not in found]
         if rest:
             conn = self._reader()
             try:
@@ -220,29 +197,7 @@ class SQLiteTier(Tier):
                 raise CacheError(f"SQLite cache read failed: {exc}") from exc
             self._release(conn)
         cutoff = self._clock() - self.grace
-        out = {k: e for k, e in found.items() if e is not None and e.expires_at > cutoff}
-        with self._lock:
-            self._hits += len(out)
-            self._misses += len(wanted) - len(out)
-        return out
-
-    def _count_one(self, entry: Entry | None) -> Entry | None:
-        if entry is not None and entry.expires_at <= self._clock() - self.grace:
-            entry = None
-        with self._lock:
-            if entry is None:
-                self._misses += 1
-            else:
-                self._hits += 1
-        return entry
-
-    def _pending_lookup(self, keys: list[str]) -> dict[str, Entry]:
-        with self._lock:
-            self._trim_pending()
-            pending = self._pending
-            found = {key: pending[key][1] for key in keys if key in pending}
-        self._write_notes()
-        return found
+        return {k: e for k, e in found.items() if e is not None and e.expires_at > cutoff}
 
     def _select_in(self, count: int) -> str:
         sql = self._sql_in.get(count)
@@ -253,12 +208,10 @@ class SQLiteTier(Tier):
         return sql
 
     def _entry(self, key: str, text: Any) -> Entry | None:
-        # Anything that is not our JSON triple (a planted pickle, garbage) is a
-        # miss: json.loads never executes anything, whatever the bytes are.
+        # Anything that is not our JSON triple (a planted pickle, garbage) is a miss.
         try:
-            value, stored_at, expires_at = loads_frozen(text)
-            return Entry(value, float(stored_at), float(expires_at), self.name)
-        except (ValueError, TypeError):
+            return codec.decode(text, self.name)
+        except ValueError:
             self._note_bad_row(key)
             return None
 
@@ -307,173 +260,120 @@ class SQLiteTier(Tier):
         if not entries:
             return
         try:
-            rows = [(key, _encode([e.value, e.stored_at, e.expires_at]), e.expires_at)
-                    for key, e in entries.items()]
-        except (TypeError, ValueError) as exc:
-            raise CacheError(f"value cannot be stored as JSON: {exc}") from exc
+            rows = [(_storable_key(key), codec.encode(e), e.expires_at) for key, e in entries.items()]
+        except ValueError as exc:
+            raise CacheError(str(exc)) from exc
         tagged = [
             (key, e if e.tier == self.name else Entry(e.value, e.stored_at, e.expires_at, self.name))
             for key, e in entries.items()
         ]
-
-        # Enqueued under the lock (queue puts, no I/O) so the overlay's order is
-        # the worker's order, which the commit acknowledgements rely on.
-        def enqueue(worker: Any) -> None:
-            self._trim_pending()
-            if self._writes_off_until is not None:  # the trim found the worker failed
-                raise self._writes_off()
-            self._seq += 1
-            seq = self._seq
-            for row in rows:
-                worker.execute(self._sql_put, row)
-            worker.execute("COMMIT")
-            # Acknowledges the commit above: answered by the worker in order.
-            worker.execute("SELECT ?", (seq,), self._acks)
-            pending = self._pending
-            for key, entry in tagged:
-                pending[key] = (seq, entry)
-                pending.move_to_end(key)
-
-        try:
-            self._on_writer(enqueue)
-        except CacheError:
-            with self._lock:
+        with self._lock:
+            refused = self._refusal()
+            if refused is None:
+                # Queued under the lock, so the overlay's order is the writer's order,
+                # which trimming confirmed entries relies on.
+                self._seq += 1
+                seq = self._seq
+                pending = self._pending
+                for key, entry in tagged:
+                    pending[key] = (seq, entry)
+                    pending.move_to_end(key)
+                self._jobs.put((_PUT, self._generation, seq, rows, None))
+            else:
                 self._dropped += len(rows)
-            raise
-
-    def _trim_pending(self) -> None:
-        """Drop overlay entries whose commit the worker has acknowledged (lock held).
-
-        Acknowledgements are read first and the worker's error after them: an
-        error the worker met before answering is then never missed, and every
-        batch not confirmed by then counts as dropped.
-        """
-        acks = self._acks
-        acked = self._acked
-        while True:
-            try:
-                item = acks.get_nowait()
-            except queue.Empty:
-                break
-            if type(item) is tuple and item[0] > acked:
-                acked = item[0]
-        worker = self._db.conn
-        if self._writes_off_until is None and worker is not None:
-            error = worker.exception
-            if error is not None or not worker.is_alive():
-                self._writes_failed(worker, error[1] if error else None)
-                return
-            if acked > self._acked:
-                self._confirmed()
-        self._acked = acked
-        pending = self._pending
-        while pending:
-            key = next(iter(pending))
-            if pending[key][0] > acked:
-                break
-            del pending[key]
+        self._write_notes()
+        if refused is not None:
+            raise refused
 
     def delete(self, key: str) -> bool:
-        return bool(self._query(self._sql_delete, (key,), commit=True, forget=key))
+        return bool(self._query(self._sql_delete, (key,), forget=key))
 
     def delete_pattern_keys(self, pattern: str) -> builtins.set[str]:
-        return {row[0] for row in self._query(self._sql_delete_glob, (pattern,), commit=True)}
+        return {row[0] for row in self._query(self._sql_delete_glob, (pattern,), forget=glob_to_regex(pattern))}
 
     def purge(self, limit: int) -> int:
         if limit <= 0:
             return 0
         cutoff = self._clock() - self.grace
-        return len(self._query(self._sql_purge, (cutoff, limit), commit=True))
+        return len(self._query(self._sql_purge, (cutoff, limit)))
 
     def flush(self) -> None:
-        # Every batch commits itself; waiting for the worker to answer a query
-        # queued after them is waiting for all of them.
-        self._query("SELECT 1")
+        """Wait until every write queued before this call is committed (CacheError if it was not)."""
+        self._call(_FLUSH, None)
 
-    # worker plumbing -----------------------------------------------------
+    def _query(
+        self, sql: str, args: tuple[Any, ...] = (), *, forget: str | re.Pattern[str] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on the writer, after every write queued before it, and return its rows.
 
-    def _on_writer(self, work: Callable[[Any], T]) -> tuple[Any, T]:
-        """``work(worker)`` (queue puts only) under the lock, on a worker that has not failed.
-
-        When writes are off and their retry time has come, this caller opens a
-        new worker first (outside the lock); everyone else meanwhile, and
-        everyone before the retry time, gets CacheError at once.
+        Overlay entries for the key (or matching the pattern) ``forget`` names
+        become tombstones at once, so no read serves them while the statement
+        waits its turn.
         """
-        try:
-            for attempt in range(2):
-                with self._lock:
-                    worker = self._usable_worker(may_reopen=attempt == 0)
-                    if worker is not None:
-                        try:
-                            return worker, work(worker)
-                        except _DB_ERRORS as exc:  # the worker raising an earlier statement's error
-                            self._writes_failed(worker, exc)
-                            raise self._writes_off() from exc
-                self._reopen()
-            raise self._writes_off()
-        finally:
-            self._write_notes()
+        return self._call(_QUERY, (sql, args), forget)  # type: ignore[no-any-return]
 
-    def _usable_worker(self, *, may_reopen: bool) -> Any:
-        """The live worker; None when this caller is to open a new one; CacheError while writes are off (lock held)."""
-        if self._closed:
-            raise CacheError("the SQLite cache is closed")
-        if self._writes_off_until is None:
-            worker = self._db.conn  # None if the handle was closed under us
-            error = worker.exception if worker is not None else None
-            if error is None and worker is not None and worker.is_alive():
-                return worker
-            self._writes_failed(worker, error[1] if error else None)
-        if not may_reopen or self._reopening or self._clock() < self._writes_off_until:  # type: ignore[operator]
-            raise self._writes_off()
-        self._reopening = True
+    def _call(self, kind: int, payload: Any, forget: str | re.Pattern[str] | None = None) -> Any:
+        reply: Future[Any] = Future()
+        with self._lock:
+            refused = self._refusal()
+            if refused is None:
+                self._seq += 1
+                seq = self._seq
+                pending = self._pending
+                if forget is not None and pending:
+                    if isinstance(forget, str):
+                        doomed = [forget] if forget in pending else []
+                    else:
+                        doomed = [key for key in pending if forget.fullmatch(key)]
+                    for key in doomed:
+                        pending[key] = (seq, None)
+                        pending.move_to_end(key)
+                self._jobs.put((kind, self._generation, seq, payload, reply))
+        self._write_notes()
+        if refused is not None:
+            raise refused
+        return self._wait(reply)
+
+    def _wait(self, reply: Future[Any]) -> Any:
+        """The writer's answer; CacheError if it failed, or if the writer is gone."""
+        while True:
+            try:
+                return reply.result(timeout=_WAIT_SLICE)
+            except FutureTimeout:
+                if not self._writer.is_alive() and not reply.done():
+                    raise CacheError("the SQLite cache writer has stopped") from None
+
+    def _refusal(self) -> CacheError | None:
+        """Why a write must be refused now, or None; takes writes again once their retry time has come (lock held)."""
+        if self._closing:
+            return CacheError("the SQLite cache is closed")
+        if self._writes_off_until is not None:
+            if self._clock() < self._writes_off_until:
+                return self._writes_off()
+            self._writes_off_until = None  # the writer opens a new connection for the next job
+            if not self._writer.is_alive():
+                self._writer = self._start_writer()
+        elif not self._writer.is_alive():  # it never should; never queue work nobody will do
+            self._writes_failed(self._generation, RuntimeError("the SQLite cache writer stopped"))
+            return self._writes_off()
         return None
 
-    def _reopen(self) -> None:
-        """Open a new worker to replace a failed one (no lock held: this is I/O)."""
-        try:
-            db = self._open_worker()
-        except CacheError as exc:
-            with self._lock:
-                self._reopening = False
-                self._write_failures += 1
-                self._writes_off_until = self._clock() + WRITE_RETRY_SECONDS
-                self._write_error = _reason(exc)
-            raise self._writes_off() from exc
-        with self._lock:
-            self._reopening = False
-            if not self._closed:
-                self._db, db = db, self._db
-                self._acks = queue.Queue()
-                self._writes_off_until = None
-        db.close(do_log=False, force=True)  # the failed one (or the new one, if we closed meanwhile)
-
-    def _writes_failed(self, worker: Any, exc: BaseException | None) -> None:
-        """A write failed or the worker died: switch writes off for a while (lock held)."""
-        if worker is not self._db.conn or self._writes_off_until is not None:
-            return  # already handled, for this worker
+    def _writes_failed(self, generation: int, exc: BaseException) -> None:
+        """A write failed: drop the overlay, refuse writes for a while (lock held). Once per generation."""
+        if generation != self._generation:
+            return  # already handled
+        self._generation += 1
         self._write_failures += 1
-        self._write_error = _reason(exc) if exc is not None else "the SQLite cache worker stopped"
+        self._write_error = _reason(exc)
         self._writes_off_until = self._clock() + WRITE_RETRY_SECONDS
         # Nothing in the overlay is confirmed any more: drop it rather than promise reads it.
-        self._dropped += len(self._pending)
+        self._dropped += sum(1 for _, entry in self._pending.values() if entry is not None)
         self._pending.clear()
-        # Retire the worker: it finishes what is queued, then its connection closes, which
-        # rolls back a transaction left open by the failure. (A queue put, no I/O.)
-        if worker is not None:
-            worker.close(force=True)
         if not self._failing:
             self._failing = True
             self._notes.append((logging.WARNING, f"SQLite cache writes failed ({self._write_error}); "
                                                  "serving from memory and dropping cache writes, "
                                                  f"retrying every {WRITE_RETRY_SECONDS:.0f} s"))
-
-    def _confirmed(self) -> None:
-        """A write was committed: if writes had failed, say they work again (lock held)."""
-        if self._failing:
-            self._failing = False
-            self._notes.append((logging.INFO, f"SQLite cache writes work again ({self._dropped} cache writes "
-                                              "were dropped while they failed)"))
 
     def _writes_off(self) -> CacheError:
         return CacheError(f"SQLite cache writes are failing ({self._write_error}); dropped until they work again")
@@ -487,70 +387,110 @@ class SQLiteTier(Tier):
         for level, text in notes:
             log.log(level, "%s", text)
 
-    def _query(
-        self,
-        sql: str,
-        args: tuple[Any, ...] = (),
-        *,
-        commit: bool = False,
-        forget: str | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """Run one statement (and a commit) on the worker and wait for its rows.
+    # the writer thread ---------------------------------------------------
 
-        When it is answered, every write queued before it has been done, so the
-        overlay up to that point is dropped (unless the worker reported an error).
-        """
-        results: queue.Queue[Any] = queue.Queue()
-        done: queue.Queue[Any] = queue.Queue()
-
-        def enqueue(worker: Any) -> int:
-            if forget is not None:
-                self._pending.pop(forget, None)
-            worker.execute(sql, args, results)
-            if commit:
-                worker.execute("COMMIT", (), done)
-            return self._seq
-
-        worker, seq = self._on_writer(enqueue)
-        try:
-            rows = self._collect(worker, results)
-            if commit:
-                self._collect(worker, done)
-        except CacheError as exc:
-            with self._lock:
-                self._writes_failed(worker, exc)
-            self._write_notes()
-            raise
-        # The worker records an error before it answers, so it is visible by now.
-        with self._lock:
-            error = worker.exception
-            if error is not None:
-                self._writes_failed(worker, error[1])
-            failed = self._writes_off_until is not None  # ours, or one noticed meanwhile
-            if not failed:
-                if commit:
-                    self._confirmed()
-                self._trim_pending()  # reads the batches' own acknowledgements first
-                self._acked = max(self._acked, seq)
-                self._trim_pending()
-        self._write_notes()
-        if failed:
-            raise self._writes_off()
-        return rows
-
-    @staticmethod
-    def _collect(worker: Any, results: queue.Queue[Any]) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = []
+    def _write_loop(self) -> None:
+        jobs = self._jobs
         while True:
+            batch = [jobs.get()]
+            while len(batch) < _MAX_JOBS:
+                try:
+                    batch.append(jobs.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                row = results.get(timeout=_WAIT_SLICE)
-            except queue.Empty:
-                if not worker.is_alive():
-                    raise CacheError("the SQLite cache worker has stopped") from None
-                continue
-            if row == _RESPONSE_NO_MORE:
-                return rows
-            rows.append(row)
+                error = self._run(batch)
+            except Exception as exc:  # a bug of ours: answer everyone, keep writing
+                log.exception("SQLite cache writer failed")
+                error = CacheError(f"SQLite cache writer failed: {_reason(exc)}")
+                for job in batch:
+                    if job[4] is not None and not job[4].done():
+                        job[4].set_exception(error)
+            stop = next((job for job in batch if job[0] == _STOP), None)
+            if stop is not None:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    self._discard(conn)
+                if error is None:
+                    stop[4].set_result(None)  # type: ignore[union-attr]
+                elif not stop[4].done():  # type: ignore[union-attr]
+                    stop[4].set_exception(error)  # type: ignore[union-attr]
+                return
+
+    def _run(self, batch: list[Job]) -> CacheError | None:
+        """Run the jobs of the current generation as one transaction and answer them; the error, if any."""
+        with self._lock:
+            generation = self._generation
+            off = self._writes_off() if any(job[1] != generation for job in batch) else None
+        live = []
+        for job in batch:
+            if job[1] == generation or job[0] == _STOP:
+                live.append(job)
+            elif job[4] is not None:  # queued before writes failed: not run
+                job[4].set_exception(off)  # type: ignore[arg-type]
+        work = [job for job in live if job[0] in (_PUT, _QUERY)]
+        results: dict[int, list[tuple[Any, ...]]] = {}
+        if work:
+            try:
+                conn = self._conn
+                if conn is None:
+                    conn = self._conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                for index, job in enumerate(work):
+                    if job[0] == _PUT:
+                        conn.executemany(self._sql_put, job[3])
+                    else:
+                        results[index] = conn.execute(*job[3]).fetchall()
+                conn.execute("COMMIT")
+            except Exception as exc:  # noqa: BLE001 - any failure here is a failed write
+                self._abandon_connection()
+                with self._lock:
+                    self._writes_failed(generation, exc)
+                    error = self._writes_off()
+                self._write_notes()
+                for job in live:
+                    if job[4] is not None and job[0] != _STOP:
+                        job[4].set_exception(error)
+                return error
+            with self._lock:
+                self._confirmed(max(job[2] for job in work), wrote=any(job[0] == _PUT for job in work))
+            self._write_notes()
+            for index, job in enumerate(work):
+                if job[0] == _QUERY:
+                    job[4].set_result(results[index])  # type: ignore[union-attr]
+        for job in live:
+            if job[0] == _FLUSH:
+                job[4].set_result(None)  # type: ignore[union-attr]
+        return None
+
+    def _abandon_connection(self) -> None:
+        """Roll back and close the write connection after a failure; the next job opens a new one."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except _DB_ERRORS:
+            pass  # closing rolls back too
+        self._discard(conn)
+
+    def _confirmed(self, seq: int, *, wrote: bool) -> None:
+        """Everything up to ``seq`` is committed: drop it from the overlay (lock held).
+
+        If writes had failed and this transaction stored entries, say they work
+        again (a purge that found nothing to delete proves nothing).
+        """
+        pending = self._pending
+        while pending:
+            key = next(iter(pending))
+            if pending[key][0] > seq:
+                break
+            del pending[key]
+        if self._failing and wrote:
+            self._failing = False
+            self._notes.append((logging.INFO, f"SQLite cache writes work again ({self._dropped} cache writes "
+                                              "were dropped while they failed)"))
 
     # admin ---------------------------------------------------------------
 
@@ -562,8 +502,8 @@ class SQLiteTier(Tier):
 
     def stats(self) -> dict[str, Any]:
         # count(*) walks the key index: a few ms per 100k rows, fine for stats
-        # and metrics scrapes, and exact (sqlitedict's REPLACE cannot tell us
-        # whether a write added a row, so a running count would drift).
+        # and metrics scrapes, and exact (a REPLACE cannot tell us whether it
+        # added a row, so a running count would drift).
         conn = self._reader()
         try:
             size = conn.execute(self._sql_count).fetchone()[0]
@@ -580,8 +520,6 @@ class SQLiteTier(Tier):
         with self._lock:
             return {
                 "size": size,
-                "hits": self._hits,
-                "misses": self._misses,
                 "file_bytes": file_bytes,
                 "pending_writes": len(self._pending),
                 "bad_rows": self._bad_rows,
@@ -591,25 +529,24 @@ class SQLiteTier(Tier):
             }
 
     def close(self) -> None:
+        """Commit what is queued (unless writes are failing), stop the writer, close every connection. Idempotent."""
+        reply: Future[Any] = Future()
         with self._lock:
-            if self._closing:  # a second close must not send the worker a second stop
+            if self._closing:
                 return
             self._closing = True
-            failing = self._writes_off_until is not None
-        error: Exception | None = None
-        if not failing:
-            try:
-                self.flush()
-            except CacheError as exc:
-                error = exc
+            self._jobs.put((_STOP, self._generation, 0, None, reply))
+        error: CacheError | None = None
+        try:
+            self._wait(reply)
+        except CacheError as exc:
+            error = exc
+        self._writer.join(timeout=30)
         with self._lock:
             self._closed = True
-            db = self._db
-        db_conn = getattr(db, "conn", None)
-        try:
-            db.close(do_log=False, force=db_conn is None or not db_conn.is_alive() or failing)
-        except _DB_ERRORS as exc:
-            error = error or exc
+        if not self._writer.is_alive() and self._conn is not None:  # a writer that died left it
+            conn, self._conn = self._conn, None
+            self._discard(conn)
         while self._readers:
             try:
                 self._discard(self._readers.pop())
@@ -617,6 +554,13 @@ class SQLiteTier(Tier):
                 break
         if error is not None:
             raise CacheError(f"closing the SQLite cache failed: {error}") from error
+
+
+def _storable_key(key: str) -> str:
+    """``key`` if SQLite can store it (UTF-8 text); ValueError for a lone surrogate, before the writer meets it."""
+    if not key.isascii():
+        key.encode("utf-8")  # UnicodeEncodeError is a ValueError
+    return key
 
 
 # opening the file ------------------------------------------------------
@@ -631,7 +575,7 @@ def _create(path: Path, table: str) -> None:
             f'CREATE TABLE IF NOT EXISTS "{table}" (key TEXT PRIMARY KEY, value BLOB, expires_at REAL)'
         )
         columns = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
-        if "expires_at" not in columns:  # a table sqlitedict created on its own
+        if "expires_at" not in columns:  # a table sqlitedict created on its own, before expiry had a column
             conn.execute(f'ALTER TABLE "{table}" ADD COLUMN expires_at REAL')
         conn.execute(f'CREATE INDEX IF NOT EXISTS "{table}_expires_at" ON "{table}" (expires_at)')
     finally:

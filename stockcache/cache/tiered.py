@@ -1,37 +1,38 @@
-"""Read-through, write-through cache over an ordered list of tiers (memory first)."""
+"""The tier chain: read-through across the tiers (memory first), promotion, write-through, stale reads.
+
+The rest of the cache's jobs live beside it, each in its own module: TTLs and
+grace (:mod:`.policy`), counting (:mod:`.counters`), the ``cached`` decorator
+(:mod:`.cached`), the JSON the tiers store (:mod:`.codec`) and the janitor
+(:mod:`.housekeeping`). :class:`TieredCache` puts them together behind the
+methods the service and the Python API use.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
 from ..errors import CacheError
-from ..kinds import KINDS
 from .base import Entry, Tier
+from .cached import Flights
+from .cached import cached as cached_decorator
+from .counters import ReadCounts, TierFailures
 from .frozen import freeze
+from .housekeeping import Janitor, housekeep
+from .policy import LevelOf, TtlPolicy, service_levels
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _STRIPES = 64  # epoch counters, so a write to one key rarely cancels a promotion of another
-_MAX_KINDS = 32  # by_kind stays small whatever keys callers invent
-_ERROR_LOG_INTERVAL = 60.0
-_JANITOR_MAX_STEPS = 10
-
-
-def _kind(key: str) -> str:
-    head, sep, _ = key.partition(":")
-    return head if sep else "other"
 
 
 class TieredCache:
-    """Tiers in order (memory, later redis, then sqlite): read from the top, write to all.
+    """Tiers in order (memory, SQLite, then Redis if any): read from the top, write to all.
 
     ``get`` returns only fresh values; a hit in a lower tier is copied into the
     tiers above it with its original timing. Entries stay in the tiers for
@@ -39,18 +40,23 @@ class TieredCache:
     upstream fails. A tier that fails (CacheError) is logged, counted and
     skipped, so the cache degrades instead of failing a request.
 
-    Thread-safe. The lock guards counters and promotion epochs only, and is
-    held across tier calls only for in-process tiers (no I/O); a ``cached``
-    function never runs under it.
+    ``level_of`` says which TTL level a key is on when ``set`` is given
+    neither ``ttl_level`` nor ``ttl`` (:mod:`.policy`); by default the
+    service's kinds (``quote:AAPL`` -> quote).
+
+    Thread-safe. The lock guards promotion epochs only, and is held across
+    tier calls only for in-process tiers (no I/O); a ``cached`` function never
+    runs under it.
     """
 
     def __init__(
         self,
         tiers: list[Tier],
         *,
-        ttls: Mapping[str, int],
-        grace: int,
+        ttls: Mapping[str, float],
+        grace: float,
         clock: Callable[[], float] = time.time,
+        level_of: LevelOf | None = None,
     ) -> None:
         if not tiers:
             raise ValueError("a TieredCache needs at least one tier")
@@ -58,7 +64,7 @@ class TieredCache:
         self._top_get = self._tiers[0].get
         self._local = [t for t in self._tiers if t.in_process]
         self._remote_bottom_up = [t for t in reversed(self._tiers) if not t.in_process]
-        self._ttls = dict(ttls)
+        self.policy = TtlPolicy(ttls, grace=grace, level_of=service_levels() if level_of is None else level_of)
         self.grace = grace
         self._clock = clock
         self._lock = threading.Lock()
@@ -66,17 +72,12 @@ class TieredCache:
         # delete touched the key's stripe meanwhile, so it cannot resurrect a
         # deleted key or overwrite a newer value.
         self._epochs = [0] * _STRIPES
-        self._hits = 0
-        self._misses = 0
-        self._stale_reads = 0
-        self._errors = 0
-        self._tier_errors: dict[str, int] = {}
-        self._by_kind: dict[str, list[int]] = {}
-        self._last_error_log: dict[str, float] = {}
-        self._last_failure: dict[str, float] = {}
-        self._inflight: dict[str, threading.Event] = {}
-        self._stop = threading.Event()
-        self._janitor: threading.Thread | None = None
+        self._reads = ReadCounts([t.name for t in self._tiers])
+        self._count_hit = self._reads.hit
+        self._failures = TierFailures(log)
+        self._flights = Flights()
+        self._janitor_limit = 1000
+        self._janitor = Janitor(lambda: self.housekeep(self._janitor_limit))
         self._closed = False
 
     @property
@@ -96,11 +97,14 @@ class TieredCache:
             self._tier_failed(self._tiers[0], "get", exc)
             entry = None
         if entry is not None and now < entry.expires_at:
-            self._count_hit(key)
+            self._count_hit(key, 0)
             return entry.value
-        entry = self._find_below(key, now)
-        self._count(key, entry is not None)
-        return None if entry is None else entry.value
+        found = self._find_below(key, now)
+        if found is None:
+            self._reads.miss(key)
+            return None
+        self._count_hit(key, found[1])
+        return found[0].value
 
     def memory_hit(self, key: str) -> Entry | None:
         """The fresh entry for ``key`` if the top (in-process) tier has one, counted as a hit; else None, uncounted.
@@ -115,14 +119,17 @@ class TieredCache:
             return None
         if entry is None or self._clock() >= entry.expires_at:
             return None
-        self._count_hit(key)
+        self._count_hit(key, 0)
         return entry
 
     def get_entry(self, key: str) -> Entry | None:
         """The fresh entry for ``key`` (``entry.tier`` says where it was found), or None."""
-        entry = self._find(key)
-        self._count(key, entry is not None)
-        return entry
+        found = self._find(key)
+        if found is None:
+            self._reads.miss(key)
+            return None
+        self._count_hit(key, found[1])
+        return found[0]
 
     def peek(self, key: str) -> Entry | None:
         """Like :meth:`get_entry`, but not counted in hits and misses.
@@ -130,10 +137,11 @@ class TieredCache:
         For a second look at a key whose read was already counted (the service's
         last check before fetching), so one read is never two misses.
         """
-        return self._find(key)
+        found = self._find(key)
+        return None if found is None else found[0]
 
-    def _find(self, key: str) -> Entry | None:
-        """A fresh entry from the first tier that has one, without counting stats."""
+    def _find(self, key: str) -> tuple[Entry, int] | None:
+        """A fresh entry and the index of the first tier that has one, without counting."""
         now = self._clock()
         try:
             entry = self._top_get(key)
@@ -141,10 +149,10 @@ class TieredCache:
             self._tier_failed(self._tiers[0], "get", exc)
             entry = None
         if entry is not None and now < entry.expires_at:
-            return entry
+            return entry, 0
         return self._find_below(key, now)
 
-    def _find_below(self, key: str, now: float) -> Entry | None:
+    def _find_below(self, key: str, now: float) -> tuple[Entry, int] | None:
         """The rest of a lookup after the top tier had nothing fresh."""
         seen = {key: self._epochs[hash(key) % _STRIPES]}
         for index in range(1, len(self._tiers)):
@@ -156,13 +164,14 @@ class TieredCache:
                 continue
             if entry is not None and now < entry.expires_at:
                 self._promote({key: entry}, index, seen)
-                return entry
+                return entry, index
         return None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
         """Fresh entries for those keys that have one: one round trip per tier."""
         rest = list(dict.fromkeys(keys))
         found: dict[str, Entry] = {}
+        answered: list[tuple[int, Iterable[str]]] = []
         now = self._clock()
         seen: dict[str, int] = {}
         for index, tier in enumerate(self._tiers):
@@ -179,10 +188,11 @@ class TieredCache:
             fresh = {key: e for key, e in got.items() if now < e.expires_at}
             if fresh:
                 found.update(fresh)
+                answered.append((index, fresh))
                 if index:
                     self._promote(fresh, index, seen)
-                rest = [key for key in rest if key not in fresh]
-        self._record(found, rest)
+                rest = [] if len(fresh) == len(rest) else [key for key in rest if key not in fresh]
+        self._reads.record(answered, rest)
         return found
 
     def get_stale(self, key: str) -> Entry | None:
@@ -190,10 +200,12 @@ class TieredCache:
         return self.get_stale_many([key]).get(key)
 
     def get_stale_many(self, keys: Iterable[str]) -> dict[str, Entry]:
-        """Like :meth:`get_stale` for several keys; the freshest copy across tiers wins."""
+        """Like :meth:`get_stale` for several keys; the freshest copy across tiers wins.
+
+        Counted as ``stale_reads``, never as hits or misses.
+        """
         rest = list(dict.fromkeys(keys))
-        with self._lock:
-            self._stale_reads += len(rest)
+        self._reads.stale(len(rest))
         now = self._clock()
         best: dict[str, Entry] = {}
         for tier in self._tiers:
@@ -244,24 +256,28 @@ class TieredCache:
         is stored deep-frozen, so later changes to the caller's object do not
         reach the cache.
         """
-        self._set_many({key: value}, ttl_level, ttl)
+        self._write({key: value}, ttl_level, ttl)
 
     def set_many(
         self, items: Mapping[str, Any], ttl_level: str | None = None, *, ttl: float | None = None
     ) -> None:
         """Store several values, one round trip per tier; the same TTL rules as :meth:`set`."""
-        self._set_many(items, ttl_level, ttl)
+        self._write(items, ttl_level, ttl)
 
-    def _set_many(
-        self, items: Mapping[str, Any], ttl_level: str | None, ttl: float | None
-    ) -> dict[str, Entry]:
+    def store(self, key: str, value: Any, ttl_level: str | None = None, *, ttl: float | None = None) -> Entry:
+        """Like :meth:`set`, and return the entry stored (its value is the frozen copy every read returns)."""
+        return self._write({key: value}, ttl_level, ttl)[key]
+
+    def _write(self, items: Mapping[str, Any], ttl_level: str | None, ttl: float | None) -> dict[str, Entry]:
+        policy = self.policy
+        fixed = None if ttl is None and ttl_level is None else policy.ttl("", ttl_level, ttl)
         now = self._clock()
         top = self._tiers[0].name
         entries: dict[str, Entry] = {}
         for key, value in items.items():
             if type(key) is not str:
                 raise ValueError(f"cache keys are strings, not {type(key).__name__}")
-            seconds = self._ttl_for(key, ttl_level, ttl)
+            seconds = policy.ttl(key) if fixed is None else fixed
             entries[key] = Entry(freeze(value), now, now + seconds, top)
         if not entries:
             return entries
@@ -283,26 +299,6 @@ class TieredCache:
         for tier, error in failures:  # logged outside the lock
             self._tier_failed(tier, "set", error)
         return entries
-
-    def _ttl_for(self, key: str, ttl_level: str | None, ttl: float | None) -> float:
-        if ttl is not None:
-            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl < 0:
-                raise ValueError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
-            return float(ttl)
-        if ttl_level is None:
-            kind = KINDS.get(_kind(key))
-            ttl_level = kind.ttl_level if kind is not None else None
-            if ttl_level is None:
-                raise ValueError(
-                    f"no TTL for key {key!r}: pass ttl_level= or ttl=, or use a known kind "
-                    f"({', '.join(sorted(KINDS))})"
-                )
-        try:
-            return float(self._ttls[ttl_level])
-        except KeyError:
-            raise ValueError(
-                f"unknown ttl_level {ttl_level!r}; known: {', '.join(self._ttls)}"
-            ) from None
 
     def delete(self, key: str) -> bool:
         """Remove ``key`` from every tier; True if any tier had it."""
@@ -356,53 +352,16 @@ class TieredCache:
     def cached(self, ttl_level: str, key_prefix: str | None = None) -> Callable[[F], F]:
         """Cache a function's (JSON-compatible) result per arguments, across restarts.
 
-        The key is ``prefix:arg1:arg2:kw=v`` (keyword arguments sorted); the
-        prefix defaults to the function's qualified name. Concurrent callers
-        with the same arguments wait for one computation; no lock is held while
-        the function runs. The cached (frozen) value is returned every time.
+        Keys are ``fn:<prefix>:<arguments as JSON>`` (:mod:`.cached`), a
+        namespace of their own: no ``key_prefix`` can reach the service's
+        entries. The prefix (text without ``:``) defaults to the function's
+        module and qualified name; arguments must be JSON values. Concurrent
+        callers with the same arguments wait for one computation; no lock is
+        held while the function runs. The cached (frozen) value is returned
+        every time.
         """
-        if ttl_level not in self._ttls:
-            raise ValueError(f"unknown ttl_level {ttl_level!r}; known: {', '.join(self._ttls)}")
-
-        def decorate(fn: F) -> F:
-            prefix = key_prefix or fn.__qualname__
-
-            def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-                parts = [str(arg) for arg in args]
-                parts += [f"{name}={kwargs[name]}" for name in sorted(kwargs)]
-                return f"{prefix}:{':'.join(parts)}"
-
-            @functools.wraps(fn)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                key = make_key(args, kwargs)
-                while True:
-                    entry = self.get_entry(key)
-                    if entry is not None:
-                        return entry.value
-                    with self._lock:
-                        running = self._inflight.get(key)
-                        if running is None:
-                            event = self._inflight[key] = threading.Event()
-                    if running is None:
-                        break
-                    running.wait()  # then look again; if the leader failed, compute ourselves
-                try:
-                    # A leader that finished between our miss and our taking over
-                    # has stored its value by now; look once more, uncounted.
-                    entry = self._find(key)
-                    if entry is not None:
-                        return entry.value
-                    value = fn(*args, **kwargs)
-                    return self._set_many({key: value}, ttl_level, None)[key].value
-                finally:
-                    with self._lock:
-                        del self._inflight[key]
-                    event.set()
-
-            wrapper.cache_key = lambda *args, **kwargs: make_key(args, kwargs)  # type: ignore[attr-defined]
-            return wrapper  # type: ignore[return-value]
-
-        return decorate
+        self.policy.check_level(ttl_level)
+        return cached_decorator(self, self._flights, ttl_level, key_prefix)
 
     # housekeeping --------------------------------------------------------
 
@@ -424,37 +383,16 @@ class TieredCache:
             except CacheError as exc:
                 self._tier_failed(tier, "flush", exc)
 
-    def start_janitor(self, interval: float, *, limit: int = 1000) -> None:
-        """Purge expired entries and flush every ``interval`` seconds in a daemon thread."""
-        if self._janitor is not None or self._closed:
-            return
-        thread = threading.Thread(
-            target=self._janitor_loop, args=(interval, limit), name="stockcache-cache-janitor", daemon=True
-        )
-        self._janitor = thread
-        thread.start()
-
     def housekeep(self, limit: int = 1000) -> int:
-        """What the janitor does each interval: bounded purge steps, then a flush.
+        """What the janitor does each interval: bounded purge steps while there is a backlog, then a flush."""
+        return housekeep(self.purge_expired, self.flush, limit, pause=self._janitor.pause)
 
-        Several steps run while there is a backlog, with a pause between them so
-        request-path writes are not queued behind one long delete.
-        """
-        removed = 0
-        for _ in range(_JANITOR_MAX_STEPS):
-            step = self.purge_expired(limit)
-            removed += step
-            if step < limit or self._stop.wait(0.05):
-                break
-        self.flush()
-        return removed
-
-    def _janitor_loop(self, interval: float, limit: int) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self.housekeep(limit)
-            except Exception:  # the janitor must outlive any surprise
-                log.exception("cache janitor step failed")
+    def start_janitor(self, interval: float, *, limit: int = 1000) -> None:
+        """Run :meth:`housekeep` every ``interval`` seconds in a daemon thread (once; stopped by :meth:`close`)."""
+        if self._closed:
+            return
+        self._janitor_limit = limit
+        self._janitor.start(interval)
 
     def close(self) -> None:
         """Stop the janitor, flush and close every tier. Idempotent."""
@@ -462,9 +400,7 @@ class TieredCache:
             if self._closed:
                 return
             self._closed = True
-        self._stop.set()
-        if self._janitor is not None and self._janitor is not threading.current_thread():
-            self._janitor.join(timeout=30)
+        self._janitor.stop()
         for tier in self._tiers:
             try:
                 tier.close()
@@ -477,58 +413,10 @@ class TieredCache:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # stats ---------------------------------------------------------------
-
-    def _count(self, key: str, hit: bool) -> None:
-        if hit:
-            self._count_hit(key)
-        else:
-            self._record((), (key,))
-
-    def _count_hit(self, key: str) -> None:
-        head, sep, _ = key.partition(":")
-        kind = head if sep else "other"
-        with self._lock:
-            self._hits += 1
-            counts = self._by_kind.get(kind)
-            if counts is None:
-                counts = self._kind_counts(kind)
-            counts[0] += 1
-
-    def _kind_counts(self, kind: str) -> list[int]:
-        """The [hits, misses] pair of a kind, created on first use (lock held)."""
-        if kind not in self._by_kind and len(self._by_kind) >= _MAX_KINDS:
-            kind = "other"
-        return self._by_kind.setdefault(kind, [0, 0])
-
-    def _record(self, hits: Iterable[str], misses: Iterable[str]) -> None:
-        with self._lock:
-            by_kind = self._by_kind
-            for index, keys in ((0, hits), (1, misses)):
-                count = 0
-                for key in keys:
-                    kind = _kind(key)
-                    counts = by_kind.get(kind)
-                    if counts is None:
-                        counts = self._kind_counts(kind)
-                    counts[index] += 1
-                    count += 1
-                if index:
-                    self._misses += count
-                else:
-                    self._hits += count
+    # health and stats ----------------------------------------------------
 
     def _tier_failed(self, tier: Tier, operation: str, exc: CacheError) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._errors += 1
-            self._tier_errors[tier.name] = self._tier_errors.get(tier.name, 0) + 1
-            self._last_failure[tier.name] = now
-            if now - self._last_error_log.get(tier.name, -math.inf) < _ERROR_LOG_INTERVAL:
-                return
-            self._last_error_log[tier.name] = now
-        # The message names the tier and the error, never a cached value.
-        log.warning("cache tier %s failed during %s, going on without it: %s", tier.name, operation, exc)
+        self._failures.failed(tier.name, operation, exc)
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` needs, without the I/O of :meth:`get_stats` (no row counts, no file sizes).
@@ -545,49 +433,39 @@ class TieredCache:
                 status = {"status": "down"}
             if status is not None:
                 out[tier.name] = status
-        now = time.monotonic()
-        with self._lock:
-            out["failing_tiers"] = sorted(
-                name for name, at in self._last_failure.items() if now - at < _ERROR_LOG_INTERVAL)
+        out["failing_tiers"] = self._failures.failing()
         return out
 
     def get_stats(self) -> dict[str, Any]:
         """Counters for ``/api/cache/stats``.
 
-        Top-level ``hits``/``misses``/``hit_rate`` and ``by_kind`` count fresh
-        answers of ``get``/``get_entry``/``get_many`` (``get_stale*`` calls count
-        as ``stale_reads`` only). Each tier's own dict counts every lookup that
-        reached it, stale reads included. ``errors`` counts tier failures ever;
-        ``failing_tiers`` names the tiers that failed in the last minute (what
-        a health check wants).
+        Every counted read (``get``, ``get_entry``, ``get_many``, a
+        ``memory_hit`` that hit) is counted once: top-level ``hits``/``misses``/
+        ``hit_rate`` and ``by_kind`` by whether a tier answered it fresh, each
+        tier's ``hits`` as the reads it answered and its ``misses`` as those
+        that reached it and were not answered there. ``peek`` is never counted;
+        ``get_stale*`` calls count as ``stale_reads`` only. The rest of each
+        tier's dict is its own (sizes, evictions, write failures). ``errors``
+        counts tier failures ever; ``failing_tiers`` names the tiers that failed
+        in the last minute (what a health check wants).
         """
+        reads = self._reads.snapshot()
         out: dict[str, Any] = {"memory": None, "sqlite": None, "redis": None}
         for tier in self._tiers:
             try:
-                out[tier.name] = tier.stats()
+                out[tier.name] = {**tier.stats(), **reads["tiers"][tier.name]}
             except CacheError as exc:
                 self._tier_failed(tier, "stats", exc)
                 out[tier.name] = None
-        now = time.monotonic()
-        with self._lock:
-            out.update(
-                failing_tiers=sorted(
-                    name for name, at in self._last_failure.items() if now - at < _ERROR_LOG_INTERVAL
-                ),
-                hits=self._hits,
-                misses=self._misses,
-                hit_rate=_rate(self._hits, self._misses),
-                stale_reads=self._stale_reads,
-                errors=self._errors,
-                tier_errors=dict(self._tier_errors),
-                by_kind={
-                    kind: {"hits": h, "misses": m, "hit_rate": _rate(h, m)}
-                    for kind, (h, m) in sorted(self._by_kind.items())
-                },
-            )
+        errors, by_tier = self._failures.totals()
+        out.update(
+            failing_tiers=self._failures.failing(),
+            hits=reads["hits"],
+            misses=reads["misses"],
+            hit_rate=reads["hit_rate"],
+            stale_reads=reads["stale_reads"],
+            errors=errors,
+            tier_errors=by_tier,
+            by_kind=reads["by_kind"],
+        )
         return out
-
-
-def _rate(hits: int, misses: int) -> float:
-    total = hits + misses
-    return round(hits / total, 4) if total else 0.0

@@ -1,15 +1,16 @@
 """The SQLite tier after failed writes: it drops and counts them, then comes back by itself.
 
-A real full disk is in ``tests/integration/test_disk_full.py``. Here the two
-ways sqlitedict's worker fails are produced directly, with a fake clock for
-the retry interval: a statement refused for space (``PRAGMA max_page_count``
-on the worker's own connection gives SQLITE_FULL, "database or disk is full",
-exactly as a full disk does), and a worker thread that has stopped (what
-sqlitedict's worker does when its own commit fails).
+A real full disk is in ``tests/integration/test_disk_full.py``. Here the ways
+the writer can fail are produced directly, with a fake clock for the retry
+interval: a statement refused for space (``PRAGMA max_page_count`` on the
+writer's own connection gives SQLITE_FULL, "database or disk is full",
+exactly as a full disk does), a write connection that breaks under the
+writer, and a writer thread that stops.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -43,21 +44,51 @@ def _on_disk(path: Path) -> set[str]:
         conn.close()
 
 
-def test_sqlite_tier_comes_back_after_its_worker_stopped(tier: SQLiteTier, clock: FakeClock) -> None:
+def test_sqlite_tier_comes_back_after_its_write_connection_broke(tier: SQLiteTier, clock: FakeClock) -> None:
     tier.set_many(_entries(clock, "A", 3))
-    tier._db.conn.close(force=True)  # the worker thread ends, as when its own commit fails
-    tier._db.conn.join(10)
-    with pytest.raises(CacheError):
-        tier.set_many(_entries(clock, "B", 2))
-    assert tier.stats()["writes"] == "failing" and tier.health() is not None
-    clock.advance(WRITE_RETRY_SECONDS)
-    tier.set_many(_entries(clock, "C", 2))  # a new worker, no restart
     tier.flush()
-    assert {"quote:C0", "quote:C1"} <= _on_disk(tier.path)
-    assert not {"quote:B0", "quote:B1"} & _on_disk(tier.path)
+    tier._query("SELECT 1")
+    tier._conn.close()  # type: ignore[union-attr]  # the connection dies under the writer
+    tier.set_many(_entries(clock, "B", 2))  # queued; the writer meets the broken connection
+    with pytest.raises(CacheError):
+        tier.flush()
+    assert tier.stats()["writes"] == "failing" and tier.health() is not None
+    with pytest.raises(CacheError):  # refused at once until the retry time
+        tier.set_many(_entries(clock, "X", 1))
+    clock.advance(WRITE_RETRY_SECONDS)
+    tier.set_many(_entries(clock, "C", 2))  # a new connection, no restart
+    tier.flush()
+    on_disk = _on_disk(tier.path)
+    assert {"quote:A0", "quote:C0", "quote:C1"} <= on_disk
+    assert not {"quote:B0", "quote:B1", "quote:X0"} & on_disk
     stats = tier.stats()
     assert stats["writes"] == "ok" and stats["pending_writes"] == 0 and tier.health() is None
-    assert stats["dropped_writes"] >= 2  # B0 and B1 at least; A's three if they were still unconfirmed
+    assert stats["dropped_writes"] == 3 and stats["write_failures"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_sqlite_tier_comes_back_after_its_writer_thread_stopped(
+    tier: SQLiteTier, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tier._run
+
+    def stop_once(batch: list) -> object:
+        monkeypatch.setattr(tier, "_run", run)
+        raise SystemExit  # ends the thread, as no error of ours would
+    monkeypatch.setattr(tier, "_run", stop_once)
+    tier.set_many(_entries(clock, "A", 2))
+    tier._writer.join(10)
+    assert not tier._writer.is_alive()
+    with pytest.raises(CacheError):  # never queued for a writer that is gone, never waited on
+        tier.set_many(_entries(clock, "B", 2))
+    with pytest.raises(CacheError):
+        tier.flush()
+    assert tier.get("quote:A0") is None  # what was not written is not served as if it were
+    clock.advance(WRITE_RETRY_SECONDS)
+    tier.set_many(_entries(clock, "C", 2))  # a new writer thread
+    tier.flush()
+    assert {"quote:C0", "quote:C1"} <= _on_disk(tier.path)
+    assert tier.stats()["writes"] == "ok" and tier.stats()["dropped_writes"] == 4
 
 
 def test_sqlite_tier_drops_counts_and_retries_writes_refused_for_space(tier: SQLiteTier, clock: FakeClock) -> None:
@@ -65,28 +96,43 @@ def test_sqlite_tier_drops_counts_and_retries_writes_refused_for_space(tier: SQL
     tier.flush()
     pages = tier._query("PRAGMA page_count")[0][0]
     tier._query(f"PRAGMA max_page_count = {pages}")  # "the disk" is full from here on
-    worker = tier._db.conn
-    tier.set_many(_entries(clock, "NEW", 100))  # queued: the worker meets the error a moment later
+    tier.set_many(_entries(clock, "NEW", 100))  # queued: the writer meets the error a moment later
     with pytest.raises(CacheError, match="disk is full"):
         tier.flush()
-    worker.join(10)  # retired: it finishes its queue (rows after the refused one may land), then stops
-    assert not worker.is_alive()
-    # Nothing is served from the overlay as if written: what a read finds is in the file (rows
-    # after the refused one may have fitted, and are fine), and the batch is counted as dropped.
+    # The refused transaction is rolled back whole, and nothing of it is served as if written.
     new = [f"quote:NEW{i}" for i in range(100)]
-    written = {key for key in _on_disk(tier.path) if key.startswith("quote:NEW")}
-    assert len(written) < 50  # the disk was full for most of them
-    assert set(tier.get_many(new)) == written and (tier.get(new[0]) is None) == (new[0] not in written)
+    assert not {key for key in _on_disk(tier.path) if key.startswith("quote:NEW")}
+    assert tier.get_many(new) == {} and tier.get(new[0]) is None
     assert tier.stats()["dropped_writes"] == 100 and tier.stats()["pending_writes"] == 0
     # Until the retry time, writes are refused at once (and counted), not queued.
     with pytest.raises(CacheError):
         tier.set_many(_entries(clock, "MORE", 3))
     assert tier.stats()["dropped_writes"] == 103
     assert tier.get("quote:OLD1") is not None  # reads go on
-    # Then a new worker (whose connection has room) takes writes again.
+    # Then a new connection (which has room) takes writes again.
     clock.advance(WRITE_RETRY_SECONDS)
     tier.set_many(_entries(clock, "BACK", 100))
     tier.flush()
     on_disk = _on_disk(tier.path)
     assert {f"quote:BACK{i}" for i in range(100)} <= on_disk
     assert tier.stats()["writes"] == "ok"
+
+
+def test_sqlite_tier_logs_failure_and_recovery_once_each(
+    tier: SQLiteTier, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    pages = tier._query("PRAGMA page_count")[0][0]
+    tier._query(f"PRAGMA max_page_count = {pages}")
+    with caplog.at_level(logging.INFO, logger="stockcache.cache.sqlite"):
+        for round_ in range(3):
+            tier.set_many(_entries(clock, f"R{round_}", 50))
+            with pytest.raises(CacheError):
+                tier.flush()
+            clock.advance(WRITE_RETRY_SECONDS)
+            tier._query(f"PRAGMA max_page_count = {pages}")  # the new connection is as full
+        clock.advance(WRITE_RETRY_SECONDS)
+        tier.set_many(_entries(clock, "OK", 1))
+        tier.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("writes failed (database or disk is full)" in line for line in lines) == 1, lines
+    assert sum("writes work again" in line for line in lines) == 1, lines

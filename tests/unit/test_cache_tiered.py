@@ -14,6 +14,7 @@ import pytest
 from stockcache.cache import Entry, MemoryTier, SQLiteTier, TieredCache, open_cache
 from stockcache.cache.base import Tier
 from stockcache.cache.frozen import FrozenDict
+from stockcache.cache.sqlite import WRITE_RETRY_SECONDS
 from stockcache.errors import CacheError, ConfigError
 from stockcache.settings import Settings
 from tests.unit.conftest_cache import GRACE, QUOTE, TTLS, make_cache
@@ -322,6 +323,41 @@ def test_cache_stats_shape_and_counters(cache: TieredCache) -> None:
     json.dumps(stats)
 
 
+def test_cache_stats_count_each_read_once_by_the_tier_that_answered(cache: TieredCache) -> None:
+    cache.set_many({"quote:A": 1, "quote:B": 2})
+    memory_of(cache).delete("quote:B")  # B is on disk only
+    cache.get("quote:A")  # memory hit
+    cache.get("quote:B")  # memory miss, SQLite hit (and promoted)
+    cache.get("quote:C")  # missed everywhere
+    assert cache.memory_hit("quote:D") is None  # a fast-path miss: counted by the full lookup that follows
+    cache.peek("quote:A")
+    cache.peek("quote:Z")  # second looks: never counted
+    cache.get_stale("quote:A")  # stale-if-error: a stale read, not a hit
+    cache.get_many(["quote:A", "quote:B", "quote:E"])  # two memory hits, one miss everywhere
+    stats = cache.get_stats()
+    assert {k: stats["memory"][k] for k in ("hits", "misses")} == {"hits": 3, "misses": 3}
+    assert {k: stats["sqlite"][k] for k in ("hits", "misses")} == {"hits": 1, "misses": 2}
+    assert (stats["hits"], stats["misses"], stats["stale_reads"]) == (4, 2, 1)
+    assert stats["by_kind"] == {"quote": {"hits": 4, "misses": 2, "hit_rate": round(4 / 6, 4)}}
+
+
+def test_cache_level_of_is_injected(clock: Any) -> None:
+    by_kind = TieredCache([MemoryTier(10, grace=GRACE, clock=clock)], ttls=TTLS, grace=GRACE, clock=clock,
+                          level_of={"thing": "news"})
+    by_kind.set("thing:X", 1)
+    entry = by_kind.get_entry("thing:X")
+    assert entry is not None and entry.expires_at - entry.stored_at == TTLS["news"]
+    with pytest.raises(ValueError, match="thing"):
+        by_kind.set("quote:X", 1)  # not a kind this cache was told about
+    by_call = TieredCache([MemoryTier(10, grace=GRACE, clock=clock)], ttls=TTLS, grace=GRACE, clock=clock,
+                          level_of=lambda key: "history" if key.endswith(":30") else None)
+    by_call.set("anything:30", 1)
+    entry = by_call.get_entry("anything:30")
+    assert entry is not None and entry.expires_at - entry.stored_at == TTLS["history"]
+    with pytest.raises(ValueError):
+        by_call.set("anything:7", 1)
+
+
 def test_cache_peek_finds_fresh_entries_without_counting(tmp_path: Path, clock: Any) -> None:
     first = make_cache(tmp_path, clock)
     first.set("quote:AAPL", {"v": 1})
@@ -347,106 +383,6 @@ def test_cache_stats_by_kind_stays_bounded(cache: TieredCache) -> None:
     by_kind = cache.get_stats()["by_kind"]
     assert len(by_kind) <= 33 and "other" in by_kind
     assert sum(v["misses"] for v in by_kind.values()) == 101
-
-
-# cached decorator -------------------------------------------------------------------
-
-
-def test_cache_cached_computes_once_per_ttl(cache: TieredCache, clock: Any) -> None:
-    calls: list[tuple[Any, ...]] = []
-
-    @cache.cached("fundamentals", key_prefix="profile")
-    def load_profile(symbol: str, *, full: bool = False) -> dict[str, Any]:
-        calls.append((symbol, full))
-        return {"symbol": symbol, "peers": ["X"]}
-
-    assert load_profile("AAPL") == {"symbol": "AAPL", "peers": ("X",)}
-    assert load_profile("AAPL") == {"symbol": "AAPL", "peers": ("X",)}
-    load_profile("AAPL", full=True)
-    load_profile("MSFT")
-    assert calls == [("AAPL", False), ("AAPL", True), ("MSFT", False)]
-    assert load_profile.cache_key("AAPL", full=True) == "profile:AAPL:full=True"  # type: ignore[attr-defined]
-    assert cache.get("profile:AAPL") == {"symbol": "AAPL", "peers": ("X",)}
-    clock.advance(TTLS["fundamentals"])
-    load_profile("AAPL")
-    assert len(calls) == 4
-
-
-def test_cache_cached_survives_reopen(tmp_path: Path, clock: Any) -> None:
-    calls: list[str] = []
-
-    def load(symbol: str) -> dict[str, str]:
-        calls.append(symbol)
-        return {"symbol": symbol}
-
-    with make_cache(tmp_path, clock) as cache:
-        assert cache.cached("fundamentals")(load)("AAPL") == {"symbol": "AAPL"}
-    with make_cache(tmp_path, clock) as cache:
-        assert cache.cached("fundamentals")(load)("AAPL") == {"symbol": "AAPL"}
-    assert calls == ["AAPL"]
-
-
-def test_cache_cached_caches_none_results(cache: TieredCache) -> None:
-    calls: list[int] = []
-
-    @cache.cached("quote", key_prefix="nothing")
-    def nothing() -> None:
-        calls.append(1)
-
-    assert nothing() is None and nothing() is None
-    assert calls == [1]
-
-
-def test_cache_cached_refuses_non_json_results(cache: TieredCache) -> None:
-    @cache.cached("quote", key_prefix="bad")
-    def bad() -> object:
-        return object()
-
-    with pytest.raises(ValueError):
-        bad()
-
-
-def test_cache_cached_refuses_unknown_level(cache: TieredCache) -> None:
-    with pytest.raises(ValueError):
-        cache.cached("forever")
-
-
-def test_cache_cached_concurrent_callers_compute_once(cache: TieredCache) -> None:
-    release = threading.Event()
-    calls: list[int] = []
-    results: list[Any] = []
-
-    @cache.cached("quote", key_prefix="slow")
-    def slow(symbol: str) -> dict[str, str]:
-        calls.append(1)
-        release.wait(timeout=10)
-        return {"symbol": symbol}
-
-    threads = [threading.Thread(target=lambda: results.append(slow("AAPL"))) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    release.set()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert len(calls) == 1
-    assert results == [{"symbol": "AAPL"}] * 6
-
-
-def test_cache_cached_failure_is_not_cached(cache: TieredCache) -> None:
-    calls: list[int] = []
-
-    @cache.cached("quote", key_prefix="flaky")
-    def flaky() -> int:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("upstream down")
-        return 7
-
-    with pytest.raises(RuntimeError):
-        flaky()
-    assert flaky() == 7
-    assert flaky() == 7
-    assert len(calls) == 2
 
 
 # degradation ---------------------------------------------------------------------
@@ -486,13 +422,21 @@ def test_cache_broken_lower_tier_degrades_to_memory(clock: Any, caplog: pytest.L
     assert "123.456" not in caplog.text and "secret_price" not in caplog.text
 
 
-def test_cache_closed_sqlite_handle_degrades(cache: TieredCache) -> None:
+def test_cache_broken_sqlite_writes_degrade_then_recover(cache: TieredCache, clock: Any) -> None:
     cache.set("quote:AAPL", QUOTE)
-    sqlite_of(cache)._db.close()  # type: ignore[attr-defined]  # the handle dies under us
+    cache.flush()
+    sqlite_of(cache)._conn.close()  # type: ignore[attr-defined]  # the write connection dies under us
     cache.set("quote:MSFT", QUOTE)
+    cache.flush()  # the tier reports the failed write here
     assert cache.get("quote:AAPL") == QUOTE
-    assert cache.get("quote:MSFT") == QUOTE
-    assert cache.get_stats()["errors"] >= 1
+    assert cache.get("quote:MSFT") == QUOTE  # from memory
+    stats = cache.get_stats()
+    assert stats["errors"] >= 1 and stats["failing_tiers"] == ["sqlite"]
+    assert stats["sqlite"]["writes"] == "failing" and stats["sqlite"]["dropped_writes"] == 1
+    clock.advance(WRITE_RETRY_SECONDS)
+    cache.set("quote:TSLA", QUOTE)
+    cache.flush()
+    assert sqlite_of(cache).get("quote:TSLA") is not None and cache.get_stats()["sqlite"]["writes"] == "ok"
 
 
 # lifecycle and open_cache -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""freeze / loads_frozen (deep-immutable JSON values) and the GLOB matcher."""
+"""The codec (what SQLite and Redis store), freeze / loads_frozen (deep-immutable JSON values), the GLOB matcher."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockcache.cache import freeze
+from stockcache.cache import Entry, codec, freeze
 from stockcache.cache.base import glob_to_regex
-from stockcache.cache.frozen import FrozenDict, loads_frozen
+from stockcache.cache.codec import loads_frozen
+from stockcache.cache.frozen import FrozenDict
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -122,3 +123,40 @@ def test_glob_matches_like_sqlite(pattern: str, key: str) -> None:
 )
 def test_glob_examples(pattern: str, key: str, matches: bool) -> None:
     assert bool(glob_to_regex(pattern).fullmatch(key)) is matches
+
+
+# The codec: the one text format SQLite and Redis store.
+
+
+@given(json_values, st.floats(0, 2e9), st.floats(0, 2e9))
+def test_codec_round_trips_entries_frozen(value: Any, stored_at: float, expires_at: float) -> None:
+    entry = Entry(freeze(value), stored_at, expires_at, "memory")
+    text = codec.encode(entry)
+    assert json.loads(text) == [json.loads(json.dumps(value)), stored_at, expires_at]
+    back = codec.decode(text, "redis")
+    assert (back.value, back.stored_at, back.expires_at, back.tier) == (entry.value, stored_at, expires_at, "redis")
+    assert_deep_frozen(back.value)
+
+
+def test_codec_text_is_compact_json() -> None:
+    assert codec.encode(Entry(freeze({"a": [1, "x"]}), 1.5, 2.0, "memory")) == '[{"a":[1,"x"]},1.5,2.0]'
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"not": "a triple"}', "[1, 2]", '[1, 2, 3, 4]', '["v", "later", 3]', "[1, 2, null]", "\x80\x04garbage",
+     b"[1,2,3]", None, 17],
+    ids=["object", "pair", "four", "text-time", "null-time", "pickle", "bytes", "none", "int"],
+)
+def test_codec_decode_refuses_anything_but_a_triple(text: Any) -> None:
+    with pytest.raises(ValueError):
+        codec.decode(text, "sqlite")
+
+
+@pytest.mark.parametrize("value", [float("nan"), object(), "self"], ids=["nan", "object", "loop"])
+def test_codec_encode_refuses_values_json_cannot_carry(value: Any) -> None:
+    if value == "self":
+        value = []
+        value.append(value)
+    with pytest.raises(ValueError):
+        codec.encode(Entry(value, 1.0, 2.0, "memory"))
