@@ -54,7 +54,7 @@ from .metrics import Metrics
 from .settings import Settings
 from .symbols import Listing, listing
 from .upstream.providers import provider_classes
-from .upstream.router import REFUSAL_SKIPPED, Router, plan, refused_everywhere
+from .upstream.router import REFUSAL_SKIPPED, Router, WalkItem, plan, refused_everywhere
 from .upstream.singleflight import FetchResult, Flight, Flights, PeerLocks, PeerWaiter, wait_all, wait_unless
 from .validation import MAX_TIMESTAMP
 
@@ -198,6 +198,9 @@ class ReadThrough:
             return item
         routes = {subject: self.route(spec, subject) for subject in misses}
         refused = self._refusals([s for s in misses if routes[s]], routes)
+        listings = self._listings_for(spec, {s: [p for p in routes[s] if p.name not in refused.get(s, ())]
+                                             for s in misses}, share=share)
+        collector = _Collector()
         for subject in misses:
             route = routes[subject]
             if not route:
@@ -213,8 +216,35 @@ class ReadThrough:
                 item.failed[subject] = refused_everywhere(subject, skip)
                 continue
             item.flights[subject] = self._fetch(spec, keys[subject], subject, params, route, share=share,
-                                                lookup=not force)
+                                                lookup=not force, listings=listings.get(subject), collector=collector)
+        items = collector.close()
+        if items:
+            self.router.walk_all(spec.name, items, share=share)
         return item
+
+    def _listings_for(self, spec: Kind, routes: Mapping[str, list[Any]], *,
+                      share: float) -> dict[str, dict[str, Any]]:
+        """The listing entries the providers of each route need before a request (``Provider.needs_listing``).
+
+        By subject, then provider: the entry as a dict, or None when it could not be had
+        (the provider then answers without it, or says it cannot). Cached a day (kind
+        ``listing``), fetched concurrently, waited for here in the caller's thread.
+        """
+        wanted = [(subject, provider) for subject, route in routes.items() for provider in route
+                  if not provider.local and provider.needs_listing(spec.name, listing(subject))]
+        if not wanted:
+            return {}
+        kind = KINDS["listing"]
+        flights = {(subject, provider.name): self._fetch(kind, kind.key(subject, provider.name), subject, {},
+                                                         [provider], share=share, lookup=True)
+                   for subject, provider in wanted}
+        wait_all(flights.values(), time.monotonic() + self.router.timeout + DEADLINE_MARGIN)
+        out: dict[str, dict[str, Any]] = {}
+        for (subject, name), flight in flights.items():
+            found: Any = flight.result.model if flight.done and flight.result is not None else None
+            data = found.to_dict() if hasattr(found, "to_dict") else found
+            out.setdefault(subject, {})[name] = dict(data) if isinstance(data, Mapping) else None
+        return out
 
     def _resolve(self, item: _Pending, *, force: bool) -> tuple[Found, Failed]:
         """The flights' outcomes; what failed is served from its stale copy if there is one."""
@@ -287,8 +317,14 @@ class ReadThrough:
     # -- flights -------------------------------------------------------------------------------
 
     def _fetch(self, kind: Kind, key: str, subject: str, params: Mapping[str, Any], route: list[Any], *,
-               share: float, lookup: bool) -> Flight:
-        """Start (or join) the flight for ``key`` and return it at once."""
+               share: float, lookup: bool, listings: Mapping[str, Any] | None = None,
+               collector: _Collector | None = None) -> Flight:
+        """Start (or join) the flight for ``key`` and return it at once.
+
+        With ``collector``, the walk is handed to it to be started with the rest of the batch
+        (``Router.walk_all``: several symbols per request where the provider takes them);
+        a walk resumed later (after a peer instance's lock) starts on its own.
+        """
         flight, lead = self.flights.join_or_lead(key)
         if not lead:
             return flight
@@ -300,9 +336,13 @@ class ReadThrough:
                     self._finish(flight, token, cached if isinstance(cached, FetchResult) else None,
                                  cached if isinstance(cached, StockcacheError) else None, store=False)
                     return
-            self.router.walk(kind.name, subject, params, route, share=share,
-                             done=lambda result, error: self._settle(flight, token, kind, subject, result, error,
-                                                                     share=share))
+
+            def done(result: FetchResult | None, error: StockcacheError | None) -> None:
+                self._settle(flight, token, kind, subject, result, error, share=share)
+
+            item = WalkItem(subject, params, route, done, dict(listings or {}))
+            if collector is None or not collector.add(item):
+                self.router.walk(kind.name, subject, params, route, share=share, done=done, listings=listings)
 
         def fail() -> None:
             self._finish(flight, None, None, UpstreamError("stockcache is shutting down."), store=False)
@@ -499,6 +539,28 @@ class ReadThrough:
         if self._waiter is not None:
             self._waiter.close()
         self.router.close()
+
+
+class _Collector:
+    """The walks a batch starts together; closed once the batch has started them (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._items: list[WalkItem] = []
+        self._open = True
+        self._lock = threading.Lock()
+
+    def add(self, item: WalkItem) -> bool:
+        """Keep ``item`` for the batch; False once the batch has gone (start it on its own then)."""
+        with self._lock:
+            if self._open:
+                self._items.append(item)
+            return self._open
+
+    def close(self) -> list[WalkItem]:
+        with self._lock:
+            self._open = False
+            items, self._items = self._items, []
+        return items
 
 
 def _target(spec: Kind, subject: str | None) -> Listing | None:

@@ -64,12 +64,15 @@ class Budget:
         if ledger is not None:
             ledger.start()
 
-    def acquire(self, *, share: float = 1.0) -> float:
-        """Reserve one call; return the seconds to wait first, or raise RateLimited.
+    def acquire(self, *, share: float = 1.0, units: int = 1) -> float:
+        """Reserve one call costing ``units``; return the seconds to wait first, or raise RateLimited.
 
         ``share`` < 1 lets a background caller use only part of the minute and
-        day budgets, leaving the rest to interactive requests.
+        day budgets, leaving the rest to interactive requests. ``units`` is what
+        the provider counts (Twelve Data: a credit per symbol of a batch); the
+        minute and day windows count units, the second window counts calls.
         """
+        units = max(1, int(units))
         with self._lock:
             now = self._clock()
             self._roll(now)
@@ -79,20 +82,21 @@ class Budget:
             if limits.per_day and self._day_lost():
                 raise self._refused(seconds_to_utc_midnight(now), "daily budget unknown (the usage ledger was "
                                                                   "lost today), so counted as spent")
-            if limits.per_day and self._used_today() >= share_cap(limits.per_day, share):
+            if limits.per_day and self._used_today() + units > share_cap(limits.per_day, share):
                 raise self._refused(seconds_to_utc_midnight(now), "daily budget spent")
-            if limits.per_minute and len(self._minute) >= share_cap(limits.per_minute, share):
-                raise self._refused(self._minute[0] + 60.0 - now, "per-minute budget spent")
+            if limits.per_minute and len(self._minute) + units > share_cap(limits.per_minute, share):
+                oldest = self._minute[0] if self._minute else now
+                raise self._refused(oldest + 60.0 - now, "per-minute budget spent")
             start = now
             if limits.per_second and len(self._second) >= limits.per_second:
                 start = self._second[-limits.per_second] + 1.0
                 if start - now > self._max_wait:
                     raise self._refused(start - now, "per-second budget spent")
             self._second.append(start)
-            self._minute.append(start)
-            self._day_calls += 1
+            self._minute.extend([start] * units)
+            self._day_calls += units
             if self._ledger:
-                self._ledger.record(self.provider)  # in memory only, so it may stay under our lock
+                self._ledger.record(self.provider, units)  # in memory only, so it may stay under our lock
         return max(0.0, start - now)
 
     def pause(self, seconds: float) -> None:

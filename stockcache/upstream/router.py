@@ -47,7 +47,7 @@ from ..errors import (
 from ..kinds import KINDS
 from ..metrics import Metrics
 from ..symbols import Listing
-from .guard import CircuitBreaker, Limits
+from .guard import CircuitBreaker, Limits, share_cap
 from .providers.base import Provider
 from .singleflight import FetchResult
 from .transport import Answer, ProviderDown, Transport
@@ -71,7 +71,7 @@ class UpstreamBudget(Protocol):
     provider: str
     limits: Limits
 
-    def acquire(self, *, share: float = 1.0) -> float: ...
+    def acquire(self, *, share: float = 1.0, units: int = 1) -> float: ...
 
     def pause(self, seconds: float) -> None: ...
 
@@ -103,6 +103,7 @@ class _Walk:
     providers: list[Provider]
     share: float
     done: Done
+    listings: Mapping[str, Any] = field(default_factory=dict)  # provider -> its listing entry (needs_listing)
     errors: list[StockcacheError] = field(default_factory=list)
     index: int = 0
     finished: bool = False  # set once, under Router._lock: a walk ends exactly once
@@ -138,17 +139,224 @@ class Router:
         return self.transport.timeout
 
     def walk(self, kind: str, subject: str, params: Mapping[str, Any], providers: Iterable[Provider], *,
-             share: float = 1.0, done: Done) -> None:
+             share: float = 1.0, done: Done, listings: Mapping[str, Any] | None = None) -> None:
         """Ask ``providers`` in turn for ``kind`` of ``subject``; ``done(result, error)`` runs exactly once.
 
         Returns at once; ``done`` runs on whichever thread settles the walk.
         ``share`` < 1 makes it use only part of each budget (background refresh).
         """
-        state = _Walk(kind, subject, params, list(providers), share, done)
+        state = _Walk(kind, subject, params, list(providers), share, done, dict(listings or {}))
         self._run(state, self._next, state)
+
+    def walk_all(self, kind: str, items: Iterable[WalkItem], *, share: float = 1.0) -> None:
+        """:meth:`walk` for many subjects, sending many per request where the route allows.
+
+        Subjects whose route starts with a provider that takes several symbols
+        per request of ``kind`` (``Provider.batch``) go to it together, in
+        chunks of its maximum (and of what its budget can pay for at once); each
+        answer's symbols end or walk on one by one, so a failed symbol inside a
+        batch is that symbol's error only and its walk goes on to the next
+        provider alone. Everything else walks as :meth:`walk` does. Returns at
+        once; each item's ``done`` runs exactly once.
+        """
+        groups: dict[str, list[_Walk]] = {}
+        for item in items:
+            state = _Walk(kind, item.subject, item.params, list(item.providers), share, item.done,
+                          dict(item.listings))
+            first = state.providers[0] if state.providers else None
+            if first is not None and not first.local and first.batch.get(kind, 1) > 1:
+                groups.setdefault(first.name, []).append(state)
+            else:
+                self._run(state, self._next, state)
+        for name, states in groups.items():
+            provider = self.providers[name]
+            size = self._chunk_size(provider, kind, share)
+            for start in range(0, len(states), size):
+                chunk = states[start:start + size]
+                if len(chunk) == 1:
+                    self._run(chunk[0], self._next, chunk[0])
+                    continue
+                for state in chunk:
+                    state.index = 1  # the first provider is asked for the whole chunk at once
+                self._run_batch(provider, chunk, self._batch_next, provider, chunk)
 
     def close(self) -> None:
         self.transport.close()
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def _chunk_size(self, provider: Provider, kind: str, share: float) -> int:
+        """The most symbols one request may carry: the provider's maximum, and no more units than its
+        minute and day budgets hold at all (a batch that could never be paid for would never be sent)."""
+        size = max(1, provider.batch.get(kind, 1))
+        budget = self.budgets.get(provider.name)
+        if budget is None:
+            return size
+        caps = [share_cap(limit, share) for limit in (budget.limits.per_minute, budget.limits.per_day) if limit]
+        while size > 1 and caps and provider.units(kind, size) > min(caps):
+            size -= 1
+        return size
+
+    def _run_batch(self, provider: Provider, chunk: list[_Walk], step: Callable[..., None], *args: Any) -> None:
+        """Like :meth:`_run` for a chunk: an unexpected exception ends every walk of it that is still open."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("fetching a batch of %s from %s failed unexpectedly", chunk[0].kind, provider.name)
+            for state in chunk:
+                self._end(state, error=UpstreamError("stockcache could not complete this fetch."))
+
+    def _batch_next(self, provider: Provider, chunk: list[_Walk]) -> None:
+        """Ask ``provider`` for the whole chunk; if it cannot even be sent, each walks on alone."""
+        name = provider.name
+        if self.transport.closing:
+            self._walk_on(chunk, _shutting_down(name))
+            return
+        deadline = time.monotonic() + self.timeout
+        entered = self.transport.enter_lane(
+            name, deadline, start=functools.partial(self._queued_batch, provider, chunk, deadline),
+            expired=functools.partial(self._batch_lane_expired, provider, chunk))
+        if not entered:
+            return
+        try:
+            error = self._start_batch(provider, chunk, deadline)
+        except BaseException:
+            self.transport.leave_lane(name)
+            raise
+        if error is not None:
+            self.transport.leave_lane(name)
+            self._walk_on(chunk, error)
+
+    def _queued_batch(self, provider: Provider, chunk: list[_Walk], deadline: float) -> bool:
+        try:
+            error = self._start_batch(provider, chunk, deadline)
+        except Exception:
+            log.exception("fetching a batch of %s from %s failed unexpectedly", chunk[0].kind, provider.name)
+            for state in chunk:
+                self._end(state, error=UpstreamError("stockcache could not complete this fetch."))
+            return False
+        if error is not None:
+            self._walk_on(chunk, error)
+            return False
+        return True
+
+    def _batch_lane_expired(self, provider: Provider, chunk: list[_Walk]) -> None:
+        self._walk_on(chunk, _shutting_down(provider.name) if self.transport.closing
+                      else _no_connection(provider.name, self.timeout))
+
+    def _start_batch(self, provider: Provider, chunk: list[_Walk], deadline: float) -> StockcacheError | None:
+        """Send one request for the chunk; the error every walk gets when it could not be sent."""
+        name = provider.name
+        kind = chunk[0].kind
+        breaker = self.breakers.get(name)
+        if breaker is not None:
+            wait = breaker.allow()
+            if wait is not None:
+                return UpstreamError(f"{name} is failing; next try in {max(1, math.ceil(wait))} s.", provider=name)
+        symbols = [state.subject for state in chunk]
+        params = _batch_params(provider, chunk)
+        try:
+            request = provider.build_batch_request(kind, symbols, params)
+            budget = self.budgets.get(name)
+            delay = (budget.acquire(share=chunk[0].share, units=provider.units(kind, len(symbols)))
+                     if budget is not None else 0.0)
+        except StockcacheError as exc:
+            if breaker is not None:
+                breaker.release()
+            if isinstance(exc, RateLimited):
+                self.metrics.inc(Metrics.RATE_LIMITED, name)
+            return exc
+        except BaseException:
+            if breaker is not None:
+                breaker.release()
+            raise
+        try:
+            self.transport.send(name, request, delay=delay, deadline=deadline,
+                                done=lambda future: self._on_batch_answer(provider, chunk, params, future))
+        except RuntimeError:
+            if breaker is not None:
+                breaker.release()
+            if not self.transport.closing:
+                raise
+            return _shutting_down(name)
+        except BaseException:
+            if breaker is not None:
+                breaker.release()
+            raise
+        self.metrics.inc(Metrics.UPSTREAM_CALLS, name)
+        return None
+
+    def _on_batch_answer(self, provider: Provider, chunk: list[_Walk], params: Mapping[str, Any],
+                         future: Future[Answer]) -> None:
+        try:
+            self._run_batch(provider, chunk, self._after_batch_answer, provider, chunk, params, future)
+        finally:
+            self.transport.leave_lane(provider.name)
+
+    def _after_batch_answer(self, provider: Provider, chunk: list[_Walk], params: Mapping[str, Any],
+                            future: Future[Answer]) -> None:
+        """Each symbol of one batch answer ends its walk, or walks on to the next provider alone."""
+        name = provider.name
+        kind = chunk[0].kind
+        breaker = self.breakers.get(name)
+        if future.cancelled() or (self.transport.closing and isinstance(future.exception(), UpstreamError)):
+            if breaker is not None:
+                breaker.release()
+            self._walk_on(chunk, _shutting_down(name))
+            return
+        symbols = [state.subject for state in chunk]
+        try:
+            answer = future.result()
+            results = provider.parse_batch(kind, symbols, params, answer.status, answer.headers, answer.body)
+        except ProviderDown as exc:
+            self._walk_on(chunk, self._classify(provider, kind, ",".join(symbols), exc, None))
+            return
+        except StockcacheError as exc:
+            # The whole answer failed (a throttled call, a refused key, an unreadable body):
+            # one verdict for the provider, not one per symbol.
+            self._walk_on(chunk, self._classify(provider, kind, ",".join(symbols), exc, None))
+            return
+        except Exception:
+            log.exception("unexpected error with a %s batch answer for %s", name, kind)
+            error = UpstreamError(f"{name} gave an answer stockcache could not read.", provider=name)
+            self._walk_on(chunk, self._classify(provider, kind, ",".join(symbols), error, None))
+            return
+        now = self._clock()
+        answered = False
+        for state in chunk:
+            value = results.get(state.subject)
+            failure: StockcacheError
+            if value is None:
+                failure = UpstreamError(f"{name} left {state.subject} out of its answer.", provider=name)
+            elif isinstance(value, StockcacheError):
+                failure = value
+            else:
+                try:
+                    model = self._checked(provider, state, value)
+                except UpstreamError as exc:
+                    failure = exc
+                else:
+                    answered = True
+                    self._end(state, result=FetchResult(model, name, now))
+                    continue
+            verdict = self._classify(provider, kind, state.subject, failure, state.subject)
+            state.errors.append(verdict)
+            if _final(verdict):
+                self._end(state, error=verdict)
+            else:
+                self._run(state, self._next, state)
+        if answered and breaker is not None:
+            breaker.success()
+
+    def _walk_on(self, chunk: list[_Walk], error: StockcacheError) -> None:
+        """Every walk of the chunk records (its own copy of) ``error`` and goes on to its next provider."""
+        for state in chunk:
+            own = _copy(error)
+            state.errors.append(own)
+            if _final(own):
+                self._end(state, error=own)
+            else:
+                self._run(state, self._next, state)
 
     # -- the walk ----------------------------------------------------------------------------
 
@@ -177,7 +385,7 @@ class Router:
             if provider.local:
                 try:
                     model = self._checked(provider, state, provider.produce(state.kind, state.subject,
-                                                                            state.params))
+                                                                            _params_for(provider, state)))
                 except StockcacheError as exc:
                     state.errors.append(exc)
                     if _final(exc):
@@ -235,9 +443,10 @@ class Router:
                     f"{name} is failing; next try in {max(1, math.ceil(wait))} s.", provider=name))
                 return False
         try:
-            request = provider.build_request(state.kind, state.subject, state.params)
+            request = provider.build_request(state.kind, state.subject, _params_for(provider, state))
             budget = self.budgets.get(name)
-            delay = budget.acquire(share=state.share) if budget is not None else 0.0
+            delay = (budget.acquire(share=state.share, units=provider.units(state.kind, 1))
+                     if budget is not None else 0.0)
         except StockcacheError as exc:
             if breaker is not None:
                 breaker.release()
@@ -298,7 +507,7 @@ class Router:
         try:
             answer = future.result()
             model = self._checked(provider, state, provider.parse(
-                state.kind, state.subject, state.params, answer.status, answer.headers, answer.body))
+                state.kind, state.subject, _params_for(provider, state), answer.status, answer.headers, answer.body))
         except ProviderDown as exc:
             error: StockcacheError = exc
             failed_key = None
@@ -315,6 +524,17 @@ class Router:
             extra = self._companions(provider, state, answer)
             self._end(state, result=FetchResult(model, name, self._clock(), extra))
             return None
+        return self._classify(provider, state.kind, state.subject, error, failed_key)
+
+    def _classify(self, provider: Provider, kind: str, subject: str, error: StockcacheError,
+                  failed_key: str | None) -> StockcacheError:
+        """What a failed answer means for the provider's health, decided once: breaker, budget, metrics.
+
+        ``failed_key`` is what failed for the breaker: the subject, or None when
+        the whole provider is at fault (a refused key, a refused connection).
+        """
+        name = provider.name
+        breaker = self.breakers.get(name)
         if isinstance(error, SymbolNotFound | RateLimited | SymbolRefused):
             # The provider is alive and answering; only its budget or the symbol is the problem.
             if breaker is not None:
@@ -329,14 +549,14 @@ class Router:
                     budget.pause(pause)
             elif isinstance(error, SymbolRefused):
                 self.metrics.inc(REFUSED, name)
-                self._refused(name, state.subject, error)
+                self._refused(name, subject, error)
         else:
             if isinstance(error, UpstreamAuthError):
                 failed_key = None  # our key refused: every symbol would fail the same way
             if breaker is not None:
                 breaker.failure(failed_key)
             self.metrics.inc(Metrics.UPSTREAM_ERRORS, name)
-            log.warning("%s %s %s failed: %s", name, state.kind, state.subject, error.message)
+            log.warning("%s %s %s failed: %s", name, kind, subject, error.message)
         error.fields.setdefault("provider", name)
         return error
 
@@ -385,6 +605,38 @@ def checked(provider: str, kind: str, subject: str, model: Any) -> Any:
     except ValueError as exc:
         raise UpstreamError(f"{provider} sent an out-of-range {kind}: {str(exc)[:120]}", provider=provider) from None
     return model
+
+
+@dataclass(frozen=True)
+class WalkItem:
+    """One subject of :meth:`Router.walk_all`: its params, its route, and what to call when it ends."""
+
+    subject: str
+    params: Mapping[str, Any]
+    providers: Sequence[Provider]
+    done: Done
+    listings: Mapping[str, Any] = field(default_factory=dict)  # provider -> its listing entry
+
+
+def _params_for(provider: Provider, state: _Walk) -> Mapping[str, Any]:
+    """The walk's params, with the provider's own listing entry as "listing" when it asked for one."""
+    if provider.name not in state.listings:
+        return state.params
+    return {**state.params, "listing": state.listings[provider.name]}
+
+
+def _batch_params(provider: Provider, chunk: Sequence[_Walk]) -> dict[str, Any]:
+    """The params of a chunk's request: the first walk's, with each subject's listing entry under "listings"."""
+    params = dict(chunk[0].params)
+    listings = {state.subject: state.listings[provider.name] for state in chunk if provider.name in state.listings}
+    if listings:
+        params["listings"] = listings
+    return params
+
+
+def _copy(error: StockcacheError) -> StockcacheError:
+    """An error of its own for each walk of a batch (callers add fields such as the symbol to it)."""
+    return type(error)(error.message, **dict(error.fields))
 
 
 def _final(error: StockcacheError) -> bool:

@@ -42,7 +42,8 @@ from .guard import Budget, Limits, share_cap
 log = logging.getLogger(__name__)
 
 # KEYS: second window, minute window, day counter, pause-until
-# ARGV: now_ms, per_second, minute_cap, day_cap, max_wait_ms, member, this instance's calls today
+# ARGV: now_ms, per_second, minute_cap, day_cap, max_wait_ms, member, this instance's calls today, units
+# (what the call costs in the minute and day windows; members member#1 .. member#units)
 # Returns {1, wait_ms, "ok"} or {0, retry_after_ms, why}; a day refusal's retry is computed by the caller.
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
@@ -51,6 +52,7 @@ local minute_cap = tonumber(ARGV[3])
 local day_cap = tonumber(ARGV[4])
 local max_wait = tonumber(ARGV[5])
 local member = ARGV[6]
+local units = tonumber(ARGV[8] or '1')
 local paused = tonumber(redis.call('GET', KEYS[4]) or '0')
 if now < paused then return {0, paused - now, 'paused after the provider said 429'} end
 local day = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -59,12 +61,13 @@ if mine > day then
   day = mine
   redis.call('SET', KEYS[3], day, 'EX', 172800)
 end
-if day_cap > 0 and day >= day_cap then return {0, 0, 'daily budget spent'} end
+if day_cap > 0 and day + units > day_cap then return {0, 0, 'daily budget spent'} end
 if minute_cap > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
-  if redis.call('ZCARD', KEYS[2]) >= minute_cap then
+  if redis.call('ZCARD', KEYS[2]) + units > minute_cap then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    return {0, tonumber(oldest[2]) + 60000 - now, 'per-minute budget spent'}
+    local since = oldest[2] and tonumber(oldest[2]) or now
+    return {0, since + 60000 - now, 'per-minute budget spent'}
   end
 end
 local start = now
@@ -79,19 +82,21 @@ if per_second > 0 then
   redis.call('PEXPIRE', KEYS[1], 2000 + max_wait)
 end
 if minute_cap > 0 then
-  redis.call('ZADD', KEYS[2], start, member)
+  for i = 1, units do redis.call('ZADD', KEYS[2], start, member .. '#' .. i) end
   redis.call('PEXPIRE', KEYS[2], 61000 + max_wait)
 end
-redis.call('INCR', KEYS[3])
+redis.call('INCRBY', KEYS[3], units)
 redis.call('EXPIRE', KEYS[3], 172800)
 return {1, start - now, 'ok'}
 """
 
-# Gives back a reservation the local budget then refused (KEYS as above, ARGV[1] = member).
+# Gives back a reservation the local budget then refused (KEYS as above, ARGV[1] = member, ARGV[2] = units).
 _REFUND = """
+local units = tonumber(ARGV[2] or '1')
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
+for i = 1, units do redis.call('ZREM', KEYS[2], ARGV[1] .. '#' .. i) end
+local day = tonumber(redis.call('GET', KEYS[3]) or '0')
+if day > 0 then redis.call('DECRBY', KEYS[3], math.min(day, units)) end
 return 1
 """
 
@@ -182,8 +187,9 @@ class SharedBudget:
     def _keys(self, now: float) -> list[str]:
         return [self._second, self._minute, self._day_prefix + utc_day(now), self._pause_key]
 
-    def acquire(self, *, share: float = 1.0) -> float:
-        """Reserve one call in Redis, then locally; the seconds to wait first, or RateLimited."""
+    def acquire(self, *, share: float = 1.0, units: int = 1) -> float:
+        """Reserve one call costing ``units`` in Redis, then locally; the seconds to wait first, or RateLimited."""
+        units = max(1, int(units))
         now = self._clock()
         limits = self.limits
         keys = self._keys(now)
@@ -192,22 +198,22 @@ class SharedBudget:
             int(now * 1000), limits.per_second,
             share_cap(limits.per_minute, share) if limits.per_minute else 0,
             share_cap(limits.per_day, share) if limits.per_day else 0,
-            int(self._max_wait * 1000), member, self.local.calls_today(),
+            int(self._max_wait * 1000), member, self.local.calls_today(), units,
         ]
         try:
             ok, wait_ms, why = self._link.run("budget", lambda r: self._acquire(keys=keys, args=args, client=r))
         except CacheError:
-            return self.local.acquire(share=share)  # Redis unusable: this instance's own budget only
+            return self.local.acquire(share=share, units=units)  # Redis unusable: this instance's own budget only
         if not ok:
             retry = seconds_to_utc_midnight(now) if why == "daily budget spent" else int(wait_ms) / 1000
             seconds = max(1, math.ceil(retry))
             raise RateLimited(f"{self.provider}: {why} (shared by all instances); retry in {seconds} s.",
                               retry_after=seconds, provider=self.provider)
         try:
-            local_wait = self.local.acquire(share=share)
+            local_wait = self.local.acquire(share=share, units=units)
         except RateLimited:
             try:
-                self._link.run("budget", lambda r: self._refund(keys=keys, args=[member], client=r))
+                self._link.run("budget", lambda r: self._refund(keys=keys, args=[member, units], client=r))
             except CacheError:
                 pass
             raise

@@ -52,6 +52,21 @@ def test_shared_budget_minute_limit_holds_across_instances(link: RedisLink, cloc
     assert acquired(b) and acquired(a)
 
 
+def test_shared_budget_counts_units_across_instances(link: RedisLink, clock: Any) -> None:
+    """A batch request of Twelve Data costs a credit per symbol: the minute and day windows count units."""
+    a, b = (instance(link, clock, Limits(per_minute=8, per_day=20)) for _ in range(2))
+    assert acquired(a, units=5)
+    assert not acquired(b, units=4)  # 5 + 4 > 8 credits this minute, whichever instance asks
+    assert acquired(b, units=3)
+    assert a.remaining()["minute"] == 0 and b.remaining()["day"] == 12
+    clock.advance(60.1)
+    assert acquired(a, units=8)
+    clock.advance(60.1)
+    assert acquired(b, units=4)
+    assert not acquired(a, units=1)  # the day's 20 credits are spent
+    assert a.remaining()["day"] == b.remaining()["day"] == 0
+
+
 def test_shared_budget_smooths_per_second_across_instances(link: RedisLink, clock: Any) -> None:
     a, b = (instance(link, clock, Limits(per_second=2)) for _ in range(2))
     assert a.acquire() == 0.0 and b.acquire() == 0.0

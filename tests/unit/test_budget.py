@@ -193,3 +193,16 @@ def test_budget_daily_refusal_retries_at_the_next_utc_midnight(clock):
         budget.acquire()
     assert info.value.retry_after == 91
     assert seconds_to_utc_midnight(clock()) == pytest.approx(90.5)
+
+
+def test_budget_counts_units_in_the_minute_and_day_windows_and_calls_in_the_second(clock):
+    budget = Budget("twelvedata", Limits(per_second=1, per_minute=8, per_day=10), clock=clock)
+    assert budget.acquire(units=5) == 0.0  # one request for five symbols: five credits
+    with pytest.raises(RateLimited):
+        budget.acquire(units=4)  # 9 > 8 credits this minute
+    assert budget.acquire(units=3) == pytest.approx(1.0)  # the second window counts requests
+    assert budget.remaining()["minute"] == 0 and budget.calls_today() == 8
+    clock.advance(61)
+    with pytest.raises(RateLimited) as refused:
+        budget.acquire(units=3)  # 11 > 10 credits today
+    assert "daily" in refused.value.message
