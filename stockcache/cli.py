@@ -316,7 +316,6 @@ def cmd_warm(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .metrics import Metrics
     from .runtime import build_service
     from .symbols import normalize_symbol
 
@@ -328,7 +327,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
     kinds: tuple[str, ...] = args.kinds
     service = build_service(settings)
     started = time.monotonic()
-    failed: dict[str, StockcacheError] = {}
+    outcome: dict[str, str | StockcacheError] = {}
     try:
         step = max(1, min(settings.workers, settings.max_batch))  # small batches keep the bar moving
         with tqdm(total=len(symbols) * len(kinds), unit="item", desc="warming", file=sys.stderr,
@@ -336,17 +335,17 @@ def cmd_warm(args: argparse.Namespace) -> int:
             for kind in kinds:
                 for start in range(0, len(symbols), step):
                     chunk = symbols[start:start + step]
-                    failed.update(service.warm(chunk, kinds=(kind,)))
+                    outcome.update(service.warm(chunk, kinds=(kind,)))
                     bar.update(len(chunk))
-        reads = service.metrics.by_label(Metrics.READS)
     finally:
         service.close()
+    failed = {key: value for key, value in outcome.items() if isinstance(value, StockcacheError)}
     rows: list[tuple[str, ...]] = [("KIND", "FETCHED", "ALREADY FRESH", "FAILED")]
     for kind in kinds:
-        misses = reads.get((kind, Metrics.READ_MISS), 0)
-        fresh = sum(n for (k, tier), n in reads.items() if k == kind and tier != Metrics.READ_MISS)
-        kind_failed = sum(1 for key in failed if key.startswith(kind + ":"))
-        rows.append((kind, str(misses - kind_failed), str(fresh), str(kind_failed)))
+        # Each item is counted once, in one column: the columns add up to the symbols asked.
+        mine = [value for key, value in outcome.items() if key.startswith(kind + ":")]
+        rows.append((kind, str(mine.count("fetched")), str(mine.count("fresh")),
+                     str(sum(isinstance(v, StockcacheError) for v in mine))))
     total = len(symbols) * len(kinds)
     what = f"{len(symbols)} symbol{'s' if len(symbols) > 1 else ''} x {len(kinds)} kind{'s' if len(kinds) > 1 else ''}"
     print(f"Warmed {total - len(failed)} of {total} items ({what}) in {time.monotonic() - started:.1f} s; "

@@ -174,24 +174,26 @@ class StockService:
                 **{k: table[k] for k in ("source", "cache", "fetched_at", "age", "stale")}}
 
     def warm(self, symbols: Iterable[str], kinds: Iterable[str] = ("quote",), *,
-             share: float = 1.0) -> dict[str, StockcacheError]:
-        """Fetch whatever is not fresh for ``symbols``; return the errors by ``kind:symbol``.
+             share: float = 1.0) -> dict[str, str | StockcacheError]:
+        """Fetch whatever is not fresh for ``symbols``; what became of each item, by ``kind:symbol``.
 
-        An item answered only by a stale copy (the upstream failed) is an error too:
-        it was not warmed.
+        ``"fetched"`` (from the upstream now), ``"fresh"`` (already cached), or
+        its error: a remembered "not found" is an error, not fresh data, and an
+        item answered only by a stale copy (the upstream failed) was not warmed.
         """
-        failed: dict[str, StockcacheError] = {}
+        outcome: dict[str, str | StockcacheError] = {}
         names = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
         step = self.settings.max_batch
         for kind in kinds:
             params = {"days": MAX_HISTORY_DAYS} if kind == "history" else None
             for start in range(0, len(names), step):
                 found, errors = self.readthrough.many(kind, names[start:start + step], (), params, share=share)
-                failed.update({f"{kind}:{s}": e for s, e in errors.items()})
-                failed.update({f"{kind}:{s}": UpstreamError("The upstream failed; only a stale copy is cached.",
-                                                            symbol=s)
-                               for s, item in found.items() if item.get("stale")})
-        return failed
+                for symbol, item in found.items():
+                    outcome[f"{kind}:{symbol}"] = (
+                        UpstreamError("The upstream failed; only a stale copy is cached.", symbol=symbol)
+                        if item.get("stale") else "fetched" if item.get("cache") == "upstream" else "fresh")
+                outcome.update({f"{kind}:{s}": e for s, e in errors.items()})
+        return outcome
 
     def refresh(self, kind: str, symbols: Sequence[str], *, share: float = 1.0,
                 cancel: threading.Event | None = None) -> tuple[dict[str, Any], dict[str, StockcacheError]]:

@@ -48,6 +48,17 @@ def test_cli_warm_fills_the_cache_lists_failures_and_exits_1(tmp_path, upstream)
     assert upstream.calls() == 7
 
 
+def test_cli_warm_counts_each_item_once_so_the_columns_add_up(tmp_path, upstream):
+    """Run twice, a remembered "not found" was counted as fresh and as failed: "FETCHED -1"."""
+    data = tmp_path / "data"
+    for expected in (["quote", "1", "0", "1"], ["quote", "0", "1", "1"]):  # the second run: MSFT is fresh
+        answer = run(data, upstream, "warm", "ZZZZ77", "MSFT")
+        assert answer.returncode == 1, answer.stderr
+        assert expected in [line.split() for line in answer.stdout.splitlines()], answer.stdout
+        assert "Warmed 1 of 2 items" in answer.stdout
+    assert upstream.calls(symbol="ZZZZ77") == 1  # the "not found" was remembered, not asked again
+
+
 def test_cli_warm_counts_a_stale_copy_as_a_failure(tmp_path, upstream):
     data = tmp_path / "data"
     expired = {"STOCKCACHE_TTL_QUOTE": "0"}  # cached, but stale at once (kept for the grace period)
