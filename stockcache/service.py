@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import portfolio
 from .currency import parse_code
-from .errors import CurrencyNotFound, InvalidRequest, StockcacheError, UpstreamError
+from .errors import CurrencyNotFound, InvalidRequest, InvalidSymbol, StockcacheError, UpstreamError
 from .metrics import Metrics
 from .readthrough import Batch, ReadThrough
 from .settings import Settings
@@ -76,7 +76,9 @@ class StockService:
 
     def fetch_multiple_quotes(self, symbols: Iterable[str] | str) -> dict[str, Any]:
         """``{"quotes": {...}, "errors": {...}}``: every symbol once, in one or the other."""
-        found, errors = self.readthrough.many("quote", self._symbols(symbols))
+        names, invalid = self._symbols(symbols)
+        found, errors = self.readthrough.many("quote", names)
+        errors = {**invalid, **errors}
         return {"quotes": found, "errors": _error_dicts(errors)}
 
     def quotes_for(self, symbols: Iterable[str]) -> dict[str, Any]:
@@ -94,7 +96,9 @@ class StockService:
         return self.readthrough.one("profile", normalize_symbol(symbol))
 
     def fetch_multiple_profiles(self, symbols: Iterable[str] | str) -> dict[str, Any]:
-        found, errors = self.readthrough.many("profile", self._symbols(symbols))
+        names, invalid = self._symbols(symbols)
+        found, errors = self.readthrough.many("profile", names)
+        errors = {**invalid, **errors}
         return {"profiles": found, "errors": _error_dicts(errors)}
 
     def get_history(self, symbol: str, days: int = 30) -> dict[str, Any]:
@@ -246,7 +250,7 @@ class StockService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _symbols(self, symbols: Iterable[str] | str) -> list[str]:
+    def _symbols(self, symbols: Iterable[str] | str) -> tuple[list[str], dict[str, InvalidSymbol]]:
         raw = symbols if isinstance(symbols, str) else list(symbols)
         return normalize_symbols(raw, max_batch=self.settings.max_batch)
 

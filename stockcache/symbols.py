@@ -13,7 +13,7 @@ import re
 import string
 from dataclasses import dataclass
 
-from .errors import InvalidSymbol, TooManySymbols
+from .errors import InvalidRequest, InvalidSymbol, TooManySymbols
 from .venues import BY_SUFFIX, US, Venue
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9.\-^=:_]{1,20}")
@@ -79,18 +79,28 @@ def normalize_symbol(raw: object) -> str:
     return symbol
 
 
-def normalize_symbols(raw: object, *, max_batch: int) -> list[str]:
-    """Validate a list of symbols, folding duplicates and keeping first-seen order."""
+def normalize_symbols(raw: object, *, max_batch: int) -> tuple[list[str], dict[str, InvalidSymbol]]:
+    """A batch's symbols validated one by one: (valid ones, duplicates folded, in first-seen order;
+    the invalid ones by the text given, each with its own ``invalid_symbol`` error).
+
+    The batch itself is refused only when it is not a non-empty list (InvalidRequest) or holds more
+    than ``max_batch`` symbols (TooManySymbols): one typo never costs the rest their answers.
+    """
     if isinstance(raw, str):
         raw = [part for part in raw.split(",") if strip_ascii(part)]
     if not isinstance(raw, list) or not raw:
-        raise InvalidSymbol("Give a non-empty list of symbols.")
+        raise InvalidRequest("Give a non-empty list of symbols.")
     seen: dict[str, None] = {}
+    invalid: dict[str, InvalidSymbol] = {}
     for item in raw:
-        seen[normalize_symbol(item)] = None
-        if len(seen) > max_batch:
+        try:
+            seen[normalize_symbol(item)] = None
+        except InvalidSymbol as exc:
+            shown = item[:24] if isinstance(item, str) else repr(item)[:24]
+            invalid[shown] = exc
+        if len(seen) + len(invalid) > max_batch:
             raise TooManySymbols(f"At most {max_batch} symbols per request.")
-    return list(seen)
+    return list(seen), invalid
 
 
 def listing(symbol: str) -> Listing:

@@ -86,7 +86,9 @@ def spec() -> dict[str, Any]:
                                   "stale": {"type": "boolean"}}}
     tickers = {"type": "object", "required": ["tickers"], "additionalProperties": False,
                "properties": {"tickers": {"type": "array", "minItems": 1, "maxItems": 100,
-                                          "items": {"type": "string", "pattern": SYMBOL_PATTERN}}}}
+                                          "description": "Symbols; an invalid one is its own invalid_symbol "
+                                                         "entry in errors, the others are answered.",
+                                          "items": {"type": "string"}}}}
     batch = {"type": "object", "properties": {"errors": {"type": "object",
                                                          "additionalProperties": _ref("ErrorBody")}},
              "additionalProperties": True}

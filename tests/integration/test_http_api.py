@@ -125,6 +125,20 @@ def test_http_quote_is_cached_after_the_first_call(live, alice, upstream):
     assert upstream.calls("finnhub", "quote", "AAPL") == 1
 
 
+def test_http_batch_with_an_invalid_symbol_answers_every_other_symbol(alice):
+    """The issue's own example: one '???' used to refuse the whole batch with 400."""
+    body = alice.post("/api/batch-quotes", json={"tickers": ["aapl", "???", "ZZZZ1", "BRK.B"]}).json()
+    assert set(body["quotes"]) == {"AAPL", "BRK.B"}
+    assert {s: e["code"] for s, e in body["errors"].items()} == {"???": "invalid_symbol",
+                                                                  "ZZZZ1": "symbol_not_found"}
+    same = alice.get("/api/quotes?symbols=aapl,???,ZZZZ1,BRK.B").json()
+    assert set(same["quotes"]) == {"AAPL", "BRK.B"} and same["errors"]["???"]["code"] == "invalid_symbol"
+    _error(alice.post("/api/batch-quotes", json={"tickers": []}), 400, "invalid_request")
+    _error(alice.post("/api/batch-profiles", json={"tickers": []}), 400, "invalid_request")
+    profiles = alice.post("/api/batch-profiles", json={"tickers": ["AAPL", "A$B"]}).json()
+    assert set(profiles["profiles"]) == {"AAPL"} and profiles["errors"]["A$B"]["code"] == "invalid_symbol"
+
+
 def test_http_unknown_and_invalid_symbols(alice):
     error = _error(alice.get("/api/quote/ZZZZQ"), 404, "symbol_not_found")
     assert error["symbol"] == "ZZZZQ"

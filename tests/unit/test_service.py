@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import responses
 
-from stockcache.errors import InvalidSymbol, RateLimited, SymbolNotFound, TooManySymbols, UpstreamError
+from stockcache.errors import InvalidRequest, RateLimited, SymbolNotFound, TooManySymbols, UpstreamError
 from stockcache.runtime import build_service
 from stockcache.settings import Settings
 
@@ -111,9 +111,13 @@ def test_service_batch_folds_duplicates_and_reports_each_symbol_once(service):
     assert len(_quote_calls()) == 3
 
 
-def test_service_batch_validates_symbols_and_size(service):
-    with pytest.raises(InvalidSymbol):
-        service.fetch_multiple_quotes(["AAPL", "../etc"])
+@responses.activate
+def test_service_batch_validates_symbols_one_by_one_and_its_size(service):
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    answer = service.fetch_multiple_quotes(["AAPL", "../etc"])
+    assert set(answer["quotes"]) == {"AAPL"} and answer["errors"]["../etc"]["code"] == "invalid_symbol"
+    with pytest.raises(InvalidRequest):
+        service.fetch_multiple_quotes([])
     with pytest.raises(TooManySymbols):
         service.fetch_multiple_quotes([f"S{i}" for i in range(101)])
 
