@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import portfolio
 from .currency import parse_code
-from .errors import CurrencyNotFound, InvalidRequest, InvalidSymbol, StockcacheError, UpstreamError
+from .errors import (
+    CurrencyNotFound,
+    InvalidRequest,
+    InvalidSymbol,
+    StockcacheError,
+    SymbolNotCovered,
+    SymbolNotFound,
+    UpstreamError,
+)
 from .metrics import Metrics
 from .readthrough import Batch, ReadThrough
 from .settings import Settings
@@ -91,6 +99,22 @@ class StockService:
         """
         found, errors = self._quotes_chunked(symbols)
         return {"quotes": found, "errors": _error_dicts(errors)}
+
+    def verify_symbol(self, symbol: str) -> bool:
+        """Whether ``symbol`` names a listing, checked by reading its quote (needed soon anyway).
+
+        True when the quote came; False when the upstream could not say just now
+        (down, throttled, slow): the symbol is given the benefit of the doubt.
+        Raises SymbolNotFound for a symbol nobody knows and SymbolNotCovered for
+        one no configured provider serves, so a typo is refused when it is typed.
+        """
+        try:
+            self.get_quote(symbol)
+        except (SymbolNotFound, SymbolNotCovered):
+            raise
+        except StockcacheError:
+            return False
+        return True
 
     def get_profile(self, symbol: str) -> dict[str, Any]:
         return self.readthrough.one("profile", normalize_symbol(symbol))

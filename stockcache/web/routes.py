@@ -142,9 +142,10 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         user_id = principal().user_id
         if len(store.list_positions(user_id)) >= MAX_POSITIONS:
             raise InvalidRequest(f"A portfolio holds at most {MAX_POSITIONS} positions; remove one first.")
+        verified = service.verify_symbol(fields["symbol"])  # 404 for a symbol nobody knows, before it is kept
         position = store.add_position(user_id, fields["symbol"], fields["shares"], fields["cost_basis"])
         bottle.response.status = 201
-        return position.to_dict()
+        return {**position.to_dict(), "verified": verified}
 
     @app.get("/api/portfolio/performance")
     def performance() -> dict[str, Any]:
@@ -156,12 +157,13 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
     @app.put("/api/portfolio/<position_id:int>")
     def update_position(position_id: int) -> dict[str, Any]:
         fields = validate.position_input(json_body(max_body), partial=True)
-        position = None
-        if _is_row_id(position_id):
-            position = store.update_position(principal().user_id, position_id, **fields)
+        if not _is_row_id(position_id):
+            raise NotFound("No such position.")
+        verified = service.verify_symbol(fields["symbol"]) if "symbol" in fields else None
+        position = store.update_position(principal().user_id, position_id, **fields)
         if position is None:
             raise NotFound("No such position.")
-        return position.to_dict()
+        return position.to_dict() if verified is None else {**position.to_dict(), "verified": verified}
 
     @app.delete("/api/portfolio/<position_id:int>")
     def delete_position(position_id: int) -> Any:
@@ -187,9 +189,10 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         watched = {item.symbol for item in store.list_watchlist(user_id)}
         if len(watched) >= MAX_WATCHLIST_ITEMS and symbol not in watched:  # a repeat still gets its 409
             raise TooManySymbols(f"A watchlist holds at most {MAX_WATCHLIST_ITEMS} symbols; remove one first.")
+        verified = service.verify_symbol(symbol) if symbol not in watched else True  # a repeat costs no call
         item = store.add_watch(user_id, symbol)
         bottle.response.status = 201
-        return {"symbol": item.symbol, "added_at": item.added_at}
+        return {"symbol": item.symbol, "added_at": item.added_at, "verified": verified}
 
     @app.delete("/api/watchlist/<symbol>")
     def remove_watch(symbol: str) -> Any:

@@ -139,6 +139,25 @@ def test_http_batch_with_an_invalid_symbol_answers_every_other_symbol(alice):
     assert set(profiles["profiles"]) == {"AAPL"} and profiles["errors"]["A$B"]["code"] == "invalid_symbol"
 
 
+def test_http_portfolio_and_watchlist_refuse_a_symbol_nobody_knows(live, alice, upstream):
+    """A typo used to be kept (201) and show up later as "NO QUOTE"."""
+    _error(alice.post("/api/portfolio", json={"symbol": "ZZZZ9", "shares": 1, "cost_basis": 10}), 404,
+           "symbol_not_found")
+    _error(alice.post("/api/watchlist", json={"symbol": "ZZZZ9"}), 404, "symbol_not_found")
+    assert alice.get("/api/portfolio").json()["positions"] == []
+    assert alice.get("/api/watchlist").json()["items"] == []
+    added = alice.post("/api/portfolio", json={"symbol": "AAPL", "shares": 1, "cost_basis": 10})
+    assert added.status_code == 201 and added.json()["verified"] is True
+    _error(alice.put(f"/api/portfolio/{added.json()['id']}", json={"symbol": "ZZZZ8"}), 404, "symbol_not_found")
+    assert alice.get("/api/portfolio").json()["positions"][0]["symbol"] == "AAPL"
+    # The upstream cannot say just now: the symbol is kept, and the answer says it is not verified.
+    upstream.set_outage(True)
+    later = alice.post("/api/watchlist", json={"symbol": "NVDA"})
+    assert later.status_code == 201 and later.json() == {**later.json(), "symbol": "NVDA", "verified": False}
+    upstream.set_outage(False)
+    assert alice.post("/api/watchlist", json={"symbol": "NVDA"}).status_code == 409
+
+
 def test_http_unknown_and_invalid_symbols(alice):
     error = _error(alice.get("/api/quote/ZZZZQ"), 404, "symbol_not_found")
     assert error["symbol"] == "ZZZZQ"
@@ -252,7 +271,12 @@ def test_http_watchlist_and_performance_serve_more_symbols_than_max_batch(tmp_pa
     try:
         api = live.add_user("wendy")
         symbols = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "ZZZZ1"]
+        user_id = live.runtime.store.get_user_by_name("wendy")[0].id
         for symbol in symbols:
+            if symbol.startswith("ZZZZ"):  # kept before symbols were checked on the way in (older versions)
+                live.runtime.store.add_watch(user_id, symbol)
+                live.runtime.store.add_position(user_id, symbol, 2, 10)
+                continue
             assert api.post("/api/watchlist", json={"symbol": symbol}).status_code == 201
             position = {"symbol": symbol, "shares": 2, "cost_basis": 10}
             assert api.post("/api/portfolio", json=position).status_code == 201
@@ -296,10 +320,11 @@ def test_http_watchlist_and_portfolio_sizes_are_capped_at_add_time(live):
     assert live.add_user("other").post("/api/watchlist", json={"symbol": "MORE"}).status_code == 201
 
 
-def test_http_watchlist_add_list_conflict_remove(alice):
+def test_http_watchlist_add_list_conflict_remove(live, alice):
     assert alice.post("/api/watchlist", json={"symbol": "nvda"}).status_code == 201
     _error(alice.post("/api/watchlist", json={"symbol": "NVDA"}), 409, "conflict")
-    alice.post("/api/watchlist", json={"symbol": "ZZZZ9"})
+    # A symbol kept before symbols were checked on the way in (older versions) is listed with its error.
+    live.runtime.store.add_watch(live.runtime.store.get_user_by_name("alice")[0].id, "ZZZZ9")
     listing = alice.get("/api/watchlist").json()
     items = {item["symbol"]: item for item in listing["items"]}
     assert items["NVDA"]["quote"]["price"] > 0 and items["NVDA"]["added_at"]
