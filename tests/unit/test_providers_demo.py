@@ -332,8 +332,8 @@ def test_demo_ecb_rates_move_in_plausible_ranges_and_cross_through_eur():
         market.fx_rate("USD", "XXX", at)
 
 
-@pytest.mark.parametrize("symbol", ["XXXX", "QWERTY", "^XYZ", "FOO-USD", "ABCD.L", "ZZZ", "AZZZZ", "NOPE=F"])
-def test_demo_knows_every_symbol_but_zzzz(symbol, clock):
+@pytest.mark.parametrize("symbol", ["XXXY", "QWERTY", "^XYZ", "FOO-USD", "ABCD.L", "ZZZ", "AZZZZ", "NOPE=F"])
+def test_demo_knows_every_symbol_but_zzzz_and_the_contracts_xxxx(symbol, clock):
     assert DemoProvider(clock=clock).produce("quote", symbol, {}).price > 0
 
 
@@ -358,3 +358,14 @@ def test_demo_is_the_same_in_another_process():
     market = DemoMarket(marked=False)
     here = [market.quote(s, 1767020400.0).to_dict() for s in ("AAPL", "VOD.L", "BTC-EUR", "^N225")]
     assert json.loads(out.stdout) == [*here, market.fx_rate("USD", "GBP", 1767020400.0).rate]
+
+
+def test_demo_contract_examples_behave_as_the_contract_says(clock):
+    """The contract's batch example answers XXXX with symbol_not_found; in demo mode it must too."""
+    demo = DemoProvider(clock=clock)
+    with pytest.raises(SymbolNotFound):
+        demo.produce("quote", "XXXX", {})
+    with pytest.raises(SymbolNotFound):
+        demo.produce("quote", "ZZZZ1", {})
+    assert demo.produce("quote", "XXXY", {}).price > 0  # only the example itself, not its neighbours
+    assert demo.produce("quote", "AAPL", {}).price > 0

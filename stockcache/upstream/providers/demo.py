@@ -13,8 +13,9 @@ ETF, an index (``^GSPC``), a crypto pair (``BTC-USD``, Finnhub's
 future (``GC=F``). Each class has a plausible price level, in the listing's
 currency *as a provider reports it*: London shares in pence (``GBp``), some
 London ETFs in USD or GBP (:meth:`DemoMarket.currency` gives the factor to the
-major unit). **Only symbols matching ``ZZZZ*`` are unknown** (by default); any
-other well-formed symbol gets data.
+major unit). **Only symbols matching ``ZZZZ*``, and ``XXXX`` (the contract's
+example of an unknown symbol), are unknown** (by default); any other
+well-formed symbol gets data.
 
 A day's close is a slow sum of sine waves (trend) plus daily noise, so history
 needs no random walk from an epoch. Bars exist on the trading days of the
@@ -59,7 +60,7 @@ from ...venues import BY_MIC, US, Venue
 from ...venues import is_target_day as _target_day
 from .base import Clock, Provider, days_param, query_param
 
-UNKNOWN_PATTERNS = ("ZZZZ*",)
+UNKNOWN_PATTERNS = ("ZZZZ*", "XXXX")
 
 ETF, FX, FUTURE = "etf", "fx", "future"
 
@@ -536,7 +537,7 @@ class DemoMarket:
     names and headlines as demo; the fake upstream passes False to look real.
     Prices are in the listing's currency as a provider reports it (pence for
     London shares): :meth:`currency` says how to get the major unit.
-    Symbols matching one of ``unknown`` (default ``ZZZZ*``) are not found.
+    Symbols matching one of ``unknown`` (default ``ZZZZ*`` and ``XXXX``) are not found.
     """
 
     def __init__(self, *, marked: bool = True, unknown: tuple[str, ...] = UNKNOWN_PATTERNS) -> None:
