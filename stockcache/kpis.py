@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from .clock import seconds_to_utc_midnight
-from .errors import CacheError
+from .errors import StockcacheError
 from .metrics import LATENCY_BUCKETS, Metrics, percentiles_ms
-from .sqlitefile import create_private, open_sound
+from .sqlitefile import open_db
 from .usage import UsageLedger, utc_day
 
 log = logging.getLogger(__name__)
@@ -49,12 +48,22 @@ EXCLUDED_ROUTES = frozenset({"/healthz", "/metrics"})
 MAX_DAYS = 366
 FLUSH_INTERVAL = 60.0
 
-_SCHEMA = (
-    ("CREATE TABLE IF NOT EXISTS kpi_days (day TEXT PRIMARY KEY, requests INTEGER NOT NULL DEFAULT 0,"
-     " hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,"
-     " latency TEXT NOT NULL DEFAULT '[]', latency_sum REAL NOT NULL DEFAULT 0)"),
-    ("CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL,"
-     " stats TEXT NOT NULL)"),
+# Versioned migrations (sqlitefile.migrate). 1 is the layout files had before versions were
+# recorded, hence IF NOT EXISTS: an old file (user_version 0) is adopted as it is.
+KPI_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE IF NOT EXISTS kpi_days (day TEXT PRIMARY KEY, requests INTEGER NOT NULL DEFAULT 0,"
+        " hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,"
+        " latency TEXT NOT NULL DEFAULT '[]', latency_sum REAL NOT NULL DEFAULT 0)",
+        "CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL,"
+        " stats TEXT NOT NULL)",
+    ),
+    # 2: the instance id these counts belong to, for the sum over instances in a shared store.
+    # It lives with the counts: a file set aside takes its id along, so nothing is counted twice.
+    (
+        "CREATE TABLE instance (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
+        "INSERT INTO instance (id, name) VALUES (1, lower(hex(randomblob(8))))",
+    ),
 )
 
 
@@ -73,101 +82,71 @@ class DayFigures:
 
 
 class KpiStore:
-    """The KPI table in SQLite (0600). Thread-safe: one connection behind a lock.
+    """The KPI table in SQLite (0600, through :mod:`~stockcache.sqlitefile`). Thread-safe: one connection.
 
     ``path=None`` keeps it in memory (tests, the Python API without a data dir).
     Several processes may add to one file: every write is an increment. A
     corrupt file is set aside and a fresh one started (the history is a
     convenience, not a record anyone relies on); ``set_aside=False`` raises
-    CacheError instead (readers such as ``stats``).
+    StoreError instead (readers such as ``stats``).
     """
 
     def __init__(self, path: Path | None, *, set_aside: bool = True) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._db, _ = open_db(path, KPI_MIGRATIONS, label="KPI history", set_aside=set_aside,
+                              synchronous="NORMAL", busy_timeout=10.0)
         try:
-            if path is None:
-                self._db = _connect(":memory:")
-            elif set_aside:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._db, _ = open_sound(path, _open_file, label="KPI history")
-            else:
-                self._db = _open_file(path)
-        except sqlite3.Error as exc:
-            raise CacheError(f"cannot open the KPI history {path}: {exc}") from exc
+            self.instance = str(self._db.rows("SELECT name FROM instance WHERE id = 1")[0][0])
+        except BaseException:
+            self._db.close()
+            raise
 
     def add(self, day: str, delta: DayFigures) -> None:
         """Add ``delta`` to ``day``'s row (created on first use)."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT latency FROM kpi_days WHERE day = ?", (day,)).fetchone()
-                counts = list(delta.latency)
-                old = json.loads(row[0]) if row is not None else []
-                # Different lengths mean the buckets changed between versions: start the day's over.
-                if len(old) == len(counts):
-                    counts = [a + b for a, b in zip(old, counts, strict=True)]
-                db.execute(
-                    "INSERT INTO kpi_days (day, requests, hits, misses, latency, latency_sum)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(day) DO UPDATE SET"
-                    " requests = requests + excluded.requests, hits = hits + excluded.hits,"
-                    " misses = misses + excluded.misses, latency = excluded.latency,"
-                    " latency_sum = latency_sum + excluded.latency_sum",
-                    (day, delta.requests, delta.hits, delta.misses, json.dumps(counts), delta.latency_sum),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._db.transaction("add") as db:
+            row = db.execute("SELECT latency FROM kpi_days WHERE day = ?", (day,)).fetchone()
+            counts = list(delta.latency)
+            old = json.loads(row[0]) if row is not None else []
+            # Different lengths mean the buckets changed between versions: start the day's over.
+            if len(old) == len(counts):
+                counts = [a + b for a, b in zip(old, counts, strict=True)]
+            db.execute(
+                "INSERT INTO kpi_days (day, requests, hits, misses, latency, latency_sum)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(day) DO UPDATE SET"
+                " requests = requests + excluded.requests, hits = hits + excluded.hits,"
+                " misses = misses + excluded.misses, latency = excluded.latency,"
+                " latency_sum = latency_sum + excluded.latency_sum",
+                (day, delta.requests, delta.hits, delta.misses, json.dumps(counts), delta.latency_sum),
+            )
 
     def rows(self, first: str, last: str) -> dict[str, DayFigures]:
         """Stored days from ``first`` to ``last`` (``YYYY-MM-DD``, inclusive)."""
-        with self._lock:
-            found = self._db.execute(
-                "SELECT day, requests, hits, misses, latency, latency_sum FROM kpi_days"
-                " WHERE day >= ? AND day <= ?", (first, last)).fetchall()
-        out = {}
-        for day, requests, hits, misses, latency, latency_sum in found:
-            counts = json.loads(latency)
-            if len(counts) != len(LATENCY_BUCKETS):
-                counts = [0] * len(LATENCY_BUCKETS)
-            out[day] = DayFigures(requests, hits, misses, counts, latency_sum)
-        return out
+        found = self._db.rows(
+            "SELECT day, requests, hits, misses, latency, latency_sum FROM kpi_days"
+            " WHERE day >= ? AND day <= ?", (first, last))
+        return {day: _figures(requests, hits, misses, latency, latency_sum)
+                for day, requests, hits, misses, latency, latency_sum in found}
 
     def save_snapshot(self, at: float, stats: Mapping[str, Any]) -> None:
         text = json.dumps(stats, default=list, allow_nan=False)
-        with self._lock:
-            self._db.execute("INSERT INTO snapshot (id, at, stats) VALUES (1, ?, ?)"
-                             " ON CONFLICT(id) DO UPDATE SET at = excluded.at, stats = excluded.stats", (at, text))
+        with self._db.transaction("snapshot") as db:
+            db.execute("INSERT INTO snapshot (id, at, stats) VALUES (1, ?, ?)"
+                       " ON CONFLICT(id) DO UPDATE SET at = excluded.at, stats = excluded.stats", (at, text))
 
     def snapshot(self) -> tuple[float, dict[str, Any]] | None:
         """``(unix time, stats)`` of the last snapshot a server saved, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT at, stats FROM snapshot WHERE id = 1").fetchone()
-        return None if row is None else (float(row[0]), json.loads(row[1]))
+        rows = self._db.rows("SELECT at, stats FROM snapshot WHERE id = 1")
+        return None if not rows else (float(rows[0][0]), json.loads(rows[0][1]))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
-def _connect(target: str) -> sqlite3.Connection:
-    db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            db.execute(statement)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _open_file(path: Path) -> sqlite3.Connection:
-    create_private(path)
-    return _connect(str(path))
+def _figures(requests: int, hits: int, misses: int, latency: str | list[int], latency_sum: float) -> DayFigures:
+    counts = json.loads(latency) if isinstance(latency, str) else list(latency)
+    if len(counts) != len(LATENCY_BUCKETS):
+        counts = [0] * len(LATENCY_BUCKETS)
+    return DayFigures(int(requests), int(hits), int(misses), [int(n) for n in counts], float(latency_sum))
 
 
 def kpi_days(
@@ -282,9 +261,9 @@ class KpiRecorder:
                 self._last = total
                 if self._snapshot is not None:
                     self.store.save_snapshot(now, self._snapshot())
-            except (sqlite3.Error, CacheError) as exc:
+            except StockcacheError as exc:
                 # Counting must never fail a request; the delta is kept for the next flush.
-                log.warning("could not save KPIs: %s", exc)
+                log.warning("could not save KPIs: %s", exc.message)
 
     def days(self, days: int) -> list[dict[str, Any]]:
         """The contract's KPI rows, newest first, including what happened up to now."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from .auth import SECRET_FILENAME, Authenticator, open_auth
 from .cache import CACHE_FILE, TieredCache, open_cache
-from .errors import CacheError, ConfigError
+from .errors import CacheError, ConfigError, StoreError
 from .kpis import KPI_FILE, KpiRecorder, KpiStore, costs_from
 from .metrics import Metrics
 from .providers.base import Provider
@@ -162,7 +162,7 @@ class Runtime:
                 except Exception:
                     log.exception("closing a part of a runtime that failed to start failed")
             self.files.remove_new()
-            if isinstance(exc, (CacheError, sqlite3.Error, OSError)):
+            if isinstance(exc, (CacheError, StoreError, sqlite3.Error, OSError)):
                 raise ConfigError(f"{DATA_DIR_SETTING}: cannot start on the data folder {settings.data_dir}: "
                                   f"{_one_line(exc)}") from exc
             raise
