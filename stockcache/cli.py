@@ -165,7 +165,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     def work(settings: Settings, store: Store) -> int:
         user = store.create_user(name, hash_password(password), is_admin=args.admin)
         role = "admin" if user.is_admin else "user"
-        print(f"Added {role} {user.username!r} to {store.path}.", file=sys.stderr)
+        print(f"Added {role} {user.username!r} to {store.describe()}.", file=sys.stderr)
         return 0
 
     return _with_store(args, work)

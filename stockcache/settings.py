@@ -101,6 +101,13 @@ def _redis_url(text: str) -> str:
     return text
 
 
+def _database_url(text: str) -> str:
+    text = text.strip()
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    return text
+
+
 def _redis_namespace(text: str) -> str:
     text = text.strip()
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
@@ -181,6 +188,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("redis_url", ("REDIS_URL", "STOCKCACHE_REDIS_URL"), _redis_url, "",
             "Optional Redis URL for a cache tier shared by several instances; unset means no Redis.",
             secret=True),
+    Setting("database_url", ("STOCKCACHE_DATABASE_URL",), _database_url, "",
+            "Optional PostgreSQL URL for a user store shared by several instances (users, tokens, portfolios, "
+            "watchlists, the JWT key); unset means SQLite in the data folder.", secret=True),
     Setting("redis_namespace", ("STOCKCACHE_REDIS_NAMESPACE",), _redis_namespace, "stockcache",
             "Prefix of every Redis key (NAMESPACE:cache:..., :budget:, :lock:); instances that share "
             "a cache use the same one."),
@@ -247,6 +257,7 @@ class Settings:
     negative_ttl: int = 600
     refusal_ttl: int = 86400
     redis_url: str = field(default="", repr=False)
+    database_url: str = field(default="", repr=False)
     redis_namespace: str = "stockcache"
     workers: int = 32
     max_batch: int = 100

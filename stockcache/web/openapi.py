@@ -41,8 +41,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 def _writes(*statuses: int) -> dict[str, Any]:
-    """``_errors`` for a route that writes to the store: a full disk is a 503 of its own."""
-    return {**_errors(*statuses), "503": _json(_ref("Error"), "The server's disk is full (storage_full); "
+    """``_errors`` for a route that writes to the store: a full disk or an unreachable store is a 503 of its own."""
+    return {**_errors(*statuses), "503": _json(_ref("Error"), "The server's disk is full (storage_full), or the "
+                                                             "user store cannot be reached (store_unavailable); "
                                                              "nothing was changed; see Retry-After.")}
 
 

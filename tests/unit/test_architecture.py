@@ -26,7 +26,7 @@ ALLOWED = {
     "cache": {"settings", "errors", "models", "sqlitefile"},
     "providers": {"settings", "errors", "models", "clock"},
     "fetcher": {"budget", "errors", "metrics", "providers"},
-    "store": {"settings", "errors", "models"},
+    "store": {"settings", "errors", "models", "sqlitefile"},
     "auth": {"settings", "errors", "models", "store"},
 }
 FORBIDDEN_EVERYWHERE_BELOW_WEB = {"web", "cli", "runtime"}
