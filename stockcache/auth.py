@@ -272,8 +272,12 @@ class LoginLimiter:
             checks.append((1, self._addresses, address, self.per_address))
         return checks
 
-    def begin(self, username: str, address: str | None) -> None:
-        """Admit one attempt (finish it with :meth:`succeeded` or :meth:`failed`) or raise TooManyRequests."""
+    def begin(self, username: str, address: str | None) -> str | None:
+        """Admit one attempt (finish it with :meth:`succeeded` or :meth:`failed`) or raise TooManyRequests.
+
+        Returns the attempt's handle for the verdict methods (None here: an
+        attempt in memory is known by its username and address).
+        """
         checks = self._checks(username, address)
         deadline = time.monotonic() + self.wait  # real time: it bounds a wait for other threads
         with self._lock:
@@ -298,16 +302,17 @@ class LoginLimiter:
                 self._lock.wait(left)
             for kind, _, key, _ in checks:
                 self._in_flight[(kind, key)] = self._in_flight.get((kind, key), 0) + 1
+        return None
 
-    def succeeded(self, username: str, address: str | None) -> None:
+    def succeeded(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
         """The attempt was right: forget the username's failures."""
         self._finish(username, address, failed=False)
 
-    def failed(self, username: str, address: str | None) -> None:
+    def failed(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
         """The attempt was wrong: count it against the username and the address."""
         self._finish(username, address, failed=True)
 
-    def abandoned(self, username: str, address: str | None) -> None:
+    def abandoned(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
         """The attempt ended without a verdict (an error): it counts for nothing."""
         self._finish(username, address, failed=None)
 
@@ -399,22 +404,53 @@ class Authenticator:
         if not self._login_slots.acquire(blocking=False):
             raise TooManyRequests("Too many logins at once; try again in 1 second.", retry_after=1)
         try:
-            self.limiter.begin(username, address)
+            attempt = self.limiter.begin(username, address)
             try:
                 user = self._check_password(username, password)
             except BaseException:
-                self.limiter.abandoned(username, address)  # no verdict: it counts for nothing
+                self.limiter.abandoned(username, address, attempt=attempt)  # no verdict: it counts for nothing
                 raise
             if user is None:
-                self.limiter.failed(username, address)
+                self.limiter.failed(username, address, attempt=attempt)
                 logger.info("login failed for %r from %s", username[:64], address or "?")
                 raise Unauthorized(_WRONG_LOGIN)
-            self.limiter.succeeded(username, address)
+            self.limiter.succeeded(username, address, attempt=attempt)
             logger.info("login of %r from %s", user.username, address or "?")
-            return {"access_token": self.issue_jwt(user.id, user.username, user.is_admin),
-                    "token_type": "bearer", "expires_in": self.jwt_ttl}
+            return self._access(user)
         finally:
             self._login_slots.release()
+
+    def change_password(self, principal: Principal, current: str, new: str, address: str | None) -> dict[str, Any]:
+        """A user's own new password (``PUT /api/me/password``); a fresh JWT, since the caller's is now dead.
+
+        The current password is checked exactly as a login checks it, through
+        the same limits (a stolen session cannot guess it faster than a login
+        could). Every JWT the user had is refused from now on. API tokens stay:
+        they are revoked one by one (``tokens revoke``).
+        """
+        new = validate.password(new, field="new")
+        if not self._login_slots.acquire(blocking=False):
+            raise TooManyRequests("Too many logins at once; try again in 1 second.", retry_after=1)
+        try:
+            name = principal.username
+            attempt = self.limiter.begin(name, address)
+            try:
+                user = self._check_password(name, current)
+            except BaseException:
+                self.limiter.abandoned(name, address, attempt=attempt)
+                raise
+            if user is None or user.id != principal.user_id:
+                self.limiter.failed(name, address, attempt=attempt)
+                logger.info("password change for %r from %s refused: wrong current password", name, address or "?")
+                raise Forbidden("The current password is wrong.", field="current")
+            self.limiter.succeeded(name, address, attempt=attempt)
+        finally:
+            self._login_slots.release()
+        changed = self.store.change_password(user.id, self.hash_password(new))
+        if changed is None:  # removed meanwhile
+            raise Unauthorized(_INVALID)
+        logger.info("password of %r changed from %s", changed.username, address or "?")
+        return self._access(changed)
 
     def _check_password(self, username: str, password: str) -> User | None:
         """The user when ``password`` is theirs, else None, in the time a wrong password takes."""
@@ -442,14 +478,24 @@ class Authenticator:
 
     # -- JWT -----------------------------------------------------------------------------
 
-    def issue_jwt(self, user_id: int, username: str, is_admin: bool) -> str:
-        """An HS256 access token valid for ``jwt_ttl`` seconds from the injected clock's now."""
+    def issue_jwt(self, user_id: int, username: str, is_admin: bool, *, password_version: int = 0) -> str:
+        """An HS256 access token valid for ``jwt_ttl`` seconds from the injected clock's now.
+
+        ``pwv`` is the user's password version: a new password moves it on, and
+        every token issued under an older one is refused from then on (by this
+        process at once, by others within the store watcher's interval).
+        """
         now = int(self._clock())
         claims = {
-            "sub": str(user_id), "name": username, "adm": bool(is_admin),
+            "sub": str(user_id), "name": username, "adm": bool(is_admin), "pwv": int(password_version),
             "iat": now, "exp": now + self.jwt_ttl, "jti": secrets.token_urlsafe(12),
         }
         return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
+
+    def _access(self, user: User) -> dict[str, Any]:
+        """The login answer for ``user``: a JWT under their current password version."""
+        token = self.issue_jwt(user.id, user.username, user.is_admin, password_version=user.password_version)
+        return {"access_token": token, "token_type": "bearer", "expires_in": self.jwt_ttl}
 
     def _principal_from_jwt(self, token: str) -> tuple[Principal, float]:
         """The principal and the token's expiry time."""
@@ -469,8 +515,11 @@ class Authenticator:
         ):
             raise Unauthorized(_INVALID)
         user = self.store.get_user(int(sub))
-        # The name check is a second guard: ids are never reused, names may be.
-        if user is None or claims.get("name") != user.username:
+        # The name check is a second guard: ids are never reused, names may be. A token without
+        # pwv predates password versions: it was issued under version 0.
+        pwv = claims.get("pwv", 0)
+        if (user is None or claims.get("name") != user.username
+                or not isinstance(pwv, int) or isinstance(pwv, bool) or pwv != user.password_version):
             raise Unauthorized(_INVALID)
         return Principal(user_id=user.id, username=user.username, is_admin=user.is_admin, via="jwt"), float(exp)
 

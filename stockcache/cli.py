@@ -55,6 +55,11 @@ def _add_user_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     remove = users_commands.add_parser("remove", help="remove a user with their tokens, portfolio and watchlist")
     remove.add_argument("name")
     remove.set_defaults(handler=cmd_users_remove)
+    passwd = users_commands.add_parser(
+        "passwd", help="set a new password for a user, read from standard input (one line); "
+                       "their logins (JWTs) issued before stop working, API tokens stay")
+    passwd.add_argument("name")
+    passwd.set_defaults(handler=cmd_users_passwd)
 
     tokens = commands.add_parser("tokens", help="create, list and revoke long-lived API tokens")
     tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -70,7 +75,7 @@ def _add_user_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     revoke.add_argument("token_id", metavar="TOKEN_ID")
     revoke.set_defaults(handler=cmd_tokens_revoke)
 
-    for leaf in (add, listing, remove, create, token_list, revoke):
+    for leaf in (add, listing, remove, passwd, create, token_list, revoke):
         _global_options(leaf)
 
 
@@ -131,10 +136,10 @@ def _read_password() -> str:
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Settings, Store], int]) -> int:
-    from .store import open_store, store_path
+    from .store import open_configured_store
 
     settings = load_settings(args)
-    store = open_store(store_path(settings.data_dir))
+    store = open_configured_store(settings, pool_size=2)
     try:
         return work(settings, store)
     except _Refused as exc:
@@ -145,6 +150,16 @@ def _with_store(args: argparse.Namespace, work: Callable[[Settings, Store], int]
         store.close()
 
 
+def _new_password() -> str:
+    """A new password from standard input, checked as the API checks it (at least 8 characters)."""
+    from .store import validate
+
+    password = _read_password()
+    if not password:
+        raise _Refused("the password is empty (give it on standard input, one line)")
+    return validate.password(password)
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     from .auth import hash_password
     from .store import validate
@@ -153,10 +168,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     # command leaves the data folder as it was.
     try:
         name = validate.username(args.name)
-        password = _read_password()
-        if not password:
-            raise _Refused("the password is empty (give it on standard input, one line)")
-        validate.password(password)
+        password = _new_password()
     except _Refused as exc:
         return _fail(str(exc), exc.status)
     except StockcacheError as exc:
@@ -186,6 +198,30 @@ def cmd_users_remove(args: argparse.Namespace) -> int:
         if not store.delete_user(args.name):
             raise _Refused(f"no such user: {args.name!r}")
         print(f"Removed user {args.name!r} with their tokens, portfolio and watchlist.", file=sys.stderr)
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_users_passwd(args: argparse.Namespace) -> int:
+    from .auth import hash_password
+
+    try:
+        password = _new_password()
+    except _Refused as exc:
+        return _fail(str(exc), exc.status)
+    except StockcacheError as exc:
+        return _fail(exc.message)
+
+    def work(settings: Settings, store: Store) -> int:
+        found = store.get_user_by_name(args.name)
+        if found is None:
+            raise _Refused(f"no such user: {args.name!r}")
+        changed = store.change_password(found[0].id, hash_password(password))
+        if changed is None:
+            raise _Refused(f"no such user: {args.name!r}")
+        print(f"Changed the password of {changed.username!r}; their logins from before no longer work "
+              "(API tokens do: revoke them with 'tokens revoke').", file=sys.stderr)
         return 0
 
     return _with_store(args, work)

@@ -65,6 +65,11 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         who = principal()
         return {"username": who.username, "is_admin": who.is_admin, "via": who.via}
 
+    @app.put("/api/me/password")
+    def change_password() -> dict[str, Any]:
+        current, new = validate.password_change_input(json_body(max_body))
+        return auth.change_password(principal(), current, new, bottle.request.environ.get("REMOTE_ADDR") or "-")
+
     # -- market data -------------------------------------------------------------
     @app.get("/api/quote/<symbol>")
     def quote(symbol: str) -> dict[str, Any]:
