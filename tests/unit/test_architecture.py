@@ -42,6 +42,8 @@ OWNERS = {
     "redis": ("cache/redis.py", "redisshared.py"),
     "prometheus_client": ("web/prometheus.py",),
     "orjson": ("web/plugins.py",),
+    "psycopg": ("store/postgres.py",),
+    "psycopg_pool": ("store/postgres.py",),
 }
 
 
