@@ -36,18 +36,30 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .errors import ConfigError, Conflict, Forbidden, NotFound, StorageFull, TooManyRequests, Unauthorized
+from .errors import (
+    CacheError,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    StockcacheError,
+    StorageFull,
+    StoreUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from .settings import Settings
 from .store import ApiToken, Store, User, validate
+from .store.shared import LoginCheck
 
 logger = logging.getLogger(__name__)
 
@@ -333,6 +345,107 @@ class LoginLimiter:
             self._lock.notify_all()
 
 
+class LoginCounter(Protocol):
+    """Login-attempt bookkeeping every instance shares: the store (:mod:`stockcache.store.shared`) or Redis."""
+
+    def login_reserve(self, checks: Sequence[LoginCheck], attempt: str, *, now: float, window: float,
+                      pending_ttl: float) -> tuple[str, int]: ...
+
+    def login_settle(self, checks: Sequence[LoginCheck], attempt: str, *, outcome: str, now: float) -> None: ...
+
+
+class SharedLoginLimiter:
+    """:class:`LoginLimiter`'s rules and interface, counted where every instance sees them.
+
+    With several instances behind a load balancer, each one's own limiter would
+    let an attacker try ``per_user`` passwords on each. Here each attempt holds
+    a place in a shared :class:`LoginCounter` before its password is checked
+    (one atomic step, so concurrent attempts on different instances cannot
+    share the last place), and its verdict is recorded there. An attempt that
+    finds the places taken by attempts still in progress waits for their
+    verdicts, polling, up to ``wait`` seconds. A place whose instance died
+    before the verdict is dropped after ``pending_ttl``.
+
+    If the counter is unreachable (Redis down) the attempt is counted by this
+    instance's own ``local`` limiter instead, as budgets fall back; a store
+    that is down fails the login anyway (the password cannot be checked).
+    Thread-safe. Times are wall-clock (``clock``): instances compare them.
+    """
+
+    POLL = 0.1  # seconds between looks while attempts in progress hold the places
+
+    def __init__(
+        self,
+        counter: LoginCounter,
+        *,
+        local: LoginLimiter | None = None,
+        per_user: int = 5,
+        per_address: int = 20,
+        window: float = 15 * 60,
+        wait: float = 10.0,
+        pending_ttl: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.counter = counter
+        self.local = local or LoginLimiter(per_user=per_user, per_address=per_address, window=window, wait=wait,
+                                           clock=clock)
+        self.per_user, self.per_address, self.window = per_user, per_address, window
+        self.wait, self.pending_ttl = wait, pending_ttl
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"<SharedLoginLimiter counter={type(self.counter).__name__}>"
+
+    def _checks(self, username: str, address: str | None) -> list[LoginCheck]:
+        checks = [LoginCheck("user", username.casefold(), self.per_user)]
+        if address:
+            checks.append(LoginCheck("address", address, self.per_address))
+        return checks
+
+    def begin(self, username: str, address: str | None) -> str | None:
+        """Hold a place for one attempt, or raise TooManyRequests; the attempt's handle for the verdict."""
+        checks = self._checks(username, address)
+        attempt = secrets.token_hex(8)
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                verdict, seconds = self.counter.login_reserve(checks, attempt, now=self._clock(), window=self.window,
+                                                              pending_ttl=self.pending_ttl)
+            except CacheError:
+                logger.warning("login limits: the shared counter is unreachable; counting on this instance only")
+                self.local.begin(username, address)
+                return None
+            if verdict == "ok":
+                return attempt
+            if verdict == "refused":
+                raise TooManyRequests(f"Too many failed logins; try again in {seconds} seconds.", retry_after=seconds)
+            if time.monotonic() >= deadline:
+                raise TooManyRequests("Too many logins for this account at once; try again in 1 second.",
+                                      retry_after=1)
+            # Another process holds the places: nothing here can be waited on, so look again shortly.
+            time.sleep(self.POLL)
+
+    def _settle(self, username: str, address: str | None, attempt: str | None, outcome: str) -> None:
+        if attempt is None:  # counted locally (the shared counter was down at begin)
+            {"failed": self.local.failed, "succeeded": self.local.succeeded,
+             "abandoned": self.local.abandoned}[outcome](username, address)
+            return
+        try:
+            self.counter.login_settle(self._checks(username, address), attempt, outcome=outcome, now=self._clock())
+        except StockcacheError as exc:
+            # The place expires after pending_ttl; a lost failure is one guess more, never a lock-out.
+            logger.warning("login limits: could not record a login's verdict: %s", exc.message)
+
+    def succeeded(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
+        self._settle(username, address, attempt, "succeeded")
+
+    def failed(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
+        self._settle(username, address, attempt, "failed")
+
+    def abandoned(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
+        self._settle(username, address, attempt, "abandoned")
+
+
 # -- the authenticator -------------------------------------------------------------------
 
 
@@ -355,7 +468,7 @@ class Authenticator:
         jwt_ttl: int,
         clock: Callable[[], float] = time.time,
         hasher: PasswordHasher | None = None,
-        limiter: LoginLimiter | None = None,
+        limiter: LoginLimiter | SharedLoginLimiter | None = None,
         max_concurrent_hashes: int = 2,
         max_logins: int = 6,
     ) -> None:
@@ -371,9 +484,9 @@ class Authenticator:
         self.max_logins = max(1, max_logins)
         self._login_slots = threading.BoundedSemaphore(self.max_logins)
         self._dummy_hash: str | None = None
-        # sha256(bearer) -> (principal, store generation, reuse until, API token id or None).
+        # sha256(bearer) -> (principal, store generation, reuse until, API token id or None, valid until).
         # One dict for every thread: get and set are atomic, and a race only costs a re-verification.
-        self._verified: dict[bytes, tuple[Principal, int, float, str | None]] = {}
+        self._verified: dict[bytes, tuple[Principal, int, float, str | None, float]] = {}
 
     def __repr__(self) -> str:
         return f"<Authenticator store={self.store!r} jwt_ttl={self.jwt_ttl}>"
@@ -592,6 +705,12 @@ class Authenticator:
         interval (``store.WATCH_INTERVAL``, 0.25 s). An answer is reused for at
         most ``VERIFIED_LIFETIME`` seconds and never past a JWT's expiry.
         Failures are never remembered.
+
+        While the store cannot be reached (a shared database down), a value
+        verified before is still accepted, up to its JWT's expiry, with the
+        same generation: nothing can have been revoked through a store nobody
+        can write to, and market data keeps serving its known clients. A value
+        never verified gets the store's 503 ``store_unavailable``.
         """
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized(_INVALID)
@@ -604,15 +723,20 @@ class Authenticator:
                 self.store.note_token_use(hit[3])
             return hit[0]
         token_id: str | None = None
-        if token.startswith(TOKEN_PREFIX):
-            principal, until = self._principal_from_api_token(token), math.inf
-            token_id = split_api_token(token)[0]  # type: ignore[index]  # valid: it just verified
-        else:
-            principal, until = self._principal_from_jwt(token)
+        try:
+            if token.startswith(TOKEN_PREFIX):
+                principal, until = self._principal_from_api_token(token), math.inf
+                token_id = split_api_token(token)[0]  # type: ignore[index]  # valid: it just verified
+            else:
+                principal, until = self._principal_from_jwt(token)
+        except StoreUnavailable:
+            if hit is not None and hit[1] == version and now < hit[4]:
+                return hit[0]
+            raise
         verified = self._verified
         if len(verified) >= VERIFIED_MAX:
             verified.clear()
-        verified[key] = (principal, version, min(now + VERIFIED_LIFETIME, until), token_id)
+        verified[key] = (principal, version, min(now + VERIFIED_LIFETIME, until), token_id, until)
         return principal
 
 
@@ -625,8 +749,36 @@ def hash_password(password: str, *, hasher: PasswordHasher | None = None) -> str
     return (hasher or PasswordHasher()).hash(password)
 
 
-def open_auth(settings: Settings, store: Store, *, clock: Callable[[], float] = time.time) -> Authenticator:
-    """An Authenticator over ``store`` whose secret lives in ``settings.data_dir``."""
-    secret = load_or_create_secret(Path(settings.data_dir) / SECRET_FILENAME)
-    return Authenticator(store, secret=secret, jwt_ttl=settings.jwt_ttl, clock=clock,
-                         max_logins=settings.threads - RESERVED_THREADS)
+JWT_SECRET_NAME = "jwt"
+
+
+def load_or_create_shared_secret(store: Store) -> bytes:
+    """The JWT signing key of a shared store, generated by the first instance that asks (32 random bytes).
+
+    So a JWT issued by one instance is accepted by all of them. Never logged.
+    """
+    text = store.secret(JWT_SECRET_NAME, lambda: secrets.token_bytes(SECRET_BYTES).hex())
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError("the store's JWT secret is not hex; delete its row in 'secrets' to make a new one") from None
+    if len(key) < SECRET_BYTES:
+        raise ConfigError(f"the store's JWT secret holds fewer than {SECRET_BYTES} bytes")
+    return key
+
+
+def open_auth(settings: Settings, store: Store, *, clock: Callable[[], float] = time.time,
+              login_counter: LoginCounter | None = None, hasher: PasswordHasher | None = None) -> Authenticator:
+    """An Authenticator over ``store``.
+
+    The JWT key is the shared store's when the store is shared, else
+    ``jwt.secret`` in ``settings.data_dir``. With a ``login_counter`` (Redis,
+    or the shared store) login limits count every instance's attempts.
+    """
+    if store.shared:
+        secret = load_or_create_shared_secret(store)
+    else:
+        secret = load_or_create_secret(Path(settings.data_dir) / SECRET_FILENAME)
+    limiter = SharedLoginLimiter(login_counter, clock=clock) if login_counter is not None else None
+    return Authenticator(store, secret=secret, jwt_ttl=settings.jwt_ttl, clock=clock, hasher=hasher,
+                         limiter=limiter, max_logins=settings.threads - RESERVED_THREADS)

@@ -38,8 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     _add_user_commands(commands)
+    _add_store_commands(commands)
     _add_data_commands(commands)
     return parser
+
+
+def _add_store_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    store = commands.add_parser("store", help="create or upgrade the user store, copy it to PostgreSQL")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    migrate = store_commands.add_parser(
+        "migrate", help="create or upgrade the store's schema (SQLite in the data folder, or "
+                        "STOCKCACHE_DATABASE_URL); the server also does this when it starts")
+    migrate.set_defaults(handler=cmd_store_migrate)
+    copy = store_commands.add_parser(
+        "copy", help="copy this data folder's SQLite store into an empty PostgreSQL database",
+        description="Copies users, password hashes, API tokens, portfolios, watchlists and the JWT key from "
+                    "the data folder's store.sqlite into an empty PostgreSQL database (migrated first), in one "
+                    "transaction. Refuses a database that already holds users or their data.")
+    copy.add_argument("--to", dest="target", metavar="URL",
+                      help="postgresql://user:password@host:5432/db (default: STOCKCACHE_DATABASE_URL; the "
+                           "environment keeps the password out of the process list)")
+    copy.set_defaults(handler=cmd_store_copy)
+    for leaf in (migrate, copy):
+        _global_options(leaf)
 
 
 def _add_user_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -277,6 +298,53 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    from .store import open_configured_store
+
+    settings = load_settings(args)
+    store = open_configured_store(settings, pool_size=2)
+    try:
+        before, after = store.migrated_from, store.schema_version()
+    finally:
+        store.close()
+    done = (f"migrated from schema version {before} to {after}" if before != after
+            else f"already at schema version {after}")
+    print(f"The store {store.describe()} is {done}.", file=sys.stderr)
+    return 0
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    from .auth import SECRET_FILENAME
+    from .settings import parse_setting
+    from .store import store_path
+    from .store.copy import copy_store
+    from .store.postgres import open_postgres_store
+    from .store.sqlite import SqliteStore
+
+    settings = load_settings(args)
+    target_url = parse_setting("database_url", args.target, source="--to") if args.target else settings.database_url
+    if not target_url:
+        return _fail("store copy needs a target: --to postgresql://... or STOCKCACHE_DATABASE_URL", 2)
+    path = store_path(settings.data_dir)
+    if not path.exists():
+        return _fail(f"no store to copy: {path} does not exist")
+    secret_file = settings.data_dir / SECRET_FILENAME
+    secret = bytes.fromhex(secret_file.read_text(encoding="ascii").strip()) if secret_file.exists() else None
+    source = SqliteStore(path).open()
+    try:
+        target = open_postgres_store(target_url, max_size=2)
+        try:
+            report = copy_store(source, target, jwt_secret=secret)
+        except StockcacheError as exc:
+            return _fail(f"nothing copied: {exc.message}")
+        finally:
+            target.close()
+    finally:
+        source.close()
+    print(report.sentence(str(path), target.describe()), file=sys.stderr)
+    return 0
 
 
 # -- warm and stats -------------------------------------------------------------

@@ -30,10 +30,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .clock import seconds_to_utc_midnight
 from .errors import StockcacheError
@@ -149,6 +149,56 @@ def _figures(requests: int, hits: int, misses: int, latency: str | list[int], la
     return DayFigures(int(requests), int(hits), int(misses), [int(n) for n in counts], float(latency_sum))
 
 
+class PublishedDay(Protocol):
+    """One instance's day as the shared store keeps it (``store.shared.KpiDay``)."""
+
+    @property
+    def day(self) -> str: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def latency(self) -> Sequence[int]: ...
+    @property
+    def latency_sum(self) -> float: ...
+    @property
+    def upstream_calls(self) -> Mapping[str, int]: ...
+
+
+class SharedKpis(Protocol):
+    """Where every instance publishes its days: the shared store (``store.shared.SharedQueries``)."""
+
+    def publish_kpi_days(self, instance: str, days: Sequence[Any]) -> None: ...
+
+    def kpi_days_published(self, first: str, last: str) -> Sequence[tuple[str, PublishedDay]]: ...
+
+
+def _window(now: float, days: int) -> tuple[int, str, str]:
+    days = max(1, min(int(days), MAX_DAYS))
+    return days, utc_day(now - (days - 1) * 86400), utc_day(now)
+
+
+def summed(published: Iterable[tuple[str, PublishedDay]]) -> tuple[dict[str, DayFigures], dict[str, dict[str, int]]]:
+    """Every instance's published days added up per day: ``(figures, upstream calls)``."""
+    figures: dict[str, DayFigures] = {}
+    usage: dict[str, dict[str, int]] = {}
+    for _, d in published:
+        fig = figures.setdefault(d.day, DayFigures())
+        fig.requests += d.requests
+        fig.hits += d.hits
+        fig.misses += d.misses
+        fig.latency_sum += d.latency_sum
+        if len(d.latency) == len(fig.latency):  # another version's buckets cannot be added
+            fig.latency = [a + b for a, b in zip(fig.latency, d.latency, strict=True)]
+        calls = usage.setdefault(d.day, {})
+        for name, n in d.upstream_calls.items():
+            calls[name] = calls.get(name, 0) + n
+    return figures, usage
+
+
 def kpi_days(
     store: KpiStore | None,
     ledger: UsageLedger | None,
@@ -157,18 +207,22 @@ def kpi_days(
     days: int,
     costs: Mapping[str, float],
     providers: Iterable[str] = (),
+    published: Iterable[tuple[str, PublishedDay]] | None = None,
 ) -> list[dict[str, Any]]:
     """The contract's KPI rows for the last ``days`` UTC days (today included), newest first.
 
-    Only days with any activity appear. ``providers`` are listed in
-    ``upstream_calls`` even on days they made no call.
+    From this data folder's ``store`` and ``ledger``, or, given ``published``,
+    the sum of every instance's days. Only days with any activity appear.
+    ``providers`` are listed in ``upstream_calls`` even on days they made no call.
     """
-    days = max(1, min(int(days), MAX_DAYS))
-    last = utc_day(now)
-    first = utc_day(now - (days - 1) * 86400)
-    figures = store.rows(first, last) if store is not None else {}
-    usage = {day: calls for day, calls in (ledger.days(days) if ledger is not None else {}).items()
-             if first <= day <= last}
+    days, first, last = _window(now, days)
+    if published is not None:
+        figures, usage = summed(published)
+    else:
+        figures = store.rows(first, last) if store is not None else {}
+        usage = ledger.days(days) if ledger is not None else {}
+    usage = {day: calls for day, calls in usage.items() if first <= day <= last}
+    figures = {day: fig for day, fig in figures.items() if first <= day <= last}
     out = []
     for day in sorted(set(figures) | set(usage), reverse=True):
         fig = figures.get(day, DayFigures())
@@ -186,6 +240,19 @@ def kpi_days(
             "estimated_cost": round(float(cost), 6),
         })
     return out
+
+
+@dataclass(frozen=True)
+class InstanceDay:
+    """One instance's totals for one day, as published to the shared store (a :class:`PublishedDay`)."""
+
+    day: str
+    requests: int
+    hits: int
+    misses: int
+    latency: Sequence[int]
+    latency_sum: float
+    upstream_calls: Mapping[str, int]
 
 
 def costs_from(settings: Any) -> dict[str, float]:
@@ -211,8 +278,11 @@ class KpiRecorder:
         providers: Iterable[str] = (),
         snapshot: Callable[[], Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        shared: SharedKpis | None = None,
     ) -> None:
         self.store = store
+        self._shared = shared
+        self._published_through: str | None = None  # days before this one are published as they are
         self._metrics = metrics
         self._ledger = ledger
         self._costs = dict(costs or {})
@@ -264,12 +334,51 @@ class KpiRecorder:
             except StockcacheError as exc:
                 # Counting must never fail a request; the delta is kept for the next flush.
                 log.warning("could not save KPIs: %s", exc.message)
+            if self._shared is not None:
+                self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        """Publish this data folder's days to the shared store (the whole history once, then from the last day on).
+
+        The figures published are totals, not increments, so a publish that
+        failed (the database down) is simply made again, complete, next time.
+        """
+        assert self._shared is not None
+        today = utc_day(now)
+        first = self._published_through or utc_day(now - (MAX_DAYS - 1) * 86400)
+        try:
+            figures = self.store.rows(first, today)
+            usage = self._ledger.days(MAX_DAYS) if self._ledger is not None else {}
+            days = sorted(set(figures) | {d for d in usage if first <= d <= today})
+            rows = []
+            for day in days:
+                fig = figures.get(day, DayFigures())
+                rows.append(InstanceDay(day, fig.requests, fig.hits, fig.misses, list(fig.latency),
+                                        fig.latency_sum, dict(usage.get(day, {}))))
+            self._shared.publish_kpi_days(self.store.instance, rows)
+        except StockcacheError as exc:
+            log.warning("could not publish KPIs to the shared store (will retry): %s", exc.message)
+            return
+        self._published_through = today
 
     def days(self, days: int) -> list[dict[str, Any]]:
-        """The contract's KPI rows, newest first, including what happened up to now."""
+        """The contract's KPI rows, newest first, including what happened up to now.
+
+        With a shared store: the sum over every instance, each as it last
+        published (this one now, the others at most a flush interval ago). If
+        the shared store cannot be read, this instance's own days.
+        """
         self.flush()
-        return kpi_days(self.store, self._ledger, now=self._clock(), days=days, costs=self._costs,
-                        providers=self._providers)
+        now = self._clock()
+        published = None
+        if self._shared is not None:
+            _, first, last = _window(now, days)
+            try:
+                published = self._shared.kpi_days_published(first, last)
+            except StockcacheError as exc:
+                log.warning("could not read every instance's KPIs; showing this instance's: %s", exc.message)
+        return kpi_days(self.store, self._ledger, now=now, days=days, costs=self._costs,
+                        providers=self._providers, published=published)
 
     def start(self, interval: float = FLUSH_INTERVAL) -> None:
         """Flush every ``interval`` seconds, and just before each UTC midnight, in a daemon thread."""

@@ -25,7 +25,7 @@ from .refresher import Refresher
 from .refresher import from_settings as refresher_from_settings
 from .service import StockService
 from .settings import Settings
-from .store import STORE_FILENAME, Store, open_store
+from .store import STORE_FILENAME, Store, open_configured_store
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,10 @@ class Runtime:
         session: Any = None,
         janitor_interval: float | None = 60.0,
         kpi_interval: float | None = 60.0,
+        hasher: Any = None,
     ) -> None:
         self.settings = settings
+        self._last_held: dict[str, int] = {}
         self.clock = clock
         self.files = StartupFiles(settings.data_dir)
         self.metrics = Metrics()
@@ -134,24 +136,27 @@ class Runtime:
         try:
             self.cache: TieredCache = open_cache(settings=settings, clock=clock, janitor_interval=janitor_interval)
             built.append(self.cache.close)
-            self.store: Store = open_store(settings.data_dir / "store.sqlite", clock=clock)
+            # SQLite in the data folder, or PostgreSQL shared by every instance (STOCKCACHE_DATABASE_URL).
+            self.store: Store = open_configured_store(settings, clock=clock)
             built.append(self.store.close)
-            self.store.watch()  # other processes' revocations reach the verified-token cache in 0.25 s
+            self.store.watch()  # other writers' revocations reach the verified-token cache in 0.25 s
             self.service = StockService(settings, cache=self.cache, providers=providers, session=session,
                                         clock=clock, metrics=self.metrics)
             built.append(self.service.close)
-            self.auth: Authenticator = open_auth(settings, self.store, clock=clock)
+            self.auth: Authenticator = open_auth(settings, self.store, clock=clock, hasher=hasher,
+                                                 login_counter=self._login_counter())
             self.kpis = KpiRecorder(
                 KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.service.ledger,
                 costs=costs_from(settings), snapshot=self.service.stats, clock=clock,
-                providers=[name for name, p in self.service.providers.items() if not p.local])
+                providers=[name for name, p in self.service.providers.items() if not p.local],
+                shared=self.store if self.store.shared else None)
             built.append(self.kpis.close)
             if kpi_interval is not None:
                 self.kpis.start(kpi_interval)
             # STOCKCACHE_REFRESH=off means no refresher thread at all.
             self.refresher: Refresher | None = None
             if settings.refresh:
-                self.refresher = refresher_from_settings(self.service, self.store.held_symbol_counts, clock=clock)
+                self.refresher = refresher_from_settings(self.service, self._held, clock=clock)
                 built.append(self.refresher.stop)
                 self.store.add_holdings_listener(self.refresher.wake)  # a new symbol is refreshed at once
                 self.refresher.start()
@@ -168,6 +173,31 @@ class Runtime:
             raise
         self.started_at = clock()
         self._closed = False
+
+    def _login_counter(self) -> Any:
+        """Where login attempts are counted for every instance: Redis when configured, else a shared store.
+
+        None on one box (the limiter counts in memory). The Redis link is the
+        one the cache and the shared budgets already use.
+        """
+        if self.settings.redis_url:
+            from .store.redis_logins import RedisLoginCounter
+
+            links = [getattr(tier, "link", None) for tier in self.cache.tiers]
+            shared = getattr(self.service, "shared", None)
+            links.append(getattr(shared, "link", None))
+            link = next((found for found in links if found is not None), None)
+            if link is not None:
+                return RedisLoginCounter(link, namespace=self.settings.redis_namespace)
+        return self.store if self.store.shared else None
+
+    def _held(self) -> dict[str, int]:
+        """The held symbols for the refresher; while the store is unreachable, the last ones it gave."""
+        try:
+            self._last_held = self.store.held_symbol_counts()
+        except StoreError as exc:
+            log.warning("refresher: the store is unavailable (%s); refreshing the symbols held before", exc.message)
+        return self._last_held
 
     def health(self) -> dict[str, Any]:
         """``/healthz``: ok, or degraded with reasons when a tier or provider is unavailable."""
@@ -191,9 +221,15 @@ class Runtime:
             if lane["in_flight"] >= lane["size"]:
                 reasons.append(f"upstream {name} is saturated: all {lane['size']} connections busy, "
                                f"{lane['waiting']} requests waiting")
+        store = self.store.health()  # what the store's watcher last saw: no I/O
+        if store["status"] != "ok":
+            reasons.append("the user store is unreachable: market data is served to clients already signed in; "
+                           "logins, tokens, portfolios and watchlists answer 503 store_unavailable until it "
+                           "answers again")
         body: dict[str, Any] = {"status": "degraded" if reasons else "ok", "version": __version__,
                                 "source": "demo" if self.settings.demo else ",".join(self.service.source_names),
-                                "uptime": int(self.clock() - self.started_at)}
+                                "uptime": int(self.clock() - self.started_at),
+                                "store": {"engine": store["engine"], "status": store["status"]}}
         if pool:
             body["upstream_pool"] = pool
         if reasons:

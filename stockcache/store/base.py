@@ -88,6 +88,7 @@ class StoreBase(ABC):
         self._holdings_listeners: list[Callable[[], None]] = []
         self._healthy = True
         self._last_problem: str | None = None
+        self.migrated_from = 0  # the schema version found when opened (``store migrate`` reports it)
 
     # -- the engine seam ----------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import psycopg.errors
@@ -37,6 +37,7 @@ from ..sqlitefile import FULL_RETRY_AFTER_S
 from .base import Row, Violation
 from .interface import Store
 from .schema import for_dialect
+from .urls import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +49,6 @@ PROBE_TIMEOUT_S = 1.0  # the watcher's wait, so it notices a recovery soon
 RECONNECT_TIMEOUT_S = 2.0  # the pool stops retrying a lost connection after this; the next call starts anew
 DOWN_PAUSE_S = 1.0  # after a failure, calls fail at once for this long unless the watcher sees it back
 RETRY_AFTER_S = 5
-
-
-def mask_url(url: str) -> str:
-    """``postgresql://user:***@host:5432/db``: the URL with any password masked (in the userinfo or the query)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostinfo = netloc.rpartition("@")
-            user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}{':***' if sep else ''}@{hostinfo}"
-        query = urlencode([(k, "***" if k.lower() in ("password", "passfile") else v)
-                           for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
-        return "postgresql://(unparsable URL)"
 
 
 def _secrets_in(url: str) -> list[str]:
@@ -145,6 +130,9 @@ class PostgresStore(Store):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(clock=clock)
+        # The pool logs every failed reconnection attempt as a warning; the store reports an outage
+        # once when it starts and once when it ends (StoreBase._set_health), naming no secret.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         self._url = url
         self._masked = mask_url(url)
         self._monotonic = monotonic
@@ -258,6 +246,7 @@ class PostgresStore(Store):
                              " (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
                 found = conn.execute("SELECT version FROM stockcache_schema WHERE id = 1").fetchone()
                 version = int(found["version"]) if found else 0
+                self.migrated_from = version
                 if version > target:
                     raise ConfigError(
                         f"{URL_SETTING}: the database {self._masked} has schema version {version}, but this "

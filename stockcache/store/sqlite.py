@@ -113,6 +113,7 @@ class SqliteStore(Store):
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 logger.warning("store %s: WAL not available (journal_mode=%s)", self.path, mode)
+            self.migrated_from = int(conn.execute("PRAGMA user_version").fetchone()[0])
             self._db.migrate(for_dialect(self.dialect))
             self.check_for_changes()  # the baseline later commits by others are compared with
         except sqlite3.DatabaseError as exc:
