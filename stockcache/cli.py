@@ -471,8 +471,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
             store.close()
         if ledger is not None:
             ledger.close()
+    from .store.urls import mask_url
+
     report = {
         "data_dir": str(data_dir),
+        "store": mask_url(settings.database_url) if settings.database_url else str(data_dir / "store.sqlite"),
         "saved_at": iso_utc(snapshot[0]) if snapshot else None,
         "saved_seconds_ago": int(now - snapshot[0]) if snapshot else None,
         "server": snapshot[1] if snapshot else None,
@@ -496,7 +499,7 @@ def _cell(value: object, digits: int = 2) -> str:
 
 def _print_stats(report: dict) -> None:  # type: ignore[type-arg]
     server = report["server"]
-    print(f"stockcache statistics for {report['data_dir']}")
+    print(f"stockcache statistics for {report['data_dir']} (user store: {report['store']})")
     if server is None:
         print("\nNo server figures yet: a running server saves them every minute and when it stops.")
     else:

@@ -147,7 +147,7 @@ class Runtime:
                                                  login_counter=self._login_counter())
             self.kpis = KpiRecorder(
                 KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.service.ledger,
-                costs=costs_from(settings), snapshot=self.service.stats, clock=clock,
+                costs=costs_from(settings), snapshot=self._snapshot, clock=clock,
                 providers=[name for name, p in self.service.providers.items() if not p.local],
                 shared=self.store if self.store.shared else None)
             built.append(self.kpis.close)
@@ -190,6 +190,14 @@ class Runtime:
             if link is not None:
                 return RedisLoginCounter(link, namespace=self.settings.redis_namespace)
         return self.store if self.store.shared else None
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What the ``stats`` command shows of the running server: the service's stats and the store's state."""
+        return {**self.service.stats(), "store": self.store_stats()}
+
+    def store_stats(self) -> dict[str, Any]:
+        """The store's engine, where it is (a URL with its password masked) and its state. No I/O."""
+        return {**self.store.health(), "location": self.store.describe()}
 
     def _held(self) -> dict[str, int]:
         """The held symbols for the refresher; while the store is unreachable, the last ones it gave."""

@@ -112,3 +112,23 @@ def test_store_copy_without_a_store_or_a_target_says_so(tmp_path: Path) -> None:
     assert run(tmp_path, "users", "add", "x", stdin=PASSWORD + "\n").returncode == 0
     done = run(tmp_path, "store", "copy")
     assert done.returncode == 2 and "--to" in done.stderr
+
+
+def test_store_stats_show_the_database_masked(tmp_path: Path, pg_url: str, upstream: FakeUpstream) -> None:  # noqa: F811
+    import json
+
+    live = start_service(upstream_settings(tmp_path, upstream, database_url=pg_url))
+    try:
+        live.runtime.kpis.flush()  # the minute's snapshot, now
+    finally:
+        live.stop()
+    env = {"STOCKCACHE_DATABASE_URL": pg_url}
+    shown = run(tmp_path / "data", "stats", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["store"].startswith("postgresql://stockcache:***@")
+    assert report["server"]["store"]["engine"] == "postgresql" and "***" in report["server"]["store"]["location"]
+    table = run(tmp_path / "data", "stats", env=env)
+    assert table.returncode == 0 and "stockcache:***@" in table.stdout
+    for text in (shown.stdout, shown.stderr, table.stdout, table.stderr):
+        assert DB_PASSWORD not in text
