@@ -88,6 +88,7 @@ class Principal:
     username: str
     is_admin: bool
     via: str
+    scope: str = "full"  # an API token's scope (store.TOKEN_SCOPES); a JWT is always "full"
 
     def require_admin(self) -> Principal:
         """Return self when an admin; Forbidden otherwise."""
@@ -676,7 +677,8 @@ class Authenticator:
         if not hmac.compare_digest(token_hash, hash_token_secret(secret)) or record.revoked:
             raise Unauthorized(_INVALID)
         self.store.note_token_use(token_id)
-        return Principal(user_id=owner.id, username=owner.username, is_admin=owner.is_admin, via="api_token")
+        return Principal(user_id=owner.id, username=owner.username, is_admin=owner.is_admin, via="api_token",
+                         scope=record.scope)
 
     # -- bearer values -------------------------------------------------------------------
 

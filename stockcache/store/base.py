@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ..errors import StockcacheError, StoreUnavailable
+from ..errors import StockcacheError
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,3 @@ class StoreBase(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def unavailable(self) -> StoreUnavailable:
-        """The error for a call made while the watcher knows the database is down."""
-        return StoreUnavailable(retry_after=5)

@@ -79,6 +79,8 @@ def test_postgres_instances_share_users_tokens_and_holdings(
     pair = make_pair(pg_url, redis_url=redis_url)
     on_a, on_b = pair.add_user("alice")
     assert on_b.get("/api/me").json()["username"] == "alice"  # a JWT from A: one key for all
+    login = pair.b.api.post("/api/auth/login", json={"username": "alice", "password": SECRET})
+    assert login.status_code == 200  # the user made on A logs in on B
     created = on_a.post("/api/portfolio", json={"symbol": "AAPL", "shares": 3, "cost_basis": 100})
     assert created.status_code == 201
     assert on_b.get("/api/portfolio").json()["positions"] == [created.json()]
@@ -116,6 +118,8 @@ def test_postgres_instances_removal_and_password_change_reach_the_other_within_t
 def test_postgres_instances_login_limits_are_not_multiplied(
         pg_url: str, redis_url: str, make_pair: Callable[..., Pair], with_redis: bool) -> None:  # noqa: F811
     pair = make_pair(pg_url, **({"redis_url": redis_url} if with_redis else {}))
+    counter = type(pair.a.runtime.auth.limiter.counter).__name__  # type: ignore[union-attr]
+    assert counter == ("RedisLoginCounter" if with_redis else "PostgresStore")
     pair.a.runtime.store.create_user("erin", pair.a.runtime.auth.hash_password(SECRET))
     for n in range(5):  # the per-user limit, split over both instances
         live = pair.lives[n % 2]
