@@ -22,6 +22,12 @@ One row per UTC day (``GET /api/kpis``, ``python -m stockcache stats``):
 per-day deltas: it flushes every minute, just before each UTC midnight and at
 close. It also stores the latest ``stats()`` snapshot, so the ``stats`` command
 (a separate process) can show what the running server sees.
+
+Several instances on one shared store (``STOCKCACHE_DATABASE_URL``): each still
+counts its own day here, and at each flush publishes that day's totals (with its
+ledger's calls) to the store under an instance id kept in this file; ``/api/kpis``
+then shows the sum over every instance (:func:`summed`), the others as they last
+published, at most a flush interval ago.
 """
 
 from __future__ import annotations
@@ -348,7 +354,9 @@ class KpiRecorder:
         first = self._published_through or utc_day(now - (MAX_DAYS - 1) * 86400)
         try:
             figures = self.store.rows(first, today)
-            usage = self._ledger.days(MAX_DAYS) if self._ledger is not None else {}
+            # The ledger's recent days only, once the history went out (the last published day and today).
+            span = MAX_DAYS if self._published_through is None else 2
+            usage = self._ledger.days(span) if self._ledger is not None else {}
             days = sorted(set(figures) | {d for d in usage if first <= d <= today})
             rows = []
             for day in days:
