@@ -19,8 +19,11 @@ PostgreSQL. Measured:
   by each store (SQLite WAL with synchronous=FULL; PostgreSQL synchronous_commit=on).
 
 The machine is shared and has 2 cores, so every round runs both servers one after the
-other, alternating which goes first, and the medians over rounds are reported with the
-PostgreSQL/SQLite ratio of each figure.
+other, alternating which goes first, in short runs, and the medians over rounds are reported
+with the PostgreSQL/SQLite ratio of each figure. Load from elsewhere swings a single run's
+throughput by tens of per cent, so the throughput comparison that counts is the median of the
+per-round ratios (each round's two runs are seconds apart, so they share the machine's mood);
+the server's CPU time per request is the steadier figure.
 """
 
 from __future__ import annotations
@@ -120,10 +123,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_store", description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds, each running both servers")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=21, help="rounds, each running both servers")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections for the quote load")
-    parser.add_argument("--posts", type=int, default=200, help="timed POST /api/portfolio per server per round")
+    parser.add_argument("--posts", type=int, default=100, help="timed POST /api/portfolio per server per round")
+    parser.add_argument("--control", action="store_true",
+                        help="an A/A run: both servers on SQLite, to see how far apart two equal servers measure")
     args = parser.parse_args(argv)
 
     with ExitStack() as stack:
@@ -131,8 +136,10 @@ def main(argv: list[str] | None = None) -> None:
         postgres = PostgresServer(durable=True).start()
         stack.callback(postgres.destroy)
         url = postgres.create_database("bench")
+        second = ({} if args.control else {"STOCKCACHE_DATABASE_URL": url})
         instances = [Instance("SQLite store", root / "sqlite"),
-                     Instance("PostgreSQL store", root / "postgres", env={"STOCKCACHE_DATABASE_URL": url})]
+                     Instance("SQLite store (control)" if args.control else "PostgreSQL store", root / "postgres",
+                              env=second)]
         for instance in instances:
             instance.cli("users", "add", "bench", stdin=PASSWORD + "\n")
             instance.token = instance.cli("tokens", "create", "bench", "--label", "bench")
@@ -168,11 +175,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {instance.name} | {load.rps:,.0f} | {load.p50:.2f} | {load.p99:.2f} | {load.cpu_us:,.0f} | "
               f"{statistics.median(instance.posts):.2f} | {percentile(instance.posts, 0.99):.2f} |")
     a, b = quote[sqlite.name], quote[pg.name]
-    print(f"| PostgreSQL / SQLite | {b.rps / a.rps:.3f}x | {b.p50 / a.p50:.2f}x | {b.p99 / a.p99:.2f}x | "
+    label = f"{pg.name} / {sqlite.name}"
+    print(f"| {label} | {b.rps / a.rps:.3f}x | {b.p50 / a.p50:.2f}x | {b.p99 / a.p99:.2f}x | "
           f"{b.cpu_us / a.cpu_us:.2f}x | {statistics.median(pg.posts) / statistics.median(sqlite.posts):.2f}x | "
           f"{percentile(pg.posts, 0.99) / percentile(sqlite.posts, 0.99):.2f}x |")
     per_round = [y.rps / x.rps for x, y in zip(sqlite.loads, pg.loads, strict=True)]
-    print(f"\nPer-round throughput ratios (PostgreSQL / SQLite): {', '.join(f'{r:.3f}' for r in per_round)}")
+    cpu_round = [y.cpu_us / x.cpu_us for x, y in zip(sqlite.loads, pg.loads, strict=True) if x.cpu_us]
+    print(f"\nThroughput, {label}, median of the per-round ratios: {statistics.median(per_round):.3f} "
+          f"(rounds from {min(per_round):.2f} to {max(per_round):.2f}); CPU per request, the same: "
+          f"{statistics.median(cpu_round):.3f}.")
 
 
 if __name__ == "__main__":
