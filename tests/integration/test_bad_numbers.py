@@ -84,6 +84,7 @@ def test_portfolio_refuses_amounts_out_of_bounds_and_names_the_bounds(alice, fie
     assert answer.status_code == 400 and error["code"] == "invalid_request" and error["field"] == field
     assert bounds in error["message"]
     created = strict(alice.post("/api/portfolio", json={"symbol": "AAPL", "shares": 1, "cost_basis": 1}))
+    assert created.pop("verified") is True
     answer = alice.put(f"/api/portfolio/{created['id']}", json={field: value})
     assert answer.status_code == 400 and strict(answer)["error"]["field"] == field
     assert strict(alice.get("/api/portfolio"))["positions"] == [created]  # nothing changed

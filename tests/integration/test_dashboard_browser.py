@@ -209,8 +209,8 @@ def test_dashboard_adds_a_position_and_shows_the_apis_error_messages(live, alice
 
 
 def test_dashboard_shows_an_admin_the_cache_and_upstream_budget(live, admin, open_tab):
-    admin.post("/api/watchlist", json={"symbol": "AAPL"})
-    assert admin.get("/api/watchlist").json()["items"][0]["quote"]["cache"] == "upstream"  # cached from here on
+    assert admin.post("/api/watchlist", json={"symbol": "AAPL"}).json()["verified"] is True  # fetched, so cached
+    assert admin.get("/api/watchlist").json()["items"][0]["quote"]["cache"] == "memory"
     tab = open_tab(live.url).login("root", PASSWORD)
     for panel in ("#cache-panel", "#upstream-panel", "#kpi-panel"):
         expect(tab.page.locator(panel)).to_be_visible()

@@ -99,7 +99,11 @@ def test_portfolio_of_us_xetra_and_london_listings_totals_in_eur_match_the_fakes
 
 def test_portfolio_quotes_and_rates_are_asked_in_one_concurrent_batch(world):
     fake, live = world()
-    user = _holder(live)
+    user = live.add_user("alice")
+    # Positions kept from an earlier day: adding them now would fetch (and cache) each quote.
+    [alice] = [u for u in live.runtime.store.list_users() if u.username == "alice"]
+    for symbol, shares, cost in HOLDINGS:
+        live.runtime.store.add_position(alice.id, symbol, shares, cost)
     fake.set_fault("hang")  # every upstream request is held until released
     answers: list[requests.Response] = []
     page = threading.Thread(target=lambda: answers.append(user.get("/api/portfolio/performance?currency=CHF")))

@@ -1,7 +1,7 @@
 """Property tests of the validators test_store_validate.py does not cover: symbol batches and query integers.
 
 ``normalize_symbols`` guards every batch route (fold duplicates, keep order,
-refuse more than max_batch) and ``query_int`` every ``?days=``; whatever they
+refuse more than max_batch, set each invalid symbol aside with its own error) and ``query_int`` every ``?days=``; whatever they
 are given, they return clean values or raise InvalidRequest, nothing else.
 """
 
@@ -34,13 +34,13 @@ json_values = st.recursive(
 def test_normalize_symbols_folds_duplicates_keeps_order_and_caps_the_batch(raw: list[str], max_batch: int) -> None:
     wanted = list(dict.fromkeys(s.strip().upper() for s in raw))
     try:
-        out = normalize_symbols(raw, max_batch=max_batch)
+        out, invalid = normalize_symbols(raw, max_batch=max_batch)
     except TooManySymbols as exc:
         assert len(wanted) > max_batch and exc.status == 400
         return
-    assert out == wanted and len(out) <= max_batch
+    assert out == wanted and len(out) <= max_batch and invalid == {}
     assert all(SYMBOL_RE.fullmatch(s) for s in out)
-    assert normalize_symbols(out, max_batch=max_batch) == out  # idempotent
+    assert normalize_symbols(out, max_batch=max_batch) == (out, {})  # idempotent
 
 
 @given(raw=st.lists(symbols_ok, min_size=1, max_size=30))
@@ -52,18 +52,20 @@ def test_normalize_symbols_comma_text_equals_the_list(raw: list[str]) -> None:
 @given(raw=json_values | st.lists(st.text(max_size=25), max_size=8) | st.text(max_size=60))
 def test_normalize_symbols_refuses_junk_with_invalid_request_only(raw: Any) -> None:
     try:
-        out = normalize_symbols(raw, max_batch=5)
-    except InvalidRequest as exc:
-        assert exc.status == 400 and exc.code in ("invalid_symbol", "too_many_symbols")
+        out, invalid = normalize_symbols(raw, max_batch=5)
+    except InvalidRequest as exc:  # only the batch's shape or size refuses the whole request
+        assert exc.status == 400 and exc.code in ("invalid_request", "too_many_symbols")
     else:
-        assert 1 <= len(out) <= 5 and all(SYMBOL_RE.fullmatch(s) for s in out)
+        assert 1 <= len(out) + len(invalid) <= 5 and all(SYMBOL_RE.fullmatch(s) for s in out)
+        assert all(error.code == "invalid_symbol" for error in invalid.values())
 
 
 @given(good=st.lists(symbols_ok, min_size=1, max_size=5), bad=st.text(max_size=25))
-def test_normalize_symbols_one_bad_symbol_fails_the_batch_naming_invalid_symbol(good: list[str], bad: str) -> None:
+def test_normalize_symbols_one_bad_symbol_costs_only_its_own_answer(good: list[str], bad: str) -> None:
     assume(not SYMBOL_RE.fullmatch(bad.strip().upper()))
-    with pytest.raises(InvalidSymbol):
-        normalize_symbols([*good, bad], max_batch=100)
+    out, invalid = normalize_symbols([*good, bad], max_batch=100)
+    assert out == list(dict.fromkeys(symbol.upper() for symbol in good))
+    assert list(invalid) == [bad[:24]] and isinstance(invalid[bad[:24]], InvalidSymbol)
 
 
 def query(text: str) -> Any:
