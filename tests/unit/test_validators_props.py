@@ -1,8 +1,9 @@
 """Property tests of the validators test_store_validate.py does not cover: symbol batches and query integers.
 
 ``normalize_symbols`` guards every batch route (fold duplicates, keep order,
-refuse more than max_batch, set each invalid symbol aside with its own error) and ``query_int`` every ``?days=``; whatever they
-are given, they return clean values or raise InvalidRequest, nothing else.
+refuse more than max_batch, set each invalid symbol aside with its own error)
+and ``query_int`` every ``?days=``; whatever they are given, they return clean
+values or raise InvalidRequest, nothing else.
 """
 
 from __future__ import annotations
