@@ -320,8 +320,12 @@ class CrashRun:
     """Orchestrates clients, kills and restarts. Thread-safe hand-offs through one condition."""
 
     def __init__(self, data_dir: Path, *, rounds: int, clients: int, seed: int,
-                 min_acks: int = 5, max_acks: int = 60, max_jitter: float = 0.05) -> None:
+                 min_acks: int = 5, max_acks: int = 60, max_jitter: float = 0.05,
+                 database_url: str | None = None) -> None:
         self.data_dir, self.rounds, self.seed = data_dir, rounds, seed
+        # With a PostgreSQL store the users and their writes live there; the data dir keeps the cache.
+        self.database_url = database_url
+        self.env = {"STOCKCACHE_DATABASE_URL": database_url} if database_url else {}
         self.rng = random.Random(seed)
         self.min_acks, self.max_acks, self.max_jitter = min_acks, max_acks, max_jitter
         self.n_clients = clients
@@ -362,14 +366,14 @@ class CrashRun:
 
     def run(self) -> CrashReport:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        tokens = make_users(self.data_dir, self.n_clients)
+        tokens = make_users(self.data_dir, self.n_clients, database_url=self.database_url)
         clients = [Client(self, name, token, self.seed * 1000 + i) for i, (name, token) in enumerate(tokens)]
         lost: list[str] = []
         integrity: list[str] = []
         other: list[str] = []
         restarts: list[float] = []
         unanswered = happened = 0
-        service = ServiceProcess(self.data_dir)
+        service = ServiceProcess(self.data_dir, env=self.env)
         for client in clients:
             client.start()
         self._publish(service.url)
@@ -383,7 +387,7 @@ class CrashRun:
                 self._wait(lambda: self._parked >= len(clients), 30, "the clients to notice the crash")
                 integrity += [f"round {round_no}: {p}" for p in integrity_problems(self.data_dir)]
                 started = time.monotonic()
-                service = ServiceProcess(self.data_dir)
+                service = ServiceProcess(self.data_dir, env=self.env)
                 restarts.append(time.monotonic() - started)
                 health = requests.get(service.url + "/healthz", timeout=5).json()
                 if health.get("status") != "ok":
@@ -413,14 +417,15 @@ class CrashRun:
                            happened, lost, integrity, other, restarts, files)
 
 
-def make_users(data_dir: Path, count: int, *, prefix: str = "writer", admin: bool = False) -> list[tuple[str, str]]:
+def make_users(data_dir: Path, count: int, *, prefix: str = "writer", admin: bool = False,
+               database_url: str | None = None) -> list[tuple[str, str]]:
     """Users with long-lived API tokens, written straight into the store before the first start."""
     from stockcache.auth import open_auth
     from stockcache.settings import Settings
-    from stockcache.store import open_store, store_path
+    from stockcache.store import open_configured_store
 
-    settings = Settings(data_dir=data_dir, refresh=False)
-    store = open_store(store_path(data_dir))
+    settings = Settings(data_dir=data_dir, refresh=False, database_url=database_url or "")
+    store = open_configured_store(settings, pool_size=2)
     try:
         auth = open_auth(settings, store)
         out = []

@@ -24,6 +24,15 @@ ensure_venv() {
     fi
 }
 
+# PostgreSQL for the store's tests: Debian keeps initdb and pg_ctl off PATH, under
+# /usr/lib/postgresql/<version>/bin, so look there rather than with command -v.
+ensure_postgresql() {
+    if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+        return 0
+    fi
+    ensure_debian_packages __stockcache_no_such_command__ postgresql
+}
+
 # ensure_debian_packages COMMAND PACKAGE [COMMAND PACKAGE ...]
 ensure_debian_packages() {
     local missing=()

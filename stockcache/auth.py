@@ -36,18 +36,30 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .errors import ConfigError, Conflict, Forbidden, NotFound, StorageFull, TooManyRequests, Unauthorized
+from .errors import (
+    CacheError,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    StockcacheError,
+    StorageFull,
+    StoreUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from .settings import Settings
 from .store import ApiToken, Store, User, validate
+from .store.shared import LoginCheck
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +88,7 @@ class Principal:
     username: str
     is_admin: bool
     via: str
+    scope: str = "full"  # an API token's scope (store.TOKEN_SCOPES); a JWT is always "full"
 
     def require_admin(self) -> Principal:
         """Return self when an admin; Forbidden otherwise."""
@@ -272,8 +285,12 @@ class LoginLimiter:
             checks.append((1, self._addresses, address, self.per_address))
         return checks
 
-    def begin(self, username: str, address: str | None) -> None:
-        """Admit one attempt (finish it with :meth:`succeeded` or :meth:`failed`) or raise TooManyRequests."""
+    def begin(self, username: str, address: str | None) -> str | None:
+        """Admit one attempt (finish it with :meth:`succeeded` or :meth:`failed`) or raise TooManyRequests.
+
+        Returns the attempt's handle for the verdict methods (None here: an
+        attempt in memory is known by its username and address).
+        """
         checks = self._checks(username, address)
         deadline = time.monotonic() + self.wait  # real time: it bounds a wait for other threads
         with self._lock:
@@ -298,16 +315,17 @@ class LoginLimiter:
                 self._lock.wait(left)
             for kind, _, key, _ in checks:
                 self._in_flight[(kind, key)] = self._in_flight.get((kind, key), 0) + 1
+        return None
 
-    def succeeded(self, username: str, address: str | None) -> None:
+    def succeeded(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
         """The attempt was right: forget the username's failures."""
         self._finish(username, address, failed=False)
 
-    def failed(self, username: str, address: str | None) -> None:
+    def failed(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
         """The attempt was wrong: count it against the username and the address."""
         self._finish(username, address, failed=True)
 
-    def abandoned(self, username: str, address: str | None) -> None:
+    def abandoned(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
         """The attempt ended without a verdict (an error): it counts for nothing."""
         self._finish(username, address, failed=None)
 
@@ -326,6 +344,107 @@ class LoginLimiter:
             if failed is False:
                 self._users.pop(checks[0][2], None)
             self._lock.notify_all()
+
+
+class LoginCounter(Protocol):
+    """Login-attempt bookkeeping every instance shares: the store (:mod:`stockcache.store.shared`) or Redis."""
+
+    def login_reserve(self, checks: Sequence[LoginCheck], attempt: str, *, now: float, window: float,
+                      pending_ttl: float) -> tuple[str, int]: ...
+
+    def login_settle(self, checks: Sequence[LoginCheck], attempt: str, *, outcome: str, now: float) -> None: ...
+
+
+class SharedLoginLimiter:
+    """:class:`LoginLimiter`'s rules and interface, counted where every instance sees them.
+
+    With several instances behind a load balancer, each one's own limiter would
+    let an attacker try ``per_user`` passwords on each. Here each attempt holds
+    a place in a shared :class:`LoginCounter` before its password is checked
+    (one atomic step, so concurrent attempts on different instances cannot
+    share the last place), and its verdict is recorded there. An attempt that
+    finds the places taken by attempts still in progress waits for their
+    verdicts, polling, up to ``wait`` seconds. A place whose instance died
+    before the verdict is dropped after ``pending_ttl``.
+
+    If the counter is unreachable (Redis down) the attempt is counted by this
+    instance's own ``local`` limiter instead, as budgets fall back; a store
+    that is down fails the login anyway (the password cannot be checked).
+    Thread-safe. Times are wall-clock (``clock``): instances compare them.
+    """
+
+    POLL = 0.1  # seconds between looks while attempts in progress hold the places
+
+    def __init__(
+        self,
+        counter: LoginCounter,
+        *,
+        local: LoginLimiter | None = None,
+        per_user: int = 5,
+        per_address: int = 20,
+        window: float = 15 * 60,
+        wait: float = 10.0,
+        pending_ttl: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.counter = counter
+        self.local = local or LoginLimiter(per_user=per_user, per_address=per_address, window=window, wait=wait,
+                                           clock=clock)
+        self.per_user, self.per_address, self.window = per_user, per_address, window
+        self.wait, self.pending_ttl = wait, pending_ttl
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"<SharedLoginLimiter counter={type(self.counter).__name__}>"
+
+    def _checks(self, username: str, address: str | None) -> list[LoginCheck]:
+        checks = [LoginCheck("user", username.casefold(), self.per_user)]
+        if address:
+            checks.append(LoginCheck("address", address, self.per_address))
+        return checks
+
+    def begin(self, username: str, address: str | None) -> str | None:
+        """Hold a place for one attempt, or raise TooManyRequests; the attempt's handle for the verdict."""
+        checks = self._checks(username, address)
+        attempt = secrets.token_hex(8)
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                verdict, seconds = self.counter.login_reserve(checks, attempt, now=self._clock(), window=self.window,
+                                                              pending_ttl=self.pending_ttl)
+            except CacheError:
+                logger.warning("login limits: the shared counter is unreachable; counting on this instance only")
+                self.local.begin(username, address)
+                return None
+            if verdict == "ok":
+                return attempt
+            if verdict == "refused":
+                raise TooManyRequests(f"Too many failed logins; try again in {seconds} seconds.", retry_after=seconds)
+            if time.monotonic() >= deadline:
+                raise TooManyRequests("Too many logins for this account at once; try again in 1 second.",
+                                      retry_after=1)
+            # Another process holds the places: nothing here can be waited on, so look again shortly.
+            time.sleep(self.POLL)
+
+    def _settle(self, username: str, address: str | None, attempt: str | None, outcome: str) -> None:
+        if attempt is None:  # counted locally (the shared counter was down at begin)
+            {"failed": self.local.failed, "succeeded": self.local.succeeded,
+             "abandoned": self.local.abandoned}[outcome](username, address)
+            return
+        try:
+            self.counter.login_settle(self._checks(username, address), attempt, outcome=outcome, now=self._clock())
+        except StockcacheError as exc:
+            # The place expires after pending_ttl; a lost failure is one guess more, never a lock-out.
+            logger.warning("login limits: could not record a login's verdict: %s", exc.message)
+
+    def succeeded(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
+        self._settle(username, address, attempt, "succeeded")
+
+    def failed(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
+        self._settle(username, address, attempt, "failed")
+
+    def abandoned(self, username: str, address: str | None, *, attempt: str | None = None) -> None:
+        self._settle(username, address, attempt, "abandoned")
 
 
 # -- the authenticator -------------------------------------------------------------------
@@ -350,7 +469,7 @@ class Authenticator:
         jwt_ttl: int,
         clock: Callable[[], float] = time.time,
         hasher: PasswordHasher | None = None,
-        limiter: LoginLimiter | None = None,
+        limiter: LoginLimiter | SharedLoginLimiter | None = None,
         max_concurrent_hashes: int = 2,
         max_logins: int = 6,
     ) -> None:
@@ -366,9 +485,9 @@ class Authenticator:
         self.max_logins = max(1, max_logins)
         self._login_slots = threading.BoundedSemaphore(self.max_logins)
         self._dummy_hash: str | None = None
-        # sha256(bearer) -> (principal, store generation, reuse until, API token id or None).
+        # sha256(bearer) -> (principal, store generation, reuse until, API token id or None, valid until).
         # One dict for every thread: get and set are atomic, and a race only costs a re-verification.
-        self._verified: dict[bytes, tuple[Principal, int, float, str | None]] = {}
+        self._verified: dict[bytes, tuple[Principal, int, float, str | None, float]] = {}
 
     def __repr__(self) -> str:
         return f"<Authenticator store={self.store!r} jwt_ttl={self.jwt_ttl}>"
@@ -399,22 +518,53 @@ class Authenticator:
         if not self._login_slots.acquire(blocking=False):
             raise TooManyRequests("Too many logins at once; try again in 1 second.", retry_after=1)
         try:
-            self.limiter.begin(username, address)
+            attempt = self.limiter.begin(username, address)
             try:
                 user = self._check_password(username, password)
             except BaseException:
-                self.limiter.abandoned(username, address)  # no verdict: it counts for nothing
+                self.limiter.abandoned(username, address, attempt=attempt)  # no verdict: it counts for nothing
                 raise
             if user is None:
-                self.limiter.failed(username, address)
+                self.limiter.failed(username, address, attempt=attempt)
                 logger.info("login failed for %r from %s", username[:64], address or "?")
                 raise Unauthorized(_WRONG_LOGIN)
-            self.limiter.succeeded(username, address)
+            self.limiter.succeeded(username, address, attempt=attempt)
             logger.info("login of %r from %s", user.username, address or "?")
-            return {"access_token": self.issue_jwt(user.id, user.username, user.is_admin),
-                    "token_type": "bearer", "expires_in": self.jwt_ttl}
+            return self._access(user)
         finally:
             self._login_slots.release()
+
+    def change_password(self, principal: Principal, current: str, new: str, address: str | None) -> dict[str, Any]:
+        """A user's own new password (``PUT /api/me/password``); a fresh JWT, since the caller's is now dead.
+
+        The current password is checked exactly as a login checks it, through
+        the same limits (a stolen session cannot guess it faster than a login
+        could). Every JWT the user had is refused from now on. API tokens stay:
+        they are revoked one by one (``tokens revoke``).
+        """
+        new = validate.password(new, field="new")
+        if not self._login_slots.acquire(blocking=False):
+            raise TooManyRequests("Too many logins at once; try again in 1 second.", retry_after=1)
+        try:
+            name = principal.username
+            attempt = self.limiter.begin(name, address)
+            try:
+                user = self._check_password(name, current)
+            except BaseException:
+                self.limiter.abandoned(name, address, attempt=attempt)
+                raise
+            if user is None or user.id != principal.user_id:
+                self.limiter.failed(name, address, attempt=attempt)
+                logger.info("password change for %r from %s refused: wrong current password", name, address or "?")
+                raise Forbidden("The current password is wrong.", field="current")
+            self.limiter.succeeded(name, address, attempt=attempt)
+        finally:
+            self._login_slots.release()
+        changed = self.store.change_password(user.id, self.hash_password(new))
+        if changed is None:  # removed meanwhile
+            raise Unauthorized(_INVALID)
+        logger.info("password of %r changed from %s", changed.username, address or "?")
+        return self._access(changed)
 
     def _check_password(self, username: str, password: str) -> User | None:
         """The user when ``password`` is theirs, else None, in the time a wrong password takes."""
@@ -442,14 +592,24 @@ class Authenticator:
 
     # -- JWT -----------------------------------------------------------------------------
 
-    def issue_jwt(self, user_id: int, username: str, is_admin: bool) -> str:
-        """An HS256 access token valid for ``jwt_ttl`` seconds from the injected clock's now."""
+    def issue_jwt(self, user_id: int, username: str, is_admin: bool, *, password_version: int = 0) -> str:
+        """An HS256 access token valid for ``jwt_ttl`` seconds from the injected clock's now.
+
+        ``pwv`` is the user's password version: a new password moves it on, and
+        every token issued under an older one is refused from then on (by this
+        process at once, by others within the store watcher's interval).
+        """
         now = int(self._clock())
         claims = {
-            "sub": str(user_id), "name": username, "adm": bool(is_admin),
+            "sub": str(user_id), "name": username, "adm": bool(is_admin), "pwv": int(password_version),
             "iat": now, "exp": now + self.jwt_ttl, "jti": secrets.token_urlsafe(12),
         }
         return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
+
+    def _access(self, user: User) -> dict[str, Any]:
+        """The login answer for ``user``: a JWT under their current password version."""
+        token = self.issue_jwt(user.id, user.username, user.is_admin, password_version=user.password_version)
+        return {"access_token": token, "token_type": "bearer", "expires_in": self.jwt_ttl}
 
     def _principal_from_jwt(self, token: str) -> tuple[Principal, float]:
         """The principal and the token's expiry time."""
@@ -469,8 +629,11 @@ class Authenticator:
         ):
             raise Unauthorized(_INVALID)
         user = self.store.get_user(int(sub))
-        # The name check is a second guard: ids are never reused, names may be.
-        if user is None or claims.get("name") != user.username:
+        # The name check is a second guard: ids are never reused, names may be. A token without
+        # pwv predates password versions: it was issued under version 0.
+        pwv = claims.get("pwv", 0)
+        if (user is None or claims.get("name") != user.username
+                or not isinstance(pwv, int) or isinstance(pwv, bool) or pwv != user.password_version):
             raise Unauthorized(_INVALID)
         return Principal(user_id=user.id, username=user.username, is_admin=user.is_admin, via="jwt"), float(exp)
 
@@ -514,7 +677,8 @@ class Authenticator:
         if not hmac.compare_digest(token_hash, hash_token_secret(secret)) or record.revoked:
             raise Unauthorized(_INVALID)
         self.store.note_token_use(token_id)
-        return Principal(user_id=owner.id, username=owner.username, is_admin=owner.is_admin, via="api_token")
+        return Principal(user_id=owner.id, username=owner.username, is_admin=owner.is_admin, via="api_token",
+                         scope=record.scope)
 
     # -- bearer values -------------------------------------------------------------------
 
@@ -543,6 +707,12 @@ class Authenticator:
         interval (``store.WATCH_INTERVAL``, 0.25 s). An answer is reused for at
         most ``VERIFIED_LIFETIME`` seconds and never past a JWT's expiry.
         Failures are never remembered.
+
+        While the store cannot be reached (a shared database down), a value
+        verified before is still accepted, up to its JWT's expiry, with the
+        same generation: nothing can have been revoked through a store nobody
+        can write to, and market data keeps serving its known clients. A value
+        never verified gets the store's 503 ``store_unavailable``.
         """
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized(_INVALID)
@@ -555,15 +725,20 @@ class Authenticator:
                 self.store.note_token_use(hit[3])
             return hit[0]
         token_id: str | None = None
-        if token.startswith(TOKEN_PREFIX):
-            principal, until = self._principal_from_api_token(token), math.inf
-            token_id = split_api_token(token)[0]  # type: ignore[index]  # valid: it just verified
-        else:
-            principal, until = self._principal_from_jwt(token)
+        try:
+            if token.startswith(TOKEN_PREFIX):
+                principal, until = self._principal_from_api_token(token), math.inf
+                token_id = split_api_token(token)[0]  # type: ignore[index]  # valid: it just verified
+            else:
+                principal, until = self._principal_from_jwt(token)
+        except StoreUnavailable:
+            if hit is not None and hit[1] == version and now < hit[4]:
+                return hit[0]
+            raise
         verified = self._verified
         if len(verified) >= VERIFIED_MAX:
             verified.clear()
-        verified[key] = (principal, version, min(now + VERIFIED_LIFETIME, until), token_id)
+        verified[key] = (principal, version, min(now + VERIFIED_LIFETIME, until), token_id, until)
         return principal
 
 
@@ -576,12 +751,36 @@ def hash_password(password: str, *, hasher: PasswordHasher | None = None) -> str
     return (hasher or PasswordHasher()).hash(password)
 
 
-def open_auth(settings: Settings, store: Store, *, clock: Callable[[], float] = time.time,
-              hasher: PasswordHasher | None = None) -> Authenticator:
-    """An Authenticator over ``store`` whose secret lives in ``settings.data_dir``.
+JWT_SECRET_NAME = "jwt"
 
-    ``hasher`` is argon2id with its default parameters unless given (tests give cheaper ones).
+
+def load_or_create_shared_secret(store: Store) -> bytes:
+    """The JWT signing key of a shared store, generated by the first instance that asks (32 random bytes).
+
+    So a JWT issued by one instance is accepted by all of them. Never logged.
     """
-    secret = load_or_create_secret(Path(settings.data_dir) / SECRET_FILENAME)
+    text = store.secret(JWT_SECRET_NAME, lambda: secrets.token_bytes(SECRET_BYTES).hex())
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError("the store's JWT secret is not hex; delete its row in 'secrets' to make a new one") from None
+    if len(key) < SECRET_BYTES:
+        raise ConfigError(f"the store's JWT secret holds fewer than {SECRET_BYTES} bytes")
+    return key
+
+
+def open_auth(settings: Settings, store: Store, *, clock: Callable[[], float] = time.time,
+              login_counter: LoginCounter | None = None, hasher: PasswordHasher | None = None) -> Authenticator:
+    """An Authenticator over ``store``.
+
+    The JWT key is the shared store's when the store is shared, else
+    ``jwt.secret`` in ``settings.data_dir``. With a ``login_counter`` (Redis,
+    or the shared store) login limits count every instance's attempts.
+    """
+    if store.shared:
+        secret = load_or_create_shared_secret(store)
+    else:
+        secret = load_or_create_secret(Path(settings.data_dir) / SECRET_FILENAME)
+    limiter = SharedLoginLimiter(login_counter, clock=clock) if login_counter is not None else None
     return Authenticator(store, secret=secret, jwt_ttl=settings.jwt_ttl, clock=clock, hasher=hasher,
-                         max_logins=settings.threads - RESERVED_THREADS)
+                         limiter=limiter, max_logins=settings.threads - RESERVED_THREADS)

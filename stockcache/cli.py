@@ -46,8 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
     venues.set_defaults(handler=cmd_venues)
 
     _add_user_commands(commands)
+    _add_store_commands(commands)
     _add_data_commands(commands)
     return parser
+
+
+def _add_store_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    store = commands.add_parser("store", help="create or upgrade the user store, copy it to PostgreSQL")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    migrate = store_commands.add_parser(
+        "migrate", help="create or upgrade the store's schema (SQLite in the data folder, or "
+                        "STOCKCACHE_DATABASE_URL); the server also does this when it starts")
+    migrate.set_defaults(handler=cmd_store_migrate)
+    copy = store_commands.add_parser(
+        "copy", help="copy this data folder's SQLite store into an empty PostgreSQL database",
+        description="Copies users, password hashes, API tokens, portfolios, watchlists and the JWT key from "
+                    "the data folder's store.sqlite into an empty PostgreSQL database (migrated first), in one "
+                    "transaction. Refuses a database that already holds users or their data.")
+    copy.add_argument("--to", dest="target", metavar="URL",
+                      help="postgresql://user:password@host:5432/db (default: STOCKCACHE_DATABASE_URL; the "
+                           "environment keeps the password out of the process list)")
+    copy.set_defaults(handler=cmd_store_copy)
+    for leaf in (migrate, copy):
+        _global_options(leaf)
 
 
 def _add_user_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -63,6 +84,11 @@ def _add_user_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     remove = users_commands.add_parser("remove", help="remove a user with their tokens, portfolio and watchlist")
     remove.add_argument("name")
     remove.set_defaults(handler=cmd_users_remove)
+    passwd = users_commands.add_parser(
+        "passwd", help="set a new password for a user, read from standard input (one line); "
+                       "their logins (JWTs) issued before stop working, API tokens stay")
+    passwd.add_argument("name")
+    passwd.set_defaults(handler=cmd_users_passwd)
 
     tokens = commands.add_parser("tokens", help="create, list and revoke long-lived API tokens")
     tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -78,7 +104,7 @@ def _add_user_commands(commands: argparse._SubParsersAction) -> None:  # type: i
     revoke.add_argument("token_id", metavar="TOKEN_ID")
     revoke.set_defaults(handler=cmd_tokens_revoke)
 
-    for leaf in (add, listing, remove, create, token_list, revoke):
+    for leaf in (add, listing, remove, passwd, create, token_list, revoke):
         _global_options(leaf)
 
 
@@ -159,10 +185,10 @@ def _read_password() -> str:
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Settings, Store], int]) -> int:
-    from .store import open_store, store_path
+    from .store import open_configured_store
 
     settings = load_settings(args)
-    store = open_store(store_path(settings.data_dir))
+    store = open_configured_store(settings, pool_size=2)
     try:
         return work(settings, store)
     except _Refused as exc:
@@ -173,6 +199,16 @@ def _with_store(args: argparse.Namespace, work: Callable[[Settings, Store], int]
         store.close()
 
 
+def _new_password() -> str:
+    """A new password from standard input, checked as the API checks it (at least 8 characters)."""
+    from .store import validate
+
+    password = _read_password()
+    if not password:
+        raise _Refused("the password is empty (give it on standard input, one line)")
+    return validate.password(password)
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     from .auth import hash_password
     from .store import validate
@@ -181,10 +217,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     # command leaves the data folder as it was.
     try:
         name = validate.username(args.name)
-        password = _read_password()
-        if not password:
-            raise _Refused("the password is empty (give it on standard input, one line)")
-        validate.password(password)
+        password = _new_password()
     except _Refused as exc:
         return _fail(str(exc), exc.status)
     except StockcacheError as exc:
@@ -193,7 +226,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     def work(settings: Settings, store: Store) -> int:
         user = store.create_user(name, hash_password(password), is_admin=args.admin)
         role = "admin" if user.is_admin else "user"
-        print(f"Added {role} {user.username!r} to {store.path}.", file=sys.stderr)
+        print(f"Added {role} {user.username!r} to {store.describe()}.", file=sys.stderr)
         return 0
 
     return _with_store(args, work)
@@ -214,6 +247,30 @@ def cmd_users_remove(args: argparse.Namespace) -> int:
         if not store.delete_user(args.name):
             raise _Refused(f"no such user: {args.name!r}")
         print(f"Removed user {args.name!r} with their tokens, portfolio and watchlist.", file=sys.stderr)
+        return 0
+
+    return _with_store(args, work)
+
+
+def cmd_users_passwd(args: argparse.Namespace) -> int:
+    from .auth import hash_password
+
+    try:
+        password = _new_password()
+    except _Refused as exc:
+        return _fail(str(exc), exc.status)
+    except StockcacheError as exc:
+        return _fail(exc.message)
+
+    def work(settings: Settings, store: Store) -> int:
+        found = store.get_user_by_name(args.name)
+        if found is None:
+            raise _Refused(f"no such user: {args.name!r}")
+        changed = store.change_password(found[0].id, hash_password(password))
+        if changed is None:
+            raise _Refused(f"no such user: {args.name!r}")
+        print(f"Changed the password of {changed.username!r}; their logins from before no longer work "
+              "(API tokens do: revoke them with 'tokens revoke').", file=sys.stderr)
         return 0
 
     return _with_store(args, work)
@@ -269,6 +326,53 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    from .store import open_configured_store
+
+    settings = load_settings(args)
+    store = open_configured_store(settings, pool_size=2)
+    try:
+        before, after = store.migrated_from, store.schema_version()
+    finally:
+        store.close()
+    done = (f"migrated from schema version {before} to {after}" if before != after
+            else f"already at schema version {after}")
+    print(f"The store {store.describe()} is {done}.", file=sys.stderr)
+    return 0
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    from .auth import SECRET_FILENAME
+    from .settings import parse_setting
+    from .store import store_path
+    from .store.copy import copy_store
+    from .store.postgres import open_postgres_store
+    from .store.sqlite import SqliteStore
+
+    settings = load_settings(args)
+    target_url = parse_setting("database_url", args.target, source="--to") if args.target else settings.database_url
+    if not target_url:
+        return _fail("store copy needs a target: --to postgresql://... or STOCKCACHE_DATABASE_URL", 2)
+    path = store_path(settings.data_dir)
+    if not path.exists():
+        return _fail(f"no store to copy: {path} does not exist")
+    secret_file = settings.data_dir / SECRET_FILENAME
+    secret = bytes.fromhex(secret_file.read_text(encoding="ascii").strip()) if secret_file.exists() else None
+    source = SqliteStore(path).open()
+    try:
+        target = open_postgres_store(target_url, max_size=2)
+        try:
+            report = copy_store(source, target, jwt_secret=secret)
+        except StockcacheError as exc:
+            return _fail(f"nothing copied: {exc.message}")
+        finally:
+            target.close()
+    finally:
+        source.close()
+    print(report.sentence(str(path), target.describe()), file=sys.stderr)
+    return 0
 
 
 # -- warm and stats -------------------------------------------------------------
@@ -394,8 +498,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
             store.close()
         if ledger is not None:
             ledger.close()
+    from .store.urls import mask_url
+
     report = {
         "data_dir": str(data_dir),
+        "store": mask_url(settings.database_url) if settings.database_url else str(data_dir / "store.sqlite"),
         "saved_at": iso_utc(snapshot[0]) if snapshot else None,
         "saved_seconds_ago": int(now - snapshot[0]) if snapshot else None,
         "server": snapshot[1] if snapshot else None,
@@ -419,7 +526,7 @@ def _cell(value: object, digits: int = 2) -> str:
 
 def _print_stats(report: dict) -> None:  # type: ignore[type-arg]
     server = report["server"]
-    print(f"stockcache statistics for {report['data_dir']}")
+    print(f"stockcache statistics for {report['data_dir']} (user store: {report['store']})")
     if server is None:
         print("\nNo server figures yet: a running server saves them every minute and when it stops.")
     else:

@@ -10,6 +10,8 @@ exactly one place (``stockcache.web.errors``) renders them as HTTP.
     StockcacheError                 500 internal
     ├── ConfigError                     bad setting (start-up stops, exit 2)
     ├── CacheError                      a cache tier failed (callers degrade)
+    ├── StoreError                      the user store, usage ledger or KPI history failed
+    │   └── StoreUnavailable        503 store_unavailable (the database cannot be reached or is busy)
     ├── InvalidRequest              400 invalid_request
     │   ├── InvalidSymbol           400 invalid_symbol
     │   └── TooManySymbols          400 too_many_symbols
@@ -73,6 +75,19 @@ class CacheError(StockcacheError):
     """A cache tier failed; the tiered cache logs it and goes on without that tier."""
 
     code = "cache_error"
+
+
+class StoreError(StockcacheError):
+    """The user store, the usage ledger or the KPI history failed (a 500 unless a subclass says otherwise)."""
+
+    code, default_message = "store_error", "The store failed."
+
+
+class StoreUnavailable(StoreError):
+    """The store's database cannot be reached (or stayed busy); nothing was changed. ``retry_after`` seconds."""
+
+    status, code = 503, "store_unavailable"
+    default_message = "The user store is unavailable right now; try again shortly."
 
 
 class InvalidRequest(StockcacheError):

@@ -22,24 +22,29 @@ One row per UTC day (``GET /api/kpis``, ``python -m stockcache stats``):
 per-day deltas: it flushes every minute, just before each UTC midnight and at
 close. It also stores the latest ``stats()`` snapshot, so the ``stats`` command
 (a separate process) can show what the running server sees.
+
+Several instances on one shared store (``STOCKCACHE_DATABASE_URL``): each still
+counts its own day here, and at each flush publishes that day's totals (with its
+ledger's calls) to the store under an instance id kept in this file; ``/api/kpis``
+then shows the sum over every instance (:func:`summed`), the others as they last
+published, at most a flush interval ago.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .clock import seconds_to_utc_midnight
-from .errors import CacheError
+from .errors import StockcacheError
 from .metrics import LATENCY_BUCKETS, Metrics, percentiles_ms
-from .sqlitefile import create_private, open_sound
+from .sqlitefile import open_db
 from .usage import UsageLedger, utc_day
 
 log = logging.getLogger(__name__)
@@ -49,12 +54,22 @@ EXCLUDED_ROUTES = frozenset({"/healthz", "/metrics"})
 MAX_DAYS = 366
 FLUSH_INTERVAL = 60.0
 
-_SCHEMA = (
-    ("CREATE TABLE IF NOT EXISTS kpi_days (day TEXT PRIMARY KEY, requests INTEGER NOT NULL DEFAULT 0,"
-     " hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,"
-     " latency TEXT NOT NULL DEFAULT '[]', latency_sum REAL NOT NULL DEFAULT 0)"),
-    ("CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL,"
-     " stats TEXT NOT NULL)"),
+# Versioned migrations (sqlitefile.migrate). 1 is the layout files had before versions were
+# recorded, hence IF NOT EXISTS: an old file (user_version 0) is adopted as it is.
+KPI_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE IF NOT EXISTS kpi_days (day TEXT PRIMARY KEY, requests INTEGER NOT NULL DEFAULT 0,"
+        " hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,"
+        " latency TEXT NOT NULL DEFAULT '[]', latency_sum REAL NOT NULL DEFAULT 0)",
+        "CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL,"
+        " stats TEXT NOT NULL)",
+    ),
+    # 2: the instance id these counts belong to, for the sum over instances in a shared store.
+    # It lives with the counts: a file set aside takes its id along, so nothing is counted twice.
+    (
+        "CREATE TABLE instance (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
+        "INSERT INTO instance (id, name) VALUES (1, lower(hex(randomblob(8))))",
+    ),
 )
 
 
@@ -73,101 +88,121 @@ class DayFigures:
 
 
 class KpiStore:
-    """The KPI table in SQLite (0600). Thread-safe: one connection behind a lock.
+    """The KPI table in SQLite (0600, through :mod:`~stockcache.sqlitefile`). Thread-safe: one connection.
 
     ``path=None`` keeps it in memory (tests, the Python API without a data dir).
     Several processes may add to one file: every write is an increment. A
     corrupt file is set aside and a fresh one started (the history is a
     convenience, not a record anyone relies on); ``set_aside=False`` raises
-    CacheError instead (readers such as ``stats``).
+    StoreError instead (readers such as ``stats``).
     """
 
     def __init__(self, path: Path | None, *, set_aside: bool = True) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._db, _ = open_db(path, KPI_MIGRATIONS, label="KPI history", set_aside=set_aside,
+                              synchronous="NORMAL", busy_timeout=10.0)
         try:
-            if path is None:
-                self._db = _connect(":memory:")
-            elif set_aside:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._db, _ = open_sound(path, _open_file, label="KPI history")
-            else:
-                self._db = _open_file(path)
-        except sqlite3.Error as exc:
-            raise CacheError(f"cannot open the KPI history {path}: {exc}") from exc
+            self.instance = str(self._db.rows("SELECT name FROM instance WHERE id = 1")[0][0])
+        except BaseException:
+            self._db.close()
+            raise
 
     def add(self, day: str, delta: DayFigures) -> None:
         """Add ``delta`` to ``day``'s row (created on first use)."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT latency FROM kpi_days WHERE day = ?", (day,)).fetchone()
-                counts = list(delta.latency)
-                old = json.loads(row[0]) if row is not None else []
-                # Different lengths mean the buckets changed between versions: start the day's over.
-                if len(old) == len(counts):
-                    counts = [a + b for a, b in zip(old, counts, strict=True)]
-                db.execute(
-                    "INSERT INTO kpi_days (day, requests, hits, misses, latency, latency_sum)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(day) DO UPDATE SET"
-                    " requests = requests + excluded.requests, hits = hits + excluded.hits,"
-                    " misses = misses + excluded.misses, latency = excluded.latency,"
-                    " latency_sum = latency_sum + excluded.latency_sum",
-                    (day, delta.requests, delta.hits, delta.misses, json.dumps(counts), delta.latency_sum),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._db.transaction("add") as db:
+            row = db.execute("SELECT latency FROM kpi_days WHERE day = ?", (day,)).fetchone()
+            counts = list(delta.latency)
+            old = json.loads(row[0]) if row is not None else []
+            # Different lengths mean the buckets changed between versions: start the day's over.
+            if len(old) == len(counts):
+                counts = [a + b for a, b in zip(old, counts, strict=True)]
+            db.execute(
+                "INSERT INTO kpi_days (day, requests, hits, misses, latency, latency_sum)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(day) DO UPDATE SET"
+                " requests = requests + excluded.requests, hits = hits + excluded.hits,"
+                " misses = misses + excluded.misses, latency = excluded.latency,"
+                " latency_sum = latency_sum + excluded.latency_sum",
+                (day, delta.requests, delta.hits, delta.misses, json.dumps(counts), delta.latency_sum),
+            )
 
     def rows(self, first: str, last: str) -> dict[str, DayFigures]:
         """Stored days from ``first`` to ``last`` (``YYYY-MM-DD``, inclusive)."""
-        with self._lock:
-            found = self._db.execute(
-                "SELECT day, requests, hits, misses, latency, latency_sum FROM kpi_days"
-                " WHERE day >= ? AND day <= ?", (first, last)).fetchall()
-        out = {}
-        for day, requests, hits, misses, latency, latency_sum in found:
-            counts = json.loads(latency)
-            if len(counts) != len(LATENCY_BUCKETS):
-                counts = [0] * len(LATENCY_BUCKETS)
-            out[day] = DayFigures(requests, hits, misses, counts, latency_sum)
-        return out
+        found = self._db.rows(
+            "SELECT day, requests, hits, misses, latency, latency_sum FROM kpi_days"
+            " WHERE day >= ? AND day <= ?", (first, last))
+        return {day: _figures(requests, hits, misses, latency, latency_sum)
+                for day, requests, hits, misses, latency, latency_sum in found}
 
     def save_snapshot(self, at: float, stats: Mapping[str, Any]) -> None:
         text = json.dumps(stats, default=list, allow_nan=False)
-        with self._lock:
-            self._db.execute("INSERT INTO snapshot (id, at, stats) VALUES (1, ?, ?)"
-                             " ON CONFLICT(id) DO UPDATE SET at = excluded.at, stats = excluded.stats", (at, text))
+        with self._db.transaction("snapshot") as db:
+            db.execute("INSERT INTO snapshot (id, at, stats) VALUES (1, ?, ?)"
+                       " ON CONFLICT(id) DO UPDATE SET at = excluded.at, stats = excluded.stats", (at, text))
 
     def snapshot(self) -> tuple[float, dict[str, Any]] | None:
         """``(unix time, stats)`` of the last snapshot a server saved, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT at, stats FROM snapshot WHERE id = 1").fetchone()
-        return None if row is None else (float(row[0]), json.loads(row[1]))
+        rows = self._db.rows("SELECT at, stats FROM snapshot WHERE id = 1")
+        return None if not rows else (float(rows[0][0]), json.loads(rows[0][1]))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
-def _connect(target: str) -> sqlite3.Connection:
-    db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            db.execute(statement)
-    except BaseException:
-        db.close()
-        raise
-    return db
+def _figures(requests: int, hits: int, misses: int, latency: str | list[int], latency_sum: float) -> DayFigures:
+    counts = json.loads(latency) if isinstance(latency, str) else list(latency)
+    if len(counts) != len(LATENCY_BUCKETS):
+        counts = [0] * len(LATENCY_BUCKETS)
+    return DayFigures(int(requests), int(hits), int(misses), [int(n) for n in counts], float(latency_sum))
 
 
-def _open_file(path: Path) -> sqlite3.Connection:
-    create_private(path)
-    return _connect(str(path))
+class PublishedDay(Protocol):
+    """One instance's day as the shared store keeps it (``store.shared.KpiDay``)."""
+
+    @property
+    def day(self) -> str: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def latency(self) -> Sequence[int]: ...
+    @property
+    def latency_sum(self) -> float: ...
+    @property
+    def upstream_calls(self) -> Mapping[str, int]: ...
+
+
+class SharedKpis(Protocol):
+    """Where every instance publishes its days: the shared store (``store.shared.SharedQueries``)."""
+
+    def publish_kpi_days(self, instance: str, days: Sequence[Any]) -> None: ...
+
+    def kpi_days_published(self, first: str, last: str) -> Sequence[tuple[str, PublishedDay]]: ...
+
+
+def _window(now: float, days: int) -> tuple[int, str, str]:
+    days = max(1, min(int(days), MAX_DAYS))
+    return days, utc_day(now - (days - 1) * 86400), utc_day(now)
+
+
+def summed(published: Iterable[tuple[str, PublishedDay]]) -> tuple[dict[str, DayFigures], dict[str, dict[str, int]]]:
+    """Every instance's published days added up per day: ``(figures, upstream calls)``."""
+    figures: dict[str, DayFigures] = {}
+    usage: dict[str, dict[str, int]] = {}
+    for _, d in published:
+        fig = figures.setdefault(d.day, DayFigures())
+        fig.requests += d.requests
+        fig.hits += d.hits
+        fig.misses += d.misses
+        fig.latency_sum += d.latency_sum
+        if len(d.latency) == len(fig.latency):  # another version's buckets cannot be added
+            fig.latency = [a + b for a, b in zip(fig.latency, d.latency, strict=True)]
+        calls = usage.setdefault(d.day, {})
+        for name, n in d.upstream_calls.items():
+            calls[name] = calls.get(name, 0) + n
+    return figures, usage
 
 
 def kpi_days(
@@ -178,18 +213,22 @@ def kpi_days(
     days: int,
     costs: Mapping[str, float],
     providers: Iterable[str] = (),
+    published: Iterable[tuple[str, PublishedDay]] | None = None,
 ) -> list[dict[str, Any]]:
     """The contract's KPI rows for the last ``days`` UTC days (today included), newest first.
 
-    Only days with any activity appear. ``providers`` are listed in
-    ``upstream_calls`` even on days they made no call.
+    From this data folder's ``store`` and ``ledger``, or, given ``published``,
+    the sum of every instance's days. Only days with any activity appear.
+    ``providers`` are listed in ``upstream_calls`` even on days they made no call.
     """
-    days = max(1, min(int(days), MAX_DAYS))
-    last = utc_day(now)
-    first = utc_day(now - (days - 1) * 86400)
-    figures = store.rows(first, last) if store is not None else {}
-    usage = {day: calls for day, calls in (ledger.days(days) if ledger is not None else {}).items()
-             if first <= day <= last}
+    days, first, last = _window(now, days)
+    if published is not None:
+        figures, usage = summed(published)
+    else:
+        figures = store.rows(first, last) if store is not None else {}
+        usage = ledger.days(days) if ledger is not None else {}
+    usage = {day: calls for day, calls in usage.items() if first <= day <= last}
+    figures = {day: fig for day, fig in figures.items() if first <= day <= last}
     out = []
     for day in sorted(set(figures) | set(usage), reverse=True):
         fig = figures.get(day, DayFigures())
@@ -207,6 +246,19 @@ def kpi_days(
             "estimated_cost": round(float(cost), 6),
         })
     return out
+
+
+@dataclass(frozen=True)
+class InstanceDay:
+    """One instance's totals for one day, as published to the shared store (a :class:`PublishedDay`)."""
+
+    day: str
+    requests: int
+    hits: int
+    misses: int
+    latency: Sequence[int]
+    latency_sum: float
+    upstream_calls: Mapping[str, int]
 
 
 def costs_from(settings: Any) -> dict[str, float]:
@@ -235,8 +287,11 @@ class KpiRecorder:
         providers: Iterable[str] = (),
         snapshot: Callable[[], Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        shared: SharedKpis | None = None,
     ) -> None:
         self.store = store
+        self._shared = shared
+        self._published_through: str | None = None  # days before this one are published as they are
         self._metrics = metrics
         self._ledger = ledger
         self._costs = dict(costs or {})
@@ -285,15 +340,56 @@ class KpiRecorder:
                 self._last = total
                 if self._snapshot is not None:
                     self.store.save_snapshot(now, self._snapshot())
-            except (sqlite3.Error, CacheError) as exc:
+            except StockcacheError as exc:
                 # Counting must never fail a request; the delta is kept for the next flush.
-                log.warning("could not save KPIs: %s", exc)
+                log.warning("could not save KPIs: %s", exc.message)
+            if self._shared is not None:
+                self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        """Publish this data folder's days to the shared store (the whole history once, then from the last day on).
+
+        The figures published are totals, not increments, so a publish that
+        failed (the database down) is simply made again, complete, next time.
+        """
+        assert self._shared is not None
+        today = utc_day(now)
+        first = self._published_through or utc_day(now - (MAX_DAYS - 1) * 86400)
+        try:
+            figures = self.store.rows(first, today)
+            # The ledger's recent days only, once the history went out (the last published day and today).
+            span = MAX_DAYS if self._published_through is None else 2
+            usage = self._ledger.days(span) if self._ledger is not None else {}
+            days = sorted(set(figures) | {d for d in usage if first <= d <= today})
+            rows = []
+            for day in days:
+                fig = figures.get(day, DayFigures())
+                rows.append(InstanceDay(day, fig.requests, fig.hits, fig.misses, list(fig.latency),
+                                        fig.latency_sum, dict(usage.get(day, {}))))
+            self._shared.publish_kpi_days(self.store.instance, rows)
+        except StockcacheError as exc:
+            log.warning("could not publish KPIs to the shared store (will retry): %s", exc.message)
+            return
+        self._published_through = today
 
     def days(self, days: int) -> list[dict[str, Any]]:
-        """The contract's KPI rows, newest first, including what happened up to now."""
+        """The contract's KPI rows, newest first, including what happened up to now.
+
+        With a shared store: the sum over every instance, each as it last
+        published (this one now, the others at most a flush interval ago). If
+        the shared store cannot be read, this instance's own days.
+        """
         self.flush()
-        return kpi_days(self.store, self._ledger, now=self._clock(), days=days, costs=self._costs,
-                        providers=self._providers)
+        now = self._clock()
+        published = None
+        if self._shared is not None:
+            _, first, last = _window(now, days)
+            try:
+                published = self._shared.kpi_days_published(first, last)
+            except StockcacheError as exc:
+                log.warning("could not read every instance's KPIs; showing this instance's: %s", exc.message)
+        return kpi_days(self.store, self._ledger, now=now, days=days, costs=self._costs,
+                        providers=self._providers, published=published)
 
     def start(self, interval: float = FLUSH_INTERVAL) -> None:
         """Flush every ``interval`` seconds, and just before each UTC midnight, in a daemon thread."""

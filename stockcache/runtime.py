@@ -17,7 +17,7 @@ from typing import Any
 
 from .auth import SECRET_FILENAME, Authenticator, open_auth
 from .cache import CACHE_FILE, TieredCache, open_cache
-from .errors import CacheError, ConfigError
+from .errors import CacheError, ConfigError, StoreError
 from .kpis import KPI_FILE, KpiRecorder, KpiStore
 from .metrics import Metrics
 from .readthrough import ReadThrough
@@ -25,7 +25,7 @@ from .refresher import Refresher
 from .refresher import from_settings as refresher_from_settings
 from .service import StockService
 from .settings import Settings
-from .store import STORE_FILENAME, Store, open_store
+from .store import STORE_FILENAME, Store, open_configured_store
 from .upstream.guard import Budget
 from .upstream.providers import build_providers
 from .upstream.providers.base import Provider
@@ -190,6 +190,7 @@ class Runtime:
         hasher: Any = None,
     ) -> None:
         self.settings = settings
+        self._last_held: dict[str, int] = {}
         self.clock = clock
         self.files = StartupFiles(settings.data_dir)
         self.metrics = Metrics()
@@ -199,27 +200,30 @@ class Runtime:
         try:
             self.cache: TieredCache = open_cache(settings=settings, clock=clock, janitor_interval=janitor_interval)
             built.append(self.cache.close)
-            self.store: Store = open_store(settings.data_dir / "store.sqlite", clock=clock)
+            # SQLite in the data folder, or PostgreSQL shared by every instance (STOCKCACHE_DATABASE_URL).
+            self.store: Store = open_configured_store(settings, clock=clock)
             built.append(self.store.close)
-            self.store.watch()  # other processes' revocations reach the verified-token cache in 0.25 s
+            self.store.watch()  # other writers' revocations reach the verified-token cache in 0.25 s
             self.ledger = UsageLedger(settings.data_dir / "usage.sqlite", clock=clock)
             built.append(self.ledger.close)
             self.service = build_service(settings, cache=self.cache, providers=providers, session=session,
                                          clock=clock, metrics=self.metrics, ledger=self.ledger)
             built.append(self.service.close)
-            self.auth: Authenticator = open_auth(settings, self.store, clock=clock, hasher=hasher)
+            self.auth: Authenticator = open_auth(settings, self.store, clock=clock, hasher=hasher,
+                                                 login_counter=self._login_counter())
             self.kpis = KpiRecorder(
                 KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.ledger,
                 costs={name: p.cost_per_call() for name, p in self.service.providers.items()},
-                snapshot=self.service.stats, clock=clock,
-                providers=[name for name, p in self.service.providers.items() if not p.local])
+                snapshot=self._snapshot, clock=clock,
+                providers=[name for name, p in self.service.providers.items() if not p.local],
+                shared=self.store if self.store.shared else None)
             built.append(self.kpis.close)
             if kpi_interval is not None:
                 self.kpis.start(kpi_interval)
             # STOCKCACHE_REFRESH=off means no refresher thread at all.
             self.refresher: Refresher | None = None
             if settings.refresh:
-                self.refresher = refresher_from_settings(self.service, self.store.held_symbol_counts, clock=clock)
+                self.refresher = refresher_from_settings(self.service, self._held, clock=clock)
                 built.append(self.refresher.stop)
                 self.store.add_holdings_listener(self.refresher.wake)  # a new symbol is refreshed at once
                 self.refresher.start()
@@ -230,12 +234,43 @@ class Runtime:
                 except Exception:
                     log.exception("closing a part of a runtime that failed to start failed")
             self.files.remove_new()
-            if isinstance(exc, (CacheError, sqlite3.Error, OSError)):
+            if isinstance(exc, (CacheError, StoreError, sqlite3.Error, OSError)):
                 raise ConfigError(f"{DATA_DIR_SETTING}: cannot start on the data folder {settings.data_dir}: "
                                   f"{_one_line(exc)}") from exc
             raise
         self.started_at = clock()
         self._closed = False
+
+    def _login_counter(self) -> Any:
+        """Where login attempts are counted for every instance: Redis when configured, else a shared store.
+
+        None on one box (the limiter counts in memory). The Redis link is the
+        cache tier's, which the shared budgets use too.
+        """
+        if self.settings.redis_url:
+            from .store.redis_logins import RedisLoginCounter
+
+            links = (getattr(tier, "link", None) for tier in self.cache.tiers)
+            link = next((found for found in links if found is not None), None)
+            if link is not None:
+                return RedisLoginCounter(link, namespace=self.settings.redis_namespace)
+        return self.store if self.store.shared else None
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What the ``stats`` command shows of the running server: the service's stats and the store's state."""
+        return {**self.service.stats(), "store": self.store_stats()}
+
+    def store_stats(self) -> dict[str, Any]:
+        """The store's engine, where it is (a URL with its password masked) and its state. No I/O."""
+        return {**self.store.health(), "location": self.store.describe()}
+
+    def _held(self) -> dict[str, int]:
+        """The held symbols for the refresher; while the store is unreachable, the last ones it gave."""
+        try:
+            self._last_held = self.store.held_symbol_counts()
+        except StoreError as exc:
+            log.warning("refresher: the store is unavailable (%s); refreshing the symbols held before", exc.message)
+        return self._last_held
 
     def health(self) -> dict[str, Any]:
         """``/healthz``: ok, or degraded with reasons when a tier or provider is unavailable."""
@@ -259,9 +294,15 @@ class Runtime:
             if lane["in_flight"] >= lane["size"]:
                 reasons.append(f"upstream {name} is saturated: all {lane['size']} connections busy, "
                                f"{lane['waiting']} requests waiting")
+        store = self.store.health()  # what the store's watcher last saw: no I/O
+        if store["status"] != "ok":
+            reasons.append("the user store is unreachable: market data is served to clients already signed in; "
+                           "logins, tokens, portfolios and watchlists answer 503 store_unavailable until it "
+                           "answers again")
         body: dict[str, Any] = {"status": "degraded" if reasons else "ok", "version": __version__,
                                 "source": "demo" if self.settings.demo else ",".join(self.service.source_names),
-                                "uptime": int(self.clock() - self.started_at)}
+                                "uptime": int(self.clock() - self.started_at),
+                                "store": {"engine": store["engine"], "status": store["status"]}}
         if pool:
             body["upstream_pool"] = pool
         if reasons:

@@ -110,6 +110,13 @@ def redis_url(text: str) -> str:
     return text
 
 
+def database_url(text: str) -> str:
+    text = text.strip()
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    return text
+
+
 def namespace(text: str) -> str:
     text = text.strip()
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
@@ -291,6 +298,10 @@ class Settings:
     redis_url: str = setting("", env=("REDIS_URL", "STOCKCACHE_REDIS_URL"), parse=redis_url, secret=True,
                              help="Optional Redis URL for a cache tier shared by several instances; unset means "
                                   "no Redis.")
+    database_url: str = setting("", env="STOCKCACHE_DATABASE_URL", parse=database_url, secret=True,
+                                help="Optional PostgreSQL URL for a user store shared by several instances "
+                                     "(users, tokens, portfolios, watchlists, the JWT key); unset means SQLite "
+                                     "in the data folder.")
     redis_namespace: str = setting("stockcache", env="STOCKCACHE_REDIS_NAMESPACE", parse=namespace,
                                    help="Prefix of every Redis key (NAMESPACE:cache:..., :budget:, :lock:); "
                                         "instances that share a cache use the same one.")

@@ -14,7 +14,7 @@ across all processes. So another process's calls reach this one's
 daily budget that small lag can let through at most the calls two processes
 make in the same second. A crash loses at most the last interval's counts.
 
-A corrupt ledger file is set aside at start (``sqlite.py`` style: renamed to
+A corrupt ledger file is set aside at start (``sqlitefile.open_sound``: renamed to
 ``usage.sqlite.corrupt-<time>``) and a fresh one started. Today's counts went
 with it, and what is still readable in a damaged file cannot be trusted to be
 complete, so the fresh file records today as *lost*: every budget with a
@@ -27,34 +27,43 @@ the data dir read the mark from the file too.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .clock import utc_day
-from .errors import CacheError
-from .sqlitefile import create_private, open_sound
+from .errors import StockcacheError
+from .sqlitefile import open_db
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UsageLedger", "utc_day"]  # utc_day lives in clock; importable from here as before
+__all__ = ["UsageLedger", "utc_day", "USAGE_MIGRATIONS"]  # utc_day lives in clock; importable from here as before
 
 _Key = tuple[str, str]  # (day, provider)
+
+# Versioned like the store's (sqlitefile.migrate). 1 is the layout files had before versions were
+# recorded, hence IF NOT EXISTS: an old file (user_version 0) is adopted as it is.
+USAGE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, provider TEXT NOT NULL,"
+        " calls INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (day, provider))",
+        "CREATE TABLE IF NOT EXISTS lost_days (day TEXT PRIMARY KEY)",
+    ),
+)
 
 
 class UsageLedger:
     """Counts calls per (day, provider); persisted in SQLite by a background flusher. Thread-safe.
 
     Two locks: ``_lock`` guards only the in-memory counters (never held
-    across I/O), ``_db_lock`` serialises use of the one SQLite connection
-    (flushes and history reads; never taken by :meth:`record` or
-    :meth:`today`). Pass ``path=None`` for a ledger that lives in memory only
-    (tests, the Python API without a data dir), and ``flush_interval=None``
-    for no flusher thread (flush only on :meth:`flush`, :meth:`days` and
-    :meth:`close`). ``set_aside=False`` raises CacheError for a corrupt file
-    instead of starting a fresh one (readers such as ``stats``).
+    across I/O), ``_db_lock`` serialises flushes, history reads and close
+    (never taken by :meth:`record` or :meth:`today`). Pass ``path=None`` for
+    a ledger that lives in memory only (tests, the Python API without a data
+    dir), and ``flush_interval=None`` for no flusher thread (flush only on
+    :meth:`flush`, :meth:`days` and :meth:`close`). ``set_aside=False`` raises
+    StoreError for a corrupt file instead of starting a fresh one (readers
+    such as ``stats``).
     """
 
     def __init__(
@@ -72,24 +81,21 @@ class UsageLedger:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        lost: str | None = None
+        # synchronous=NORMAL: a power cut may lose the last flush (a second of counts), never the file.
+        self._db, lost = open_db(path, USAGE_MIGRATIONS, label="usage ledger", set_aside=set_aside,
+                                 synchronous="NORMAL", busy_timeout=10.0)
         try:
-            if path is None:
-                self._db = _connect(":memory:")
-            elif set_aside:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._db, lost = open_sound(path, _open_file, label="usage ledger")
-            else:
-                self._db = _open_file(path)
             today = utc_day(clock())
             if lost is not None:
-                self._db.execute("INSERT OR IGNORE INTO lost_days (day) VALUES (?)", (today,))
+                with self._db.transaction("mark lost") as conn:
+                    conn.execute("INSERT OR IGNORE INTO lost_days (day) VALUES (?)", (today,))
                 log.warning("the usage ledger was lost with today's (%s UTC) upstream call counts: every daily "
                             "budget counts as spent until UTC midnight, so none can be overspent", today)
             self._totals = self._read_day(today)
             self._lost = self._read_lost(today)
-        except sqlite3.Error as exc:
-            raise CacheError(f"cannot open the usage ledger {path}: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
 
     def start(self) -> None:
         """Start the flusher now (idempotent): a budget calls it so an idle process still learns others' calls."""
@@ -127,21 +133,16 @@ class UsageLedger:
             today = utc_day(self._clock())
             try:
                 if batch:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    try:
-                        self._db.executemany(
+                    with self._db.transaction("flush") as conn:
+                        conn.executemany(
                             "INSERT INTO usage (day, provider, calls) VALUES (?, ?, ?)"
                             " ON CONFLICT(day, provider) DO UPDATE SET calls = calls + excluded.calls",
                             [(day, provider, calls) for (day, provider), calls in batch.items()],
                         )
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        self._db.execute("ROLLBACK")
-                        raise
                 totals = self._read_day(today)
                 lost = self._read_lost(today)
-            except sqlite3.Error as exc:
-                log.warning("could not record upstream usage (will retry): %s", exc)
+            except StockcacheError as exc:  # translated by the helper (a full disk, a lock held too long)
+                log.warning("could not record upstream usage (will retry): %s", exc.message)
                 with self._lock:
                     for key, calls in self._inflight.items():
                         self._pending[key] = self._pending.get(key, 0) + calls
@@ -157,11 +158,11 @@ class UsageLedger:
         with self._db_lock:
             if self._closed:
                 return {}
-            rows = self._db.execute(
+            rows = self._db.rows(
                 "SELECT day, provider, calls FROM usage WHERE day IN"
                 " (SELECT DISTINCT day FROM usage ORDER BY day DESC LIMIT ?) ORDER BY day DESC",
                 (limit,),
-            ).fetchall()
+            )
         out: dict[str, dict[str, int]] = {}
         for day, provider, calls in rows:
             out.setdefault(day, {})[provider] = calls
@@ -180,11 +181,11 @@ class UsageLedger:
                 self._db.close()
 
     def _read_day(self, day: str) -> dict[_Key, int]:
-        rows = self._db.execute("SELECT provider, calls FROM usage WHERE day = ?", (day,)).fetchall()
+        rows = self._db.rows("SELECT provider, calls FROM usage WHERE day = ?", (day,))
         return {(day, provider): int(calls) for provider, calls in rows}
 
     def _read_lost(self, day: str) -> frozenset[str]:
-        rows = self._db.execute("SELECT day FROM lost_days WHERE day = ?", (day,)).fetchall()
+        rows = self._db.rows("SELECT day FROM lost_days WHERE day = ?", (day,))
         return frozenset(row[0] for row in rows)
 
     def _start_flusher(self) -> None:
@@ -204,24 +205,3 @@ class UsageLedger:
             except Exception:  # the flusher must outlive a surprise; the next round retries
                 log.exception("usage ledger flush failed")
 
-
-def _connect(target: str) -> sqlite3.Connection:
-    # The upserts of one flush share a transaction; a busy peer's flush is waited out.
-    db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, provider TEXT NOT NULL,"
-            " calls INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (day, provider))"
-        )
-        db.execute("CREATE TABLE IF NOT EXISTS lost_days (day TEXT PRIMARY KEY)")
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _open_file(path: Path) -> sqlite3.Connection:
-    create_private(path)
-    return _connect(str(path))

@@ -1,23 +1,49 @@
-"""Users, API tokens, portfolios and watchlists, kept in ``<data_dir>/store.sqlite``.
+"""Users, API tokens, portfolios and watchlists: one :class:`Store` interface, two engines.
 
-``open_store(path)`` gives a thread-safe :class:`Store`; :mod:`.validate`
-cleans what clients send before it reaches the store.
+Without ``STOCKCACHE_DATABASE_URL`` the store is SQLite in
+``<data_dir>/store.sqlite`` (:func:`open_store`); with it, PostgreSQL shared
+by every instance (:mod:`.postgres`, imported only then, like redis-py for
+``REDIS_URL``). :func:`open_configured_store` picks by the settings;
+:mod:`.validate` cleans what clients send before it reaches the store.
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .rows import ApiToken, Position, User, WatchItem
+from ..settings import Settings
+from .base import WATCH_INTERVAL, iso_utc
+from .interface import Store
+from .rows import TOKEN_SCOPES, ApiToken, Position, User, WatchItem
 from .schema import SCHEMA_VERSION
-from .sqlite import STORE_FILENAME, WATCH_INTERVAL, Store, iso_utc, open_store, store_path
+from .sqlite import STORE_FILENAME, SqliteStore, store_path
+from .sqlite import open_sqlite_store as open_store
 
 __all__ = [
-    "ApiToken", "Position", "User", "WatchItem", "Store", "open_store", "store_path",
-    "command_prefix", "first_run_hint", "iso_utc", "SCHEMA_VERSION", "STORE_FILENAME", "WATCH_INTERVAL",
+    "ApiToken", "Position", "User", "WatchItem", "Store", "SqliteStore", "open_store", "open_configured_store",
+    "store_path", "command_prefix", "first_run_hint", "iso_utc", "SCHEMA_VERSION", "STORE_FILENAME",
+    "WATCH_INTERVAL", "TOKEN_SCOPES",
 ]
+
+
+def open_configured_store(settings: Settings, *, clock: Callable[[], float] = time.time,
+                          pool_size: int | None = None) -> Store:
+    """The store the settings name: PostgreSQL at ``database_url`` when set, else SQLite in the data folder.
+
+    Both are migrated before this returns. ``pool_size`` bounds PostgreSQL
+    connections (default: the server's threads plus a few for the background
+    threads).
+    """
+    if settings.database_url:
+        from .postgres import open_postgres_store
+
+        size = pool_size or settings.threads + 4
+        return open_postgres_store(settings.database_url, clock=clock, max_size=size)
+    return open_store(store_path(settings.data_dir), clock=clock)
 
 
 def command_prefix() -> str:

@@ -1,7 +1,7 @@
 """Rows the store hands out: frozen dataclasses, never carrying a password or token hash.
 
 Hashes leave the store only as a separate element of a tuple
-(:meth:`Store.get_user_by_name`, :meth:`Store.find_api_token`), so printing or
+(``Store.get_user_by_name``, ``Store.find_api_token``), so printing or
 logging one of these rows can never leak one.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+TOKEN_SCOPES = ("full", "market")  # market: market data only (issue 18)
+
 
 @dataclass(frozen=True)
 class User:
@@ -17,6 +19,7 @@ class User:
     username: str
     is_admin: bool
     created_at: str  # ISO 8601 UTC
+    password_version: int = 0  # moves on with each new password; a JWT issued under an older one is dead
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class ApiToken:
     created_at: str
     last_used_at: str | None
     revoked_at: str | None
+    scope: str = "full"  # one of TOKEN_SCOPES
 
     @property
     def revoked(self) -> bool:

@@ -30,6 +30,7 @@ MIN_COST_BASIS = MIN_PRICE
 MAX_COST_BASIS = MAX_PRICE
 
 USERNAME_MAX = 64
+PASSWORD_MIN = 8  # for new passwords; login still takes any length, so no old account is locked out
 PASSWORD_MAX = 1024
 LABEL_MAX = 100
 
@@ -163,11 +164,27 @@ def username(text: object) -> str:
     return text
 
 
-def password(text: object) -> str:
-    """A new password: 1 to 1024 characters (the limit login accepts)."""
-    if not isinstance(text, str) or not 1 <= len(text) <= PASSWORD_MAX:
-        raise InvalidRequest(f"A password is 1 to {PASSWORD_MAX} characters.", field="password")
+def password(text: object, *, field: str = "password") -> str:
+    """A new password: 8 to 1024 characters (the most login accepts). The same rule for the CLI and the API."""
+    if not isinstance(text, str) or len(text) > PASSWORD_MAX:
+        raise InvalidRequest(f"A password is {PASSWORD_MIN} to {PASSWORD_MAX} characters.", field=field)
+    if len(text) < PASSWORD_MIN:
+        raise InvalidRequest(f"A password is at least {PASSWORD_MIN} characters; this one has {len(text)}.",
+                             field=field)
     return text
+
+
+def password_change_input(body: object) -> tuple[str, str]:
+    """``(current, new)`` from ``{"current", "new"}``: the current password as login takes it, a valid new one."""
+    data = _object(body)
+    _refuse_unknown(data, ("current", "new"))
+    current, new = data.get("current"), data.get("new")
+    if not isinstance(current, str) or not 1 <= len(current) <= PASSWORD_MAX:
+        raise InvalidRequest(f"current must be your password, a string of 1 to {PASSWORD_MAX} characters.",
+                             field="current")
+    if "new" not in data:
+        raise InvalidRequest("new is required.", field="new")
+    return current, password(new, field="new")
 
 
 def label(text: object) -> str:

@@ -43,8 +43,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 def _writes(*statuses: int) -> dict[str, Any]:
-    """``_errors`` for a route that writes to the store: a full disk is a 503 of its own."""
-    return {**_errors(*statuses), "503": _json(_ref("Error"), "The server's disk is full (storage_full); "
+    """``_errors`` for a route that writes to the store: a full disk or an unreachable store is a 503 of its own."""
+    return {**_errors(*statuses), "503": _json(_ref("Error"), "The server's disk is full (storage_full), or the "
+                                                             "user store cannot be reached (store_unavailable); "
                                                              "nothing was changed; see Retry-After.")}
 
 
@@ -122,10 +123,8 @@ def spec() -> dict[str, Any]:
                     "content": {"text/plain": {"schema": {"type": "string"}}}},
             **_errors(401, 403)})},
         "/api/auth/login": {"post": _op("Log in; returns a JWT.", {
-            "200": _json({"type": "object", "required": ["access_token", "token_type", "expires_in"],
-                          "properties": {"access_token": {"type": "string"}, "token_type": {"const": "bearer"},
-                                         "expires_in": {"type": "integer"}}}, "A token."),
-            **_errors(400, 401, 413, 429)},
+            "200": _json(_ref("Login"), "A token."), **_errors(400, 401, 413, 429),
+            "503": _json(_ref("Error"), "The user store cannot be reached (store_unavailable); see Retry-After.")},
             body={"type": "object", "required": ["username", "password"], "additionalProperties": False,
                   "properties": {"username": {"type": "string", "minLength": 1, "maxLength": 64},
                                  "password": {"type": "string", "minLength": 1, "maxLength": 1024}}},
@@ -142,6 +141,13 @@ def spec() -> dict[str, Any]:
             {"200": _json(fx, "A rate."), **_errors(400, 401, 404, 502, 503, 504)},
             params=[{"name": "from", "in": "path", "required": True, "schema": _currency},
                     {"name": "to", "in": "path", "required": True, "schema": _currency}])},
+        "/api/me/password": {"put": _op(
+            "Change your own password; every JWT issued before is refused from then on.",
+            {"200": _json(_ref("Login"), "A fresh access token under the new password."),
+             **_writes(400, 401, 403, 429)},
+            body={"type": "object", "required": ["current", "new"], "additionalProperties": False,
+                  "properties": {"current": {"type": "string"},
+                                 "new": {"type": "string", "minLength": 8, "maxLength": 1024}}})},
         "/api/quote/{symbol}": {"get": _op("One quote.", {"200": _json(_ref("Quote"), "A quote."),
                                                           **_errors(*_MARKET)}, params=[_SYMBOL])},
         "/api/batch-quotes": {"post": _op("Many quotes in one concurrent batch.", {
@@ -216,6 +222,9 @@ def spec() -> dict[str, Any]:
                                              "symbol": {"type": "string"},
                                              "retry_after": {"type": "integer"}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": _ref("ErrorBody")}},
+                "Login": {"type": "object", "required": ["access_token", "token_type", "expires_in"],
+                          "properties": {"access_token": {"type": "string"}, "token_type": {"const": "bearer"},
+                                         "expires_in": {"type": "integer"}}},
                 "Quote": {"allOf": [market_item, {
                     "type": "object", "required": ["symbol", "price", "currency", "exchange"],
                     "properties": {"symbol": {"type": "string"}, "price": {"type": "number"},

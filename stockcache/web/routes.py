@@ -87,6 +87,11 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
             store.set_base_currency(principal().user_id, code)
         return me_answer()
 
+    @app.put("/api/me/password")
+    def change_password() -> dict[str, Any]:
+        current, new = validate.password_change_input(json_body(max_body))
+        return auth.change_password(principal(), current, new, bottle.request.environ.get("REMOTE_ADDR") or "-")
+
     # -- market data -------------------------------------------------------------
     @app.get("/api/quote/<symbol>")
     def quote(symbol: str) -> dict[str, Any]:

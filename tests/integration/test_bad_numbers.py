@@ -91,6 +91,19 @@ def test_portfolio_refuses_amounts_out_of_bounds_and_names_the_bounds(alice, fie
     assert strict(alice.get("/api/portfolio/performance"))["totals"]["gain_percent"] is not None
 
 
+def _legacy_position(store, user_id: int, symbol: str, shares: float, cost: float) -> int:
+    """A row only an old SQLite store took (infinite shares), written straight into its file."""
+    import sqlite3
+
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        cur = conn.execute("INSERT INTO positions (user_id, symbol, shares, cost_basis, created_at, updated_at)"
+                           " VALUES (?, ?, ?, ?, 'x', 'x')", (user_id, symbol, shares, cost))
+        return int(cur.lastrowid or 0)
+    finally:
+        conn.close()
+
+
 def test_portfolio_performance_is_finite_for_rows_stored_before_the_bounds(live, alice):
     # Rows written before the input bounds existed, straight into the store as the old code let them in.
     store = live.runtime.store
@@ -99,7 +112,7 @@ def test_portfolio_performance_is_finite_for_rows_stored_before_the_bounds(live,
         store.add_position(user.id, "AAPL", 1, 1e-320).id: "AAPL",  # the trial's position: gain % was inf
         store.add_position(user.id, "MSFT", 1e-320, 100).id: "MSFT",
         store.add_position(user.id, "IBM", 1e300, 1e300).id: "IBM",  # cost overflows
-        store.add_position(user.id, "NVDA", math.inf, 1).id: "NVDA",
+        _legacy_position(store, user.id, "NVDA", math.inf, 1): "NVDA",  # the store refuses this one now
         store.add_position(user.id, "KO", 10, 50).id: "KO",  # a sane one, for the totals
     }
     for _ in range(2):  # from the upstream, then from the cache

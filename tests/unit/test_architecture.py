@@ -84,8 +84,8 @@ OWNERS = {
     "prometheus_client": ("web/prometheus.py",),
     "orjson": ("web/plugins.py",),
     "holidays": ("venues.py",),
-    "psycopg": ("store/",),
-    "psycopg_pool": ("store/",),
+    "psycopg": ("store/postgres.py",),
+    "psycopg_pool": ("store/postgres.py",),
 }
 
 # Methods that read or write cache entries: only the read-through path calls them on the

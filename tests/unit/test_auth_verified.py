@@ -17,21 +17,25 @@ from argon2 import PasswordHasher
 
 from stockcache.auth import VERIFIED_LIFETIME, Authenticator
 from stockcache.errors import Unauthorized
-from stockcache.store import Store, open_store
+from stockcache.store import SqliteStore, Store, open_store
 from tests.conftest import FakeClock
 
 SECRET = b"s" * 32
 
 
-class CountingStore(Store):
-    """The real store, counting the lookups authentication makes."""
+class CountingStore(SqliteStore):
+    """The real store, counting the lookups authentication makes and every query or transaction."""
 
     lookups = 0
     connections_used = 0
 
-    def _conn(self):  # type: ignore[no-untyped-def]
+    def _rows(self, sql, params=()):  # type: ignore[no-untyped-def]
         self.connections_used += 1
-        return super()._conn()
+        return super()._rows(sql, params)
+
+    def _tx(self, operation):  # type: ignore[no-untyped-def]
+        self.connections_used += 1
+        return super()._tx(operation)
 
     def find_api_token(self, token_id: str):  # type: ignore[no-untyped-def]
         self.lookups += 1

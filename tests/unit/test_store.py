@@ -1,4 +1,8 @@
-"""The user store as a spec: schema, isolation between users, cascades, durability, permissions."""
+"""The SQLite store's own facts: the file, its modes and pragmas, its schema version, surviving SIGKILL.
+
+What every engine does alike (users, tokens, isolation, cascades) is the
+contract in tests/integration/test_store_contract.py, run on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,12 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-from stockcache.errors import ConfigError, Conflict, InvalidRequest, NotFound, StockcacheError
-from stockcache.store import SCHEMA_VERSION, Position, Store, WatchItem, first_run_hint, open_store, store_path
+from stockcache.errors import ConfigError, StockcacheError
+from stockcache.store import SCHEMA_VERSION, SqliteStore, Store, first_run_hint, open_store, store_path
 from stockcache.store.schema import MIGRATIONS
 
 from ..conftest import FakeClock
@@ -131,50 +134,7 @@ def test_store_first_run_hint_command_works_from_any_folder(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
 
 
-# -- users -----------------------------------------------------------------------------
-
-
-def test_store_create_user_and_look_it_up(store: Store, clock: FakeClock) -> None:
-    user = store.create_user("Alice", "the-hash", is_admin=True)
-    assert user.username == "Alice" and user.is_admin and user.created_at == "2023-11-14T22:13:20Z"
-    assert store.get_user(user.id) == user
-    assert store.get_user_by_name("alice") == (user, "the-hash")  # names are case-insensitive
-    assert store.list_users() == [user]
-    assert store.count_users() == 1
-    assert "the-hash" not in repr(user)
-
-
-def test_store_duplicate_user_is_conflict_whatever_the_case(store: Store) -> None:
-    store.create_user("alice", "h")
-    with pytest.raises(Conflict):
-        store.create_user("ALICE", "h")
-
-
-def test_store_create_user_refuses_a_bad_name(store: Store) -> None:
-    with pytest.raises(InvalidRequest):
-        store.create_user("no spaces", "h")
-
-
-def test_store_unknown_user_is_none(store: Store) -> None:
-    assert store.get_user(99) is None
-    assert store.get_user_by_name("nobody") is None
-    assert store.delete_user("nobody") is False
-
-
-def test_store_deleted_user_id_is_never_reused(store: Store) -> None:
-    # A removed user's unexpired JWT carries their id: it must not name someone new.
-    first = store.create_user("alice", "h")
-    assert store.delete_user("alice")
-    again = store.create_user("alice", "h")
-    assert again.id != first.id
-    assert store.get_user(first.id) is None
-
-
-def test_store_set_password_replaces_the_hash(store: Store) -> None:
-    user = store.create_user("alice", "old")
-    assert store.set_password(user.id, "new")
-    assert store.get_user_by_name("alice") == (user, "new")
-    assert store.set_password(999, "x") is False
+# -- what only SQLite can show -----------------------------------------------------------
 
 
 def test_store_delete_user_cascades_to_everything_they_own(store: Store, two_users) -> None:
@@ -191,176 +151,6 @@ def test_store_delete_user_cascades_to_everything_they_own(store: Store, two_use
     conn = sqlite3.connect(store.path)
     assert conn.execute("SELECT count(*) FROM positions WHERE user_id = ?", (alice.id,)).fetchone()[0] == 0
     conn.close()
-
-
-# -- API tokens ------------------------------------------------------------------------
-
-
-def test_store_api_token_lifecycle(store: Store, clock: FakeClock, two_users) -> None:
-    alice, _ = two_users
-    token = store.create_api_token(alice.id, "abcdefgh", "sha", "sheet")
-    assert token.revoked_at is None and token.last_used_at is None and not token.revoked
-    found = store.find_api_token("abcdefgh")
-    assert found is not None
-    assert found[0] == token and found[1] == "sha" and found[2].username == "alice"
-    assert store.list_api_tokens(alice.id) == [token]
-    clock.now += 10
-    assert store.revoke_api_token("abcdefgh") is True
-    assert store.revoke_api_token("abcdefgh") is False  # already revoked
-    assert store.revoke_api_token("missing!") is False
-    found = store.find_api_token("abcdefgh")
-    assert found is not None and found[0].revoked_at == "2023-11-14T22:13:30Z"
-
-
-def test_store_api_token_id_clash_is_conflict_and_unknown_user_not_found(store: Store, two_users) -> None:
-    alice, _ = two_users
-    store.create_api_token(alice.id, "abcdefgh", "sha", "")
-    with pytest.raises(Conflict):
-        store.create_api_token(alice.id, "abcdefgh", "sha2", "")
-    with pytest.raises(NotFound):
-        store.create_api_token(999, "zzzzzzzz", "sha", "")
-
-
-def test_store_touch_api_token_writes_at_most_once_a_minute(store: Store, clock: FakeClock, two_users) -> None:
-    alice, _ = two_users
-    store.create_api_token(alice.id, "abcdefgh", "sha", "")
-    assert store.touch_api_token("abcdefgh") is True
-    clock.now += 59
-    assert store.touch_api_token("abcdefgh") is False
-    clock.now += 1
-    assert store.touch_api_token("abcdefgh") is True
-    found = store.find_api_token("abcdefgh")
-    assert found is not None and found[0].last_used_at == "2023-11-14T22:14:20Z"
-
-
-def test_store_list_api_tokens_is_per_user(store: Store, two_users) -> None:
-    alice, bob = two_users
-    store.create_api_token(alice.id, "aaaaaaaa", "sha", "")
-    assert store.list_api_tokens(bob.id) == []
-
-
-# -- positions: isolation is the point -------------------------------------------------
-
-
-def test_store_positions_crud(store: Store, clock: FakeClock, two_users) -> None:
-    alice, _ = two_users
-    p = store.add_position(alice.id, "AAPL", 10, 150.5)
-    assert p == Position(id=p.id, symbol="AAPL", shares=10.0, cost_basis=150.5)
-    assert p.to_dict() == {"id": p.id, "symbol": "AAPL", "shares": 10.0, "cost_basis": 150.5}
-    assert store.list_positions(alice.id) == [p]
-    changed = store.update_position(alice.id, p.id, shares=12)
-    assert changed == Position(id=p.id, symbol="AAPL", shares=12.0, cost_basis=150.5)
-    assert isinstance(changed.shares, float)
-    changed = store.update_position(alice.id, p.id, symbol="MSFT", cost_basis=0)
-    assert changed == Position(id=p.id, symbol="MSFT", shares=12.0, cost_basis=0.0)
-    assert store.update_position(alice.id, p.id) == changed  # nothing to change: still found
-    assert store.delete_position(alice.id, p.id) is True
-    assert store.delete_position(alice.id, p.id) is False
-    assert store.list_positions(alice.id) == []
-
-
-def test_store_user_cannot_read_or_touch_another_users_position(store: Store, two_users) -> None:
-    alice, bob = two_users
-    p = store.add_position(alice.id, "AAPL", 10, 150)
-    assert store.list_positions(bob.id) == []
-    assert store.update_position(bob.id, p.id, shares=1) is None
-    assert store.update_position(bob.id, p.id) is None
-    assert store.delete_position(bob.id, p.id) is False
-    # Another user's id behaves exactly like a missing one.
-    assert store.update_position(bob.id, 10_000, shares=1) is None
-    assert store.delete_position(bob.id, 10_000) is False
-    assert store.list_positions(alice.id) == [p]
-
-
-def test_store_position_ids_are_not_reused(store: Store, two_users) -> None:
-    alice, _ = two_users
-    first = store.add_position(alice.id, "AAPL", 1, 1)
-    store.delete_position(alice.id, first.id)
-    assert store.add_position(alice.id, "AAPL", 1, 1).id != first.id
-
-
-def test_store_position_for_missing_user_is_not_found(store: Store) -> None:
-    with pytest.raises(NotFound):
-        store.add_position(12345, "AAPL", 1, 1)
-
-
-@pytest.mark.parametrize(
-    ("shares", "cost"), [(0, 1), (-1, 1), (1, -0.01), (float("nan"), 1), (1, float("nan"))]
-)
-def test_store_check_constraints_refuse_bad_numbers(store: Store, two_users, shares: float, cost: float) -> None:
-    # The last line of defence behind validate.position_input.
-    alice, _ = two_users
-    with pytest.raises(InvalidRequest):
-        store.add_position(alice.id, "AAPL", shares, cost)
-    p = store.add_position(alice.id, "AAPL", 1, 1)
-    with pytest.raises(InvalidRequest):
-        store.update_position(alice.id, p.id, shares=shares, cost_basis=cost)
-    assert store.list_positions(alice.id) == [p]
-
-
-# -- watchlist -------------------------------------------------------------------------
-
-
-def test_store_watchlist_add_list_remove(store: Store, clock: FakeClock, two_users) -> None:
-    alice, _ = two_users
-    item = store.add_watch(alice.id, "AAPL")
-    assert item == WatchItem(symbol="AAPL", added_at="2023-11-14T22:13:20Z")
-    clock.now += 5
-    store.add_watch(alice.id, "MSFT")
-    assert [w.symbol for w in store.list_watchlist(alice.id)] == ["AAPL", "MSFT"]
-    assert item.to_dict() == {"symbol": "AAPL", "added_at": "2023-11-14T22:13:20Z"}
-    assert store.remove_watch(alice.id, "AAPL") is True
-    assert store.remove_watch(alice.id, "AAPL") is False
-
-
-def test_store_watch_twice_is_conflict(store: Store, two_users) -> None:
-    alice, _ = two_users
-    store.add_watch(alice.id, "AAPL")
-    with pytest.raises(Conflict) as info:
-        store.add_watch(alice.id, "AAPL")
-    assert info.value.fields["symbol"] == "AAPL"
-
-
-def test_store_user_cannot_see_or_remove_another_users_watch(store: Store, two_users) -> None:
-    alice, bob = two_users
-    store.add_watch(alice.id, "AAPL")
-    assert store.list_watchlist(bob.id) == []
-    assert store.remove_watch(bob.id, "AAPL") is False
-    store.add_watch(bob.id, "AAPL")  # the same symbol is no conflict for another user
-    assert store.remove_watch(bob.id, "AAPL") is True
-    assert [w.symbol for w in store.list_watchlist(alice.id)] == ["AAPL"]
-
-
-def test_store_watch_for_missing_user_is_not_found(store: Store) -> None:
-    with pytest.raises(NotFound):
-        store.add_watch(12345, "AAPL")
-
-
-def test_store_held_symbols_covers_portfolios_and_watchlists(store: Store, two_users) -> None:
-    alice, bob = two_users
-    assert store.held_symbols() == set()
-    store.add_position(alice.id, "AAPL", 1, 1)
-    store.add_position(bob.id, "AAPL", 1, 1)
-    store.add_watch(bob.id, "MSFT")
-    assert store.held_symbols() == {"AAPL", "MSFT"}
-
-
-def test_store_held_symbol_counts_counts_each_user_once_and_forgets_deleted_users(
-        store: Store, two_users) -> None:
-    alice, bob = two_users
-    carol = store.create_user("carol", "hash-c")
-    assert store.held_symbol_counts() == {}
-    store.add_position(alice.id, "AAPL", 1, 1)
-    store.add_position(alice.id, "AAPL", 2, 3)  # two lots and a watch: alice is still one holder
-    store.add_watch(alice.id, "AAPL")
-    store.add_watch(bob.id, "AAPL")
-    store.add_position(bob.id, "MSFT", 1, 1)
-    store.add_watch(carol.id, "AAPL")
-    store.add_watch(carol.id, "NVDA")
-    assert store.held_symbol_counts() == {"AAPL": 3, "MSFT": 1, "NVDA": 1}
-    assert store.delete_user("carol")  # the cascade takes her holdings out of the counts
-    assert store.remove_watch(bob.id, "AAPL")
-    assert store.held_symbol_counts() == {"AAPL": 1, "MSFT": 1}
 
 
 # -- concurrency and durability --------------------------------------------------------
@@ -398,31 +188,7 @@ def test_store_acknowledged_write_survives_the_writer_being_killed(tmp_path: Pat
         assert s.integrity_check() == "ok"
 
 
-def test_store_is_usable_from_many_threads_at_once(store: Store) -> None:
-    users = [store.create_user(f"user{i}", "h") for i in range(8)]
-    errors: list[BaseException] = []
-
-    def work(user_id: int) -> None:
-        try:
-            for n in range(20):
-                p = store.add_position(user_id, f"S{n}", n + 1, n)
-                store.update_position(user_id, p.id, shares=n + 2)
-                store.list_positions(user_id)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(u.id,)) for u in users]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    for u in users:
-        assert len(store.list_positions(u.id)) == 20
-    assert store.integrity_check() == "ok"
-
-
-def test_store_connection_settings_are_durable(store: Store) -> None:
+def test_store_connection_settings_are_durable(store: SqliteStore) -> None:
     conn = store._conn()  # white-box: the pragmas are the durability guarantee
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
