@@ -16,7 +16,10 @@ One row per UTC day (``GET /api/kpis``, ``python -m stockcache stats``):
   which counts every call from every process (``warm`` included).
 - ``p50_ms``/``p95_ms``/``p99_ms``: latency of those requests, read off a per-day
   histogram (interpolated inside buckets; ``null`` without requests).
-- ``estimated_cost``: ``upstream_calls`` times ``STOCKCACHE_*_COST_PER_CALL``.
+- ``llm_tokens``: model tokens (prompt and completion) spent that day, from the same ledger
+  (the model API's budget counts tokens, not calls, so it is not among ``upstream_calls``).
+- ``estimated_cost``: ``upstream_calls`` times ``STOCKCACHE_*_COST_PER_CALL``, plus ``llm_tokens``
+  times ``STOCKCACHE_LLM_COST_PER_1K_TOKENS`` / 1000.
 
 :class:`KpiRecorder` turns the live :class:`~stockcache.metrics.Metrics` into
 per-day deltas: it flushes every minute, just before each UTC midnight and at
@@ -178,12 +181,15 @@ def kpi_days(
     days: int,
     costs: Mapping[str, float],
     providers: Iterable[str] = (),
+    token_providers: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """The contract's KPI rows for the last ``days`` UTC days (today included), newest first.
 
     Only days with any activity appear. ``providers`` are listed in
-    ``upstream_calls`` even on days they made no call.
+    ``upstream_calls`` even on days they made no call. ``costs`` are per budget
+    unit; the ledger counts of ``token_providers`` are tokens (``llm_tokens``).
     """
+    tokened = set(token_providers)
     days = max(1, min(int(days), MAX_DAYS))
     last = utc_day(now)
     first = utc_day(now - (days - 1) * 86400)
@@ -193,10 +199,12 @@ def kpi_days(
     out = []
     for day in sorted(set(figures) | set(usage), reverse=True):
         fig = figures.get(day, DayFigures())
-        calls = {name: 0 for name in providers}
-        calls.update(usage.get(day, {}))
+        units = {name: 0 for name in providers if name not in tokened}
+        units.update(usage.get(day, {}))
+        cost = sum(n * costs.get(name, 0.0) for name, n in units.items())
+        tokens = sum(n for name, n in units.items() if name in tokened)
+        calls = {name: n for name, n in units.items() if name not in tokened}
         reads = fig.hits + fig.misses
-        cost = sum(n * costs.get(name, 0.0) for name, n in calls.items())
         out.append({
             "date": day,
             "requests": fig.requests,
@@ -204,17 +212,24 @@ def kpi_days(
             "upstream_calls": dict(sorted(calls.items())),
             "calls_saved": fig.hits,
             **percentiles_ms(fig.latency),
+            "llm_tokens": tokens,
             "estimated_cost": round(float(cost), 6),
         })
     return out
 
 
 def costs_from(settings: Any) -> dict[str, float]:
-    """Price per call by provider, from each provider's settings section."""
+    """Price per budget unit (a call, or a model token) by provider, from each provider's settings section."""
     from .upstream.providers import provider_classes
 
-    return {cls.name: float(getattr(settings.section(cls.config), "cost_per_call", 0.0))
-            for cls in provider_classes()}
+    return {cls.name: cls.unit_cost(settings.section(cls.config)) for cls in provider_classes()}
+
+
+def token_providers() -> list[str]:
+    """The providers whose budget and ledger count model tokens, not calls."""
+    from .upstream.providers import provider_classes
+
+    return [cls.name for cls in provider_classes() if cls.unit == "token"]
 
 
 class KpiRecorder:
@@ -233,6 +248,7 @@ class KpiRecorder:
         ledger: UsageLedger | None = None,
         costs: Mapping[str, float] | None = None,
         providers: Iterable[str] = (),
+        token_providers: Iterable[str] = (),
         snapshot: Callable[[], Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -241,6 +257,7 @@ class KpiRecorder:
         self._ledger = ledger
         self._costs = dict(costs or {})
         self._providers = list(providers)
+        self._token_providers = list(token_providers)
         self._snapshot = snapshot
         self._clock = clock
         self._lock = threading.Lock()
@@ -293,7 +310,7 @@ class KpiRecorder:
         """The contract's KPI rows, newest first, including what happened up to now."""
         self.flush()
         return kpi_days(self.store, self._ledger, now=self._clock(), days=days, costs=self._costs,
-                        providers=self._providers)
+                        providers=self._providers, token_providers=self._token_providers)
 
     def start(self, interval: float = FLUSH_INTERVAL) -> None:
         """Flush every ``interval`` seconds, and just before each UTC midnight, in a daemon thread."""

@@ -212,7 +212,8 @@ class Runtime:
                 KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.ledger,
                 costs={name: p.cost_per_call() for name, p in self.service.providers.items()},
                 snapshot=self.service.stats, clock=clock,
-                providers=[name for name, p in self.service.providers.items() if not p.local])
+                providers=[name for name, p in self.service.providers.items() if not p.local],
+                token_providers=[name for name, p in self.service.providers.items() if p.unit == "token"])
             built.append(self.kpis.close)
             if kpi_interval is not None:
                 self.kpis.start(kpi_interval)

@@ -342,12 +342,31 @@ class StockService:
                 "calls_today": budget.calls_today() if budget else None,
                 "budget_left": budget.remaining() if budget else None,
                 "circuit": breaker.state if breaker and not provider.local else None,
+                "unit": provider.unit,
             }
         out["upstream"] = upstream
+        out["llm_tokens"] = self._token_stats()
         out["coalesced"] = self.metrics.total(Metrics.COALESCED)
         out["stale_served"] = self.metrics.total(Metrics.STALE_SERVED)
         out["demo"] = self.settings.demo
         out.update(activity_stats(self.metrics, self.settings))
+        return out
+
+    def _token_stats(self) -> dict[str, Any]:
+        """Who writes analyses, and the model tokens spent today (every process on the data dir) and left."""
+        route = self.readthrough.route("analysis")
+        writer = route[0] if route else None
+        out: dict[str, Any] = {"source": writer.name if writer else None,
+                               "model": getattr(writer, "model", writer.name if writer else None),
+                               "today": 0, "per_day": None, "left": None, "spent": 0}
+        if writer is None or writer.unit != "token":
+            return out
+        budget = self.router.budgets.get(writer.name)
+        out["spent"] = self.metrics.get(Metrics.UPSTREAM_UNITS, writer.name)  # by this process since it started
+        if budget is not None:
+            out["today"] = budget.calls_today()
+            out["per_day"] = budget.limits.per_day or None
+            out["left"] = budget.remaining().get("day")
         return out
 
     def close(self) -> None:

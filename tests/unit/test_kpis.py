@@ -49,8 +49,27 @@ def test_kpis_count_exactly_what_happened_today(parts, clock):
         "upstream_calls": {"alphavantage": 1, "finnhub": 2}, "calls_saved": 8,
         # Interpolated inside the buckets (2.5-5 ms, 100-250 ms), as Prometheus does.
         "p50_ms": 3.75, "p95_ms": 227.5, "p99_ms": 245.5,
-        "estimated_cost": 0.52,
+        "llm_tokens": 0, "estimated_cost": 0.52,
     }]
+
+
+def test_kpis_count_model_tokens_apart_from_calls_and_price_them_per_1000(tmp_path, clock):
+    ledger = UsageLedger(tmp_path / "usage.sqlite", clock=clock)
+    store = KpiStore(tmp_path / "kpis.sqlite")
+    per_token = 0.0006 / 1000  # STOCKCACHE_LLM_COST_PER_1K_TOKENS's default, per token
+    recorder = KpiRecorder(store, Metrics(), ledger=ledger, costs={**COSTS, "llm": per_token},
+                           providers=["finnhub", "llm"], token_providers=["llm"], clock=clock)
+    try:
+        ledger.record("finnhub", 3)
+        ledger.record("llm", 2400)  # a reservation ...
+        ledger.record("llm", -400)  # ... settled to the usage the answer reported
+        (row,) = recorder.days(1)
+        assert row["upstream_calls"] == {"finnhub": 3}  # tokens are not calls
+        assert row["llm_tokens"] == 2000
+        assert row["estimated_cost"] == round(3 * 0.01 + 2000 * per_token, 6)
+    finally:
+        recorder.close()
+        ledger.close()
 
 
 def test_kpis_flushing_twice_counts_nothing_twice(parts, clock):

@@ -209,8 +209,13 @@ class Provider(ABC):
                       getattr(section, "per_day", 0))
 
     def cost_per_call(self) -> float:
-        """Price of one call, for the estimated cost in KPIs."""
-        return float(getattr(self.settings, "cost_per_call", 0.0))
+        """Price of one budget unit (a call; a model API's token), for the estimated cost in KPIs."""
+        return self.unit_cost(self.settings)
+
+    @classmethod
+    def unit_cost(cls, section: Section) -> float:
+        """Price of one budget unit by the settings ``section`` (default: its ``cost_per_call``)."""
+        return float(getattr(section, "cost_per_call", 0.0))
 
     def covers(self, kind: str, listing: Listing | None) -> bool:
         """Whether this provider, on its configured plan, serves ``kind`` for ``listing``.

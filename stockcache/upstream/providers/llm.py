@@ -108,9 +108,10 @@ class LlmProvider(Provider):
         """Tokens per UTC day; no per-second or per-minute limit of ours (the API's 429 pauses it)."""
         return Limits(per_day=self.config_section.tokens_per_day)
 
-    def cost_per_call(self) -> float:
+    @classmethod
+    def unit_cost(cls, section: Section) -> float:
         """Price of one budget unit, a token (the setting is per 1000)."""
-        return self.config_section.cost_per_1k_tokens / 1000.0
+        return float(getattr(section, "cost_per_1k_tokens", 0.0)) / 1000.0
 
     def variant(self, kind: str) -> str:
         """``llm-<model>``: analyses of another model are other cache entries."""
