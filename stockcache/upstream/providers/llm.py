@@ -191,7 +191,8 @@ class LlmProvider(Provider):
             message = error.get("message") if isinstance(error, dict) else error
         except ValueError:
             pass
-        shown = f": {' '.join(message.split())[:160]}" if isinstance(message, str) and message.strip() else ""
+        shown = (f": {' '.join(message.split())[:160].rstrip('.')}"
+                 if isinstance(message, str) and message.strip() else "")
         hint = " (check STOCKCACHE_LLM_URL and STOCKCACHE_LLM_MODEL)" if status == 404 else ""
         self._fail(UpstreamError, f"The model API at {self._host} answered HTTP {status}{shown}{hint}.")
 
