@@ -276,6 +276,7 @@ class FakeUpstream:
         for kind in self._error_faults:
             _check_fault(kind)
         self._mounts: dict[str, MountedApi] = {}
+        self._headlines: dict[str, list[tuple[str, str]]] = {}  # add_headline: symbol -> (headline, summary)
         for api in standard_apis(market=self._market, clock=clock) if apis is None else apis:
             self.mount(api)
 
@@ -397,6 +398,11 @@ class FakeUpstream:
     def expected_keys(self) -> dict[str, str | None]:
         with self._lock:
             return dict(self._expected)
+
+    def add_headline(self, symbol: str, headline: str, summary: str = "") -> None:
+        """Put a headline of anyone's writing (an injection attempt, say) at the top of Finnhub's news for ``symbol``."""
+        with self._lock:
+            self._headlines.setdefault(symbol.upper(), []).append((headline, summary))
 
     def set_unknown(self, patterns: Iterable[str]) -> None:
         """Glob patterns of symbols both APIs answer as unknown (default ``ZZZZ*``)."""
@@ -950,7 +956,14 @@ class FakeUpstream:
             except (KeyError, ValueError):
                 return _json(422, {"error": "Wrong from/to date format. Use YYYY-MM-DD."})
             news = market.news(symbol, start, end, limit=20)
+            with self._lock:
+                planted = list(self._headlines.get(symbol, ()))
             return _json(200, [
+                {"category": "company", "datetime": int(now) - 60 * (i + 1), "headline": headline, "id": 900 + i,
+                 "image": "", "related": symbol, "source": "Planted Wire", "summary": summary,
+                 "url": f"https://example.com/planted/{symbol.lower()}/{i}"}
+                for i, (headline, summary) in enumerate(planted)
+            ] + [
                 {"category": "company", "datetime": int(_parse_iso(a.published_at)), "headline": a.headline,
                  "id": 1000 + i, "image": a.image or "", "related": symbol, "source": a.source,
                  "summary": a.summary, "url": a.url}

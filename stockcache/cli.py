@@ -377,7 +377,7 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
 
 # -- warm and stats -------------------------------------------------------------
 
-WARM_KINDS = ("quote", "profile", "history")
+WARM_KINDS = ("quote", "profile", "history", "analysis")
 STATS_DESCRIPTION = (
     "Cache and upstream statistics as a table (--json for JSON). stats runs in its own process, so it "
     "reads what the server saves in the data folder: a snapshot of /api/cache/stats written every "
@@ -403,7 +403,8 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:  # type: i
                     "summary and every failed item; exit status 1 if any item failed.")
     warm.add_argument("symbols", nargs="+", metavar="SYMBOL")
     warm.add_argument("--kinds", type=_kinds, default=("quote",),
-                      help="comma-separated kinds of data: quote, profile, history (default: quote)")
+                      help="comma-separated kinds of data: quote, profile, history, analysis (default: "
+                           "quote); analysis spends model tokens from STOCKCACHE_LLM_TOKENS_PER_DAY")
     warm.add_argument("--quiet", action="store_true", help="no progress bar")
     warm.set_defaults(handler=cmd_warm)
     stats = commands.add_parser("stats", help="cache and upstream statistics as a table (--json for JSON)",
@@ -432,6 +433,9 @@ def cmd_warm(args: argparse.Namespace) -> int:
     service = build_service(settings)
     started = time.monotonic()
     outcome: dict[str, str | StockcacheError] = {}
+    tokens_before = service.stats()["llm_tokens"] if "analysis" in kinds else None
+    if tokens_before is not None and not args.quiet:
+        print(_token_line("Analyses by", tokens_before, "before warming"), file=sys.stderr)
     try:
         step = max(1, min(settings.workers, settings.max_batch))  # small batches keep the bar moving
         with tqdm(total=len(symbols) * len(kinds), unit="item", desc="warming", file=sys.stderr,
@@ -441,6 +445,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
                     chunk = symbols[start:start + step]
                     outcome.update(service.warm(chunk, kinds=(kind,)))
                     bar.update(len(chunk))
+        tokens_after = service.stats()["llm_tokens"] if tokens_before is not None else None
     finally:
         service.close()
     failed = {key: value for key, value in outcome.items() if isinstance(value, StockcacheError)}
@@ -454,6 +459,8 @@ def cmd_warm(args: argparse.Namespace) -> int:
     what = f"{len(symbols)} symbol{'s' if len(symbols) > 1 else ''} x {len(kinds)} kind{'s' if len(kinds) > 1 else ''}"
     print(f"Warmed {total - len(failed)} of {total} items ({what}) in {time.monotonic() - started:.1f} s; "
           f"source: {', '.join(service.source_names)}.")
+    if tokens_after is not None:
+        print(_token_line("Analyses by", tokens_after, "after warming"))
     _print_table(rows)
     if failed:
         print("\nFailed:")
@@ -469,7 +476,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import time
 
     from .clock import iso_utc
-    from .kpis import KPI_FILE, KpiStore, costs_from, kpi_days
+    from .kpis import KPI_FILE, KpiStore, costs_from, kpi_days, token_providers
     from .upstream.providers import provider_classes
     from .usage import UsageLedger, utc_day
 
@@ -491,7 +498,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     try:
         snapshot = store.snapshot() if store is not None else None
         providers = [cls.name for cls in provider_classes() if cls.keyed and cls.has_key(settings)]
-        kpis = kpi_days(store, ledger, now=now, days=args.days, costs=costs_from(settings), providers=providers)
+        kpis = kpi_days(store, ledger, now=now, days=args.days, costs=costs_from(settings), providers=providers,
+                        token_providers=token_providers())
         today = ledger.days(1).get(utc_day(now), {}) if ledger is not None else {}
     finally:
         if store is not None:
@@ -514,6 +522,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         _print_stats(report)
     return 0
+
+
+def _token_line(lead: str, tokens: dict, when: str) -> str:  # type: ignore[type-arg]
+    """What analyses cost: "Analyses by llm (gpt-4o-mini): 1200 model tokens spent here, 5400 today of 200000"."""
+    who = f"{tokens.get('source')} ({tokens.get('model')})"
+    if tokens.get("per_day") is None and not tokens.get("today"):
+        return f"{lead} {who}: no model tokens are counted ({when})."
+    limit = f" of {tokens['per_day']}, {tokens['left']} left" if tokens.get("per_day") else " (no daily limit)"
+    return (f"{lead} {who}: {tokens.get('spent', 0)} model tokens spent by this command, "
+            f"{tokens.get('today', 0)} today{limit} ({when}).")
 
 
 def _cell(value: object, digits: int = 2) -> str:

@@ -20,7 +20,10 @@ One row per UTC day (``GET /api/kpis``, ``python -m stockcache stats``):
   ``market_data``, ``portfolio``, ``auth``, ``admin``, ``other``), each
   ``{"requests", "p50_ms", "p95_ms", "p99_ms"}``: logins spend 0.15-0.9 s hashing a
   password, so the figures over all requests say little about market data.
-- ``estimated_cost``: ``upstream_calls`` times ``STOCKCACHE_*_COST_PER_CALL``.
+- ``llm_tokens``: model tokens (prompt and completion) spent that day, from the same ledger
+  (the model API's budget counts tokens, not calls, so it is not among ``upstream_calls``).
+- ``estimated_cost``: ``upstream_calls`` times ``STOCKCACHE_*_COST_PER_CALL``, plus ``llm_tokens``
+  times ``STOCKCACHE_LLM_COST_PER_1K_TOKENS`` / 1000.
 
 :class:`KpiRecorder` turns the live :class:`~stockcache.metrics.Metrics` into
 per-day deltas: it flushes every minute, just before each UTC midnight and at
@@ -265,13 +268,17 @@ def kpi_days(
     costs: Mapping[str, float],
     providers: Iterable[str] = (),
     published: Iterable[tuple[str, PublishedDay]] | None = None,
+    token_providers: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """The contract's KPI rows for the last ``days`` UTC days (today included), newest first.
 
     From this data folder's ``store`` and ``ledger``, or, given ``published``,
     the sum of every instance's days. Only days with any activity appear.
     ``providers`` are listed in ``upstream_calls`` even on days they made no call.
+    ``costs`` are per budget unit; the ledger counts of ``token_providers`` are
+    tokens (``llm_tokens``).
     """
+    tokened = set(token_providers)
     days, first, last = _window(now, days)
     if published is not None:
         figures, usage = summed(published)
@@ -287,10 +294,12 @@ def kpi_days(
     out = []
     for day in sorted(set(figures) | set(usage), reverse=True):
         fig = figures.get(day, DayFigures())
-        calls = {name: 0 for name in providers}
-        calls.update(usage.get(day, {}))
+        units = {name: 0 for name in providers if name not in tokened}
+        units.update(usage.get(day, {}))
+        cost = sum(n * costs.get(name, 0.0) for name, n in units.items())
+        tokens = sum(n for name, n in units.items() if name in tokened)
+        calls = {name: n for name, n in units.items() if name not in tokened}
         reads = fig.hits + fig.misses
-        cost = sum(n * costs.get(name, 0.0) for name, n in calls.items())
         out.append({
             "date": day,
             "requests": fig.requests,
@@ -299,6 +308,7 @@ def kpi_days(
             "calls_saved": fig.hits,
             **percentiles_ms(fig.latency),
             "latency": _by_group(fig.groups),
+            "llm_tokens": tokens,
             "estimated_cost": round(float(cost), 6),
         })
     return out
@@ -318,11 +328,17 @@ class InstanceDay:
 
 
 def costs_from(settings: Any) -> dict[str, float]:
-    """Price per call by provider, from each provider's settings section."""
+    """Price per budget unit (a call, or a model token) by provider, from each provider's settings section."""
     from .upstream.providers import provider_classes
 
-    return {cls.name: float(getattr(settings.section(cls.config), "cost_per_call", 0.0))
-            for cls in provider_classes()}
+    return {cls.name: cls.unit_cost(settings.section(cls.config)) for cls in provider_classes()}
+
+
+def token_providers() -> list[str]:
+    """The providers whose budget and ledger count model tokens, not calls."""
+    from .upstream.providers import provider_classes
+
+    return [cls.name for cls in provider_classes() if cls.unit == "token"]
 
 
 class KpiRecorder:
@@ -341,6 +357,7 @@ class KpiRecorder:
         ledger: UsageLedger | None = None,
         costs: Mapping[str, float] | None = None,
         providers: Iterable[str] = (),
+        token_providers: Iterable[str] = (),
         snapshot: Callable[[], Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
         shared: SharedKpis | None = None,
@@ -352,6 +369,7 @@ class KpiRecorder:
         self._ledger = ledger
         self._costs = dict(costs or {})
         self._providers = list(providers)
+        self._token_providers = list(token_providers)
         self._snapshot = snapshot
         self._clock = clock
         self._lock = threading.Lock()
@@ -443,7 +461,8 @@ class KpiRecorder:
             except StockcacheError as exc:
                 log.warning("could not read every instance's KPIs; showing this instance's: %s", exc.message)
         return kpi_days(self.store, self._ledger, now=now, days=days, costs=self._costs,
-                        providers=self._providers, published=published)
+                        providers=self._providers, published=published,
+                        token_providers=self._token_providers)
 
     def start(self, interval: float = FLUSH_INTERVAL) -> None:
         """Flush every ``interval`` seconds, and just before each UTC midnight, in a daemon thread."""

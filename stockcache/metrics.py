@@ -159,6 +159,7 @@ class Metrics:
     UPSTREAM_CALLS = "upstream_calls"
     UPSTREAM_ERRORS = "upstream_errors"
     RATE_LIMITED = "upstream_rate_limited"
+    UPSTREAM_UNITS = "upstream_units"  # budget units answered calls cost (a model API: tokens), by provider
     COALESCED = "coalesced"
     STALE_SERVED = "stale_served"
     REQUESTS = "http_requests"

@@ -76,6 +76,10 @@ class Batch:
     subjects: Sequence[str]
     key_params: tuple[Any, ...] = ()
     fetch_params: Mapping[str, Any] | None = None
+    # Called for each subject the cache did not answer, in the caller's thread, before its flight:
+    # more fetch params for it (an analysis's context, read through this same path). A
+    # StockcacheError it raises is the subject's failure (a stale copy still serves).
+    prepare: Callable[[str], Mapping[str, Any]] | None = None
 
 
 @dataclass
@@ -123,8 +127,9 @@ class ReadThrough:
     # -- reads -------------------------------------------------------------------------------
 
     def one(self, kind: str, subject: str, key_params: tuple[Any, ...] = (),
-            fetch_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """One item, rendered; raises its error."""
+            fetch_params: Mapping[str, Any] | None = None, *,
+            prepare: Callable[[str], Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """One item, rendered; raises its error. ``prepare``: see :class:`Batch`."""
         # The hot path: a fresh entry in memory is answered without the batch machinery.
         spec = KINDS[kind]
         key = spec.key(subject, *key_params)
@@ -134,7 +139,7 @@ class ReadThrough:
             if "error" in entry.value:
                 raise StockcacheError.from_dict(dict(entry.value["error"]))
             return render(entry.value, entry.tier, self.clock(), stale=False)
-        found, errors = self.many(kind, [subject], key_params, fetch_params)
+        found, errors = self.many(kind, [subject], key_params, fetch_params, prepare=prepare)
         if subject in errors:
             raise errors[subject]
         return found[subject]
@@ -149,6 +154,7 @@ class ReadThrough:
         share: float = 1.0,
         force: bool = False,
         cancel: threading.Event | None = None,
+        prepare: Callable[[str], Mapping[str, Any]] | None = None,
     ) -> tuple[Found, Failed]:
         """The heart of every read: cache batch, one concurrent upstream batch, stale-if-error.
 
@@ -156,7 +162,7 @@ class ReadThrough:
         every subject, still single-flight and written through, is not counted
         as a read and serves nothing stale; ``cancel`` stops the waiting early.
         """
-        return self.gather([Batch(kind, subjects, key_params, fetch_params)], share=share, force=force,
+        return self.gather([Batch(kind, subjects, key_params, fetch_params, prepare)], share=share, force=force,
                            cancel=cancel)[0]
 
     def gather(self, batches: Sequence[Batch], *, share: float = 1.0, force: bool = False,
@@ -196,6 +202,14 @@ class ReadThrough:
                 item.found[subject] = render(entry.value, entry.tier, now, stale=False)
         if not misses:
             return item
+        prepared: dict[str, Mapping[str, Any]] = {}
+        if batch.prepare is not None:
+            for subject in list(misses):
+                try:
+                    prepared[subject] = {**params, **batch.prepare(subject)}
+                except StockcacheError as exc:
+                    item.failed[subject] = exc
+                    misses.remove(subject)
         routes = {subject: self.route(spec, subject) for subject in misses}
         refused = self._refusals([s for s in misses if routes[s]], routes)
         listings = self._listings_for(spec, {s: [p for p in routes[s] if p.name not in refused.get(s, ())]
@@ -215,7 +229,8 @@ class ReadThrough:
             if not route:
                 item.failed[subject] = refused_everywhere(subject, skip)
                 continue
-            item.flights[subject] = self._fetch(spec, keys[subject], subject, params, route, share=share,
+            item.flights[subject] = self._fetch(spec, keys[subject], subject, prepared.get(subject, params), route,
+                                                share=share,
                                                 lookup=not force, listings=listings.get(subject), collector=collector)
         items = collector.close()
         if items:
@@ -271,13 +286,13 @@ class ReadThrough:
                     errors[subject] = error
         return found, errors
 
-    def expiries(self, kind: str, subjects: Iterable[str]) -> dict[str, float]:
+    def expiries(self, kind: str, subjects: Iterable[str], key_params: tuple[Any, ...] = ()) -> dict[str, float]:
         """When each subject's cached entry expires (absent: nothing cached). Not counted as a read.
 
         For the background refresher, which decides what is due from it.
         """
         spec = KINDS[kind]
-        keys = {subject: spec.key(subject) for subject in subjects}
+        keys = {subject: spec.key(subject, *key_params) for subject in subjects}
         entries = self.cache.get_stale_many(keys.values())
         return {subject: entries[key].expires_at for subject, key in keys.items() if key in entries}
 

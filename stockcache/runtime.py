@@ -216,7 +216,8 @@ class Runtime:
                 costs={name: p.cost_per_call() for name, p in self.service.providers.items()},
                 snapshot=self._snapshot, clock=clock,
                 providers=[name for name, p in self.service.providers.items() if not p.local],
-                shared=self.store if self.store.shared else None)
+                shared=self.store if self.store.shared else None,
+                token_providers=[name for name, p in self.service.providers.items() if p.unit == "token"])
             built.append(self.kpis.close)
             if kpi_interval is not None:
                 self.kpis.start(kpi_interval)

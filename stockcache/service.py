@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import portfolio
+from . import analysis, portfolio
 from .currency import parse_code
 from .errors import (
     CurrencyNotFound,
@@ -155,6 +155,87 @@ class StockService:
         answer["query"] = folded
         return answer
 
+    def get_analysis(self, symbol: str) -> dict[str, Any]:
+        """A short plain-text analysis of one listing, as served at /api/analysis/<symbol>.
+
+        Cached for ``STOCKCACHE_TTL_AI_ANALYSIS`` under the prompt's version and
+        the model (``analysis:AAPL:p1:llm-gpt-4o-mini``). Only on a miss is its
+        context read (quote, profile, key figures, 30 daily bars, 7 days of
+        headlines, through the cache like any read) and the model asked, once for
+        all concurrent callers. A symbol nobody knows is SymbolNotFound before
+        any model call.
+        """
+        name = normalize_symbol(symbol)
+        found, errors = self._analyses([name])
+        if name in errors:
+            raise errors[name]
+        return found[name]
+
+    def _analyses(self, symbols: Sequence[str], *, share: float = 1.0) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Analyses of ``symbols`` (normalised), grouped by cache key variant; contexts read in one round trip."""
+        found: dict[str, Any] = {}
+        errors: dict[str, StockcacheError] = {}
+        contexts: dict[str, dict[str, Any] | StockcacheError] = {}
+
+        def prepare(subject: str) -> Mapping[str, Any]:
+            if subject not in contexts:  # each miss of a batch is read with the others (below)
+                contexts.update(self._analysis_contexts([subject]))
+            context = contexts[subject]
+            if isinstance(context, StockcacheError):
+                raise context
+            return {"context": context}
+
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for name in symbols:
+            route = self.readthrough.route("analysis", name)
+            if not route:
+                errors[name] = self.readthrough.no_route_error("analysis", name)
+                continue
+            groups.setdefault((analysis.PROMPT_VERSION, route[0].variant("analysis")), []).append(name)
+        for key_params, names in groups.items():
+            if len(names) > 1:
+                contexts.update(self._analysis_contexts(self._uncached("analysis", names, key_params)))
+            part, failed = self.readthrough.many("analysis", names, key_params, share=share, prepare=prepare)
+            found.update(part)
+            errors.update(failed)
+        return found, errors
+
+    def _uncached(self, kind: str, names: Sequence[str], key_params: tuple[Any, ...]) -> list[str]:
+        """Those of ``names`` without a fresh ``kind`` entry (not counted as reads)."""
+        expiries = self.readthrough.expiries(kind, names, key_params)
+        now = self.clock()
+        return [name for name in names if expiries.get(name, 0.0) <= now]
+
+    def _analysis_contexts(self, symbols: Sequence[str]) -> dict[str, dict[str, Any] | StockcacheError]:
+        """What each analysis is built from, read through the cache in one round trip for all ``symbols``.
+
+        The quote is required: its error (not found, not covered, the upstream
+        down) is the analysis's; the other parts are left out when they fail.
+        """
+        if not symbols:
+            return {}
+        names = list(symbols)
+        days = analysis.NEWS_DAYS
+        parts = self.readthrough.gather([
+            Batch("quote", names), Batch("profile", names), Batch("metric", names),
+            Batch("history", names, (), {"days": MAX_HISTORY_DAYS}), Batch("news", names, (days,), {"days": days}),
+        ])
+        (quotes, quote_errors), (profiles, _), (metrics, _), (histories, _), (news, _) = parts
+        out: dict[str, dict[str, Any] | StockcacheError] = {}
+        for name in names:
+            if name not in quotes:
+                out[name] = quote_errors.get(name) or UpstreamError("No quote to analyse.", symbol=name)
+                continue
+            history = histories.get(name) or {}
+            out[name] = {
+                "quote": quotes[name],
+                "profile": profiles.get(name),
+                "metrics": dict((metrics.get(name) or {}).get("metrics") or {}) or None,
+                "history": list(history.get("candles") or ())[-analysis.HISTORY_BARS:],
+                "news": list((news.get(name) or {}).get("articles") or ()),
+            }
+        return out
+
     def fetch_portfolio_quotes(self, positions: Sequence[Any], currency: str | None = None) -> dict[str, Any]:
         """Performance of positions (dicts or objects with id, symbol, shares, cost_basis) in ``currency``.
 
@@ -215,7 +296,11 @@ class StockService:
         for kind in kinds:
             params = {"days": MAX_HISTORY_DAYS} if kind == "history" else None
             for start in range(0, len(names), step):
-                found, errors = self.readthrough.many(kind, names[start:start + step], (), params, share=share)
+                chunk = names[start:start + step]
+                if kind == "analysis":  # spends model tokens: the warm command says so
+                    found, errors = self._analyses(chunk, share=share)
+                else:
+                    found, errors = self.readthrough.many(kind, chunk, (), params, share=share)
                 for symbol, item in found.items():
                     outcome[f"{kind}:{symbol}"] = (
                         UpstreamError("The upstream failed; only a stale copy is cached.", symbol=symbol)
@@ -244,6 +329,8 @@ class StockService:
         router = self.router
         upstream: dict[str, Any] = {}
         for name, provider in self.providers.items():
+            if provider.local and provider.kinds <= provider.fallback_kinds:
+                continue  # the demo's analyses beside real market data: no upstream to count
             budget = router.budgets.get(name)
             breaker = router.breakers.get(name)
             upstream[name] = {
@@ -255,12 +342,31 @@ class StockService:
                 "calls_today": budget.calls_today() if budget else None,
                 "budget_left": budget.remaining() if budget else None,
                 "circuit": breaker.state if breaker and not provider.local else None,
+                "unit": provider.unit,
             }
         out["upstream"] = upstream
+        out["llm_tokens"] = self._token_stats()
         out["coalesced"] = self.metrics.total(Metrics.COALESCED)
         out["stale_served"] = self.metrics.total(Metrics.STALE_SERVED)
         out["demo"] = self.settings.demo
         out.update(activity_stats(self.metrics, self.settings))
+        return out
+
+    def _token_stats(self) -> dict[str, Any]:
+        """Who writes analyses, and the model tokens spent today (every process on the data dir) and left."""
+        route = self.readthrough.route("analysis")
+        writer = route[0] if route else None
+        out: dict[str, Any] = {"source": writer.name if writer else None,
+                               "model": getattr(writer, "model", writer.name if writer else None),
+                               "today": 0, "per_day": None, "left": None, "spent": 0}
+        if writer is None or writer.unit != "token":
+            return out
+        budget = self.router.budgets.get(writer.name)
+        out["spent"] = self.metrics.get(Metrics.UPSTREAM_UNITS, writer.name)  # by this process since it started
+        if budget is not None:
+            out["today"] = budget.calls_today()
+            out["per_day"] = budget.limits.per_day or None
+            out["left"] = budget.remaining().get("day")
         return out
 
     def close(self) -> None:

@@ -30,7 +30,7 @@
   const state = {
     token: null, me: null, timer: null, generation: 0, refreshing: null, refreshes: 0,
     stats: null, kpiRows: null, detail: null, detailSeq: 0, historyDays: HISTORY_DAYS[0],
-    openedByLink: false, overviewScroll: 0, portfolioSeq: 0, baseChanging: false,
+    openedByLink: false, overviewScroll: 0, portfolioSeq: 0, baseChanging: false, analysisFor: null,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -411,8 +411,22 @@
     return button;
   }
 
-  // Row actions share one cell (issue 16 adds "Analysis" beside "Remove").
+  // Row actions share one cell: "Analysis" beside "Remove".
   const actionsTd = (...buttons) => el("td", { cls: "actions" }, ...buttons);
+
+  // An analysis spends model tokens, so it is fetched only when someone asks for it: this button
+  // opens the symbol's detail view and asks there.
+  function analysisButton(symbol) {
+    const button = el("button", { cls: "analysis", text: "Analysis",
+      attrs: { type: "button", "aria-label": "Analysis of " + symbol } });
+    button.addEventListener("click", () => {
+      state.analysisFor = symbol;
+      const hash = "#/symbol/" + encodeURIComponent(symbol);
+      if (state.detail && state.detail.symbol === symbol) loadAnalysis();
+      else location.hash = hash;
+    });
+    return button;
+  }
 
   // A position left out of the totals gets a row under its own that says why, in the API's words.
   function reasonRow(symbol, message, columns) {
@@ -447,7 +461,7 @@
           numTd(signedPct(p.gain_percent), "gain_percent", trend(p.gain)),
           numTd(signedBare(p.day_change, code), "day_change", trend(p.day_change)));
       }
-      tr.append(actionsTd(removeButton("Remove position " + p.symbol, async () => {
+      tr.append(actionsTd(analysisButton(p.symbol), removeButton("Remove position " + p.symbol, async () => {
         await api("/api/portfolio/" + encodeURIComponent(p.id), { method: "DELETE" });
         await loadPortfolio();
       })));
@@ -585,7 +599,7 @@
             numTd(signedPct(q.change_percent), "change_percent", trend(q.change)),
             td(q.source, "source"), td(duration(q.age), "age"));
         }
-        tr.append(actionsTd(removeButton("Remove " + item.symbol + " from the watchlist", async () => {
+        tr.append(actionsTd(analysisButton(item.symbol), removeButton("Remove " + item.symbol + " from the watchlist", async () => {
           await api("/api/watchlist/" + encodeURIComponent(item.symbol), { method: "DELETE" });
           await loadWatchlist();
         })));
@@ -927,7 +941,13 @@
       "profile-list", "news-tags", "news-list"]) $(id).replaceChildren();
     for (const id of ["detail-name", "detail-status", "history-readout", "history-meta", "profile-description",
       "quote-status", "history-status", "profile-status", "news-status"]) $(id).textContent = "";
-    for (const id of ["quote-card", "history-card", "profile-card", "news-card"]) delete $(id).dataset.stale;
+    for (const id of ["quote-card", "history-card", "profile-card", "news-card", "analysis-card"]) {
+      delete $(id).dataset.stale;
+    }
+    $("analysis-card").hidden = true;
+    $("analysis-tags").replaceChildren();
+    $("analysis-body").replaceChildren();
+    $("analysis-status").textContent = "";
     delete $("history-chart").dataset.drawnWidth;
     $("news-empty").hidden = true;
     $("detail").querySelector(".detail-grid").hidden = false;
@@ -1022,12 +1042,40 @@
         $("detail").querySelector(".detail-grid").hidden = true;
       }
     });
+    const asked = state.analysisFor === d.symbol ? [loadAnalysis()] : [];
     return Promise.allSettled([
       quote,
+      ...asked,
       loadHistory(),
       detailPart(seq, "profile-status", () => api("/api/profile/" + path), renderProfile),
       detailPart(seq, "news-status", () => api(`/api/news/${path}?days=${NEWS_DAYS}`), renderNews),
     ]);
+  }
+
+  // The analysis is plain text from a model: every part of it goes in with textContent (el's text).
+  function loadAnalysis() {
+    const d = state.detail;
+    if (!d) return Promise.resolve();
+    state.analysisFor = null;
+    $("analysis-card").hidden = false;
+    $("analysis-tags").replaceChildren();
+    $("analysis-body").replaceChildren(el("p", { cls: "muted", text: "Asking for an analysis\u2026" }));
+    return detailPart(d.seq, "analysis-status", () => api("/api/analysis/" + encodeURIComponent(d.symbol)),
+      renderAnalysis).catch(() => $("analysis-body").replaceChildren());
+  }
+
+  function renderAnalysis(a) {
+    const outlook = ["positive", "neutral", "negative"].includes(a.outlook) ? a.outlook : "neutral";
+    const tags = [tag("outlook " + outlook, outlook, "The model's outlook")];
+    if (a.source === "demo") tags.push(tag("demo", "demo", "Written by rules from the data, not by a model."));
+    if (a.stale) tags.push(tag("stale", "stale", STALE_HINT));
+    $("analysis-tags").replaceChildren(...tags);
+    setCardStale("analysis-card", a);
+    const based = a.based_on || {};
+    $("analysis-body").replaceChildren(
+      el("p", { cls: "analysis-text", text: a.analysis }),
+      el("p", { cls: "hint", text: `Model ${a.model} \u00b7 made ${duration(a.age)} ago \u00b7 from `
+        + `${based.history_days || 0} daily bars and ${based.news || 0} headlines` }));
   }
 
   function loadHistory() {

@@ -99,6 +99,19 @@ class Budget:
                 self._ledger.record(self.provider, units)  # in memory only, so it may stay under our lock
         return max(0.0, start - now)
 
+    def settle(self, reserved: int, spent: int) -> None:
+        """A call that reserved ``reserved`` units really cost ``spent`` (a model's reported usage):
+        today's count (and the ledger) moves by the difference. The minute window keeps the reservation."""
+        delta = int(spent) - int(reserved)
+        if not delta:
+            return
+        with self._lock:
+            self._roll(self._clock())
+            delta = max(delta, -self._day_calls)
+            self._day_calls += delta
+            if self._ledger and delta:
+                self._ledger.record(self.provider, delta)
+
     def pause(self, seconds: float) -> None:
         """The provider said 429: make no call to it for ``seconds``."""
         with self._lock:

@@ -48,7 +48,7 @@ from ..kinds import KINDS
 from ..metrics import Metrics
 from ..symbols import Listing
 from .guard import CircuitBreaker, Limits, share_cap
-from .providers.base import Provider
+from .providers.base import Provider, UpstreamRequest
 from .singleflight import FetchResult
 from .transport import Answer, ProviderDown, Transport
 
@@ -79,6 +79,8 @@ class UpstreamBudget(Protocol):
 
     def calls_today(self) -> int: ...
 
+    def settle(self, reserved: int, spent: int) -> None: ...
+
 
 def plan(kind: str, listing: Listing | None, providers: Mapping[str, Provider],
          configured: Sequence[str] = ()) -> list[Provider]:
@@ -106,6 +108,7 @@ class _Walk:
     listings: Mapping[str, Any] = field(default_factory=dict)  # provider -> its listing entry (needs_listing)
     errors: list[StockcacheError] = field(default_factory=list)
     index: int = 0
+    reserved: int = 0  # budget units the attempt on the wire reserved (settled when its answer says more)
     finished: bool = False  # set once, under Router._lock: a walk ends exactly once
 
 
@@ -445,8 +448,9 @@ class Router:
         try:
             request = provider.build_request(state.kind, state.subject, _params_for(provider, state))
             budget = self.budgets.get(name)
-            delay = (budget.acquire(share=state.share, units=provider.units(state.kind, 1))
-                     if budget is not None else 0.0)
+            units = request.units or provider.units(state.kind, 1)
+            delay = budget.acquire(share=state.share, units=units) if budget is not None else 0.0
+            state.reserved = units if budget is not None else 0
         except StockcacheError as exc:
             if breaker is not None:
                 breaker.release()
@@ -461,7 +465,7 @@ class Router:
             raise
         try:
             self.transport.send(name, request, delay=delay, deadline=deadline,
-                                done=lambda future: self._on_answer(state, provider, future))
+                                done=lambda future: self._on_answer(state, provider, future, request))
         except RuntimeError:
             if breaker is not None:
                 breaker.release()
@@ -476,12 +480,38 @@ class Router:
         self.metrics.inc(Metrics.UPSTREAM_CALLS, name)
         return True
 
-    def _on_answer(self, state: _Walk, provider: Provider, future: Future[Answer]) -> None:
+    def _on_answer(self, state: _Walk, provider: Provider, future: Future[Answer], request: UpstreamRequest) -> None:
         # concurrent.futures swallows a callback's exception: _run is what ends the walk then.
         try:
+            self._settle(state, provider, future, request)
             self._run(state, self._after_answer, state, provider, future)
         finally:
             self.transport.leave_lane(provider.name)
+
+    def _settle(self, state: _Walk, provider: Provider, future: Future[Answer], request: UpstreamRequest) -> None:
+        """Settle the budget to what an answered call really cost (``Provider.spent``: a model's usage).
+
+        No answer (a timeout, a refused connection) keeps the reservation: the
+        upstream may have done the work anyway.
+        """
+        reserved, state.reserved = state.reserved, 0
+        budget = self.budgets.get(provider.name)
+        if budget is None or not reserved or future.cancelled() or future.exception() is not None:
+            return
+        answer = future.result()
+        try:
+            spent = provider.spent(state.kind, request, answer.status, answer.body)
+        except Exception:
+            log.exception("reading what a %s answer cost failed", provider.name)
+            return
+        if spent is None:
+            spent = reserved
+        self.metrics.inc(Metrics.UPSTREAM_UNITS, provider.name, amount=spent)
+        if spent != reserved:
+            try:
+                budget.settle(reserved, spent)
+            except Exception:
+                log.exception("settling the %s budget failed", provider.name)
 
     def _after_answer(self, state: _Walk, provider: Provider, future: Future[Answer]) -> None:
         error = self._outcome(state, provider, future)

@@ -100,6 +100,14 @@ if day > 0 then redis.call('DECRBY', KEYS[3], math.min(day, units)) end
 return 1
 """
 
+# Moves a day's count by ARGV[1] (a settled reservation: usually negative), never below 0.
+_SETTLE = """
+local day = tonumber(redis.call('GET', KEYS[1]) or '0')
+local moved = math.max(0, day + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], moved, 'EX', 172800)
+return moved
+"""
+
 _PAUSE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local until_ms = tonumber(ARGV[1])
@@ -175,6 +183,7 @@ class SharedBudget:
         self._acquire = link.client.register_script(_ACQUIRE)
         self._refund = link.client.register_script(_REFUND)
         self._pause = link.client.register_script(_PAUSE)
+        self._settle = link.client.register_script(_SETTLE)
 
     @property
     def provider(self) -> str:
@@ -218,6 +227,18 @@ class SharedBudget:
                 pass
             raise
         return max(int(wait_ms) / 1000, local_wait)
+
+    def settle(self, reserved: int, spent: int) -> None:
+        """Move today's shared count (and this instance's) by what the call really cost minus its reservation."""
+        delta = int(spent) - int(reserved)
+        if not delta:
+            return
+        self.local.settle(reserved, spent)
+        day_key = self._day_prefix + utc_day(self._clock())
+        try:
+            self._link.run("budget", lambda r: self._settle(keys=[day_key], args=[delta], client=r))
+        except CacheError:
+            pass  # this instance's own count is right; the shared one is high until the day ends
 
     def pause(self, seconds: float) -> None:
         """The provider said 429: every instance makes no call to it for ``seconds``."""

@@ -109,6 +109,18 @@ def spec() -> dict[str, Any]:
     fx = {"allOf": [market_item, {"type": "object", "required": ["from", "to", "rate", "date"],
                                   "properties": {"from": _currency, "to": _currency, "rate": {"type": "number"},
                                                  "date": {"type": "string", "format": "date"}}}]}
+    count = {"type": "integer", "minimum": 0}
+    analysis = {"allOf": [market_item, {
+        "type": "object", "required": ["symbol", "analysis", "outlook", "model", "based_on", "tokens"],
+        "properties": {
+            "symbol": {"type": "string"},
+            "analysis": {"type": "string", "maxLength": 2000, "description": "Plain text: show it as text."},
+            "outlook": {"enum": ["positive", "neutral", "negative"]},
+            "model": {"type": "string"},
+            "based_on": {"type": "object", "properties": {
+                "quote_fetched_at": {"type": ["string", "null"]}, "profile": {"type": "boolean"},
+                "metrics": {"type": "boolean"}, "history_days": count, "news": count}},
+            "tokens": {"type": "object", "properties": {"prompt": count, "completion": count}}}}]}
     paths: dict[str, Any] = {
         "/healthz": {"get": _op("Health: ok or degraded with reasons.", {"200": _json(any_object, "Health."),
                                                                           **_errors(405)}, public=True)},
@@ -163,6 +175,11 @@ def spec() -> dict[str, Any]:
             "200": _json(market_item, "History."), **_errors(*_MARKET)}, params=[_SYMBOL, _DAYS])},
         "/api/news/{symbol}": {"get": _op("News, newest first (days 1..365, default 7).", {
             "200": _json(market_item, "News."), **_errors(*_MARKET)}, params=[_SYMBOL, _DAYS])},
+        "/api/analysis/{symbol}": {"get": _op(
+            "A short plain-text analysis of one listing by the configured model (or the demo source), built "
+            "from its cached quote, profile, key figures, 30 daily bars and 7 days of headlines; cached for "
+            "STOCKCACHE_TTL_AI_ANALYSIS. 503 rate_limited when the day's token budget would be passed.",
+            {"200": _json(analysis, "An analysis."), **_errors(*_MARKET)}, params=[_SYMBOL])},
         "/api/portfolio": {
             "get": _op("Your positions.", {"200": _json(any_object, "Positions."), **_errors(401)}),
             "post": _op(f"Add a position (at most {MAX_POSITIONS} per user).",

@@ -90,6 +90,22 @@ class _Collector:
         yield limited
         yield left
 
+        units = CounterMetricFamily("stockcache_upstream_units",
+                                    "Budget units answered upstream calls cost, by provider and unit "
+                                    "(a model API's tokens).", labels=["provider", "unit"])
+        for (name, *_), n in sorted(metrics.by_label(Metrics.UPSTREAM_UNITS).items()):
+            units.add_metric([name, stats["upstream"].get(name, {}).get("unit", "call")], n)
+        yield units
+        tokens = stats.get("llm_tokens") or {}
+        yield CounterMetricFamily("stockcache_llm_tokens", "Model tokens (prompt and completion) this process spent.",
+                                  value=tokens.get("spent", 0))
+        yield GaugeMetricFamily("stockcache_llm_tokens_today",
+                                "Model tokens spent today (UTC) by every process on the data dir.",
+                                value=tokens.get("today", 0))
+        if tokens.get("left") is not None:
+            yield GaugeMetricFamily("stockcache_llm_tokens_left", "Model tokens left in today's budget.",
+                                    value=tokens["left"])
+
         yield from _activity(metrics, stats)
 
         yield CounterMetricFamily("stockcache_coalesced_requests",

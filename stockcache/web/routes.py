@@ -130,6 +130,12 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         note_cache_source(answer)
         return answer
 
+    @app.get("/api/analysis/<symbol>")
+    def analysis(symbol: str) -> dict[str, Any]:
+        answer = service.get_analysis(normalize_symbol(symbol))
+        note_cache_source(answer)
+        return answer
+
     @app.get("/api/fx/<base>/<quote>")
     def fx(base: str, quote: str) -> dict[str, Any]:
         answer = service.get_fx(base, quote)

@@ -19,7 +19,10 @@ Faults of its own (:meth:`ChatCompletions.set_fault`, optionally for the next
 ``usage`` key), ``plaintext`` (the content is prose, not JSON, as servers that
 ignore ``response_format`` send), ``length`` (``finish_reason: "length"`` and
 the JSON cut off), ``llamacpp`` (an error body with llama.cpp's **int**
-``code``), ``nullcontent`` (``content: null``).
+``code``), ``nullcontent`` (``content: null``), ``contentfilter`` (``finish_reason:
+"content_filter"`` with empty content, as OpenAI withholds a filtered answer)
+and ``prose`` (the JSON inside a sentence and a code fence, as chatty local
+models answer).
 
 Every request body is recorded (:meth:`ChatCompletions.requests`) so tests
 can check what the prompt said, e.g. that headlines are quoted as data.
@@ -35,7 +38,8 @@ from typing import Any
 
 from .base import Answer, MountedApi, Request, Route, json_answer
 
-FAULTS = ("401", "429", "500", "badjson", "nousage", "plaintext", "length", "llamacpp", "nullcontent")
+FAULTS = ("401", "429", "500", "badjson", "nousage", "plaintext", "length", "llamacpp", "nullcontent",
+          "contentfilter", "prose")
 BAD_KEY = {"error": {"message": "Incorrect API key provided: sk-***. You can find your API key at "
                                 "https://platform.openai.com/account/api-keys.",
                      "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
@@ -177,6 +181,8 @@ class ChatCompletions(MountedApi):
         """(content, finish_reason) for a request, deterministic in its messages."""
         if fault == "nullcontent":
             return None, "stop"
+        if fault == "contentfilter":
+            return "", "content_filter"
         messages = [m for m in body["messages"] if isinstance(m, Mapping)]
         last_user = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
         digest = hashlib.blake2b(json.dumps(messages, sort_keys=True).encode(), digest_size=8).digest()
@@ -188,6 +194,8 @@ class ChatCompletions(MountedApi):
             text = f"Analysis ({outlook}): {analysis}"
             return text, "stop"
         content = json.dumps({"analysis": analysis, "outlook": outlook})
+        if fault == "prose":
+            return f"Sure! Here is the analysis you asked for:\n```json\n{content}\n```\nLet me know.", "stop"
         if fault == "length":
             return content[: max(1, len(content) * 2 // 3)], "length"
         return content, "stop"

@@ -904,3 +904,53 @@ def test_dashboard_base_currency_that_cannot_be_saved_says_why_and_keeps_the_old
     assert alice.get("/api/me").json()["base_currency"] == "EUR"
     tab.assert_fits()
     tab.assert_clean()
+def test_dashboard_analysis_action_shows_the_text_outlook_model_age_and_stale(tmp_path, upstream, clock, open_tab):
+    upstream.api("openai").mode = "echo"  # its text quotes the prompt: the planted headline comes back
+    upstream.add_headline("MSFT", HOSTILE)
+    settings = upstream_settings(tmp_path, upstream, jwt_ttl=86400, llm_url=upstream.url("openai"),
+                                 llm_api_key="sk-test", ttl_ai_analysis=3600)
+    service = start_service(settings, clock=clock)
+    try:
+        alice = service.add_user("alice")
+        assert alice.post("/api/watchlist", json={"symbol": "MSFT"}).status_code == 201
+        tab = open_tab(service.url)
+        tab.login("alice", PASSWORD)
+        assert not [url for url in tab.requests if "/api/analysis" in url]  # only when asked: it costs tokens
+        tab.row("watchlist-table", "MSFT").get_by_role("button", name="Analysis of MSFT").click()
+        expect(tab.page.locator("#detail")).to_be_visible()
+        card = tab.page.locator("#analysis-card")
+        expect(card).to_be_visible()
+        made = alice.get("/api/analysis/MSFT").json()
+        assert made["cache"] == "memory"  # the dashboard's request made it
+        expect(card.locator(".analysis-text")).to_have_text(made["analysis"])
+        expect(card.locator(f".tag.outlook.{made['outlook']}")).to_have_text(made["outlook"])
+        expect(card.locator(".hint")).to_contain_text(f"Model {made['model']}")
+        assert tab.page.locator("#detail img").count() == 0
+        assert tab.page.evaluate("document.body.dataset.owned") is None
+        assert card.locator(".tag.stale").count() == 0 and card.locator(".tag.demo").count() == 0
+
+        clock.advance(2 * 3600)  # past its TTL, and the model API is down: the stale copy is shown, marked
+        upstream.api("openai").set_fault("500")
+        tab.page.click("#detail-back")
+        tab.row("watchlist-table", "MSFT").get_by_role("button", name="Analysis of MSFT").click()
+        expect(card.locator(".tag.stale")).to_have_text("stale")
+        expect(card.locator(".hint")).to_contain_text("made 2 h 0 min ago")
+        tab.assert_clean()
+    finally:
+        service.stop()
+
+
+def test_dashboard_analysis_says_demo_in_demo_mode(tmp_path, open_tab):
+    service = start_service(Settings(data_dir=tmp_path / "data", refresh=False, port=0))
+    try:
+        alice = service.add_user("alice")
+        assert alice.post("/api/watchlist", json={"symbol": "AAPL"}).status_code == 201
+        tab = open_tab(service.url)
+        tab.login("alice", PASSWORD)
+        tab.row("watchlist-table", "AAPL").get_by_role("button", name="Analysis of AAPL").click()
+        card = tab.page.locator("#analysis-card")
+        expect(card.locator(".tag.demo")).to_have_text("demo")
+        expect(card.locator(".analysis-text")).to_have_text(alice.get("/api/analysis/AAPL").json()["analysis"])
+        tab.assert_clean()
+    finally:
+        service.stop()

@@ -322,6 +322,7 @@ def test_security_login_brute_force_from_one_address_is_limited(fast):
 
 # -- secrets ------------------------------------------------------------------------------------
 
+LLM_KEY = "sk-TESTKEY_openai_7h6g5f4e"
 ALICE_PASSWORD = "PASSWORD_alice_Zq8w"
 ROOT_PASSWORD = "PASSWORD_root_Kx3v"
 WRONG_PASSWORD = "PASSWORD_wrongguess_Jp5t"
@@ -331,7 +332,9 @@ def test_security_no_secret_in_logs_responses_metrics_or_files(tmp_path, caplog)
     caplog.set_level(logging.DEBUG)
     upstream = FakeUpstream()
     upstream.start()
-    live = start_fast_login_service(upstream_settings(tmp_path, upstream, upstream_timeout=1.0))
+    upstream.api("openai").expected_key = LLM_KEY
+    live = start_fast_login_service(upstream_settings(tmp_path, upstream, upstream_timeout=1.0,
+                                                      llm_url=upstream.url("openai"), llm_api_key=LLM_KEY))
     seen: list[str] = []
 
     def record(answer: requests.Response) -> requests.Response:
@@ -374,6 +377,19 @@ def test_security_no_secret_in_logs_responses_metrics_or_files(tmp_path, caplog)
         record(live.api.get("/finnhub/api/v1/quote", params={"symbol": "AAPL", "token": api_token}))
         record(live.api.get("/alphavantage/query", params={"function": "GLOBAL_QUOTE", "symbol": "NVDA",
                                                             "apikey": api_token}))
+        # The model API: an analysis, then each fault (401 quotes part of the key in OpenAI's text).
+        record(alice.get("/api/analysis/AAPL"))
+        llm = upstream.api("openai")
+        for fault, symbol in (("401", "MSFT"), ("429", "IBM"), ("500", "ORCL"), ("badjson", "NVDA"),
+                              ("llamacpp", "TSLA")):
+            llm.set_fault(fault)
+            record(alice.get(f"/api/analysis/{symbol}"))
+        llm.set_fault(None)
+        llm.expected_key = "sk-another"  # the model API refuses our key
+        record(alice.get("/api/analysis/AMZN"))
+        record(root.get("/api/cache/stats"))
+        record(root.get("/metrics"))
+        record(root.get("/api/kpis"))
         assert upstream.rate_limited("alphavantage") >= 1  # the daily-cap text with our key was seen
 
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data_files(live)}
@@ -382,7 +398,8 @@ def test_security_no_secret_in_logs_responses_metrics_or_files(tmp_path, caplog)
         upstream.stop()
 
     key = (tmp_path / "data" / SECRET_FILENAME).read_text().strip()
-    secrets = {"finnhub key": FINNHUB_KEY, "alphavantage key": AV_KEY, "alice password": ALICE_PASSWORD,
+    secrets = {"finnhub key": FINNHUB_KEY, "alphavantage key": AV_KEY, "model key": LLM_KEY,
+               "model key body": LLM_KEY[3:], "alice password": ALICE_PASSWORD,
                "root password": ROOT_PASSWORD, "wrong password": WRONG_PASSWORD, "alice jwt": alice_token,
                "root jwt": root_token, "api token": api_token, "api token secret": api_token[12:],
                "jwt signing key": key}

@@ -41,13 +41,15 @@ ALLOWED: dict[str, set[str]] = {
     "symbols": {"errors", "venues"},
     "currency": {"models", "symbols"},
     "kinds": {"models", "validation"},
+    # The analysis prompt and reply reading: shared by the model provider, the demo source and the service.
+    "analysis": {"validation"},
     # The settings table is built from the providers' own sections (imported late, in a function).
     "settings": {"errors", "kinds", "upstream/providers"},
     "sqlitefile": {"errors"},
     "usage": {"errors", "clock", "sqlitefile"},
     "cache": {"settings", "errors", "kinds", "clock", "sqlitefile"},
     "upstream/guard": {"errors", "clock", "usage"},
-    "upstream/providers": BOTTOM | {"settings", "kinds", "symbols", "currency", "upstream/guard"},
+    "upstream/providers": BOTTOM | {"settings", "kinds", "symbols", "currency", "upstream/guard", "analysis"},
     "upstream/transport": {"errors", "upstream/providers"},
     "upstream/singleflight": {"errors"},
     "upstream/router": BOTTOM | {"kinds", "symbols", "upstream/guard", "upstream/providers",
@@ -61,8 +63,8 @@ ALLOWED: dict[str, set[str]] = {
     "portfolio": {"symbols"},
     "stats": {"metrics", "settings"},
     # from_env builds a service the way the runtime does (imported late, in that method).
-    "service": BOTTOM | {"readthrough", "portfolio", "stats", "settings", "symbols", "currency", "cache", "runtime",
-                         "upstream/providers", "upstream/router"},
+    "service": BOTTOM | {"analysis", "readthrough", "portfolio", "stats", "settings", "symbols", "currency", "cache",
+                         "runtime", "upstream/providers", "upstream/router"},
     "refresher": BOTTOM | {"service", "kinds", "symbols", "upstream/guard"},
     "kpis": {"clock", "errors", "metrics", "usage", "sqlitefile", "upstream/providers"},
 }

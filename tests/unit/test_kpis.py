@@ -53,7 +53,7 @@ def test_kpis_count_exactly_what_happened_today(parts, clock):
         "latency": {"market_data": {"requests": 3, "p50_ms": 3.75, "p95_ms": 227.5, "p99_ms": 245.5},
                     **{group: {"requests": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
                        for group in ("portfolio", "auth", "admin", "other")}},
-        "estimated_cost": 0.52,
+        "llm_tokens": 0, "estimated_cost": 0.52,
     }]
 
 
@@ -92,6 +92,25 @@ def test_kpis_file_from_before_route_groups_is_read_and_extended(tmp_path, clock
     finally:
         recorder.close()
     assert today["requests"] == 5 and today["latency"]["market_data"]["requests"] == 1
+
+
+def test_kpis_count_model_tokens_apart_from_calls_and_price_them_per_1000(tmp_path, clock):
+    ledger = UsageLedger(tmp_path / "usage.sqlite", clock=clock)
+    store = KpiStore(tmp_path / "kpis.sqlite")
+    per_token = 0.0006 / 1000  # STOCKCACHE_LLM_COST_PER_1K_TOKENS's default, per token
+    recorder = KpiRecorder(store, Metrics(), ledger=ledger, costs={**COSTS, "llm": per_token},
+                           providers=["finnhub", "llm"], token_providers=["llm"], clock=clock)
+    try:
+        ledger.record("finnhub", 3)
+        ledger.record("llm", 2400)  # a reservation ...
+        ledger.record("llm", -400)  # ... settled to the usage the answer reported
+        (row,) = recorder.days(1)
+        assert row["upstream_calls"] == {"finnhub": 3}  # tokens are not calls
+        assert row["llm_tokens"] == 2000
+        assert row["estimated_cost"] == round(3 * 0.01 + 2000 * per_token, 6)
+    finally:
+        recorder.close()
+        ledger.close()
 
 
 def test_kpis_flushing_twice_counts_nothing_twice(parts, clock):

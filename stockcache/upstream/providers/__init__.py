@@ -18,15 +18,17 @@ from .base import METRIC_NAMES, Clock, Provider, UpstreamRequest
 from .demo import DemoMarket, DemoProvider
 from .finnhub import FinnhubProvider
 from .frankfurter import FrankfurterProvider
+from .llm import LlmProvider
 
 __all__ = ["METRIC_NAMES", "PROVIDERS", "AlphaVantageProvider", "DemoMarket", "DemoProvider", "FinnhubProvider",
-           "FrankfurterProvider", "Provider", "UpstreamRequest", "build_providers",
+           "FrankfurterProvider", "LlmProvider", "Provider", "UpstreamRequest", "build_providers",
            "demo_mode", "provider_classes", "register", "sections", "venues_markdown"]
 
 PROVIDERS: list[type[Provider]] = [
     FinnhubProvider,
     AlphaVantageProvider,
     FrankfurterProvider,
+    LlmProvider,
     DemoProvider,
 ]
 
@@ -98,6 +100,27 @@ def _served(kind: str, target: object) -> str:
     return ", ".join(names) or "none yet"
 
 
+def _place_fallbacks(settings: Settings, out: dict[str, Provider], *, clock: Clock) -> None:
+    """Give each local source's ``fallback_kinds`` to it only where no other configured provider serves them.
+
+    Beside real market data the demo source is built for those kinds alone (the
+    demo analysis without a model API); in demo mode it keeps the rest of its kinds
+    and leaves a configured model API the analyses.
+    """
+    served = {kind for p in out.values() if not p.local for kind in p.kinds}
+    for cls in PROVIDERS:
+        if not cls.fallback_kinds:
+            continue
+        missing = cls.fallback_kinds - served
+        instance = out.get(cls.name)
+        if instance is not None:
+            instance.kinds = frozenset(instance.kinds - (cls.fallback_kinds & served))
+        elif missing:
+            instance = cls.from_settings(settings, clock=clock)
+            instance.kinds = frozenset(missing)
+            out[cls.name] = instance
+
+
 def build_providers(settings: Settings, *, clock: Clock = time.time) -> dict[str, Provider]:
     """The providers the settings turn on, by name, in registry order.
 
@@ -105,6 +128,7 @@ def build_providers(settings: Settings, *, clock: Clock = time.time) -> dict[str
     """
     real = not demo_mode(settings)
     out = {p.name: p.from_settings(settings, clock=clock) for p in PROVIDERS if p.enabled(settings, real=real)}
+    _place_fallbacks(settings, out, clock=clock)
     known = {p.name for p in PROVIDERS}
     for kind, names in settings.routes.items():
         for name in names:

@@ -91,7 +91,9 @@ class UpstreamRequest:
     """One HTTP request for the router to send; its repr masks secrets so it can be logged.
 
     ``secret`` names the extra parameters or headers of this provider that hold
-    a key (besides :data:`SECRET_NAMES`). ``json`` is a POST body.
+    a key (besides :data:`SECRET_NAMES`). ``json`` is a POST body. ``units``,
+    when not 0, is what the call reserves of the provider's budget (a model
+    call: its estimated tokens), instead of :meth:`Provider.units`.
     """
 
     url: str
@@ -100,6 +102,7 @@ class UpstreamRequest:
     method: str = "GET"
     json: Any = None
     secret: frozenset[str] = frozenset()
+    units: int = 0
 
     def _mask(self, mapping: Mapping[str, str]) -> dict[str, str]:
         hidden = SECRET_NAMES | {name.lower() for name in self.secret}
@@ -159,6 +162,11 @@ class Provider(ABC):
     # kind -> most symbols one request may carry (Twelve Data's symbol=A,B,C); absent: one per request.
     batch: ClassVar[Mapping[str, int]] = {}
     dropin: ClassVar[type[DropIn] | None] = None
+    # What its budget counts: "call" (a credit per symbol is still calls), or "token" (a model API).
+    unit: ClassVar[str] = "call"
+    # Kinds a local source serves only where no other configured provider serves them (the demo's
+    # analyses stand in for a model API that is not configured, even beside real market data).
+    fallback_kinds: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Section, *, clock: Clock) -> None:
         self.settings = config
@@ -201,8 +209,13 @@ class Provider(ABC):
                       getattr(section, "per_day", 0))
 
     def cost_per_call(self) -> float:
-        """Price of one call, for the estimated cost in KPIs."""
-        return float(getattr(self.settings, "cost_per_call", 0.0))
+        """Price of one budget unit (a call; a model API's token), for the estimated cost in KPIs."""
+        return self.unit_cost(self.settings)
+
+    @classmethod
+    def unit_cost(cls, section: Section) -> float:
+        """Price of one budget unit by the settings ``section`` (default: its ``cost_per_call``)."""
+        return float(getattr(section, "cost_per_call", 0.0))
 
     def covers(self, kind: str, listing: Listing | None) -> bool:
         """Whether this provider, on its configured plan, serves ``kind`` for ``listing``.
@@ -273,6 +286,16 @@ class Provider(ABC):
         """Budget units one request for ``count`` symbols spends: one call, unless the provider counts
         otherwise (Twelve Data: a credit per symbol). Budgets and limits are in these units."""
         return 1
+
+    def variant(self, kind: str) -> str:
+        """What tells this provider's answers of ``kind`` from others' in a cache key (an analysis's
+        model: ``analysis:AAPL:p1:llm-gpt-4o-mini``); letters, digits, ``.``, ``_`` and ``-`` only."""
+        return self.name
+
+    def spent(self, kind: str, request: UpstreamRequest, status: int, body: bytes) -> int | None:
+        """Budget units the answered call really cost, when the answer says (a model's ``usage``);
+        None keeps what the request reserved. The router settles the budget to it."""
+        return None
 
     def needs_listing(self, kind: str, listing: Listing) -> bool:
         """Whether this provider must know its own ``listing`` entry (``models.ListingInfo``: its id for the

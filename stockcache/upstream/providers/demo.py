@@ -50,6 +50,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ...analysis import based_on, demo_text
 from ...clock import iso_utc
 from ...currency import in_major, is_code
 from ...errors import CurrencyNotFound, SymbolNotFound
@@ -947,9 +948,10 @@ class DemoProvider(Provider):
     name = "demo"
     label = "the demo source"
     config = DemoConfig
-    kinds = frozenset({"quote", "profile", "history", "news", "metric", "search", "listing", "fx"})
+    kinds = frozenset({"quote", "profile", "history", "news", "metric", "search", "listing", "fx", "analysis"})
     keyed = False
     local = True
+    fallback_kinds = frozenset({"analysis"})  # written by rules when no model API is configured
 
     def __init__(self, config: DemoConfig | None = None, *, clock: Clock = time.time) -> None:
         super().__init__(config or DemoConfig(), clock=clock)
@@ -971,6 +973,8 @@ class DemoProvider(Provider):
             return self._rates(symbol, now)
         if kind == "search":
             return market.search(query_param(params, symbol))
+        if kind == "analysis":
+            return self._analysis(symbol, params.get("context") or {})
         reported, major, _ = market.currency(symbol)
         if kind == "quote":
             return dataclasses.replace(_in_major(market.quote(symbol, now), reported), exchange=self._mic(symbol))
@@ -986,6 +990,13 @@ class DemoProvider(Provider):
             return ListingInfo(symbol=symbol, name=market.display_name(symbol), currency=reported,
                                exchange=self._mic(symbol), type=inst.asset)
         return market.metrics(symbol, now)
+
+    @staticmethod
+    def _analysis(symbol: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The demo analysis: ``analysis.demo_text`` of the context the service gathered, no tokens spent."""
+        text, outlook = demo_text(symbol, context)
+        return {"symbol": symbol, "analysis": text, "outlook": outlook, "model": "demo",
+                "based_on": based_on(context), "tokens": {"prompt": 0, "completion": 0}}
 
     def _mic(self, symbol: str) -> str | None:
         inst = self._market.instrument(symbol)
