@@ -15,6 +15,7 @@ from ...errors import ConfigError
 from ...settings import Section, Settings
 from .alphavantage import AlphaVantageProvider
 from .base import METRIC_NAMES, Clock, Provider, UpstreamRequest
+from .coingecko import CoinGeckoProvider
 from .demo import DemoMarket, DemoProvider
 from .finnhub import FinnhubProvider
 from .frankfurter import FrankfurterProvider
@@ -29,6 +30,7 @@ PROVIDERS: list[type[Provider]] = [
     AlphaVantageProvider,
     FrankfurterProvider,
     TwelveDataProvider,
+    CoinGeckoProvider,
     DemoProvider,
 ]
 
