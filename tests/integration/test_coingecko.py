@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from bench.fake_upstream import FakeUpstream
+from stockcache.refresher import from_settings as refresher_from_settings
 from stockcache.upstream.providers import DemoMarket
 from tests.integration.conftest import Api, Live, start_service, upstream_settings
 
@@ -32,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SATURDAY = datetime(2026, 1, 3, 15, 17, 42, tzinfo=UTC).timestamp()  # crypto trades; the stock markets do not
 MARKET = DemoMarket(marked=False, unknown=())
 KEY = "TESTKEY_coingecko_7d8e9f"
-ROUTER_PENDING = pytest.mark.xfail(strict=True, reason="router support pending")
 
 
 @pytest.fixture
@@ -107,7 +108,6 @@ def test_coingecko_history_of_a_pair_is_the_fakes_daily_closes_from_milliseconds
     assert _calls(fake, "coins/market_chart") == 1  # one fetch of the longest window serves every days=
 
 
-@ROUTER_PENDING
 def test_coingecko_coin_outside_the_shipped_table_is_found_by_search_once(world):
     fake, _, api = world()
     quote = api.get("/api/quote/LTC-USD")
@@ -240,7 +240,6 @@ PAIRS = [f"{coin}-{cur}" for coin in ("BTC", "ETH", "USDT", "XRP", "BNB", "SOL",
          for cur in ("USD", "EUR", "GBP", "JPY")]
 
 
-@ROUTER_PENDING
 def test_coingecko_batch_of_40_cold_pairs_costs_one_call(world):
     fake, _, api = world(coingecko_per_minute=0)
     answer = api.post("/api/batch-quotes", json={"tickers": PAIRS})
@@ -252,7 +251,6 @@ def test_coingecko_batch_of_40_cold_pairs_costs_one_call(world):
     assert api.get("/api/cache/stats").json()["upstream"]["coingecko"]["calls"] == 1
 
 
-@ROUTER_PENDING
 def test_coingecko_batch_with_unknown_and_looked_up_coins_fails_only_those(world):
     fake, _, api = world(coingecko_per_minute=0)
     fake.api("coingecko").set_unknown(["TRON"])
@@ -265,6 +263,67 @@ def test_coingecko_batch_with_unknown_and_looked_up_coins_fails_only_those(world
                                                                  "ZZZZ-USD": "symbol_not_found"}
     # One /search per coin outside the table, then one price call for every pair.
     assert _calls(fake, "search") == 3 and _calls(fake, "simple/price") == 1
+
+
+def test_coingecko_coin_no_search_knows_is_symbol_not_found_without_a_price_call(world):
+    fake, _, api = world()
+    for _ in range(2):
+        answer = api.get("/api/quote/ZZZZ-USD")
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "symbol_not_found"
+    # Its lookup said "no such coin": that is CoinGecko's answer, remembered; no price is asked for.
+    assert _calls(fake, "search") == 1 and _calls(fake, "simple/price") == 0
+
+
+def test_coingecko_batch_joins_a_pair_already_in_flight_instead_of_asking_twice(world):
+    fake, _, api = world(coingecko_per_minute=0)
+    fake.set_fault("hang", provider="coingecko")  # every request is held until released
+    answers: dict[str, Any] = {}
+
+    def ask(name: str, method: str, path: str, **kwargs: Any) -> None:
+        answers[name] = api.request(method, path, **kwargs)
+
+    single = threading.Thread(target=ask, args=("single", "GET", "/api/quote/BTC-USD"))
+    batch = threading.Thread(target=ask, args=("batch", "POST", "/api/batch-quotes"),
+                             kwargs={"json": {"tickers": ["BTC-USD", "ETH-USD", "SOL-USD"]}})
+    single.start()
+    try:
+        assert fake.wait_hanging(1, timeout=10)
+        batch.start()
+        assert fake.wait_hanging(2, timeout=10)  # BTC's request, and one for the two pairs not in flight
+    finally:
+        fake.clear_faults()
+        fake.release_hangs()
+        single.join(timeout=30)
+        batch.join(timeout=30)
+    assert answers["single"].status_code == 200
+    quotes = answers["batch"].json()["quotes"]
+    assert set(quotes) == {"BTC-USD", "ETH-USD", "SOL-USD"}
+    for symbol, quote in quotes.items():
+        _check_quote(quote, symbol)
+    asked = [sorted(str(c.params.get("ids")).split(",")) for c in fake.call_log() if c.endpoint == "simple/price"]
+    assert asked == [["bitcoin"], ["ethereum", "solana"]]
+
+
+def test_coingecko_batch_route_setting_sends_pairs_to_coingecko_and_stocks_to_finnhub(world):
+    fake, _, api = world(route_quote=("coingecko", "finnhub"), coingecko_per_minute=0)
+    body = api.post("/api/batch-quotes", json={"tickers": ["BTC-USD", "AAPL", "ETH-EUR", "MSFT"]}).json()
+    assert body["errors"] == {}
+    assert {s: q["source"] for s, q in body["quotes"].items()} == {
+        "BTC-USD": "coingecko", "ETH-EUR": "coingecko", "AAPL": "finnhub", "MSFT": "finnhub"}
+    assert _calls(fake, "simple/price") == 1 and fake.calls("finnhub", "quote") == 2
+
+
+def test_coingecko_refresher_refreshes_held_pairs_in_one_price_call(world):
+    fake, live, api = world(coingecko_per_minute=0, refresh_hours="always")
+    store = live.runtime.store
+    owner = store.create_user("holder", "unused-hash")
+    held = PAIRS[:12]
+    for symbol in held:
+        store.add_watch(owner.id, symbol)
+    refresher_from_settings(live.runtime.service, store.held_symbol_counts).run_once()
+    assert _calls(fake, "simple/price") == 1
+    body = api.post("/api/batch-quotes", json={"tickers": held}).json()
+    assert {q["cache"] for q in body["quotes"].values()} == {"memory"} and _calls(fake, "simple/price") == 1
 
 
 # -- start-up ------------------------------------------------------------------------------------

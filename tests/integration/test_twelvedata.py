@@ -19,6 +19,8 @@ import pytest
 import requests
 
 from bench.fake_upstream import FakeUpstream
+from stockcache.refresher import Refresher
+from stockcache.refresher import from_settings as refresher_from_settings
 from stockcache.settings import Settings
 from stockcache.upstream.providers import DemoMarket
 from tests.conftest import FakeClock
@@ -32,7 +34,6 @@ WEDNESDAY = datetime(2026, 11, 25, 15, 0, 20, tzinfo=UTC).timestamp()
 MIDNIGHT = datetime(2026, 11, 26, tzinfo=UTC).timestamp()
 MARKET = DemoMarket(marked=False, unknown=())
 STYLES = pytest.mark.parametrize("style", ["real", "200"], ids=["real-status", "http-200"])
-PENDING = pytest.mark.xfail(strict=True, reason="router batch support pending")
 
 
 @pytest.fixture
@@ -309,7 +310,6 @@ def test_twelvedata_budget_counts_credits_and_stops_before_the_upstream_does(sta
     assert len(td_calls(fake)) == 3 and td.credits() == 3  # refused here, not by Twelve Data
 
 
-@PENDING
 def test_twelvedata_profile_budget_counts_its_ten_credits(start, fake, td):
     td.plan = "grow"
     user = user_of(start(twelvedata_plan="grow", twelvedata_per_minute=10))
@@ -323,7 +323,6 @@ def test_twelvedata_profile_budget_counts_its_ten_credits(start, fake, td):
 # -- many symbols per call -------------------------------------------------------------------------
 
 
-@PENDING
 def test_twelvedata_batch_of_cold_symbols_is_one_call_with_each_symbols_own_answer(start, fake, td):
     user = user_of(start())
     symbols = ["AAPL", "MSFT", "SAP.DE", "VOD.L", "ZZZZ1"]
@@ -336,7 +335,6 @@ def test_twelvedata_batch_of_cold_symbols_is_one_call_with_each_symbols_own_answ
     assert len(td_calls(fake, "quote")) == 1 and td.credits() == 5
 
 
-@PENDING
 def test_twelvedata_batch_joins_a_symbol_already_in_flight_instead_of_asking_twice(start, fake):
     user = user_of(start())
     fake.set_fault("hang", provider="twelvedata")  # every request is held until released
@@ -361,3 +359,92 @@ def test_twelvedata_batch_joins_a_symbol_already_in_flight_instead_of_asking_twi
     assert answers["single"].status_code == 200
     assert set(answers["batch"].json()["quotes"]) == {"AAPL", "MSFT", "IBM"}
     assert [sorted(str(c.symbol).split(",")) for c in td_calls(fake, "quote")] == [["AAPL"], ["IBM", "MSFT"]]
+
+
+def _sent(call: Any) -> list[str]:
+    """The symbols one logged Twelve Data call carried (``symbol=A,B,C``)."""
+    return str(call.symbol).split(",")
+
+
+def test_twelvedata_batch_larger_than_the_credits_left_is_cut_to_them_and_the_rest_refused_one_by_one(
+        start, fake, td):
+    td.set_limits(per_minute=8, per_day=800)  # the fake refuses what the real Basic plan refuses
+    user = user_of(start(twelvedata_per_minute=8, twelvedata_per_day=800))
+    first = user.get("/api/quotes?symbols=AAPL,MSFT,IBM,KO,NVDA").json()
+    assert set(first["quotes"]) == {"AAPL", "MSFT", "IBM", "KO", "NVDA"}  # 5 of the minute's 8 credits
+    wanted = ["GOOGL", "AMZN", "TSLA", "META", "JPM", "V"]
+    body = user.get("/api/quotes?symbols=" + ",".join(wanted)).json()
+    calls = td_calls(fake, "quote")
+    assert len(calls) == 2 and len(_sent(calls[1])) == 3  # cut to the 3 credits left, in one call
+    served = {s for s in wanted if s.upper() in _sent(calls[1])}
+    assert set(body["quotes"]) == served
+    for symbol in served:
+        assert body["quotes"][symbol]["price"] == pytest.approx(truth(symbol)[0], abs=1e-5)
+    # The other three are each refused by the budget, on their own, before any call.
+    assert set(body["errors"]) == set(wanted) - served
+    assert {e["code"] for e in body["errors"].values()} == {"rate_limited"}
+    assert all(e["retry_after"] >= 1 for e in body["errors"].values())
+    # Every call was paid for: Twelve Data charged each symbol sent and refused nothing (0 overruns).
+    assert td.credits() == sum(len(_sent(c)) for c in td_calls(fake)) == 8
+
+
+def test_twelvedata_batch_route_setting_sends_the_batch_to_twelvedata_and_a_refusal_on_alone(
+        tmp_path, fake, clock, td):
+    td.set_off_plan(["IBM"])
+    live = start_service(Settings.from_env(_env(tmp_path, fake, STOCKCACHE_ROUTE_QUOTE="twelvedata,finnhub")),
+                         clock=clock)
+    try:
+        body = user_of(live).get("/api/quotes?symbols=AAPL,MSFT,IBM,KO").json()
+        assert body["errors"] == {}
+        assert {s: q["source"] for s, q in body["quotes"].items()} == {
+            "AAPL": "twelvedata", "MSFT": "twelvedata", "IBM": "finnhub", "KO": "twelvedata"}
+        assert [sorted(_sent(c)) for c in td_calls(fake, "quote")] == [["AAPL", "IBM", "KO", "MSFT"]]
+        assert fake.calls("finnhub", "quote") == 1 and fake.calls("finnhub", "quote", "IBM") == 1
+    finally:
+        live.stop()
+
+
+def test_twelvedata_batch_route_setting_finnhub_first_asks_finnhub_one_by_one(tmp_path, fake, clock):
+    live = start_service(Settings.from_env(_env(tmp_path, fake, STOCKCACHE_ROUTE_QUOTE="finnhub,twelvedata")),
+                         clock=clock)
+    try:
+        body = user_of(live).get("/api/quotes?symbols=AAPL,MSFT,IBM").json()
+        assert {q["source"] for q in body["quotes"].values()} == {"finnhub"} and body["errors"] == {}
+        assert fake.calls("finnhub", "quote") == 3 and td_calls(fake, "quote") == []
+    finally:
+        live.stop()
+
+
+HELD = ["AAPL", "MSFT", "IBM", "KO", "NVDA", "GOOGL", "AMZN", "TSLA", "META", "JPM"]
+
+
+def _refresher(live: Live, clock: FakeClock) -> Refresher:
+    """The service's refresher, run by hand (no thread), holding :data:`HELD` in one watchlist."""
+    store = live.runtime.store
+    owner = store.create_user("holder", "unused-hash")
+    for symbol in HELD:
+        store.add_watch(owner.id, symbol)
+    return refresher_from_settings(live.runtime.service, store.held_symbol_counts, clock=clock)
+
+
+def test_twelvedata_refresher_refreshes_held_symbols_in_one_call_per_kind(start, fake, td, clock):
+    live = start(refresh_hours="always")
+    _refresher(live, clock).run_once()
+    assert [sorted(_sent(c)) for c in td_calls(fake, "quote")] == [sorted(HELD)]
+    assert [sorted(_sent(c)) for c in td_calls(fake, "time_series")] == [sorted(HELD)]
+    body = user_of(live).get("/api/quotes?symbols=" + ",".join(HELD)).json()
+    assert {q["cache"] for q in body["quotes"].values()} == {"memory"} and len(td_calls(fake, "quote")) == 1
+
+
+def test_twelvedata_refresher_batch_keeps_to_its_share_of_the_credits(start, fake, td, clock):
+    td.set_limits(per_minute=8, per_day=800)
+    live = start(refresh_hours="always", twelvedata_per_minute=8, twelvedata_per_day=800,
+                 refresh_budget_share=0.5)
+    _refresher(live, clock).run_once()
+    calls = td_calls(fake)
+    assert len(calls) == 1 and calls[0].endpoint == "quote" and len(_sent(calls[0])) == 4  # half of 8, one call
+    assert td.credits() == 4
+    # The other half of the minute is the users': a batch of four cold symbols is one call, paid in full.
+    cold = [s for s in HELD if s not in _sent(calls[0])][:4]
+    body = user_of(live).get("/api/quotes?symbols=" + ",".join(cold)).json()
+    assert set(body["quotes"]) == set(cold) and td.credits() == 8
