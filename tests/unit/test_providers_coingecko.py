@@ -195,7 +195,9 @@ def test_coingecko_search_lists_coins_as_dollar_pairs_best_rank_first_one_per_ti
     results = fetch(provider, "search", "", {"q": "bitcoin"}, "/search", payload("coingecko_search_btc.json"))
     assert results == [{"symbol": "BTC-USD", "name": "Bitcoin", "type": "Crypto"},
                        {"symbol": "BCH-USD", "name": "Bitcoin Cash", "type": "Crypto"}]
-    assert fetch(provider, "search", "", {"q": "zz"}, "/search", {"coins": [], "exchanges": []}) == []
+    # No coin matches: no data, so the route reports the stock providers' own answer or failure.
+    with pytest.raises(NoData):
+        fetch(provider, "search", "", {"q": "zz"}, "/search", {"coins": [], "exchanges": []})
 
 
 # -- quotes --------------------------------------------------------------------------------------

@@ -389,6 +389,10 @@ class CoinGeckoProvider(Provider):
             if pair in out or not coin["symbol"].isascii() or listing(pair).asset != CRYPTO:
                 continue
             out[pair] = {"symbol": pair, "name": text_or_none(coin.get("name")) or "", "type": "Crypto"}
+        if not out:
+            # The coin search is the last resort behind the stock providers: "no coin matches" is no
+            # data, so it never hides their failure behind an empty 200.
+            self._fail(NoData, f"coingecko knows no coin matching {symbol}", symbol=symbol)
         return list(out.values())
 
     def _parse_listing(self, symbol: str, params: Mapping[str, Any], data: Any) -> ListingInfo:
