@@ -241,8 +241,10 @@ class ReadThrough:
                       share: float) -> dict[str, dict[str, Any]]:
         """The listing entries the providers of each route need before a request (``Provider.needs_listing``).
 
-        By subject, then provider: the entry as a dict, or None when it could not be had
-        (the provider then answers without it, or says it cannot). Cached a day (kind
+        By subject, then provider: the entry as a dict; the lookup's error when it failed
+        (the router takes it as that provider's answer: a coin it knows no id for is not
+        found there, a throttled lookup is a rate limit); None when it did not finish in
+        time (the provider then answers without it, or says it cannot). Cached a day (kind
         ``listing``), fetched concurrently, waited for here in the caller's thread.
         """
         wanted = [(subject, provider) for subject, route in routes.items() for provider in route
@@ -256,6 +258,9 @@ class ReadThrough:
         wait_all(flights.values(), time.monotonic() + self.router.timeout + DEADLINE_MARGIN)
         out: dict[str, dict[str, Any]] = {}
         for (subject, name), flight in flights.items():
+            if flight.done and flight.error is not None:
+                out.setdefault(subject, {})[name] = flight.error
+                continue
             found: Any = flight.result.model if flight.done and flight.result is not None else None
             data = found.to_dict() if hasattr(found, "to_dict") else found
             out.setdefault(subject, {})[name] = dict(data) if isinstance(data, Mapping) else None

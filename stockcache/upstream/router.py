@@ -105,7 +105,8 @@ class _Walk:
     providers: list[Provider]
     share: float
     done: Done
-    listings: Mapping[str, Any] = field(default_factory=dict)  # provider -> its listing entry (needs_listing)
+    # provider -> its listing entry (needs_listing): a dict, None, or the lookup's error
+    listings: Mapping[str, Any] = field(default_factory=dict)
     errors: list[StockcacheError] = field(default_factory=list)
     index: int = 0
     reserved: int = 0  # budget units the attempt on the wire reserved (settled when its answer says more)
@@ -167,7 +168,8 @@ class Router:
             state = _Walk(kind, item.subject, item.params, list(item.providers), share, item.done,
                           dict(item.listings))
             first = state.providers[0] if state.providers else None
-            if first is not None and not first.local and first.batch.get(kind, 1) > 1:
+            if (first is not None and not first.local and first.batch.get(kind, 1) > 1
+                    and not isinstance(state.listings.get(first.name), StockcacheError)):
                 groups.setdefault(first.name, []).append(state)
             else:
                 self._run(state, self._next, state)
@@ -221,34 +223,76 @@ class Router:
             expired=functools.partial(self._batch_lane_expired, provider, chunk))
         if not entered:
             return
+        alone: list[_Walk] = []
         try:
-            error = self._start_batch(provider, chunk, deadline)
+            error = self._start_batch(provider, chunk, deadline, alone)
         except BaseException:
             self.transport.leave_lane(name)
             raise
         if error is not None:
             self.transport.leave_lane(name)
             self._walk_on(chunk, error)
+        self._walk_alone(alone)
 
     def _queued_batch(self, provider: Provider, chunk: list[_Walk], deadline: float) -> bool:
+        alone: list[_Walk] = []
         try:
-            error = self._start_batch(provider, chunk, deadline)
+            error = self._start_batch(provider, chunk, deadline, alone)
         except Exception:
             log.exception("fetching a batch of %s from %s failed unexpectedly", chunk[0].kind, provider.name)
-            for state in chunk:
+            for state in chunk + alone:
                 self._end(state, error=UpstreamError("stockcache could not complete this fetch."))
             return False
         if error is not None:
             self._walk_on(chunk, error)
-            return False
-        return True
+        self._walk_alone(alone)
+        return error is None
+
+    def _walk_alone(self, states: list[_Walk]) -> None:
+        """Walks cut off a batch the budget could not pay for whole: each asks the same provider alone
+        (so each is refused, or served, by the budget on its own) and then walks on."""
+        for state in states:
+            state.index -= 1
+            self._run(state, self._next, state)
+
+    def _reserve(self, provider: Provider, chunk: list[_Walk], budget: UpstreamBudget,
+                 alone: list[_Walk]) -> float:
+        """Reserve the budget for as much of ``chunk`` as it can pay for now; the delay before the call.
+
+        When the provider counts per symbol (Twelve Data's credits) and the whole chunk does not
+        fit what is left of the minute or the day, the chunk is cut to what fits (at least two
+        symbols) and the rest go to ``alone``; when not even two fit, every walk goes there. A
+        provider that counts calls fits all or none, so its refusal is the whole chunk's.
+        """
+        kind, share = chunk[0].kind, chunk[0].share
+        size = len(chunk)
+        while True:
+            try:
+                delay = budget.acquire(share=share, units=provider.units(kind, size))
+            except RateLimited:
+                if provider.units(kind, size - 1) == provider.units(kind, size):
+                    raise  # the call itself is refused, whatever it carries
+                if size > 2:
+                    size -= 1
+                    continue
+                alone.extend(chunk)
+                del chunk[:]
+                raise
+            alone.extend(chunk[size:])
+            del chunk[size:]
+            return delay
 
     def _batch_lane_expired(self, provider: Provider, chunk: list[_Walk]) -> None:
         self._walk_on(chunk, _shutting_down(provider.name) if self.transport.closing
                       else _no_connection(provider.name, self.timeout))
 
-    def _start_batch(self, provider: Provider, chunk: list[_Walk], deadline: float) -> StockcacheError | None:
-        """Send one request for the chunk; the error every walk gets when it could not be sent."""
+    def _start_batch(self, provider: Provider, chunk: list[_Walk], deadline: float,
+                     alone: list[_Walk]) -> StockcacheError | None:
+        """Send one request for the chunk; the error every walk gets when it could not be sent.
+
+        The chunk may be cut to what the budget can pay for (:meth:`_reserve`); the walks cut
+        off are put in ``alone`` for the caller to start on their own.
+        """
         name = provider.name
         kind = chunk[0].kind
         breaker = self.breakers.get(name)
@@ -256,17 +300,18 @@ class Router:
             wait = breaker.allow()
             if wait is not None:
                 return UpstreamError(f"{name} is failing; next try in {max(1, math.ceil(wait))} s.", provider=name)
-        symbols = [state.subject for state in chunk]
-        params = _batch_params(provider, chunk)
         try:
-            request = provider.build_batch_request(kind, symbols, params)
+            params = _batch_params(provider, chunk)
+            request = provider.build_batch_request(kind, [state.subject for state in chunk], params)
             budget = self.budgets.get(name)
-            delay = (budget.acquire(share=chunk[0].share, units=provider.units(kind, len(symbols)))
-                     if budget is not None else 0.0)
+            delay = self._reserve(provider, chunk, budget, alone) if budget is not None else 0.0
+            if alone:  # cut to what the budget pays for: ask for those only
+                params = _batch_params(provider, chunk)
+                request = provider.build_batch_request(kind, [state.subject for state in chunk], params)
         except StockcacheError as exc:
             if breaker is not None:
                 breaker.release()
-            if isinstance(exc, RateLimited):
+            if isinstance(exc, RateLimited) and chunk:  # an empty chunk's walks are each refused alone
                 self.metrics.inc(Metrics.RATE_LIMITED, name)
             return exc
         except BaseException:
@@ -385,6 +430,16 @@ class Router:
             if self.transport.closing and not provider.local:
                 state.errors.append(_shutting_down(name))
                 break
+            looked_up = state.listings.get(name)
+            if isinstance(looked_up, StockcacheError):
+                # Its listing lookup failed (classified when it was made): that is this provider's
+                # answer, so "no such coin" there is not found and a throttled lookup a rate limit.
+                own = _copy(looked_up)
+                own.fields.setdefault("provider", name)
+                state.errors.append(own)
+                if _final(own):
+                    break
+                continue
             if provider.local:
                 try:
                     model = self._checked(provider, state, provider.produce(state.kind, state.subject,

@@ -204,8 +204,9 @@ def test_symbol_no_configured_provider_covers_is_symbol_not_covered_naming_the_k
     answer = user.get("/api/quote/SAP.DE")
     error = answer.json()["error"]
     assert answer.status_code == 404 and error["code"] == "symbol_not_covered" and error["symbol"] == "SAP.DE"
-    assert error["message"].startswith("SAP.DE (Xetra) is not covered by Finnhub's free plan; "
-                                       "set ALPHAVANTAGE_API_KEY")
+    # CoinGecko runs keyless beside the Finnhub key, and covers only crypto pairs.
+    assert error["message"].startswith("SAP.DE (Xetra) is not covered by Finnhub's free plan or CoinGecko; "
+                                       "set ALPHAVANTAGE_API_KEY or TWELVEDATA_API_KEY")
     batch = user.post("/api/batch-quotes", json={"tickers": ["AAPL", "VOD.L"]}).json()
     assert set(batch["quotes"]) == {"AAPL"} and batch["errors"]["VOD.L"]["code"] == "symbol_not_covered"
     assert fake.calls("finnhub", symbol="SAP.DE") == fake.calls("finnhub", symbol="VOD.L") == 0

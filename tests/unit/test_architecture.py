@@ -3,7 +3,8 @@
 - Imports point one way: every module of the package is in ``ALLOWED`` with the
   parts of stockcache it may import (a new module without a row fails).
 - Each third-party library is imported in one place.
-- No provider is named outside its own module and the registry.
+- No provider is named outside its own module and the registry; adding Twelve Data or
+  CoinGecko took its module, one import and one ``PROVIDERS`` line, and its fake.
 - Only the read-through path reads and writes market-data cache entries.
 - Every client error code is documented in the OpenAPI spec.
 
@@ -189,6 +190,87 @@ def test_architecture_no_provider_is_named_outside_its_module_and_the_registry()
             pattern = re.compile(rf"(?i)\b{re.escape(name)}\b")
             found = [text for text in _code_strings(tree) if pattern.search(text)]
             assert not found, f"{rel} names the provider {name!r} in code: {found[:3]}"
+
+
+# Outside the package, the code a provider's fake lives in (its own module in tests/fakes/ is a test file).
+FAKE_SERVER = "bench/fake_upstream.py"
+REGISTRY = "upstream/providers/__init__.py"
+
+
+def _spellings(cls: type) -> re.Pattern[str]:
+    """Every way code writes a provider: ``twelvedata``, ``TwelveDataProvider``, ``TWELVEDATA_API_KEY``,
+    ``twelve_data``, "Twelve Data"."""
+    joined = r"[\s_-]*".join(re.escape(word) for word in cls.label.split())
+    return re.compile(rf"(?i){joined}|{re.escape(cls.name)}")
+
+
+def _lines_naming(tree: ast.Module, pattern: re.Pattern[str]) -> set[int]:
+    """Lines whose code (identifiers, imports, strings other than docstrings) names ``pattern``."""
+    strings = {id(node) for node in _string_nodes(tree)}
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, ast.keyword) and node.arg:
+            names = [node.arg]
+        elif isinstance(node, ast.alias):
+            names = [node.name, node.asname or ""]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        elif isinstance(node, ast.Constant) and id(node) in strings:
+            names = [node.value]
+        if any(pattern.search(name) for name in names):
+            lines.add(getattr(node, "lineno", 0))
+    return lines
+
+
+def _string_nodes(tree: ast.Module) -> list[ast.Constant]:
+    docstrings: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize("name", ["twelvedata", "coingecko"])
+def test_architecture_adding_a_provider_took_its_module_one_registry_line_and_its_fake(name):
+    """Outside tests, the only code that names the provider is its module, the registry's import of it
+    and its line in PROVIDERS, and the fake server that mounts its fake (``tests/fakes/<name>.py``)."""
+    cls = next(c for c in provider_classes() if c.name == name)
+    pattern = _spellings(cls)
+    home = cls.__module__.removeprefix("stockcache.").replace(".", "/") + ".py"
+    naming: dict[str, set[int]] = {}
+    for path in sorted(PACKAGE.parent.glob("*/**/*")):
+        rel = path.relative_to(PACKAGE.parent).as_posix()
+        if not path.is_file() or rel.split("/")[0] not in ("stockcache", "bench", "scripts") \
+                or "__pycache__" in rel or rel.startswith("bench/bench_"):
+            continue  # benchmarks measure named providers; adding one needs none
+        if path.suffix == ".py":
+            lines = _lines_naming(ast.parse(path.read_text(), rel), pattern)
+        else:
+            lines = {n for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+                     if pattern.search(line)}
+        if lines:
+            naming[rel] = lines
+    assert set(naming) <= {f"stockcache/{home}", f"stockcache/{REGISTRY}", FAKE_SERVER}, sorted(naming)
+    registry = ast.parse((PACKAGE / REGISTRY).read_text())
+    imports = [n.lineno for n in registry.body if isinstance(n, ast.ImportFrom)
+               and n.module == home.rsplit("/", 1)[-1].removesuffix(".py")]
+    listed = [el.lineno for n in registry.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+              and n.target.id == "PROVIDERS" and isinstance(n.value, ast.List)
+              for el in n.value.elts if isinstance(el, ast.Name) and el.id == cls.__name__]
+    assert len(imports) == 1 and len(listed) == 1
+    assert naming[f"stockcache/{REGISTRY}"] == {imports[0], listed[0]}
 
 
 def test_architecture_only_the_readthrough_path_touches_market_data_entries():

@@ -200,11 +200,30 @@ def test_batch_budget_counts_what_the_provider_counts(build, clock):
     rt = build([provider, FinnhubProvider(FinnhubConfig(api_key=FH_KEY, url=FH), clock=clock)], budgets=budgets)
     found, errors = rt.many("quote", ["A", "B", "C", "D", "E", "F"])
     assert errors == {} and len(found) == 6
-    # Two requests of three symbols would cost 6 credits of 5: the first goes, the second's symbols
-    # are refused by the budget before any call and are answered by the next provider.
-    assert upstream.calls == [["A", "B", "C"]]
-    assert sorted(s for s, q in found.items() if q["source"] == "finnhub") == ["D", "E", "F"]
-    assert budgets["many"].remaining()["minute"] == 2
+    # Two requests of three symbols would cost 6 credits of 5: the first goes, the second is cut to
+    # the two credits left, and its third symbol, refused by the budget alone before any call, is
+    # answered by the next provider.
+    assert upstream.calls == [["A", "B", "C"], ["D", "E"]]
+    assert sorted(s for s, q in found.items() if q["source"] == "finnhub") == ["F"]
+    assert budgets["many"].remaining()["minute"] == 0
+
+
+@responses.activate
+def test_batch_the_budget_cannot_pay_two_of_asks_each_symbol_alone(build, clock):
+    upstream = Upstream()
+    responses.add_callback(responses.GET, f"{URL}/quote", callback=upstream)
+    responses.add(responses.GET, f"{FH}/quote", json=GOOD)
+    budgets = {"many": Budget("many", Limits(per_minute=5), clock=clock),
+               "finnhub": Budget("finnhub", Limits(), clock=clock)}
+    rt = build([_many(clock, credits=True), FinnhubProvider(FinnhubConfig(api_key=FH_KEY, url=FH), clock=clock)],
+               budgets=budgets)
+    rt.many("quote", ["A", "B", "C", "D"])  # 3 + 1 credits: one credit of the minute is left
+    found, errors = rt.many("quote", ["E", "F", "G"])
+    assert errors == {} and len(found) == 3
+    # The last credit pays for one symbol asked alone; the other two are refused one by one.
+    assert upstream.calls[2:] == [["E"]] and found["E"]["source"] == "many"
+    assert sorted(s for s, q in found.items() if q["source"] == "finnhub") == ["F", "G"]
+    assert budgets["many"].remaining()["minute"] == 0
 
 
 @responses.activate

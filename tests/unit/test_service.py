@@ -230,14 +230,15 @@ def test_service_treats_a_foreign_cache_value_as_a_miss(service, clock, caplog, 
 
 @responses.activate
 def test_service_kind_no_configured_provider_serves_names_the_key_it_needs(service):
-    # Finnhub-only: history (candles are premium at Finnhub) needs an Alpha Vantage key.
-    from stockcache.errors import UpstreamAuthError
+    # Finnhub-only: history (candles are premium at Finnhub) needs an Alpha Vantage key. CoinGecko
+    # (keyless beside Finnhub) serves history of crypto pairs only, so AAPL's is not covered.
+    from stockcache.errors import SymbolNotCovered
 
     assert service.route("history") == [] and service.route("quote") == ["finnhub"]
-    with pytest.raises(UpstreamAuthError) as info:
+    with pytest.raises(SymbolNotCovered) as info:
         service.get_history("AAPL", days=30)
-    assert info.value.status == 502 and info.value.code == "upstream_error"
-    assert "history" in info.value.message and "ALPHAVANTAGE_API_KEY" in info.value.message
+    assert info.value.status == 404 and info.value.code == "symbol_not_covered"
+    assert "AAPL" in info.value.message and "ALPHAVANTAGE_API_KEY" in info.value.message
     assert info.value.fields["symbol"] == "AAPL"
     assert len(responses.calls) == 0
     assert service.stats()["upstream"]["finnhub"]["calls"] == 0

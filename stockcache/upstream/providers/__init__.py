@@ -15,10 +15,12 @@ from ...errors import ConfigError
 from ...settings import Section, Settings
 from .alphavantage import AlphaVantageProvider
 from .base import METRIC_NAMES, Clock, Provider, UpstreamRequest
+from .coingecko import CoinGeckoProvider
 from .demo import DemoMarket, DemoProvider
 from .finnhub import FinnhubProvider
 from .frankfurter import FrankfurterProvider
 from .llm import LlmProvider
+from .twelvedata import TwelveDataProvider
 
 __all__ = ["METRIC_NAMES", "PROVIDERS", "AlphaVantageProvider", "DemoMarket", "DemoProvider", "FinnhubProvider",
            "FrankfurterProvider", "LlmProvider", "Provider", "UpstreamRequest", "build_providers",
@@ -28,6 +30,8 @@ PROVIDERS: list[type[Provider]] = [
     FinnhubProvider,
     AlphaVantageProvider,
     FrankfurterProvider,
+    TwelveDataProvider,
+    CoinGeckoProvider,
     LlmProvider,
     DemoProvider,
 ]

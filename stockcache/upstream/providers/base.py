@@ -303,8 +303,9 @@ class Provider(ABC):
 
         When True, the read-through path looks that entry up first (kind ``listing`` from this same
         provider, cached in the fundamentals tier) and passes it as ``params["listing"]`` (a dict, or
-        None when the lookup failed), or for a batch ``params["listings"]`` by symbol. CoinGecko needs
-        it for a coin not in its shipped table (``/search`` gives the coin id).
+        None when the lookup did not finish in time), or for a batch ``params["listings"]`` by symbol.
+        A lookup that failed is this provider's answer and no request is built (its "not found" ends
+        the route). CoinGecko needs it for a coin not in its shipped table (``/search`` gives the coin id).
         """
         return False
 
