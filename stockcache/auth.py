@@ -74,7 +74,15 @@ VERIFIED_MAX = 4096  # verified bearer values remembered
 MAX_USER_ID = 2**63 - 1  # SQLite's integer range: a larger sub cannot be a user (and would overflow)
 RESERVED_THREADS = 2  # waitress threads logins may never take: other routes keep them
 
+MARKET_SCOPE = "market"  # store.TOKEN_SCOPES: market data only, the one token a URL may carry (issue 18)
+
 _INVALID = "Invalid or expired credentials."
+_JWT_IN_URL = ("A login token (JWT) is never accepted in a URL, where proxies, logs and browser histories keep "
+               "it: send it as 'Authorization: Bearer <token>', or put a market-scoped API token "
+               "('tokens create NAME --scope market') in ?token=.")
+_FULL_IN_URL = ("This API token has full scope, so it is not accepted in a URL, where proxies, logs and browser "
+                "histories keep it: send it as 'Authorization: Bearer <token>', or put a market-scoped API "
+                "token ('tokens create NAME --scope market') in ?token=.")
 _WRONG_LOGIN = "Wrong username or password."
 _TOKEN_ID_RE = re.compile(r"[A-Za-z0-9_-]{8}")
 _SUB_RE = re.compile(r"[1-9][0-9]{0,18}")
@@ -639,8 +647,11 @@ class Authenticator:
 
     # -- API tokens ----------------------------------------------------------------------
 
-    def create_api_token(self, username: str, label: str = "") -> tuple[str, ApiToken]:
-        """A new ``sc_...`` token for ``username`` (shown once; only its hash is kept). NotFound for no user."""
+    def create_api_token(self, username: str, label: str = "", *, scope: str = "full") -> tuple[str, ApiToken]:
+        """A new ``sc_...`` token for ``username`` (shown once; only its hash is kept). NotFound for no user.
+
+        ``scope`` is one of ``store.TOKEN_SCOPES``: ``market`` reads market data only.
+        """
         label = validate.label(label)
         found = self.store.get_user_by_name(username)
         if found is None:
@@ -650,10 +661,11 @@ class Authenticator:
             token_id = secrets.token_urlsafe(6)
             secret = secrets.token_urlsafe(SECRET_BYTES)
             try:
-                record = self.store.create_api_token(user.id, token_id, hash_token_secret(secret), label)
+                record = self.store.create_api_token(user.id, token_id, hash_token_secret(secret), label,
+                                                     scope=scope)
             except Conflict:
                 continue
-            logger.info("created API token %s for %r", token_id, user.username)
+            logger.info("created API token %s (%s scope) for %r", token_id, record.scope, user.username)
             return f"{TOKEN_PREFIX}{token_id}_{secret}", record
         raise RuntimeError("could not draw a free token id")  # pragma: no cover
 
@@ -693,6 +705,21 @@ class Authenticator:
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("Authentication required: send Authorization: Bearer <token>.")
         return self.authenticate_token(value.strip())
+
+    def authenticate_query_token(self, token: str) -> Principal:
+        """The Principal for a token sent in a URL (``?token=``): a market-scoped API token only.
+
+        A URL ends up in proxy logs, browser histories and spreadsheets, so only
+        a token that can do no more than read market data may travel in one. A
+        JWT is refused unverified; a full-scope API token after verifying, so
+        the message can say what to do instead (it never echoes the value).
+        """
+        if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
+            raise Unauthorized(_JWT_IN_URL)
+        principal = self.authenticate_token(token)
+        if principal.scope != MARKET_SCOPE:
+            raise Unauthorized(_FULL_IN_URL)
+        return principal
 
     def authenticate_token(self, token: str) -> Principal:
         """The Principal for a bare token (a JWT or an API token), e.g. from a query parameter.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .errors import ConfigError, StockcacheError
 from .settings import Settings, unknown_variables
+from .store.rows import TOKEN_SCOPES
 
 if TYPE_CHECKING:
     from .store import Store
@@ -96,8 +97,11 @@ def _add_user_commands(commands: argparse._SubParsersAction) -> None:  # type: i
         "create", help="print a new API token for a user on standard output (shown once)")
     create.add_argument("name", help="the user the token acts as")
     create.add_argument("--label", default="", help="what the token is for, e.g. 'spreadsheet'")
+    create.add_argument("--scope", choices=TOKEN_SCOPES, default="full",
+                        help="full: acts as the user (the default); market: reads market data only, and may "
+                             "be sent as ?token= on GET market-data routes (spreadsheets, Ghostfolio)")
     create.set_defaults(handler=cmd_tokens_create)
-    token_list = tokens_commands.add_parser("list", help="list a user's tokens (ids, labels, last use)")
+    token_list = tokens_commands.add_parser("list", help="list a user's tokens (ids, scopes, labels, last use)")
     token_list.add_argument("name")
     token_list.set_defaults(handler=cmd_tokens_list)
     revoke = tokens_commands.add_parser("revoke", help="revoke a token by its id (or the whole token)")
@@ -281,11 +285,14 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     from .store import command_prefix
 
     def work(settings: Settings, store: Store) -> int:
-        token, record = open_auth(settings, store).create_api_token(args.name, args.label)
+        token, record = open_auth(settings, store).create_api_token(args.name, args.label, scope=args.scope)
         print(token)
+        how = "Send it as 'Authorization: Bearer <token>'"
+        if record.scope == "market":
+            how += ", or as ?token=<token> on GET market-data routes; it reads market data only"
         print(
-            f"API token {record.id} for {args.name!r}: shown once, only its hash is kept. "
-            f"Send it as 'Authorization: Bearer <token>'; revoke with: {command_prefix()} tokens revoke "
+            f"API token {record.id} ({record.scope} scope) for {args.name!r}: shown once, only its hash is "
+            f"kept. {how}; revoke with: {command_prefix()} tokens revoke "
             f"{record.id} --data-dir {shlex.quote(str(settings.data_dir.resolve()))}",
             file=sys.stderr,
         )
@@ -299,8 +306,8 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
         found = store.get_user_by_name(args.name)
         if found is None:
             raise _Refused(f"no such user: {args.name!r}")
-        rows = [("ID", "LABEL", "CREATED", "LAST USED", "REVOKED")]
-        rows += [(t.id, t.label, t.created_at, t.last_used_at or "-", t.revoked_at or "-")
+        rows = [("ID", "SCOPE", "LABEL", "CREATED", "LAST USED", "REVOKED")]
+        rows += [(t.id, t.scope, t.label, t.created_at, t.last_used_at or "-", t.revoked_at or "-")
                  for t in store.list_api_tokens(found[0].id)]
         _print_table(rows)
         return 0

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..upstream.providers import provider_classes
+from .exports import CSV_FIELDS, PRICE_FIELDS
 from .routes import MAX_POSITIONS, MAX_WATCHLIST_ITEMS
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9.\-^=:_]{1,20}$"
@@ -27,8 +28,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     texts = {
         400: "Invalid request, symbol or batch size (invalid_request, invalid_symbol, too_many_symbols).",
-        401: "Missing or invalid token (unauthorized).",
-        403: "Needs an admin (forbidden).",
+        401: ("Missing or invalid token, or a JWT or full-scope token sent as ?token= (unauthorized; the "
+              "message says why)."),
+        403: "Needs an admin, or a token that is not market-scoped (forbidden).",
         404: ("Not found (not_found, symbol_not_found, currency_not_found), or no configured provider "
               "covers the symbol's market (symbol_not_covered: the message names the key that would)."),
         405: "Method not allowed on this route (method_not_allowed).",
@@ -54,18 +56,20 @@ _SYMBOL = {"name": "symbol", "in": "path", "required": True,
 _DAYS = {"name": "days", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
 _currency = {"type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code, such as EUR."}
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# GET market-data routes also take a market-scoped API token as ?token= (apps that cannot send headers).
+_MARKET_GET: list[dict[str, list[str]]] = [{"bearer": []}, {"market_token": []}]
 _MARKET = (400, 401, 404, 502, 503, 504)
 
 
 def _op(summary: str, responses: dict[str, Any], *, params: list[Any] | None = None,
-        body: dict[str, Any] | None = None, public: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] | None = None, public: bool = False, market: bool = False) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if not public:
-        op["security"] = _BEARER
+        op["security"] = _MARKET_GET if market else _BEARER
     return op
 
 
@@ -152,7 +156,7 @@ def spec() -> dict[str, Any]:
             "The reference rate from one currency to another (on weekends and holidays: the last publication).",
             {"200": _json(fx, "A rate."), **_errors(400, 401, 404, 502, 503, 504)},
             params=[{"name": "from", "in": "path", "required": True, "schema": _currency},
-                    {"name": "to", "in": "path", "required": True, "schema": _currency}])},
+                    {"name": "to", "in": "path", "required": True, "schema": _currency}], market=True)},
         "/api/me/password": {"put": _op(
             "Change your own password; every JWT issued before is refused from then on.",
             {"200": _json(_ref("Login"), "A fresh access token under the new password."),
@@ -161,20 +165,43 @@ def spec() -> dict[str, Any]:
                   "properties": {"current": {"type": "string"},
                                  "new": {"type": "string", "minLength": 8, "maxLength": 1024}}})},
         "/api/quote/{symbol}": {"get": _op("One quote.", {"200": _json(_ref("Quote"), "A quote."),
-                                                          **_errors(*_MARKET)}, params=[_SYMBOL])},
+                                                          **_errors(*_MARKET)}, params=[_SYMBOL], market=True)},
         "/api/batch-quotes": {"post": _op("Many quotes in one concurrent batch.", {
             "200": _json(batch, "quotes and errors by symbol."), **_errors(400, 401, 413)}, body=tickers)},
         "/api/quotes": {"get": _op("Many quotes: ?symbols=AAPL,MSFT.", {
             "200": _json(batch, "quotes and errors by symbol."), **_errors(400, 401)},
-            params=[{"name": "symbols", "in": "query", "required": True, "schema": {"type": "string"}}])},
+            params=[{"name": "symbols", "in": "query", "required": True, "schema": {"type": "string"}}],
+            market=True)},
         "/api/profile/{symbol}": {"get": _op("Company profile.", {"200": _json(market_item, "A profile."),
-                                                                  **_errors(*_MARKET)}, params=[_SYMBOL])},
+                                                                  **_errors(*_MARKET)}, params=[_SYMBOL], market=True)},
         "/api/batch-profiles": {"post": _op("Many profiles.", {
             "200": _json(batch, "profiles and errors by symbol."), **_errors(400, 401, 413)}, body=tickers)},
         "/api/history/{symbol}": {"get": _op("Daily bars, oldest first (days 1..100, default 30).", {
-            "200": _json(market_item, "History."), **_errors(*_MARKET)}, params=[_SYMBOL, _DAYS])},
+            "200": _json(market_item, "History."), **_errors(*_MARKET)}, params=[_SYMBOL, _DAYS], market=True)},
         "/api/news/{symbol}": {"get": _op("News, newest first (days 1..365, default 7).", {
-            "200": _json(market_item, "News."), **_errors(*_MARKET)}, params=[_SYMBOL, _DAYS])},
+            "200": _json(market_item, "News."), **_errors(*_MARKET)}, params=[_SYMBOL, _DAYS], market=True)},
+        "/api/quotes.csv": {"get": _op(
+            "Quotes as CSV for spreadsheets (IMPORTDATA, WEBSERVICE): one row per symbol, in the order asked; "
+            "a failed symbol has an empty price and its error code. Text cells that a spreadsheet would run "
+            "as a formula (= + - @) are prefixed with '.", {
+                "200": {"description": "CSV (RFC 4180).", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                **_errors(400, 401, 403)},
+            params=[{"name": "symbols", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "fields", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "Columns to give, in order (comma list), from: " + ", ".join(CSV_FIELDS) + "."},
+                    {"name": "header", "in": "query", "required": False, "schema": {"enum": ["0", "1"]},
+                     "description": "0: no header row."}], market=True)},
+        "/api/price/{symbol}": {"get": _op(
+            "The smallest quote: symbol, price, currency, timestamp, stale (Accept: text/plain: the number).", {
+                "200": {"description": "The price.", "content": {
+                    "application/json": {"schema": {"type": "object", "required": list(PRICE_FIELDS)}},
+                    "text/plain": {"schema": {"type": "string"}}}},
+                **_errors(*_MARKET)}, params=[_SYMBOL], market=True)},
+        "/metrics/quotes": {"get": _op(
+            "Prometheus gauges of held symbols' quotes (an admin: every user's; a market token: its user's).", {
+                "200": {"description": "Prometheus text format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                **_errors(401, 403)}, market=True)},
         "/api/analysis/{symbol}": {"get": _op(
             "A short plain-text analysis of one listing by the configured model (or the demo source), built "
             "from its cached quote, profile, key figures, 30 daily bars and 7 days of headlines; cached for "
@@ -231,7 +258,10 @@ def spec() -> dict[str, Any]:
                  "description": "Self-hosted cache in front of stock-market data APIs."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "market_token": {"type": "apiKey", "in": "query", "name": "token",
+                                                 "description": "A market-scoped API token, on GET market-data "
+                                                                "routes only."}},
             "schemas": {
                 "ErrorBody": {"type": "object", "required": ["code", "message"],
                               "properties": {"code": {"type": "string", "pattern": "^[a-z_]+$"},

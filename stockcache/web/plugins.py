@@ -4,6 +4,11 @@ Every route's callback is wrapped by :class:`ApiPlugin`: it authenticates per
 the route's ``auth`` config (``"public"``, ``"user"`` the default, or
 ``"admin"``), turns returned dicts into JSON and any exception into the one
 error shape. Routes never build error responses themselves.
+
+A route declared ``market=True`` serves market data only: the one kind of
+route a market-scoped API token may call (any other answers it 403), and, for
+GET, the one kind that takes such a token as ``?token=`` from apps that cannot
+send headers (spreadsheets, Ghostfolio's scraper).
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any
 import bottle
 import orjson
 
-from ..auth import Authenticator, Principal
-from ..errors import InvalidRequest, PayloadTooLarge, StockcacheError, Unauthorized
+from ..auth import MARKET_SCOPE, Authenticator, Principal
+from ..errors import Forbidden, InvalidRequest, PayloadTooLarge, StockcacheError, Unauthorized
 from .errors import error_response, unexpected
 
 PRINCIPAL = "stockcache.principal"
@@ -36,14 +41,15 @@ class ApiPlugin:
 
     def apply(self, callback: Callable[..., Any], route: bottle.Route) -> Callable[..., Any]:
         level = route.config.get("auth", "user")
+        market = bool(route.config.get("market", False))
 
         @functools.wraps(callback)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 if level != "public":
-                    # The header as waitress passed it: get_header() builds a header dict per request
-                    # and decodes the value as UTF-8, which fails (a 500) on other bytes.
-                    principal = self._auth.authenticate(bottle.request.environ.get("HTTP_AUTHORIZATION"))
+                    principal = self._authenticate(market)
+                    if principal.scope == MARKET_SCOPE and not market:
+                        raise Forbidden(_MARKET_ONLY)
                     if level == "admin":
                         principal.require_admin()
                     bottle.request.environ[PRINCIPAL] = principal
@@ -61,6 +67,24 @@ class ApiPlugin:
             return result
 
         return wrapper
+
+    def _authenticate(self, market: bool) -> Principal:
+        """The caller from ``Authorization``, else (GET on a market route) from ``?token=``."""
+        environ = bottle.request.environ
+        # The header as waitress passed it: get_header() builds a header dict per request
+        # and decodes the value as UTF-8, which fails (a 500) on other bytes.
+        header = environ.get("HTTP_AUTHORIZATION")
+        in_url = bottle.request.query.get("token") if environ.get("QUERY_STRING") else None
+        if header or not in_url:
+            return self._auth.authenticate(header)
+        if not market or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            raise Unauthorized(_URL_TOKEN_HERE)
+        return self._auth.authenticate_query_token(in_url)
+
+
+_MARKET_ONLY = "This token reads market data only (it was created with --scope market)."
+_URL_TOKEN_HERE = ("?token= is accepted only on GET market-data routes; send 'Authorization: Bearer <token>' "
+                   "here.")
 
 
 def _json_default(value: Any) -> Any:

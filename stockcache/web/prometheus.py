@@ -7,7 +7,7 @@ so there is no process-global registry and no double bookkeeping.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -189,4 +189,55 @@ def _activity(metrics: Metrics, stats: dict[str, Any]) -> Iterator[Any]:
 def render(runtime: Runtime) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(runtime))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+class _QuoteCollector:
+    """``/metrics/quotes``: one gauge per quote figure, labelled by symbol (built per scrape)."""
+
+    def __init__(self, quotes: Mapping[str, Mapping[str, Any]], errors: Mapping[str, Mapping[str, Any]]) -> None:
+        self._quotes, self._errors = quotes, errors
+
+    def collect(self) -> Iterator[Any]:
+        price = GaugeMetricFamily("stockcache_quote_price", "Last price, in the listing's currency (major unit).",
+                                  labels=["symbol", "currency"])
+        figures = {
+            "change": GaugeMetricFamily("stockcache_quote_change", "Change since the previous close.",
+                                        labels=["symbol"]),
+            "change_percent": GaugeMetricFamily("stockcache_quote_change_percent",
+                                                "Change since the previous close, in percent.", labels=["symbol"]),
+            "previous_close": GaugeMetricFamily("stockcache_quote_previous_close", "The previous close.",
+                                                labels=["symbol"]),
+            "age": GaugeMetricFamily("stockcache_quote_age_seconds", "Seconds since the quote was fetched upstream.",
+                                     labels=["symbol"]),
+            "timestamp": GaugeMetricFamily("stockcache_quote_timestamp_seconds",
+                                           "The quote's own time (Unix seconds).", labels=["symbol"]),
+        }
+        stale = GaugeMetricFamily("stockcache_quote_stale", "1 when served past its TTL (the upstream failed).",
+                                  labels=["symbol"])
+        failed = GaugeMetricFamily("stockcache_quote_error", "1 for a symbol without a quote, by error code.",
+                                   labels=["symbol", "code"])
+        for symbol, quote in sorted(self._quotes.items()):
+            if _finite(quote.get("price")):
+                price.add_metric([symbol, str(quote.get("currency") or "")], quote["price"])
+            for name, family in figures.items():
+                if _finite(quote.get(name)):
+                    family.add_metric([symbol], quote[name])
+            stale.add_metric([symbol], 1.0 if quote.get("stale") else 0.0)
+        for symbol, error in sorted(self._errors.items()):
+            failed.add_metric([symbol, str(error.get("code", ""))], 1.0)
+        yield price
+        yield from figures.values()
+        yield stale
+        yield failed
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def render_quotes(quotes: Mapping[str, Mapping[str, Any]], errors: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """Quotes (and the symbols that failed) as Prometheus gauges, for ``/metrics/quotes``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_QuoteCollector(quotes, errors))  # type: ignore[arg-type]
     return generate_latest(registry)

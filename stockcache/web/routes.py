@@ -2,7 +2,8 @@
 
 Handlers are thin: validate input, call the service or store, return a dict.
 Authentication and error rendering are done by ApiPlugin; a route opts out of
-authentication with ``auth="public"`` or asks for an admin with ``auth="admin"``.
+authentication with ``auth="public"`` or asks for an admin with ``auth="admin"``,
+and ``market=True`` marks a market-data route (open to market-scoped tokens).
 """
 
 from __future__ import annotations
@@ -93,38 +94,38 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         return auth.change_password(principal(), current, new, bottle.request.environ.get("REMOTE_ADDR") or "-")
 
     # -- market data -------------------------------------------------------------
-    @app.get("/api/quote/<symbol>")
+    @app.get("/api/quote/<symbol>", market=True)
     def quote(symbol: str) -> dict[str, Any]:
         answer = service.get_quote(normalize_symbol(symbol))
         note_cache_source(answer)
         return answer
 
-    @app.post("/api/batch-quotes")
+    @app.post("/api/batch-quotes", market=True)
     def batch_quotes() -> dict[str, Any]:
         return service.fetch_multiple_quotes(tickers_body())
 
-    @app.get("/api/quotes")
+    @app.get("/api/quotes", market=True)
     def quotes() -> dict[str, Any]:
         raw = bottle.request.query.getunicode("symbols") or ""
         return service.fetch_multiple_quotes(raw)
 
-    @app.get("/api/profile/<symbol>")
+    @app.get("/api/profile/<symbol>", market=True)
     def profile(symbol: str) -> dict[str, Any]:
         answer = service.get_profile(normalize_symbol(symbol))
         note_cache_source(answer)
         return answer
 
-    @app.post("/api/batch-profiles")
+    @app.post("/api/batch-profiles", market=True)
     def batch_profiles() -> dict[str, Any]:
         return service.fetch_multiple_profiles(tickers_body())
 
-    @app.get("/api/history/<symbol>")
+    @app.get("/api/history/<symbol>", market=True)
     def history(symbol: str) -> dict[str, Any]:
         answer = service.get_history(normalize_symbol(symbol), days=query_int("days", 30))
         note_cache_source(answer)
         return answer
 
-    @app.get("/api/news/<symbol>")
+    @app.get("/api/news/<symbol>", market=True)
     def news(symbol: str) -> dict[str, Any]:
         answer = service.get_news(normalize_symbol(symbol), days=query_int("days", 7))
         note_cache_source(answer)
@@ -136,7 +137,7 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         note_cache_source(answer)
         return answer
 
-    @app.get("/api/fx/<base>/<quote>")
+    @app.get("/api/fx/<base>/<quote>", market=True)
     def fx(base: str, quote: str) -> dict[str, Any]:
         answer = service.get_fx(base, quote)
         note_cache_source(answer)
