@@ -324,3 +324,13 @@ def test_alert_symbols_are_kept_fresh_by_the_refresher_like_held_ones(live: Live
     assert live.runtime._held() == {"MSFT": 1}
     assert alice.post("/api/watchlist", json={"symbol": "MSFT"}).status_code == 201
     assert live.runtime._held() == {"MSFT": 2}
+
+
+def test_alert_recipe_request_in_the_docs_works_as_shown(live: Live, phone: NotifyReceiver) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "integrations-alerts.md").read_text()
+    body = json.loads(doc.split("-d '", 1)[1].split("'", 1)[0])
+    alice = live.add_user("alice")
+    made = alice.post("/api/alerts", json=body)
+    assert made.status_code == 201, made.text
+    assert {k: made.json()[k] for k in body} == body
+    assert 'Title: AAPL above 250' in doc and "Priority: high" in doc  # what the first test sees delivered
