@@ -20,6 +20,12 @@ from tests.postgres_server import PASSWORD as DB_PASSWORD
 from tests.postgres_server import pg_url  # noqa: F401 (fixture)
 
 
+def _kept(answer) -> dict:
+    """A created position as the portfolio lists it (without the add's ``verified``)."""
+    assert answer.status_code == 201, answer.text
+    return {key: value for key, value in answer.json().items() if key != "verified"}
+
+
 def test_store_migrate_creates_and_then_finds_the_schema_on_both_engines(
         tmp_path: Path, pg_url: str) -> None:  # noqa: F811
     data = tmp_path / "data"
@@ -68,9 +74,8 @@ def test_store_copy_round_trip_to_postgresql(tmp_path: Path, pg_url: str, upstre
         login = box.api.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
         jwt = login.json()["access_token"]
         alice = box.api.as_user(jwt)
-        added = [alice.post("/api/portfolio", json={"symbol": s, "shares": n, "cost_basis": 10.5}).json()
-                 for n, s in enumerate(["AAPL", "MSFT"], start=1)]
-        positions = [{k: v for k, v in p.items() if k != "verified"} for p in added]  # the add's answer only
+        positions = [_kept(alice.post("/api/portfolio", json={"symbol": s, "shares": n, "cost_basis": 10.5}))
+                     for n, s in enumerate(["AAPL", "MSFT"], start=1)]
         for symbol in ("NVDA", "AMD", "TSLA"):
             assert alice.post("/api/watchlist", json={"symbol": symbol}).status_code == 201
         watched = [item["symbol"] for item in alice.get("/api/watchlist").json()["items"]]
