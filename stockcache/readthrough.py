@@ -66,6 +66,7 @@ REFUSAL = "refusal"  # the cache key prefix of remembered refusals: refusal:SYMB
 
 Found = dict[str, dict[str, Any]]
 Failed = dict[str, StockcacheError]
+FreshListener = Callable[[str, str, Mapping[str, Any]], None]  # (kind, subject, the stored data)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class ReadThrough:
         # the memory tier; when full it is emptied, and each value is checked once more.
         self._checked: dict[str, Any] = {}
         self._checked_max = max(1, settings.memory_max_items)
+        self._fresh_listeners: list[FreshListener] = []
         self._closing = threading.Event()
 
     # -- reads -------------------------------------------------------------------------------
@@ -420,9 +422,11 @@ class ReadThrough:
         try:
             if store and kind is not None:
                 try:
-                    self._store(kind, flight.key, result, error)
+                    stored = self._store(kind, flight.key, result, error)
                     if result is not None and result.extra and subject is not None:
                         self._store_extra(subject, result)
+                    if stored is not None and subject is not None and self._fresh_listeners:
+                        self._tell_fresh(kind, subject, stored["data"])
                 except Exception:
                     log.exception("storing the result for %s failed", flight.key)
             if token is not None and self._peers is not None:
@@ -436,15 +440,34 @@ class ReadThrough:
         finally:
             self.flights.finish(flight, result, error)
 
-    def _store(self, kind: Kind, key: str, result: FetchResult | None, error: StockcacheError | None) -> None:
-        """Cache data, or a short-lived negative (before waiters wake)."""
+    def on_fresh(self, listener: FreshListener) -> None:
+        """Call ``listener(kind, subject, data)`` after each fresh upstream answer is stored.
+
+        In the thread that finished the fetch (a pool thread, for the refresher and
+        requests alike), so it must not block: price alerts note the quote and return.
+        """
+        self._fresh_listeners.append(listener)
+
+    def _tell_fresh(self, kind: Kind, subject: str, data: Mapping[str, Any]) -> None:
+        for listener in self._fresh_listeners:
+            try:
+                listener(kind.name, subject, data)
+            except Exception:
+                log.exception("a fresh-data listener failed for %s %s", kind.name, subject)
+
+    def _store(self, kind: Kind, key: str, result: FetchResult | None,
+               error: StockcacheError | None) -> dict[str, Any] | None:
+        """Cache data (returning the entry), or a short-lived negative (before waiters wake)."""
         if result is not None:
-            self.cache.set(key, envelope(result), ttl_level=kind.ttl_level)
+            value = envelope(result)
+            self.cache.set(key, value, ttl_level=kind.ttl_level)
+            return value
         elif (isinstance(error, SymbolNotFound) and kind.remember_not_found
               and self.settings.negative_ttl > 0):
             body = {k: v for k, v in error.to_dict().items() if k != "provider"}
             self.cache.set(key, {"error": body, "source": error.fields.get("provider"),
                                  "fetched_at": self.clock()}, ttl=self.settings.negative_ttl)
+        return None
 
     def _store_extra(self, subject: str, result: FetchResult) -> None:
         """Cache the other kinds one answer held (a profile's key figures), so they cost no call of their own."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .alerts import AlertEngine
 from .auth import SECRET_FILENAME, Authenticator, open_auth
 from .cache import CACHE_FILE, TieredCache, open_cache
 from .errors import CacheError, ConfigError, StoreError
@@ -211,6 +212,12 @@ class Runtime:
             built.append(self.service.close)
             self.auth: Authenticator = open_auth(settings, self.store, clock=clock, hasher=hasher,
                                                  login_counter=self._login_counter())
+            # Alerts are checked where fresh quotes arrive (the read-through's store of one).
+            self.alerts = AlertEngine(self.store, settings, clock=clock)
+            built.append(self.alerts.stop)
+            self.service.readthrough.on_fresh(self.alerts.quote_arrived)
+            self.store.add_holdings_listener(self.alerts.symbols_changed)
+            self.alerts.start()
             self.kpis = KpiRecorder(
                 KpiStore(settings.data_dir / KPI_FILE), self.metrics, ledger=self.ledger,
                 costs={name: p.cost_per_call() for name, p in self.service.providers.items()},
@@ -259,16 +266,19 @@ class Runtime:
 
     def _snapshot(self) -> dict[str, Any]:
         """What the ``stats`` command shows of the running server: the service's stats and the store's state."""
-        return {**self.service.stats(), "store": self.store_stats()}
+        return {**self.service.stats(), "store": self.store_stats(), "alerts": self.alerts.stats()}
 
     def store_stats(self) -> dict[str, Any]:
         """The store's engine, where it is (a URL with its password masked) and its state. No I/O."""
         return {**self.store.health(), "location": self.store.describe()}
 
     def _held(self) -> dict[str, int]:
-        """The held symbols for the refresher; while the store is unreachable, the last ones it gave."""
+        """The held and alerted symbols for the refresher; while the store is unreachable, the last ones it gave."""
         try:
-            self._last_held = self.store.held_symbol_counts()
+            held = self.store.held_symbol_counts()
+            for symbol, users in self.store.alert_symbol_counts().items():
+                held[symbol] = held.get(symbol, 0) + users
+            self._last_held = held
         except StoreError as exc:
             log.warning("refresher: the store is unavailable (%s); refreshing the symbols held before", exc.message)
         return self._last_held
@@ -325,6 +335,7 @@ class Runtime:
         # Requests on the wire finish (bounded by the upstream timeout) and store their results
         # while the cache and the ledger are open, and before the KPI recorder's last flush.
         self.service.readthrough.close()
+        self.alerts.stop()  # after the last fresh quotes, before the store closes
         self.kpis.close()  # its last flush saves a stats snapshot: before the cache closes
         self.service.close()
         self.ledger.close()

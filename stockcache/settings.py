@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -159,6 +160,48 @@ def currency(value: str) -> str:
     if not re.fullmatch(r"[A-Z]{3}", code):
         raise ValueError("must be a three-letter ISO 4217 code such as EUR")
     return code
+
+
+NOTIFY_KINDS = ("ntfy", "webhook")
+# A setting whose environment variable ends so is a family: one variable per entry, the name in
+# place of <NAME> (STOCKCACHE_NOTIFY_PHONE=ntfy:https://...).
+FAMILY = "<NAME>"
+
+
+@dataclass(frozen=True)
+class NotifyChannel:
+    """A place alerts are sent, configured by the operator: ``kind`` ntfy or webhook, and its URL.
+
+    The URL is a secret (an ntfy topic is its own password; a webhook URL often
+    holds a token): out of ``repr``, and shown only by :meth:`describe`.
+    """
+
+    name: str
+    kind: str
+    url: str = field(repr=False)
+
+    def describe(self) -> str:
+        """``ntfy:https://ntfy.sh/***``: the kind and the host, never the path or query that may hold a token."""
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]  # never a user:password@
+        return f"{self.kind}:{parts.scheme}://{host}/***"
+
+
+def notify_channel(value: str) -> NotifyChannel:
+    """``NAME=kind:url`` (what one STOCKCACHE_NOTIFY_NAME variable says) as a channel."""
+    name, _, target = value.partition("=")
+    name = name.strip().lower()
+    if not re.fullmatch(r"[a-z0-9_]{1,32}", name):
+        raise ValueError("the channel name after STOCKCACHE_NOTIFY_ must be 1 to 32 letters, digits or '_'")
+    kind, sep, address = target.strip().partition(":")
+    kind = kind.strip().lower()
+    if not sep or kind not in NOTIFY_KINDS:
+        raise ValueError("must be ntfy:<url> or webhook:<url>")
+    try:
+        address = url(address)
+    except ValueError:
+        raise ValueError(f"must be {kind}:<url> with an http:// or https:// URL") from None
+    return NotifyChannel(name, kind, address)
 
 
 # -- declaring settings ---------------------------------------------------------------------
@@ -323,6 +366,16 @@ class Settings:
     refresh_lead: int = setting(60, env="STOCKCACHE_REFRESH_LEAD", parse=positive_int,
                                 help="Seconds before a held symbol's quote expires that the refresher fetches it "
                                      "again (at most half the quote TTL).")
+    notify: tuple[NotifyChannel, ...] = setting(
+        (), env="STOCKCACHE_NOTIFY_" + FAMILY, parse=notify_channel, secret=True,
+        help="Alert channels, one variable each: STOCKCACHE_NOTIFY_PHONE=ntfy:https://ntfy.sh/TOPIC or "
+             "=webhook:https://...; users pick one by its name (phone), never by URL. Secret: a URL may hold a "
+             "token.")
+    alert_retries: int = setting(4, env="STOCKCACHE_ALERT_RETRIES", parse=non_negative_int,
+                                 help="Retries of an alert delivery that failed, each after twice the wait of the "
+                                      "last, before it is recorded as failed.")
+    alert_retry_wait: float = setting(2.0, env="STOCKCACHE_ALERT_RETRY_WAIT", parse=positive_float,
+                                      help="Seconds before the first retry of a failed alert delivery.")
     jwt_ttl: int = setting(3600, env="STOCKCACHE_JWT_TTL", parse=positive_int,
                            help="Seconds a login token stays valid.")
     log_level: str = setting("info", env="STOCKCACHE_LOG_LEVEL", parse=choice("debug", "info", "warning", "error"),
@@ -371,6 +424,14 @@ class Settings:
                 raise ConfigError(f"STOCKCACHE_TTL_{level.upper()} must be at least 0")
         if self.upstream_timeout <= 0:
             raise ConfigError("STOCKCACHE_UPSTREAM_TIMEOUT must be greater than 0")
+        names = [channel.name for channel in self.notify]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"STOCKCACHE_NOTIFY_{name.upper()}: the channel {name!r} is configured twice")
+
+    def channel(self, name: str) -> NotifyChannel | None:
+        """The alert channel called ``name`` (case-insensitive), or None."""
+        return next((c for c in self.notify if c.name == name.lower()), None)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -384,6 +445,12 @@ class Settings:
         values: dict[str, Any] = {}
         for row in rows.values():
             for var in row.env:
+                if var.endswith(FAMILY):
+                    members = _family(row, var.removesuffix(FAMILY), environ)
+                    if members:
+                        values[row.name] = members
+                        break
+                    continue
                 raw = environ.get(var)
                 if raw is not None and (raw.strip() or not row.secret):
                     values[row.name] = parse_row(row, raw, source=var)
@@ -448,6 +515,13 @@ class Settings:
         return out
 
 
+def _family(row: Row, prefix: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
+    """Every ``PREFIX<NAME>`` variable of a family setting, each parsed from ``NAME=value``, by name."""
+    return tuple(parse_row(row, f"{var[len(prefix):]}={environ[var]}", source=var)
+                 for var in sorted(environ) if var.startswith(prefix) and len(var) > len(prefix)
+                 and environ[var].strip())
+
+
 def _extra_rows() -> dict[str, Row]:
     rows = [row for cls in _section_classes() for row in cls.rows()] + _route_rows()
     return {row.name: row for row in rows}
@@ -489,8 +563,10 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """
     environ = os.environ if environ is None else environ
     known = sorted({var for row in settings_table() for var in row.env if var.startswith(ENV_PREFIX)})
+    families = tuple(var.removesuffix(FAMILY) for var in known if var.endswith(FAMILY))
     lines = []
-    for name in sorted(var for var in environ if var.startswith(ENV_PREFIX) and var not in known):
+    for name in sorted(var for var in environ if var.startswith(ENV_PREFIX) and var not in known
+                       and not var.startswith(families)):
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the settings"
         lines.append(f"{name} is not a stockcache setting and is ignored; {hint}")

@@ -347,7 +347,7 @@
     if (state.refreshing) return state.refreshing;
     clearTimeout(state.timer);
     const generation = state.generation;
-    const jobs = [loadHealth(), loadPortfolio(), loadWatchlist()];
+    const jobs = [loadHealth(), loadPortfolio(), loadWatchlist(), loadAlerts()];
     if (state.me && state.me.is_admin) jobs.push(loadStats(), loadKpis());
     if (state.detail) jobs.push(loadDetail());
     state.refreshing = Promise.allSettled(jobs).then(() => {
@@ -607,6 +607,41 @@
       });
       fill($("watchlist-table").tBodies[0], rows);
       $("watchlist-empty").hidden = rows.length > 0;
+    });
+  }
+
+  // -- alerts ---------------------------------------------------------------------------------------------
+  const CONDITIONS = { above: "price above", below: "price below",
+    change_percent_above: "day change % above", change_percent_below: "day change % below" };
+
+  // Channels are the operator's (STOCKCACHE_NOTIFY_<NAME>): the page offers their names, never an address.
+  function showChannels(names) {
+    const select = $("alert-channel");
+    const picked = select.value;
+    if (select.options.length === names.length && [...select.options].every((o, i) => o.value === names[i])) return;
+    select.replaceChildren(...names.map((name) => el("option", { text: name, attrs: { value: name } })));
+    if (names.includes(picked)) select.value = picked;
+  }
+
+  function loadAlerts() {
+    return guarded("alerts-status", async () => {
+      const answer = await api("/api/alerts");
+      showChannels(Array.isArray(answer.channels) ? answer.channels.map(String) : []);
+      const rows = (answer.alerts || []).map((a) => {
+        const tr = el("tr", { data: { symbol: a.symbol, id: a.id } });
+        const pct = String(a.condition).startsWith("change_percent");
+        tr.append(symbolTd(a.symbol), td(CONDITIONS[a.condition] || text(a.condition), "condition"),
+          numTd(pct ? signedPct(a.value) : money(a.value), "value"), td(text(a.channel), "channel"),
+          td(text(a.note), "note"), td(a.armed ? "armed" : "fired", "state", a.armed ? "" : "fired"),
+          td(a.last_fired_at ? utcTime(a.last_fired_at) : "never", "last_fired_at"));
+        tr.append(actionsTd(removeButton("Delete the alert on " + a.symbol, async () => {
+          await api("/api/alerts/" + encodeURIComponent(a.id), { method: "DELETE" });
+          await loadAlerts();
+        })));
+        return tr;
+      });
+      fill($("alerts-table").tBodies[0], rows);
+      $("alerts-empty").hidden = rows.length > 0;
     });
   }
 
@@ -1204,6 +1239,15 @@
     submitter("watch-form", "watch-error",
       () => api("/api/watchlist", { method: "POST", body: { symbol: $("watch-symbol").value.trim() } }),
       loadWatchlist);
+    submitter("alert-form", "alert-error",
+      () => {
+        const body = { symbol: $("alert-symbol").value.trim(), condition: $("alert-condition").value,
+          value: asNumber($("alert-value").value), channel: $("alert-channel").value };
+        const note = $("alert-note").value.trim();
+        if (note) body.note = note;
+        return api("/api/alerts", { method: "POST", body });
+      },
+      loadAlerts);
     submitter("position-form", "position-error",
       () => api("/api/portfolio", { method: "POST", body: {
         symbol: $("position-symbol").value.trim(),

@@ -1,4 +1,4 @@
-"""Users, API tokens, portfolios and watchlists: one :class:`Store` interface, two engines.
+"""Users, API tokens, portfolios, watchlists and alerts: one :class:`Store` interface, two engines.
 
 Without ``STOCKCACHE_DATABASE_URL`` the store is SQLite in
 ``<data_dir>/store.sqlite`` (:func:`open_store`); with it, PostgreSQL shared
@@ -18,7 +18,7 @@ from pathlib import Path
 from ..settings import Settings
 from .base import WATCH_INTERVAL, iso_utc
 from .interface import Store
-from .rows import TOKEN_SCOPES, ApiToken, Position, User, WatchItem
+from .rows import ALERT_CONDITIONS, TOKEN_SCOPES, Alert, AlertDelivery, ApiToken, Position, User, WatchItem
 from .schema import SCHEMA_VERSION
 from .sqlite import STORE_FILENAME, SqliteStore, store_path
 from .sqlite import open_sqlite_store as open_store
@@ -26,7 +26,7 @@ from .sqlite import open_sqlite_store as open_store
 __all__ = [
     "ApiToken", "Position", "User", "WatchItem", "Store", "SqliteStore", "open_store", "open_configured_store",
     "store_path", "command_prefix", "first_run_hint", "iso_utc", "SCHEMA_VERSION", "STORE_FILENAME",
-    "WATCH_INTERVAL", "TOKEN_SCOPES",
+    "WATCH_INTERVAL", "TOKEN_SCOPES", "Alert", "AlertDelivery", "ALERT_CONDITIONS",
 ]
 
 

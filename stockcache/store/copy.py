@@ -4,8 +4,8 @@ Ids are kept (a JWT names its user's id; API tokens and positions refer to
 users by id), and each identity sequence is moved past the highest id the
 box ever handed out (SQLite's AUTOINCREMENT remembers deleted ones), so no id
 comes back. The box's JWT key goes along when the target has none yet, so
-sessions survive the move. The target must hold no user, token, position or
-watch item: a copy never merges.
+sessions survive the move. The target must hold no user, token, position,
+watch item or alert: a copy never merges.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from .schema import COPY_TABLES
 from .sqlite import SqliteStore
 
 # Tables whose id the target's identity sequence must move past.
-_IDENTITY = ("users", "positions")
+_IDENTITY = ("users", "positions", "alerts", "alert_deliveries")
 # The source's order; among watch items added in the same second it is SQLite's rowid.
-_ORDER = {"users": "id", "api_tokens": "created_at, id", "positions": "id", "watchlist": "added_at, rowid"}
+_ORDER = {"users": "id", "api_tokens": "created_at, id", "positions": "id", "watchlist": "added_at, rowid",
+          "alerts": "id", "alert_deliveries": "id"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class CopyReport:
     jwt_key: bool
 
     def sentence(self, source: str, target: str) -> str:
-        names = {"users": "user", "api_tokens": "API token", "positions": "position", "watchlist": "watchlist item"}
+        names = {"users": "user", "api_tokens": "API token", "positions": "position", "watchlist": "watchlist item",
+                 "alerts": "alert", "alert_deliveries": "alert delivery record"}
         parts = [f"{n} {names.get(t, t)}{'' if n == 1 else 's'}" for t, n in self.rows.items()]
         listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
         key = ("; the JWT signing key too, so signed-in sessions stay valid" if self.jwt_key

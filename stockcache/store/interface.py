@@ -1,4 +1,4 @@
-"""The one store interface: users, API tokens, portfolios, watchlists and shared state, on either engine.
+"""The one store interface: users, API tokens, portfolios, watchlists, alerts and shared state, on either engine.
 
 :class:`Store` is abstract; :class:`~stockcache.store.sqlite.SqliteStore`
 (one box, ``<data_dir>/store.sqlite``) and
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from abc import ABC
 
+from .alerts import AlertQueries
 from .holdings import HoldingQueries
 from .shared import SharedQueries
 from .tokens import TokenQueries
 from .users import UserQueries
 
 
-class Store(UserQueries, TokenQueries, HoldingQueries, SharedQueries, ABC):
+class Store(UserQueries, TokenQueries, HoldingQueries, AlertQueries, SharedQueries, ABC):
     """The user store. Thread-safe, on either engine."""
 
     def __repr__(self) -> str:

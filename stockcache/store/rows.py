@@ -58,3 +58,54 @@ class WatchItem:
 
     def to_dict(self) -> dict[str, Any]:
         return {"symbol": self.symbol, "added_at": self.added_at}
+
+
+ALERT_CONDITIONS = ("above", "below", "change_percent_above", "change_percent_below")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A price alert: it fires once when its condition becomes true, and re-arms once it is false again."""
+
+    id: int
+    user_id: int
+    symbol: str
+    condition: str  # one of ALERT_CONDITIONS
+    value: float
+    channel: str  # the name of an operator-configured channel (STOCKCACHE_NOTIFY_<NAME>), never a URL
+    note: str
+    armed: bool
+    last_fired_at: str | None  # ISO 8601 UTC
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's shape (issue 18): the alert without its owner and creation time."""
+        return {"id": self.id, "symbol": self.symbol, "condition": self.condition, "value": self.value,
+                "channel": self.channel, "note": self.note, "armed": self.armed,
+                "last_fired_at": self.last_fired_at}
+
+
+@dataclass(frozen=True)
+class AlertDelivery:
+    """One firing of an alert and what became of its notification (``status`` one of DELIVERY_STATUSES)."""
+
+    id: int
+    alert_id: int | None  # None once the alert was deleted: the history stays
+    user_id: int
+    symbol: str
+    condition: str
+    value: float
+    channel: str
+    price: float | None  # the figure that crossed: the price, or the change in percent
+    fired_at: str
+    status: str
+    attempts: int
+    error: str | None
+    finished_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "alert_id": self.alert_id, "symbol": self.symbol, "condition": self.condition,
+                "value": self.value, "channel": self.channel, "observed": self.price, "fired_at": self.fired_at,
+                "status": self.status, "attempts": self.attempts, "error": self.error,
+                "finished_at": self.finished_at}

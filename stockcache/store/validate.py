@@ -1,4 +1,4 @@
-"""Validation of what clients send about users, positions and watch items.
+"""Validation of what clients send about users, positions, watch items and alerts.
 
 The web layer calls these on parsed JSON bodies; the command line calls
 :func:`username`. Each returns clean values or raises
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from ..currency import parse_code
 from ..errors import InvalidRequest, InvalidSymbol
 from ..symbols import normalize_symbol
 from ..validation import MAX_PRICE, MIN_PRICE
+from .rows import ALERT_CONDITIONS
 
 # Shares: a satoshi-sized fraction up to a trillion-token crypto holding. A cost basis is a
 # price paid per share: 0 (a gift) or within the bounds every quote price keeps
@@ -112,6 +114,41 @@ def watch_input(body: object) -> str:
     if "symbol" not in data:
         raise InvalidRequest("symbol is required.", field="symbol")
     return symbol(data["symbol"])
+
+
+_ALERT_FIELDS = ("symbol", "condition", "value", "channel", "note")
+NOTE_MAX = 200
+MAX_ALERT_VALUE = 1e12  # a price bound as generous as quotes'; a change in percent is far inside it
+
+
+def alert_input(body: object, channels: Sequence[str]) -> dict[str, Any]:
+    """``{"symbol", "condition", "value", "channel", "note"?}`` cleaned.
+
+    ``channel`` must name one of ``channels`` (the operator's): anything else,
+    a URL included, is refused, so no user can make the server call an address.
+    """
+    data = _object(body)
+    _refuse_unknown(data, _ALERT_FIELDS)
+    for name in _ALERT_FIELDS[:4]:
+        if name not in data:
+            raise InvalidRequest(f"{name} is required.", field=name)
+    condition = data["condition"]
+    if condition not in ALERT_CONDITIONS:
+        raise InvalidRequest(f"condition must be one of: {', '.join(ALERT_CONDITIONS)}.", field="condition")
+    channel = data["channel"]
+    picked = channel.strip().lower() if isinstance(channel, str) else None
+    if picked is None or picked not in channels:
+        if not channels:
+            raise InvalidRequest("No alert channels are configured on this server; the operator adds one with "
+                                 "STOCKCACHE_NOTIFY_<NAME>.", field="channel")
+        raise InvalidRequest(f"channel must be the name of a configured channel: {', '.join(channels)}.",
+                             field="channel")
+    note = data.get("note", "")
+    if not isinstance(note, str) or len(note) > NOTE_MAX or any(ord(c) < 32 and c != "\n" for c in note):
+        raise InvalidRequest(f"note must be text of at most {NOTE_MAX} characters.", field="note")
+    value = _number(data, "value", -MAX_ALERT_VALUE, MAX_ALERT_VALUE, zero=True)
+    return {"symbol": symbol(data["symbol"]), "condition": condition, "value": value, "channel": picked,
+            "note": note.strip()}
 
 
 def me_input(body: object) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import bottle
 
 from ..metrics import Metrics
 from ..runtime import Runtime
-from . import dashboard, dropin, exports, openapi, prometheus, routes, routes_kpis
+from . import dashboard, dropin, exports, openapi, prometheus, routes, routes_alerts, routes_kpis
 from .errors import bottle_error_handler
 from .plugins import CACHE_SOURCE, ApiPlugin
 
@@ -49,6 +49,7 @@ def create_app(runtime: Runtime) -> bottle.Bottle:
     routes.install(app, runtime)
     routes_kpis.install(app, runtime)
     exports.install(app, runtime)
+    routes_alerts.install(app, runtime)
     dashboard.install(app, runtime)
     return app
 

@@ -75,9 +75,15 @@ def _held(store: Store, user_id: int | None) -> Iterable[str]:
     return [*(p.symbol for p in store.list_positions(user_id)), *(w.symbol for w in store.list_watchlist(user_id))]
 
 
+def _alerted(store: Store, user_id: int | None) -> Iterable[str]:
+    if user_id is None:
+        return store.alert_symbol_counts()
+    return [alert.symbol for alert in store.list_alerts(user_id)]
+
+
 # Where /metrics/quotes finds its symbols: each source takes the store and a user id (None: every
-# user's) and gives symbols. Alerts add theirs here with one more entry.
-GAUGE_SOURCES: tuple[Callable[[Store, int | None], Iterable[str]], ...] = (_held,)
+# user's) and gives symbols.
+GAUGE_SOURCES: tuple[Callable[[Store, int | None], Iterable[str]], ...] = (_held, _alerted)
 
 
 def gauge_symbols(store: Store, who: Principal) -> list[str]:

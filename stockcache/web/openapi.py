@@ -10,9 +10,12 @@ from functools import cache
 from typing import Any
 
 from .. import __version__
+from ..store.rows import ALERT_CONDITIONS, DELIVERY_STATUSES
+from ..store.validate import MAX_ALERT_VALUE, NOTE_MAX
 from ..upstream.providers import provider_classes
 from .exports import CSV_FIELDS, PRICE_FIELDS
 from .routes import MAX_POSITIONS, MAX_WATCHLIST_ITEMS
+from .routes_alerts import HISTORY_MAX, MAX_ALERTS
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9.\-^=:_]{1,20}$"
 
@@ -252,6 +255,7 @@ def spec() -> dict[str, Any]:
                      "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 7}}])},
     }
     paths.update(_dropin_paths())
+    paths.update(_alert_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "stockcache", "version": __version__,
@@ -281,4 +285,46 @@ def spec() -> dict[str, Any]:
                                                 "description": "ISO 10383 MIC of the listing."}}}]},
             },
         },
+    }
+
+
+def _alert_paths() -> dict[str, Any]:
+    """Price alerts (issue 18): each user's own; a market-data token gets 403."""
+    alert = {"type": "object",
+             "required": ["id", "symbol", "condition", "value", "channel", "note", "armed", "last_fired_at"],
+             "properties": {"id": {"type": "integer"}, "symbol": {"type": "string"},
+                            "condition": {"enum": list(ALERT_CONDITIONS)}, "value": {"type": "number"},
+                            "channel": {"type": "string"}, "note": {"type": "string"}, "armed": {"type": "boolean"},
+                            "last_fired_at": {"type": ["string", "null"], "format": "date-time"}}}
+    alert_in = {"type": "object", "required": ["symbol", "condition", "value", "channel"],
+                "additionalProperties": False,
+                "properties": {"symbol": {"type": "string", "pattern": SYMBOL_PATTERN},
+                               "condition": {"enum": list(ALERT_CONDITIONS)},
+                               "value": {"type": "number", "minimum": -MAX_ALERT_VALUE, "maximum": MAX_ALERT_VALUE},
+                               "channel": {"type": "string", "description": "The name of a channel the operator "
+                                           "configured (STOCKCACHE_NOTIFY_<NAME>); never a URL."},
+                               "note": {"type": "string", "maxLength": NOTE_MAX}}}
+    delivery = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "alert_id": {"type": ["integer", "null"]}, "symbol": {"type": "string"},
+        "condition": {"enum": list(ALERT_CONDITIONS)}, "value": {"type": "number"}, "channel": {"type": "string"},
+        "observed": {"type": ["number", "null"]}, "fired_at": {"type": "string", "format": "date-time"},
+        "status": {"enum": list(DELIVERY_STATUSES)}, "attempts": {"type": "integer"},
+        "error": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]}}}
+    alert_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {
+        "/api/alerts": {
+            "get": _op("Your price alerts, and the channels you may pick.", {"200": _json(
+                {"type": "object", "properties": {"alerts": {"type": "array", "items": alert},
+                                                  "channels": {"type": "array", "items": {"type": "string"}}}},
+                "Alerts."), **_errors(401, 403)}),
+            "post": _op(f"Add an alert (at most {MAX_ALERTS} per user); it fires once per crossing.",
+                        {"201": _json(alert, "The alert."), **_writes(400, 401, 403, 404, 413)}, body=alert_in),
+        },
+        "/api/alerts/{id}": {"delete": _op("Delete an alert (its history stays).", {
+            "204": {"description": "Deleted."}, **_writes(401, 403, 404)}, params=[alert_id])},
+        "/api/alerts/history": {"get": _op(f"Your last deliveries, newest first (limit 1..{HISTORY_MAX}).", {
+            "200": _json({"type": "object", "properties": {"deliveries": {"type": "array", "items": delivery}}},
+                         "Deliveries."), **_errors(400, 401, 403)},
+            params=[{"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX, "default": 50}}])},
     }

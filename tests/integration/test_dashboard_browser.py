@@ -954,3 +954,59 @@ def test_dashboard_analysis_says_demo_in_demo_mode(tmp_path, open_tab):
         tab.assert_clean()
     finally:
         service.stop()
+
+
+def test_dashboard_alerts_card_lists_adds_and_deletes_alerts_and_shows_last_fired(tmp_path, upstream, open_tab):
+    from stockcache.settings import NotifyChannel
+    from tests.fakes.notify import NotifyReceiver
+
+    with NotifyReceiver() as phone:
+        service = start_service(upstream_settings(tmp_path, upstream, notify=(
+            NotifyChannel("phone", "ntfy", phone.url + "/topic"), NotifyChannel("team", "webhook", phone.url))))
+        try:
+            api = service.add_user("alice", PASSWORD)
+            tab = open_tab(service.url).login("alice", PASSWORD)
+            page = tab.page
+            expect(page.locator("#alerts-empty")).to_be_visible()
+            assert page.locator("#alert-channel option").all_text_contents() == ["phone", "team"]
+
+            page.fill("#alert-symbol", "msft")
+            page.select_option("#alert-condition", "below")
+            page.fill("#alert-value", "1")
+            page.select_option("#alert-channel", "team")
+            page.fill("#alert-note", "buy the dip")
+            page.click("#alert-form button[type=submit]")
+            expect(tab.row("alerts-table", "MSFT")).to_be_visible()
+            cells = tab.cells("alerts-table", "MSFT")
+            assert {k: cells[k] for k in ("condition", "value", "channel", "note", "state", "last_fired_at")} == {
+                "condition": "price below", "value": money(1), "channel": "team", "note": "buy the dip",
+                "state": "armed", "last_fired_at": "never"}
+            expect(page.locator("#alert-symbol")).to_have_value("")
+
+            # An alert that holds already fires at once; the card shows when, as the API says.
+            page.fill("#alert-symbol", "AAPL")
+            page.fill("#alert-value", "1")
+            page.click("#alert-form button[type=submit]")
+            expect(tab.row("alerts-table", "AAPL")).to_be_visible()
+            phone.wait_for(1)
+            page.click("#refresh-now")
+            expect(tab.row("alerts-table", "AAPL").locator("td[data-field=state]")).to_have_text("fired")
+            fired = next(a for a in api.get("/api/alerts").json()["alerts"] if a["symbol"] == "AAPL")
+            at = fired["last_fired_at"]
+            assert tab.cells("alerts-table", "AAPL")["last_fired_at"] == at[:16].replace("T", " ") + " UTC"
+
+            # The API's own message appears under the form.
+            page.fill("#alert-symbol", "AAPL")
+            page.fill("#alert-value", "lots")
+            page.click("#alert-form button[type=submit]")
+            message = api.post("/api/alerts", json={"symbol": "AAPL", "condition": "above", "value": "lots",
+                                                    "channel": "phone"}).json()["error"]["message"]
+            expect(page.locator("#alert-error")).to_have_text(message)
+            tab.shot("alerts")
+
+            tab.row("alerts-table", "MSFT").get_by_role("button", name="Delete the alert on MSFT").click()
+            expect(tab.row("alerts-table", "MSFT")).to_have_count(0)
+            assert [a["symbol"] for a in api.get("/api/alerts").json()["alerts"]] == ["AAPL"]
+            tab.assert_clean()
+        finally:
+            service.stop()

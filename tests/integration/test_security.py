@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.timeout(90),
               pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]  # the HS512 forgery
 
 PARAM_RE = re.compile(r"<([^:>]+)(?::[^>]*)?>")
-SAMPLE = {"symbol": "AAPL", "position_id": "1", "id": "1"}
+SAMPLE = {"symbol": "AAPL", "position_id": "1", "id": "1", "alert_id": "1"}
 ADMIN_RULES = {("GET", "/api/cache/stats"), ("DELETE", "/api/cache"), ("GET", "/metrics")}
 
 

@@ -79,6 +79,14 @@ def test_store_copy_round_trip_to_postgresql(tmp_path: Path, pg_url: str, upstre
         for symbol in ("NVDA", "AMD", "TSLA"):
             assert alice.post("/api/watchlist", json={"symbol": symbol}).status_code == 201
         watched = [item["symbol"] for item in alice.get("/api/watchlist").json()["items"]]
+        me = box.runtime.store.get_user_by_name("alice")
+        assert me is not None
+        alert = box.runtime.store.add_alert(me[0].id, "AAPL", "above", 1.0, "phone", "note")
+        fired = box.runtime.store.fire_alert(alert.id, observed=2.0, at=1_700_000_000.0)
+        assert fired is not None
+        box.runtime.store.finish_delivery(fired.id, status="delivered", attempts=1)
+        alerts_before = box.runtime.store.list_alerts(me[0].id)
+        history_before = box.runtime.store.alert_history(me[0].id)
     finally:
         box.stop()
     with open_store(data) as store:
@@ -86,7 +94,8 @@ def test_store_copy_round_trip_to_postgresql(tmp_path: Path, pg_url: str, upstre
 
     copied = run(data, "store", "copy", "--to", pg_url)
     assert copied.returncode == 0, copied.stderr
-    assert "Copied 2 users, 1 API token, 2 positions and 3 watchlist items" in copied.stderr
+    assert ("Copied 2 users, 1 API token, 2 positions, 3 watchlist items, 1 alert and 1 alert delivery record"
+            in copied.stderr)
     assert "JWT signing key" in copied.stderr and DB_PASSWORD not in copied.stdout + copied.stderr
 
     moved = start_service(upstream_settings(tmp_path / "instance", upstream, database_url=pg_url))
@@ -101,6 +110,9 @@ def test_store_copy_round_trip_to_postgresql(tmp_path: Path, pg_url: str, upstre
         new = moved.runtime.store.create_user("carol", "h")
         assert new.id > highest_user  # past every id the box handed out, the removed one's too
         assert moved.runtime.store.add_position(new.id, "X", 1, 1).id > max(p["id"] for p in positions)
+        assert moved.runtime.store.list_alerts(me[0].id) == alerts_before  # fired stays fired: no second firing
+        assert moved.runtime.store.alert_history(me[0].id) == history_before
+        assert moved.runtime.store.add_alert(new.id, "X", "below", 1, "phone").id > alert.id
     finally:
         moved.stop()
 

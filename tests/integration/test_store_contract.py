@@ -360,6 +360,81 @@ class TestStoreContract:
         assert [len(store.list_positions(u.id)) for u in users] == [10] * 6
         assert store.integrity_check() == "ok"
 
+    # -- alerts ----------------------------------------------------------------------------
+
+    def test_store_alerts_are_per_user_and_deleted_with_their_user(self, store: Store, two_users) -> None:
+        alice, bob = two_users
+        mine = store.add_alert(alice.id, "AAPL", "above", 250.5, "phone", "sell some")
+        theirs = store.add_alert(bob.id, "AAPL", "change_percent_below", -3, "team")
+        assert mine.armed and mine.last_fired_at is None and mine.created_at == "2023-11-14T22:13:20Z"
+        assert store.list_alerts(alice.id) == [mine]
+        assert mine.to_dict() == {"id": mine.id, "symbol": "AAPL", "condition": "above", "value": 250.5,
+                                  "channel": "phone", "note": "sell some", "armed": True, "last_fired_at": None}
+        assert [a.id for a in store.alerts_for_symbol("AAPL")] == [mine.id, theirs.id]
+        assert store.alert_symbol_counts() == {"AAPL": 2}
+        assert store.delete_alert(bob.id, mine.id) is False  # another user's id is like a missing one
+        assert store.delete_alert(alice.id, mine.id) is True
+        assert store.list_alerts(alice.id) == []
+        store.delete_user("bob")
+        assert store.alerts_for_symbol("AAPL") == [] and store.alert_symbol_counts() == {}
+        with pytest.raises(NotFound):
+            store.add_alert(bob.id, "AAPL", "above", 1, "phone")
+        with pytest.raises(InvalidRequest):
+            store.add_alert(alice.id, "AAPL", "sideways", 1, "phone")
+        with pytest.raises(InvalidRequest):
+            store.add_alert(alice.id, "AAPL", "above", math.nan, "phone")
+
+    def test_store_alert_fires_once_per_crossing_across_instances(self, opener: Opener, two_users,
+                                                                 clock: FakeClock) -> None:
+        here, elsewhere = opener(), opener()
+        alice, _ = two_users
+        alert = here.add_alert(alice.id, "MSFT", "below", 300, "phone")
+        fired = here.fire_alert(alert.id, observed=299.5, at=clock())
+        assert fired is not None and fired.status == "pending" and fired.attempts == 0
+        assert (fired.alert_id, fired.symbol, fired.condition, fired.value, fired.channel, fired.price) == (
+            alert.id, "MSFT", "below", 300.0, "phone", 299.5)
+        assert elsewhere.fire_alert(alert.id, observed=299.0, at=clock()) is None  # fired already: no second one
+        seen = elsewhere.list_alerts(alice.id)[0]
+        assert not seen.armed and seen.last_fired_at == "2023-11-14T22:13:20Z"
+        assert elsewhere.rearm_alert(alert.id) is True
+        assert here.rearm_alert(alert.id) is False  # armed already
+        clock.advance(60)
+        again = here.fire_alert(alert.id, observed=298.0, at=clock())
+        assert again is not None and again.id != fired.id
+        assert here.list_alerts(alice.id)[0].last_fired_at == "2023-11-14T22:14:20Z"
+
+    def test_store_alert_history_is_newest_first_outlives_the_alert_and_stays_private(
+            self, store: Store, two_users, clock: FakeClock) -> None:
+        alice, bob = two_users
+        alert = store.add_alert(alice.id, "NVDA", "above", 100, "phone")
+        first = store.fire_alert(alert.id, observed=101, at=clock())
+        assert first is not None
+        store.finish_delivery(first.id, status="failed", attempts=3, error="HTTP 500")
+        store.rearm_alert(alert.id)
+        second = store.fire_alert(alert.id, observed=102, at=clock())
+        assert second is not None
+        store.finish_delivery(second.id, status="delivered", attempts=1)
+        history = store.alert_history(alice.id)
+        assert [(d.id, d.status, d.attempts, d.error) for d in history] == [
+            (second.id, "delivered", 1, None), (first.id, "failed", 3, "HTTP 500")]
+        assert history[0].finished_at == "2023-11-14T22:13:20Z"
+        assert store.alert_history(bob.id) == []
+        assert store.alert_history(alice.id, limit=1) == history[:1]
+        store.delete_alert(alice.id, alert.id)
+        kept = store.alert_history(alice.id)
+        assert [d.id for d in kept] == [second.id, first.id] and {d.alert_id for d in kept} == {None}
+
+    def test_store_new_alert_moves_the_holdings_counter_for_other_instances(self, opener: Opener,
+                                                                            two_users) -> None:
+        here, elsewhere = opener(), opener()
+        alice, _ = two_users
+        here.watch_step()
+        heard: list[int] = []
+        here.add_holdings_listener(lambda: heard.append(1))
+        elsewhere.add_alert(alice.id, "TSLA", "above", 1, "phone")
+        here.watch_step()
+        assert heard == [1]
+
     # -- shared state ----------------------------------------------------------------------
 
     def test_store_secret_is_made_once_and_the_first_one_wins(self, opener: Opener) -> None:

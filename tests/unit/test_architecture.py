@@ -68,6 +68,8 @@ ALLOWED: dict[str, set[str]] = {
                          "runtime", "upstream/providers", "upstream/router"},
     "refresher": BOTTOM | {"service", "kinds", "symbols", "upstream/guard"},
     "kpis": {"clock", "errors", "metrics", "usage", "sqlitefile", "upstream/providers"},
+    "notify": {"settings"},
+    "alerts": {"errors", "notify", "settings", "store"},
 }
 # Top of the stack: these may import anything below them.
 TOP = {"runtime", "web", "cli", "__main__"}
