@@ -920,6 +920,7 @@ def test_dashboard_analysis_action_shows_the_text_outlook_model_age_and_stale(tm
         expect(tab.page.locator("#detail")).to_be_visible()
         card = tab.page.locator("#analysis-card")
         expect(card).to_be_visible()
+        expect(card.locator(".tag.outlook")).to_be_visible()  # the dashboard's request was answered
         made = alice.get("/api/analysis/MSFT").json()
         assert made["cache"] == "memory"  # the dashboard's request made it
         expect(card.locator(".analysis-text")).to_have_text(made["analysis"])

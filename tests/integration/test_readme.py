@@ -2,7 +2,9 @@
 
 Only the address (``localhost:8080`` becomes the test server's port), the
 password (``your-password``) and the placeholder token (``sc_...``) are
-filled in; each command must answer 2xx (curl ``--fail-with-body``).
+filled in: a full token, or in a block that creates one with ``--scope market``
+a market-scoped token, as a reader following that block would have. Each
+command must answer 2xx (curl ``--fail-with-body``).
 """
 
 from __future__ import annotations
@@ -43,23 +45,26 @@ def _curl_commands(block: str) -> list[str]:
 
 
 def test_readme_curl_examples_all_answer_as_written(tmp_path: Path) -> None:
-    commands = [c for block in _shell_blocks(README.read_text()) for c in _curl_commands(block)]
-    routes = " ".join(commands)
+    commands = [(c, "--scope market" in block) for block in _shell_blocks(README.read_text())
+                for c in _curl_commands(block)]
+    routes = " ".join(c for c, _ in commands)
     for route in ("/api/watchlist", "/api/history/", "/api/news/", "/api/profile/", "/api/portfolio"):
         assert route in routes, route  # issue 17, point 16: the README shows each of these
     live = start_service(Settings(data_dir=tmp_path / "data", port=0, refresh=False))
     try:
         assert live.runtime.settings.demo
         live.add_user("admin", PASSWORD, admin=True)
-        done = subprocess.run([sys.executable, "-m", "stockcache", "tokens", "create", "admin",
-                               "--data-dir", str(tmp_path / "data")], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60)
-        token = done.stdout.strip()
-        assert token.startswith("sc_")
+        tokens = {}
+        for market in (False, True):
+            done = subprocess.run([sys.executable, "-m", "stockcache", "tokens", "create", "admin",
+                                   "--data-dir", str(tmp_path / "data"), *(["--scope", "market"] if market else [])],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+            tokens[market] = done.stdout.strip()
+            assert tokens[market].startswith("sc_"), done.stderr
         address = live.url.removeprefix("http://")
         script = ["set -euo pipefail", 'curl() { command curl --fail-with-body --max-time 20 "$@"; echo; }']
-        for command in commands:
-            script.append(command.replace("localhost:8080", address).replace("sc_...", token))
+        for command, market in commands:
+            script.append(command.replace("localhost:8080", address).replace("sc_...", tokens[market]))
         done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
