@@ -61,6 +61,7 @@ def test_metrics_count_reads_calls_errors_and_stale_answers_exactly(runtime, clo
         "finnhub": {"calls": 6, "errors": 1, "rate_limited": 1},
         "alphavantage": {"calls": 2, "errors": 1, "rate_limited": 0},
         "ecb": {"calls": 0, "errors": 0, "rate_limited": 0},  # no FX rate was asked for
+        "openfigi": {"calls": 0, "errors": 0, "rate_limited": 0},  # nor an ISIN looked up
     }
     assert stats["upstream"]["finnhub"]["budget_left"]["minute"] == 0
     assert stats["stale_served"] == 1

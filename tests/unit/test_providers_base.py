@@ -83,9 +83,11 @@ def test_days_param_defaults_and_bounds():
 def test_build_providers_from_settings():
     assert set(build_providers(Settings())) == {"demo"}
     both = build_providers(Settings(finnhub_api_key="a", alphavantage_api_key="b"))
-    assert set(both) == {"finnhub", "alphavantage", "ecb"}  # FX rates need no key: on whenever not in demo mode
+    # FX rates and ISIN lookups need no key: on whenever not in demo mode.
+    assert set(both) == {"finnhub", "alphavantage", "ecb", "openfigi"}
     assert isinstance(both["finnhub"], FinnhubProvider) and isinstance(both["alphavantage"], AlphaVantageProvider)
-    assert set(build_providers(Settings(alphavantage_api_key="b"))) == {"alphavantage", "ecb"}
+    assert set(build_providers(Settings(alphavantage_api_key="b"))) == {"alphavantage", "ecb", "openfigi"}
+    assert set(build_providers(Settings(openfigi_api_key="c"))) == {"demo"}  # no prices: still demo mode
     assert "KEY" not in repr(both) and "'a'" not in repr(both)
 
 

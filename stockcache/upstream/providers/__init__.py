@@ -18,6 +18,7 @@ from .base import METRIC_NAMES, Clock, Provider, UpstreamRequest
 from .demo import DemoMarket, DemoProvider
 from .finnhub import FinnhubProvider
 from .frankfurter import FrankfurterProvider
+from .openfigi import OpenFigiProvider
 
 __all__ = ["METRIC_NAMES", "PROVIDERS", "AlphaVantageProvider", "DemoMarket", "DemoProvider", "FinnhubProvider",
            "FrankfurterProvider", "Provider", "UpstreamRequest", "build_providers",
@@ -27,6 +28,7 @@ PROVIDERS: list[type[Provider]] = [
     FinnhubProvider,
     AlphaVantageProvider,
     FrankfurterProvider,
+    OpenFigiProvider,
     DemoProvider,
 ]
 
