@@ -142,6 +142,15 @@ MIGRATIONS: tuple[tuple[Statement, ...], ...] = (
         {"sqlite": "ALTER TABLE users ADD COLUMN base_currency TEXT CHECK (base_currency GLOB '[A-Z][A-Z][A-Z]')",
          "postgresql": "ALTER TABLE users ADD COLUMN base_currency TEXT CHECK (base_currency ~ '^[A-Z]{3}$')"},
     ),
+    # 4: issue 18's alerts (another branch; the lead puts its statements here when merging).
+    (),
+    # 5: the ISIN a position or watch item was added by (issue 15; NULL: added by symbol).
+    (
+        {"sqlite": "ALTER TABLE positions ADD COLUMN isin TEXT CHECK (isin GLOB '[A-Z][A-Z][A-Z0-9]*')",
+         "postgresql": "ALTER TABLE positions ADD COLUMN isin TEXT CHECK (isin ~ '^[A-Z]{2}[A-Z0-9]{9}[0-9]$')"},
+        {"sqlite": "ALTER TABLE watchlist ADD COLUMN isin TEXT CHECK (isin GLOB '[A-Z][A-Z][A-Z0-9]*')",
+         "postgresql": "ALTER TABLE watchlist ADD COLUMN isin TEXT CHECK (isin ~ '^[A-Z]{2}[A-Z0-9]{9}[0-9]$')"},
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -151,8 +160,8 @@ COPY_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("users", ("id", "username", "password_hash", "is_admin", "created_at", "password_version",
                "base_currency")),
     ("api_tokens", ("id", "user_id", "token_hash", "label", "created_at", "last_used_at", "revoked_at", "scope")),
-    ("positions", ("id", "user_id", "symbol", "shares", "cost_basis", "created_at", "updated_at")),
-    ("watchlist", ("user_id", "symbol", "added_at")),
+    ("positions", ("id", "user_id", "symbol", "shares", "cost_basis", "created_at", "updated_at", "isin")),
+    ("watchlist", ("user_id", "symbol", "added_at", "isin")),
 )
 
 

@@ -35,7 +35,7 @@ def upstream_settings(tmp_path, upstream: FakeUpstream, **overrides: Any) -> Set
         "data_dir": tmp_path / "data", "refresh": False, "port": 0,
         "finnhub_api_key": FINNHUB_KEY, "alphavantage_api_key": AV_KEY,
         "finnhub_url": upstream.finnhub_url, "alphavantage_url": upstream.alphavantage_url,
-        "fx_url": upstream.url("frankfurter"),
+        "fx_url": upstream.url("frankfurter"), "openfigi_url": upstream.url("openfigi"),
         "upstream_timeout": 2.0, "alphavantage_per_day": 1000, "alphavantage_per_second": 0,
     }
     values.update(overrides)
