@@ -560,6 +560,21 @@ class FakeUpstream:
                 and (symbol is None or call.symbol == symbol)
             )
 
+    def wait_calls(self, count: int, *, provider: str | None = None, symbol: str | None = None,
+                   timeout: float = 5.0) -> bool:
+        """Block until ``count`` requests (filtered as :meth:`calls`) have arrived: tests sync on this, not sleeps.
+
+        A request counts on arrival, before its latency or fault, so this also
+        tells that a request is now held in flight by a latency.
+        """
+        symbol = _sym(symbol)
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: sum(1 for call in self._calls
+                            if (provider is None or call.provider == provider)
+                            and (symbol is None or call.symbol == symbol)) >= count,
+                timeout=timeout)
+
     def call_log(self) -> list[Call]:
         """Every call so far, oldest first."""
         with self._lock:
@@ -632,6 +647,7 @@ class FakeUpstream:
 
         with self._cond:
             self._calls.append(Call(provider, endpoint, symbol, safe, key_in, time.time()))
+            self._cond.notify_all()  # wait_calls
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             fault = self._pick_fault(provider, symbol)
@@ -663,6 +679,7 @@ class FakeUpstream:
         symbol = _sym(route.symbol)
         with self._cond:
             self._calls.append(Call(api.name, route.endpoint, symbol, dict(route.params), route.key_in, time.time()))
+            self._cond.notify_all()  # wait_calls
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             fault = self._pick_fault(api.name, symbol)

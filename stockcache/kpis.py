@@ -16,6 +16,10 @@ One row per UTC day (``GET /api/kpis``, ``python -m stockcache stats``):
   which counts every call from every process (``warm`` included).
 - ``p50_ms``/``p95_ms``/``p99_ms``: latency of those requests, read off a per-day
   histogram (interpolated inside buckets; ``null`` without requests).
+- ``latency``: the same figures per route group (:data:`~stockcache.metrics.ROUTE_GROUPS`:
+  ``market_data``, ``portfolio``, ``auth``, ``admin``, ``other``), each
+  ``{"requests", "p50_ms", "p95_ms", "p99_ms"}``: logins spend 0.15-0.9 s hashing a
+  password, so the figures over all requests say little about market data.
 - ``estimated_cost``: ``upstream_calls`` times ``STOCKCACHE_*_COST_PER_CALL``.
 
 :class:`KpiRecorder` turns the live :class:`~stockcache.metrics.Metrics` into
@@ -43,7 +47,7 @@ from typing import Any, Protocol
 
 from .clock import seconds_to_utc_midnight
 from .errors import StockcacheError
-from .metrics import LATENCY_BUCKETS, Metrics, percentiles_ms
+from .metrics import LATENCY_BUCKETS, ROUTE_GROUPS, Metrics, percentiles_ms, route_group
 from .sqlitefile import open_db
 from .usage import UsageLedger, utc_day
 
@@ -70,6 +74,8 @@ KPI_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE instance (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
         "INSERT INTO instance (id, name) VALUES (1, lower(hex(randomblob(8))))",
     ),
+    # 3: latency bucket counts per route group, {group: counts} as JSON (issue 17).
+    ("ALTER TABLE kpi_days ADD COLUMN latency_groups TEXT NOT NULL DEFAULT '{}'",),
 )
 
 
@@ -82,9 +88,21 @@ class DayFigures:
     misses: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     latency_sum: float = 0.0
+    groups: dict[str, list[int]] = field(default_factory=dict)  # latency bucket counts by route group
 
     def empty(self) -> bool:
         return not (self.requests or self.hits or self.misses or any(self.latency))
+
+    def minus(self, other: DayFigures) -> DayFigures:
+        """What happened between ``other`` (earlier totals) and these totals."""
+        zero = [0] * len(LATENCY_BUCKETS)
+        return DayFigures(
+            self.requests - other.requests, self.hits - other.hits, self.misses - other.misses,
+            [a - b for a, b in zip(self.latency, other.latency, strict=True)],
+            self.latency_sum - other.latency_sum,
+            {group: [a - b for a, b in zip(counts, other.groups.get(group, zero), strict=True)]
+             for group, counts in self.groups.items()},
+        )
 
 
 class KpiStore:
@@ -110,28 +128,29 @@ class KpiStore:
     def add(self, day: str, delta: DayFigures) -> None:
         """Add ``delta`` to ``day``'s row (created on first use)."""
         with self._db.transaction("add") as db:
-            row = db.execute("SELECT latency FROM kpi_days WHERE day = ?", (day,)).fetchone()
-            counts = list(delta.latency)
-            old = json.loads(row[0]) if row is not None else []
-            # Different lengths mean the buckets changed between versions: start the day's over.
-            if len(old) == len(counts):
-                counts = [a + b for a, b in zip(old, counts, strict=True)]
+            row = db.execute("SELECT latency, latency_groups FROM kpi_days WHERE day = ?", (day,)).fetchone()
+            # Counts of other buckets (another version's) cannot be added: the day's start over.
+            counts = _added(json.loads(row[0]) if row is not None else [], delta.latency)
+            old_groups = _groups(row[1]) if row is not None else {}
+            groups = {group: _added(old_groups.get(group, []), delta.groups.get(group, []))
+                      for group in ROUTE_GROUPS if group in old_groups or group in delta.groups}
             db.execute(
-                "INSERT INTO kpi_days (day, requests, hits, misses, latency, latency_sum)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(day) DO UPDATE SET"
+                "INSERT INTO kpi_days (day, requests, hits, misses, latency, latency_sum, latency_groups)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(day) DO UPDATE SET"
                 " requests = requests + excluded.requests, hits = hits + excluded.hits,"
                 " misses = misses + excluded.misses, latency = excluded.latency,"
-                " latency_sum = latency_sum + excluded.latency_sum",
-                (day, delta.requests, delta.hits, delta.misses, json.dumps(counts), delta.latency_sum),
+                " latency_sum = latency_sum + excluded.latency_sum, latency_groups = excluded.latency_groups",
+                (day, delta.requests, delta.hits, delta.misses, json.dumps(counts), delta.latency_sum,
+                 json.dumps(groups)),
             )
 
     def rows(self, first: str, last: str) -> dict[str, DayFigures]:
         """Stored days from ``first`` to ``last`` (``YYYY-MM-DD``, inclusive)."""
         found = self._db.rows(
-            "SELECT day, requests, hits, misses, latency, latency_sum FROM kpi_days"
+            "SELECT day, requests, hits, misses, latency, latency_sum, latency_groups FROM kpi_days"
             " WHERE day >= ? AND day <= ?", (first, last))
-        return {day: _figures(requests, hits, misses, latency, latency_sum)
-                for day, requests, hits, misses, latency, latency_sum in found}
+        return {day: _figures(requests, hits, misses, latency, latency_sum, _groups(groups))
+                for day, requests, hits, misses, latency, latency_sum, groups in found}
 
     def save_snapshot(self, at: float, stats: Mapping[str, Any]) -> None:
         text = json.dumps(stats, default=list, allow_nan=False)
@@ -148,11 +167,43 @@ class KpiStore:
         self._db.close()
 
 
-def _figures(requests: int, hits: int, misses: int, latency: str | list[int], latency_sum: float) -> DayFigures:
+def _figures(requests: int, hits: int, misses: int, latency: str | list[int], latency_sum: float,
+             groups: dict[str, list[int]] | None = None) -> DayFigures:
     counts = json.loads(latency) if isinstance(latency, str) else list(latency)
     if len(counts) != len(LATENCY_BUCKETS):
         counts = [0] * len(LATENCY_BUCKETS)
-    return DayFigures(int(requests), int(hits), int(misses), [int(n) for n in counts], float(latency_sum))
+    return DayFigures(int(requests), int(hits), int(misses), [int(n) for n in counts], float(latency_sum),
+                      dict(groups or {}))
+
+
+def _by_group(groups: Mapping[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """``{group: {"requests", "p50_ms", "p95_ms", "p99_ms"}}`` for every route group, in report order."""
+    out = {}
+    for group in ROUTE_GROUPS:
+        counts = groups.get(group) or [0] * len(LATENCY_BUCKETS)
+        out[group] = {"requests": sum(counts), **percentiles_ms(counts)}
+    return out
+
+
+def _added(old: list[int], new: list[int]) -> list[int]:
+    """Bucket counts added; an empty side (or one from other buckets, an older version) counts as nothing."""
+    size = len(LATENCY_BUCKETS)
+    old = old if len(old) == size else [0] * size
+    new = new if len(new) == size else [0] * size
+    return [a + b for a, b in zip(old, new, strict=True)]
+
+
+def _groups(text: str | None) -> dict[str, list[int]]:
+    """The stored ``latency_groups`` JSON, keeping only known groups with counts of the current buckets."""
+    try:
+        found = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {group: counts for group, counts in found.items()
+            if group in ROUTE_GROUPS and isinstance(counts, list) and len(counts) == len(LATENCY_BUCKETS)
+            and all(isinstance(n, int) for n in counts)}
 
 
 class PublishedDay(Protocol):
@@ -224,6 +275,10 @@ def kpi_days(
     days, first, last = _window(now, days)
     if published is not None:
         figures, usage = summed(published)
+        # Route-group latency is not published: each instance shows its own (docs/reliability.md).
+        local = store.rows(first, last) if store is not None else {}
+        for day, fig in figures.items():
+            fig.groups = local[day].groups if day in local else {}
     else:
         figures = store.rows(first, last) if store is not None else {}
         usage = ledger.days(days) if ledger is not None else {}
@@ -243,6 +298,7 @@ def kpi_days(
             "upstream_calls": dict(sorted(calls.items())),
             "calls_saved": fig.hits,
             **percentiles_ms(fig.latency),
+            "latency": _by_group(fig.groups),
             "estimated_cost": round(float(cost), 6),
         })
     return out
@@ -314,6 +370,8 @@ class KpiRecorder:
                 continue
             out.latency = [a + b for a, b in zip(out.latency, hist.counts, strict=True)]
             out.latency_sum += hist.total
+            group = route_group(route)
+            out.groups[group] = _added(out.groups.get(group, []), hist.counts)
         for (_, tier), n in metrics.by_label(Metrics.READS).items():
             if tier == Metrics.READ_MISS:
                 out.misses += n
@@ -329,11 +387,7 @@ class KpiRecorder:
             now = self._clock()
             total = self._totals()
             last = self._last
-            delta = DayFigures(
-                total.requests - last.requests, total.hits - last.hits, total.misses - last.misses,
-                [a - b for a, b in zip(total.latency, last.latency, strict=True)],
-                total.latency_sum - last.latency_sum,
-            )
+            delta = total.minus(last)
             try:
                 if not delta.empty():
                     self.store.add(utc_day(now), delta)

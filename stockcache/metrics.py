@@ -19,6 +19,33 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    10.0, 30.0, math.inf)
 
 
+# Route groups for latency figures (issue 17): a login's password hash takes 0.15-0.9 s, a cached
+# quote a millisecond, so one percentile over every route describes neither. In report order.
+ROUTE_GROUPS = ("market_data", "portfolio", "auth", "admin", "other")
+_GROUP_PATHS = (  # (path, group): a rule is in the group of the first path it is or is under
+    ("/metrics/quotes", "market_data"),  # the Prometheus quote export; /metrics itself is admin
+    ("/api/portfolio", "portfolio"), ("/api/watchlist", "portfolio"),
+    ("/api/auth", "auth"), ("/api/me", "auth"), ("/api/tokens", "auth"),
+    ("/api/cache", "admin"), ("/api/kpis", "admin"), ("/api/admin", "admin"), ("/api/users", "admin"),
+    ("/metrics", "admin"),
+    ("/static", "other"), ("/openapi.json", "other"), ("/healthz", "other"), ("(no route)", "other"),
+)
+
+
+def route_group(rule: str) -> str:
+    """The group of a route rule (``/api/quote/<symbol>`` -> ``market_data``).
+
+    Every route not listed above serves market data: the other API routes (quotes,
+    history, news, profiles, FX, analysis ...) and the providers' drop-in APIs.
+    """
+    if rule == "/":
+        return "other"  # the dashboard page
+    for path, group in _GROUP_PATHS:
+        if rule == path or rule.startswith(path + "/"):
+            return group
+    return "market_data"
+
+
 class Histogram:
     """Cumulative-ready bucket counts plus sum; percentiles are read off the buckets."""
 

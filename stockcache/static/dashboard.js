@@ -20,11 +20,17 @@
   const STALE_HINT = "Served past its TTL: the upstream failed or today's budget is spent.";
   const SYMBOL_RE = /^[A-Za-z0-9.\-^=:_]{1,20}$/; // the contract's symbol alphabet
   const DETAIL_HASH = /^#\/symbol\/([^/?#]+)$/;
+  // The currencies the ECB publishes reference rates for, and EUR itself: the base currencies the
+  // service can convert to. The API does not list them; the user's own base joins them if it is not one.
+  // (Bulgaria adopted the euro on 2026-01-01, and the ECB stopped publishing BGN.)
+  const ECB_CURRENCIES = ["AUD", "BRL", "CAD", "CHF", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF", "IDR",
+    "ILS", "INR", "ISK", "JPY", "KRW", "MXN", "MYR", "NOK", "NZD", "PHP", "PLN", "RON", "SEK", "SGD", "THB",
+    "TRY", "USD", "ZAR"];
 
   const state = {
     token: null, me: null, timer: null, generation: 0, refreshing: null, refreshes: 0,
     stats: null, kpiRows: null, detail: null, detailSeq: 0, historyDays: HISTORY_DAYS[0],
-    openedByLink: false, overviewScroll: 0,
+    openedByLink: false, overviewScroll: 0, portfolioSeq: 0, baseChanging: false,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -51,6 +57,61 @@
     return (v > 0 ? "+" : "-") + t;
   }
   const signedPct = (v) => (isNum(v) ? signed(v) + "%" : DASH);
+
+  // -- amounts in a currency: as many decimals as the currency has (JPY none, most two) ---------------
+  // The API gives every amount in the major unit with its ISO 4217 code, null when no source knows it
+  // (and for indices, which are in points). A number is never shown without its unit or that word.
+  const formats = new Map();
+  function numberFormat(min, max) {
+    const key = min + ":" + max;
+    if (!formats.has(key)) {
+      formats.set(key, new Intl.NumberFormat("en-US", { minimumFractionDigits: min, maximumFractionDigits: max }));
+    }
+    return formats.get(key);
+  }
+  const digitsByCode = new Map();
+  function currencyDigits(code) {
+    if (typeof code !== "string") return 2;
+    if (!digitsByCode.has(code)) {
+      let digits = 2;
+      try {
+        digits = new Intl.NumberFormat("en-US", { style: "currency", currency: code }).resolvedOptions()
+          .maximumFractionDigits;
+      } catch (exc) { digits = 2; } // not a code the browser knows: two, as most currencies have
+      digitsByCode.set(code, digits);
+    }
+    return digitsByCode.get(code);
+  }
+  // A total (value, gain, cost) has the currency's decimals; a per-share figure below one unit keeps up
+  // to four, so a London share at 0.8252 GBP is not cut to 0.83.
+  const amountText = (v, code) => numberFormat(currencyDigits(code), currencyDigits(code)).format(v);
+  function unitText(v, code) {
+    const digits = currencyDigits(code);
+    return numberFormat(digits, Math.abs(v) < 1 ? Math.max(digits, 4) : digits).format(v);
+  }
+  function signedWith(v, format) {
+    const t = format(Math.abs(v));
+    if (Number(t.replace(/,/g, "")) === 0) return t;
+    return (v > 0 ? "+" : "-") + t;
+  }
+  const isIndex = (symbol) => String(symbol).startsWith("^");
+  // What a figure is counted in: its currency, "points" for an index, else the fact that nobody knows.
+  const unitOf = (code, symbol) => (typeof code === "string" && code ? code
+    : isIndex(symbol) ? "points" : "currency unknown");
+  // A known unit goes beside the number ("0.8252 GBP"); "currency unknown" goes under it, so the
+  // table keeps its width.
+  function withUnit(t, code, symbol) {
+    const unit = unitOf(code, symbol);
+    if (unit !== "currency unknown") return t + " " + unit;
+    const both = document.createDocumentFragment();
+    both.append(t, " ", el("span", { cls: "unit-unknown", text: unit }));
+    return both;
+  }
+  const amount = (v, code, symbol) => (isNum(v) ? withUnit(amountText(v, code), code, symbol) : DASH);
+  const unitPrice = (v, code, symbol) => (isNum(v) ? withUnit(unitText(v, code), code, symbol) : DASH);
+  const bareUnit = (v, code) => (isNum(v) ? unitText(v, code) : DASH);
+  const signedBare = (v, code) => (isNum(v) ? signedWith(v, (x) => amountText(x, code)) : DASH);
+  const signedUnit = (v, code) => (isNum(v) ? signedWith(v, (x) => unitText(x, code)) : DASH);
   const rate = (v) => (isNum(v) ? fmt1.format(v * 100) + "%" : DASH); // hit rates are fractions 0..1
   const ms = (v) => (isNum(v) ? fmt1.format(v) + " ms" : DASH);
   const trend = (v) => (!isNum(v) || v === 0 ? "" : v > 0 ? "up" : "down");
@@ -110,7 +171,9 @@
     return node;
   }
 
-  const td = (content, field, cls) => el("td", { text: content, cls, data: field ? { field } : undefined });
+  const td = (content, field, cls) => (content instanceof Node
+    ? el("td", { cls, data: field ? { field } : undefined }, content)
+    : el("td", { text: content, cls, data: field ? { field } : undefined }));
   const numTd = (content, field, extra) => td(content, field, "num" + (extra ? " " + extra : ""));
   const tag = (kind, content, title) => el("span", { cls: "tag " + kind, text: content, title });
   const noteTd = (content, colspan) => el("td", { cls: "note muted", text: content, attrs: { colspan },
@@ -219,7 +282,9 @@
     state.kpiRows = null;
     closeDetail({ restore: false });
     for (const tbody of document.querySelectorAll("#dashboard tbody")) tbody.replaceChildren();
-    for (const box of document.querySelectorAll("#overview .figures, #kpi-chart")) box.replaceChildren();
+    for (const box of document.querySelectorAll("#overview .figures, #kpi-chart, #portfolio-fx")) box.replaceChildren();
+    totalsNote({}, []);
+    $("base-error").textContent = "";
   }
 
   // The login page keeps the status badge and the demo banner (loadHealth needs no token).
@@ -265,6 +330,7 @@
       return;
     }
     state.me = me;
+    showBase(me.base_currency);
     $("whoami").textContent = me.username + (me.is_admin ? " (admin)" : "");
     $("whoami").hidden = false;
     $("logout").hidden = false;
@@ -348,47 +414,149 @@
   // Row actions share one cell (issue 16 adds "Analysis" beside "Remove").
   const actionsTd = (...buttons) => el("td", { cls: "actions" }, ...buttons);
 
+  // A position left out of the totals gets a row under its own that says why, in the API's words.
+  function reasonRow(symbol, message, columns) {
+    return el("tr", { cls: "reason", data: { reasonFor: symbol } },
+      el("td", { cls: "note", text: message, attrs: { colspan: columns }, data: { field: "reason" } }));
+  }
+
+  function positionRows(perf, base) {
+    const errors = perf.errors || {};
+    const columns = $("portfolio-table").tHead.rows[0].cells.length;
+    const rows = [];
+    const leftOut = [];
+    for (const p of perf.positions || []) {
+      const code = p.currency;
+      const err = errors[p.symbol];
+      const symbolCell = symbolTd(p.symbol);
+      const tr = el("tr", { data: { symbol: p.symbol, id: p.id } });
+      tr.append(symbolCell, numTd(shares(p.shares), "shares"), numTd(bareUnit(p.cost_basis, code), "cost_basis"));
+      const quoted = p.price !== null && p.price !== undefined;
+      if (!quoted) {
+        symbolCell.append(tag("err", "no quote"));
+        tr.append(noteTd(err ? err.message : "No quote right now.", 6));
+      } else {
+        if (p.stale) {
+          tr.classList.add("stale");
+          symbolCell.append(tag("stale", "stale", STALE_HINT));
+        }
+        tr.append(
+          numTd(unitPrice(p.price, code, p.symbol), "price"), numTd(amount(p.value, code, p.symbol), "value"),
+          numTd(amount(p.value_base, base), "value_base"),
+          numTd(signedBare(p.gain, code), "gain", trend(p.gain)),
+          numTd(signedPct(p.gain_percent), "gain_percent", trend(p.gain)),
+          numTd(signedBare(p.day_change, code), "day_change", trend(p.day_change)));
+      }
+      tr.append(actionsTd(removeButton("Remove position " + p.symbol, async () => {
+        await api("/api/portfolio/" + encodeURIComponent(p.id), { method: "DELETE" });
+        await loadPortfolio();
+      })));
+      rows.push(tr);
+      if (!quoted || !isNum(p.value_base) || err) leftOut.push(p.symbol);
+      if (quoted && (!isNum(p.value_base) || err)) {
+        symbolCell.append(tag("err", "not in totals", err ? err.message : undefined));
+        tr.classList.add("has-reason");
+        rows.push(reasonRow(p.symbol, err ? err.message : p.symbol + " is left out of the totals.", columns));
+      }
+    }
+    return { rows, leftOut: [...new Set(leftOut)] };
+  }
+
+  function totalsNote(totals, leftOut) {
+    const note = $("portfolio-incomplete");
+    if (totals.complete !== false) {
+      note.replaceChildren();
+      note.hidden = true;
+      return;
+    }
+    const names = leftOut.length > 1 ? leftOut.slice(0, -1).join(", ") + " and " + leftOut[leftOut.length - 1]
+      : leftOut[0];
+    note.replaceChildren(tag("err", "incomplete"),
+      names ? " These totals leave out " + names + " (see " + (leftOut.length > 1 ? "their rows" : "its row") + ")."
+        : " Some positions are left out of these totals.");
+    note.hidden = false;
+  }
+
+  // The rates the base-currency figures were converted at: "ECB rates of 2026-11-27", stale if past their TTL.
+  function fxNote(fx) {
+    const box = $("portfolio-fx");
+    if (fx && fx.date) {
+      const source = fx.source === "ecb" ? "ECB" : text(fx.source);
+      box.replaceChildren(el("span", { text: source + " rates of " + String(fx.date), data: { field: "fx-date" } }));
+      if (fx.stale) box.append(tag("stale", "stale", "These rates are past their TTL: they could not be refreshed."));
+    } else {
+      box.replaceChildren("No exchange rates could be had just now.");
+    }
+  }
+
+  function renderPortfolio(perf) {
+    const t = perf.totals || {};
+    const base = typeof t.currency === "string" ? t.currency : null;
+    showBase(base);
+    $("value-base-head").textContent = base ? "Value (" + base + ")" : "Value (base)";
+    const { rows, leftOut } = positionRows(perf, base);
+    fill($("portfolio-table").tBodies[0], rows);
+    const any = rows.length > 0;
+    $("portfolio-empty").hidden = any;
+    // Totals are in the base currency, always named (a server without one gets bare numbers).
+    const total = (v, sign) => (!isNum(v) ? DASH
+      : (sign ? signedBare(v, base) : amountText(v, base)) + (base ? " " + base : ""));
+    $("portfolio-totals").replaceChildren(...(any ? [
+      figure("total-value", "Value", total(t.value)),
+      figure("total-gain", "Gain",
+        total(t.gain, true) + (isNum(t.gain_percent) ? " (" + signedPct(t.gain_percent) + ")" : ""), trend(t.gain)),
+      figure("total-day", "Day change", total(t.day_change, true), trend(t.day_change)),
+      figure("total-cost", "Cost", total(t.cost)),
+    ] : []));
+    totalsNote(any ? t : {}, leftOut);
+    if (any) fxNote(perf.fx);
+    else $("portfolio-fx").replaceChildren();
+  }
+
+  // Only the newest answer is drawn: one asked before the base currency changed must not overwrite it.
   function loadPortfolio() {
+    state.portfolioSeq += 1;
+    const seq = state.portfolioSeq;
     return guarded("portfolio-status", async () => {
       const perf = await api("/api/portfolio/performance");
-      const errors = perf.errors || {};
-      const rows = (perf.positions || []).map((p) => {
-        const symbolCell = symbolTd(p.symbol);
-        const tr = el("tr", { data: { symbol: p.symbol, id: p.id } });
-        tr.append(symbolCell, numTd(shares(p.shares), "shares"), numTd(money(p.cost_basis), "cost_basis"));
-        if (p.price === null || p.price === undefined) {
-          const err = errors[p.symbol];
-          symbolCell.append(tag("err", "no quote"));
-          tr.append(noteTd(err ? err.message : "No quote right now.", 5));
-        } else {
-          if (p.stale) {
-            tr.classList.add("stale");
-            symbolCell.append(tag("stale", "stale", STALE_HINT));
-          }
-          tr.append(
-            numTd(money(p.price), "price"), numTd(money(p.value), "value"),
-            numTd(signed(p.gain), "gain", trend(p.gain)),
-            numTd(signedPct(p.gain_percent), "gain_percent", trend(p.gain)),
-            numTd(signed(p.day_change), "day_change", trend(p.day_change)));
-        }
-        tr.append(actionsTd(removeButton("Remove position " + p.symbol, async () => {
-          await api("/api/portfolio/" + encodeURIComponent(p.id), { method: "DELETE" });
-          await loadPortfolio();
-        })));
-        return tr;
-      });
-      fill($("portfolio-table").tBodies[0], rows);
-      $("portfolio-empty").hidden = rows.length > 0;
-      const t = perf.totals || {};
-      $("portfolio-totals").replaceChildren(...(rows.length ? [
-        figure("total-value", "Value", money(t.value)),
-        figure("total-gain", "Gain",
-          signed(t.gain) + (isNum(t.gain_percent) ? " (" + signedPct(t.gain_percent) + ")" : ""),
-          trend(t.gain)),
-        figure("total-day", "Day change", signed(t.day_change), trend(t.day_change)),
-        figure("total-cost", "Cost", money(t.cost)),
-      ] : []));
+      if (seq !== state.portfolioSeq || state.baseChanging || !state.me) return;
+      renderPortfolio(perf);
     });
+  }
+
+  // -- the base currency: the user's own (GET/PUT /api/me), so the choice follows them to any browser --
+  function showBase(code) {
+    if (typeof code !== "string" || !code) return;
+    const select = $("base-currency");
+    const codes = [...new Set([...ECB_CURRENCIES, code])].sort();
+    if (select.dataset.codes !== codes.join(",")) {
+      select.replaceChildren(...codes.map((c) => el("option", { text: c, attrs: { value: c } })));
+      select.dataset.codes = codes.join(",");
+    }
+    select.value = code;
+  }
+
+  async function changeBase() {
+    const select = $("base-currency");
+    const me = state.me;
+    const code = select.value;
+    if (!me || code === me.base_currency) return;
+    const generation = state.generation;
+    select.disabled = true;
+    state.baseChanging = true; // answers still on their way are in the old currency: drop them
+    $("base-error").textContent = "";
+    try {
+      const answer = await api("/api/me", { method: "PUT", body: { base_currency: code } });
+      me.base_currency = answer.base_currency;
+    } catch (exc) {
+      if (generation === state.generation && exc.status !== 401) $("base-error").textContent = exc.message;
+    } finally {
+      state.baseChanging = false;
+      select.disabled = false;
+    }
+    if (generation !== state.generation) return;
+    showBase(me.base_currency);
+    await loadPortfolio();
   }
 
   // -- watchlist -----------------------------------------------------------------------------------------
@@ -412,7 +580,8 @@
             symbolCell.append(tag("stale", "stale", STALE_HINT));
           }
           tr.append(
-            numTd(money(q.price), "price"), numTd(signed(q.change), "change", trend(q.change)),
+            numTd(unitPrice(q.price, q.currency, item.symbol), "price"),
+            numTd(signedUnit(q.change, q.currency), "change", trend(q.change)),
             numTd(signedPct(q.change_percent), "change_percent", trend(q.change)),
             td(q.source, "source"), td(duration(q.age), "age"));
         }
@@ -532,6 +701,13 @@
     $("kpi-chart").replaceChildren();
   }
 
+  // The latency figures shown are market data's (issue 17): logins hash a password for 0.15-0.9 s
+  // and would dominate percentiles over every route. A server without route groups gives its overall figures.
+  function dataLatency(row) {
+    const groups = row && row.latency;
+    return (groups && groups.market_data) || row;
+  }
+
   function loadKpis() {
     return guarded("kpi-status", async () => {
       let answer;
@@ -546,6 +722,7 @@
       state.kpiRows = rows;
       renderCacheFigures();
       const latest = rows[0]; // newest first
+      const latestData = dataLatency(latest);
       const day = dayWindow(latest.date);
       const span = KPI_DAYS + " days";
       $("kpi-figures").replaceChildren(
@@ -554,16 +731,19 @@
         figure("requests", "Requests \u00b7 " + span, int(sum(rows, (r) => r.requests))),
         figure("cost", "Est. cost \u00b7 " + span, fmtCost.format(sum(rows, (r) => r.estimated_cost))),
         figure("hit-rate-day", "Hit rate \u00b7 " + day, rate(latest.hit_rate)),
-        figure("p50", "p50 \u00b7 " + day, ms(latest.p50_ms)),
-        figure("p95", "p95 \u00b7 " + day, ms(latest.p95_ms)),
-        figure("p99", "p99 \u00b7 " + day, ms(latest.p99_ms)));
-      fill($("kpi-table").tBodies[0], rows.map((r) => el("tr", { data: { date: r.date } },
-        el("td", { cls: "lead", text: r.date, data: { field: "date" } }),
-        numTd(int(r.requests), "requests"), numTd(rate(r.hit_rate), "hit_rate"),
-        numTd(int(callsOf(r)), "upstream_calls"), numTd(int(r.calls_saved), "calls_saved"),
-        numTd(isNum(r.p50_ms) ? fmt1.format(r.p50_ms) : DASH, "p50_ms"),
-        numTd(isNum(r.p95_ms) ? fmt1.format(r.p95_ms) : DASH, "p95_ms"),
-        numTd(isNum(r.p99_ms) ? fmt1.format(r.p99_ms) : DASH, "p99_ms"))));
+        figure("p50", "Data p50 \u00b7 " + day, ms(latestData.p50_ms)),
+        figure("p95", "Data p95 \u00b7 " + day, ms(latestData.p95_ms)),
+        figure("p99", "Data p99 \u00b7 " + day, ms(latestData.p99_ms)));
+      fill($("kpi-table").tBodies[0], rows.map((r) => {
+        const data = dataLatency(r);
+        return el("tr", { data: { date: r.date } },
+          el("td", { cls: "lead", text: r.date, data: { field: "date" } }),
+          numTd(int(r.requests), "requests"), numTd(rate(r.hit_rate), "hit_rate"),
+          numTd(int(callsOf(r)), "upstream_calls"), numTd(int(r.calls_saved), "calls_saved"),
+          numTd(isNum(data.p50_ms) ? fmt1.format(data.p50_ms) : DASH, "p50_ms"),
+          numTd(isNum(data.p95_ms) ? fmt1.format(data.p95_ms) : DASH, "p95_ms"),
+          numTd(isNum(data.p99_ms) ? fmt1.format(data.p99_ms) : DASH, "p99_ms"));
+      }));
       $("kpi-empty").hidden = true;
       $("kpi-body").hidden = false;
       drawKpiChart(true);
@@ -863,14 +1043,14 @@
     marks($("quote-tags"), q);
     setCardStale("quote-card", q);
     $("quote-figures").replaceChildren(
-      figure("price", "Price" + (q.currency ? " (" + q.currency + ")" : ""), money(q.price)),
-      figure("change", "Change", signed(q.change), trend(q.change)),
+      figure("price", "Price (" + unitOf(q.currency, q.symbol) + ")", bareUnit(q.price, q.currency)),
+      figure("change", "Change", signedUnit(q.change, q.currency), trend(q.change)),
       figure("change_percent", "Change %", signedPct(q.change_percent), trend(q.change)));
     pairs($("quote-list"), [
-      ["open", "Open", money(q.open)],
-      ["high", "High", money(q.high)],
-      ["low", "Low", money(q.low)],
-      ["previous_close", "Previous close", money(q.previous_close)],
+      ["open", "Open", bareUnit(q.open, q.currency)],
+      ["high", "High", bareUnit(q.high, q.currency)],
+      ["low", "Low", bareUnit(q.low, q.currency)],
+      ["previous_close", "Previous close", bareUnit(q.previous_close, q.currency)],
       ["timestamp", "As of", isNum(q.timestamp) && q.timestamp > 0 ? utcTime(q.timestamp) : DASH],
       ["age", "Fetched", isNum(q.age) ? duration(q.age) + " ago" : DASH],
       ["source", "Source", text(q.source)],
@@ -956,6 +1136,7 @@
     $("logout").addEventListener("click", logout);
     $("refresh-now").addEventListener("click", () => refresh());
     $("detail-back").addEventListener("click", leaveDetail);
+    $("base-currency").addEventListener("change", changeBase);
     for (const button of document.querySelectorAll("#history-card .segmented button")) {
       button.addEventListener("click", () => {
         state.historyDays = Number(button.dataset.days);

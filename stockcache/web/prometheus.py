@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..metrics import LATENCY_BUCKETS, Metrics
+from ..metrics import LATENCY_BUCKETS, ROUTE_GROUPS, Histogram, Metrics, route_group
 from ..runtime import Runtime
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -29,14 +29,17 @@ class _Collector:
         stats = self._runtime.service.stats()
 
         latency = HistogramMetricFamily("stockcache_http_request_duration_seconds",
-                                        "HTTP request latency by route.", labels=["route"])
+                                        "HTTP request latency by route and route group.", labels=["route", "group"])
         for route, hist in sorted(metrics.histograms(Metrics.REQUEST_LATENCY).items()):
-            cumulative, buckets = 0, []
-            for bound, n in zip(LATENCY_BUCKETS, hist.counts, strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
-            latency.add_metric([route], buckets, hist.total)
+            latency.add_metric([route, route_group(route)], _cumulative(hist.counts), hist.total)
         yield latency
+
+        by_group = HistogramMetricFamily("stockcache_http_group_request_duration_seconds",
+                                         "HTTP request latency by route group (market_data, portfolio, auth, "
+                                         "admin, other).", labels=["group"])
+        for group, hist in _groups(metrics).items():
+            by_group.add_metric([group], _cumulative(hist.counts), hist.total)
+        yield by_group
 
         requests = CounterMetricFamily("stockcache_http_requests", "HTTP requests by route and status.",
                                        labels=["route", "status"])
@@ -97,6 +100,26 @@ class _Collector:
                                   value=stats["stale_served"])
 
 
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, n in zip(LATENCY_BUCKETS, counts, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+    return buckets
+
+
+def _groups(metrics: Metrics) -> dict[str, Histogram]:
+    """The request latency histograms summed per route group, every group listed."""
+    out = {group: Histogram() for group in ROUTE_GROUPS}
+    for route, hist in metrics.histograms(Metrics.REQUEST_LATENCY).items():
+        total = out[route_group(route)]
+        total.counts = [a + b for a, b in zip(total.counts, hist.counts, strict=True)]
+        total.total += hist.total
+        total.count += hist.count
+    return out
+
+
 def _activity(metrics: Metrics, stats: dict[str, Any]) -> Iterator[Any]:
     """Reads by kind and tier, latency percentiles by route, and the refresher's counters."""
     read_hits = CounterMetricFamily("stockcache_read_hits",
@@ -121,6 +144,16 @@ def _activity(metrics: Metrics, stats: dict[str, Any]) -> Iterator[Any]:
             if value is not None:
                 quantiles.add_metric([route, str(q)], value)
     yield quantiles
+
+    group_quantiles = GaugeMetricFamily("stockcache_http_group_latency_quantile_seconds",
+                                        "p50/p95/p99 HTTP latency by route group, read off the histogram.",
+                                        labels=["group", "quantile"])
+    for group, hist in _groups(metrics).items():
+        for q in (0.5, 0.95, 0.99):
+            value = hist.quantile(q)
+            if value is not None:
+                group_quantiles.add_metric([group, str(q)], value)
+    yield group_quantiles
 
     refresher = stats.get("refresher") or {}
     yield CounterMetricFamily("stockcache_refresh_runs", "Background refresh rounds.",

@@ -40,6 +40,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import re
 import signal
 import socket
@@ -205,6 +206,16 @@ class Server:
         self._stopped = threading.Event()
 
     @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` has been asked for."""
+        return self._stopping.is_set()
+
+    def in_flight(self) -> int:
+        """Requests received and not yet fully answered (read from the thread in ``run()``)."""
+        return sum(1 for ch in list(self._server._map.values())
+                   if getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0))
+
+    @property
     def port(self) -> int:
         return int(self._server.effective_port)
 
@@ -238,9 +249,7 @@ class Server:
         server.socket.close()
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            busy = [ch for ch in list(server._map.values())
-                    if getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)]
-            if not busy:
+            if not self.in_flight():
                 break
             wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
 
@@ -470,7 +479,16 @@ def _serve(settings: Settings, handler: BackgroundHandler | None) -> int:
                           f"{settings.host}:{settings.port}: {reason}") from None
 
     def on_signal(signum: int, frame: Any) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if server.stopping:
+            _force_exit(signum, server.in_flight(), handler)
+            return
+        busy = server.in_flight()
+        if busy:
+            log.info("received %s, shutting down: finishing %d request(s) in flight (%s again stops at once)",
+                     name, busy, "Ctrl-C" if signum == signal.SIGINT else name)
+        else:
+            log.info("received %s, shutting down", name)
         server.stop(wait=None)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -481,6 +499,26 @@ def _serve(settings: Settings, handler: BackgroundHandler | None) -> int:
     server.run()
     log.info("stopped cleanly")
     return 0
+
+
+def _force_exit(signum: int, in_flight: int, handler: BackgroundHandler | None) -> None:
+    """The second Ctrl-C (or SIGTERM): exit now, without the drain or the upstream calls still on the wire.
+
+    Done from a thread of its own: the signal interrupted the main thread
+    anywhere, possibly inside a log handler's lock, which the line below needs.
+    What was committed to SQLite stays, as after a crash; what is lost is the
+    answers in flight and the last minute of KPI counts.
+    """
+
+    def stop_now() -> None:
+        log.warning("received %s again: stopping now, abandoning %d request(s) in flight",
+                    signal.Signals(signum).name, in_flight)
+        if handler is not None:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    threading.Thread(target=stop_now, name="stockcache-force-stop", daemon=True).start()
 
 
 def _banner(runtime: Runtime, server: Server) -> None:

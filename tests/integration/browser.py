@@ -219,15 +219,37 @@ class Tab:
 
 # Numbers as the page prints them: Intl.NumberFormat("en-US") rounds the shortest decimal form of a
 # double half away from zero (checked against Chromium), which Decimal(repr(x)) with ROUND_HALF_UP matches.
+def amount(value: float, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals (a currency's minor unit: 2 for EUR, 0 for JPY) and comma groups."""
+    exact = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    return f"{exact:,.{digits}f}"
+
+
 def money(value: float) -> str:
-    return f"{Decimal(repr(float(value))).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
+    return amount(value, 2)
 
 
-def signed(value: float) -> str:
-    text = money(abs(value))
-    if text == "0.00":
+def unit_price(value: float, digits: int = 2) -> str:
+    """A per-share figure: the currency's decimals, and up to four below one unit (0.8252 GBP, not 0.83)."""
+    if abs(value) >= 1:
+        return amount(value, digits)
+    whole, _, fraction = amount(value, max(digits, 4)).partition(".")
+    fraction = fraction.rstrip("0").ljust(digits, "0")
+    return whole + ("." + fraction if fraction else "")
+
+
+def _signed(text: str, value: float) -> str:
+    if float(text.replace(",", "")) == 0:
         return text
     return ("+" if value > 0 else "-") + text
+
+
+def signed(value: float, digits: int = 2) -> str:
+    return _signed(amount(abs(value), digits), value)
+
+
+def signed_unit(value: float, digits: int = 2) -> str:
+    return _signed(unit_price(abs(value), digits), value)
 
 
 def signed_pct(value: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from argon2 import PasswordHasher
 
 from tests.integration.conftest import Live, start_service, upstream_settings
 
@@ -78,3 +79,35 @@ def test_metrics_http_export_reads_by_kind_and_tier(live: Live, admin, alice):
     assert 'stockcache_read_misses_total{kind="quote"} 1.0' in text
     assert 'stockcache_http_request_latency_quantile_seconds{quantile="0.99",route="/api/quote/<symbol>"}' in text
     assert alice.get("/metrics").status_code == 403
+
+
+def test_kpis_and_metrics_http_report_latency_per_route_group(tmp_path, upstream):
+    """Logins with the real password hash (0.15-0.9 s) no longer hide how fast market data is."""
+    live = start_service(upstream_settings(tmp_path, upstream), hasher=PasswordHasher())
+    try:
+        admin = live.add_user("root", admin=True)
+        alice = live.add_user("alice")
+        live.api.post("/api/auth/login", json={"username": "alice", "password": "wrong password"})
+        assert alice.get("/api/quote/AAPL").status_code == 200
+        for _ in range(30):
+            assert alice.get("/api/quote/AAPL").json()["cache"] == "memory"
+        assert alice.post("/api/watchlist", json={"symbol": "MSFT"}).status_code in (200, 201)
+        assert admin.get("/api/cache/stats").status_code == 200
+
+        (today,) = admin.get("/api/kpis?days=1").json()["days"]
+        groups = today["latency"]
+        assert {g: f["requests"] for g, f in groups.items()} == {
+            "market_data": 31, "portfolio": 1, "auth": 3, "admin": 1, "other": 0}
+        assert sum(f["requests"] for f in groups.values()) == today["requests"]
+        login_median = groups["auth"]["p50_ms"]
+        # 30 of the 31 data requests are memory hits: their p95 stays far below any login.
+        assert groups["market_data"]["p95_ms"] < login_median
+        assert today["p95_ms"] > groups["market_data"]["p95_ms"]  # the all-routes figure the dashboard showed
+
+        text = admin.get("/metrics").text
+        assert 'stockcache_http_group_request_duration_seconds_count{group="market_data"} 31.0' in text
+        assert 'stockcache_http_group_latency_quantile_seconds{group="auth",quantile="0.5"}' in text
+        assert ('stockcache_http_request_duration_seconds_count{group="market_data",route="/api/quote/<symbol>"} 31.0'
+                in text)
+    finally:
+        live.stop()

@@ -20,6 +20,12 @@ from tests.postgres_server import PASSWORD as DB_PASSWORD
 from tests.postgres_server import pg_url  # noqa: F401 (fixture)
 
 
+def _kept(answer) -> dict:
+    """A created position as the portfolio lists it (without the add's ``verified``)."""
+    assert answer.status_code == 201, answer.text
+    return {key: value for key, value in answer.json().items() if key != "verified"}
+
+
 def test_store_migrate_creates_and_then_finds_the_schema_on_both_engines(
         tmp_path: Path, pg_url: str) -> None:  # noqa: F811
     data = tmp_path / "data"
@@ -69,9 +75,8 @@ def test_store_copy_round_trip_to_postgresql(tmp_path: Path, pg_url: str, upstre
         jwt = login.json()["access_token"]
         alice = box.api.as_user(jwt)
         # MSFT by its ISIN: the position keeps it, and so must the copy.
-        added = [alice.post("/api/portfolio", json={**held, "shares": n, "cost_basis": 10.5}).json()
-                 for n, held in enumerate([{"symbol": "AAPL"}, {"isin": "US5949181045"}], start=1)]
-        positions = [{k: v for k, v in p.items() if k != "verified"} for p in added]  # as GET shows them
+        positions = [_kept(alice.post("/api/portfolio", json={**held, "shares": n, "cost_basis": 10.5}))
+                     for n, held in enumerate([{"symbol": "AAPL"}, {"isin": "US5949181045"}], start=1)]
         assert positions[1]["symbol"] == "MSFT" and positions[1]["isin"] == "US5949181045"
         for symbol in ("NVDA", "AMD", "TSLA"):
             assert alice.post("/api/watchlist", json={"symbol": symbol}).status_code == 201

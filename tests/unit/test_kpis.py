@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 
 import pytest
@@ -49,8 +50,48 @@ def test_kpis_count_exactly_what_happened_today(parts, clock):
         "upstream_calls": {"alphavantage": 1, "finnhub": 2}, "calls_saved": 8,
         # Interpolated inside the buckets (2.5-5 ms, 100-250 ms), as Prometheus does.
         "p50_ms": 3.75, "p95_ms": 227.5, "p99_ms": 245.5,
+        "latency": {"market_data": {"requests": 3, "p50_ms": 3.75, "p95_ms": 227.5, "p99_ms": 245.5},
+                    **{group: {"requests": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
+                       for group in ("portfolio", "auth", "admin", "other")}},
         "estimated_cost": 0.52,
     }]
+
+
+def test_kpis_latency_per_route_group_keeps_slow_logins_out_of_market_data(parts, clock):
+    metrics, _, recorder = parts
+    for _ in range(20):
+        request(metrics, QUOTE, 0.002)
+    request(metrics, "/api/auth/login", 0.6)
+    request(metrics, "/api/portfolio/performance", 0.04)
+    request(metrics, "/", 0.0003)
+    recorder.flush()
+    request(metrics, "/api/kpis", 0.003)
+    (today,) = recorder.days(1)
+    groups = today["latency"]
+    assert {g: f["requests"] for g, f in groups.items()} == {
+        "market_data": 20, "portfolio": 1, "auth": 1, "admin": 1, "other": 1}
+    assert groups["market_data"]["p99_ms"] <= 2.5  # the 2.5 ms bucket: no login in it
+    assert today["p99_ms"] > 250 and 500 <= groups["auth"]["p50_ms"] <= 1000
+    assert sum(f["requests"] for f in groups.values()) == today["requests"]
+
+
+def test_kpis_file_from_before_route_groups_is_read_and_extended(tmp_path, clock):
+    path = tmp_path / "kpis.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE kpi_days (day TEXT PRIMARY KEY, requests INTEGER NOT NULL DEFAULT 0,"
+                " hits INTEGER NOT NULL DEFAULT 0, misses INTEGER NOT NULL DEFAULT 0,"
+                " latency TEXT NOT NULL DEFAULT '[]', latency_sum REAL NOT NULL DEFAULT 0)")
+    old.execute("INSERT INTO kpi_days (day, requests) VALUES ('2025-12-29', 4)")
+    old.commit()
+    old.close()
+    metrics = Metrics()
+    recorder = KpiRecorder(KpiStore(path), metrics, clock=clock)
+    try:
+        request(metrics, QUOTE, 0.002)
+        (today,) = recorder.days(1)
+    finally:
+        recorder.close()
+    assert today["requests"] == 5 and today["latency"]["market_data"]["requests"] == 1
 
 
 def test_kpis_flushing_twice_counts_nothing_twice(parts, clock):
