@@ -77,6 +77,9 @@ KINDS: Mapping[str, Kind] = _register(
     # Asked of the provider whose prices need it (key listing:SYMBOL:PROVIDER), never routed.
     Kind("listing", "fundamentals", validation.listing, routed=False,
          description="what one provider says a symbol is: the currency its prices are in"),
+    # The listings of one ISIN (OpenFIGI's mapping): changes as rarely as a profile.
+    Kind("lookup", "fundamentals", validation.lookup, symbolic=False, subject_field="isin",
+         description="the listings of one ISIN"),
     Kind("fx", "fx", validation.fx, symbolic=False, subject_field="currency",
          description="reference rates from one currency"),
 )

@@ -645,7 +645,7 @@ def envelope(result: FetchResult) -> dict[str, Any]:
 # What ReadThrough._store writes: {"data", "source", "fetched_at"}, or a remembered "not found".
 _DATA_KEYS = frozenset({"data", "source", "fetched_at"})
 _ERROR_KEYS = frozenset({"error", "source", "fetched_at"})
-_ERROR_FIELDS = frozenset({"code", "message", "symbol", "currency"})
+_ERROR_FIELDS = frozenset({"code", "message", *(spec.subject_field for spec in KINDS.values())})
 _SOURCE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a provider's name
 _CACHED_ERRORS = frozenset({SymbolNotFound, CurrencyNotFound})  # the only errors _store remembers
 

@@ -27,7 +27,7 @@ from .metrics import Metrics
 from .readthrough import Batch, ReadThrough
 from .settings import Settings
 from .stats import activity_stats
-from .symbols import normalize_symbol, normalize_symbols
+from .symbols import normalize_isin, normalize_symbol, normalize_symbols
 from .upstream.providers.base import MAX_HISTORY_DAYS, Provider, days_param
 from .upstream.router import REFUSAL_SKIPPED, REFUSED
 
@@ -235,6 +235,36 @@ class StockService:
                 "news": list((news.get(name) or {}).get("articles") or ()),
             }
         return out
+    def lookup_isin(self, isin: str) -> dict[str, Any]:
+        """The listings of an ISIN: ``{"isin", "listings": [{"symbol", "name", "exchange", "figi", "currency"?}]}``.
+
+        The check digit is checked first: a mistyped ISIN is InvalidRequest with no
+        upstream call; one nobody lists is SymbolNotFound (remembered like a symbol's).
+        """
+        return self.readthrough.one("lookup", normalize_isin(isin))
+
+    def lookup_text(self, query: str) -> dict[str, Any]:
+        """Listings whose name or symbol matches ``query``: the search route, ``{"query", "listings": [...]}``."""
+        answer = self.search(query)
+        answer["listings"] = answer.pop("results", [])
+        return answer
+
+    def symbol_for_isin(self, isin: str) -> str:
+        """The ISIN's listing on the first of ``STOCKCACHE_PREFERRED_EXCHANGES`` it has, else its first listing.
+
+        SymbolNotCovered when the ISIN has no listing on a venue stockcache knows.
+        """
+        code = normalize_isin(isin)
+        listings = self.lookup_isin(code)["listings"]
+        if not listings:
+            raise SymbolNotCovered(f"{code} has no listing on a venue stockcache knows.", isin=code)
+        by_mic: dict[str, str] = {}
+        for item in listings:
+            by_mic.setdefault(item["exchange"], item["symbol"])
+        for mic in self.settings.preferred_exchanges:
+            if mic in by_mic:
+                return by_mic[mic]
+        return str(listings[0]["symbol"])
 
     def fetch_portfolio_quotes(self, positions: Sequence[Any], currency: str | None = None) -> dict[str, Any]:
         """Performance of positions (dicts or objects with id, symbol, shares, cost_basis) in ``currency``.

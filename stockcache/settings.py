@@ -155,6 +155,15 @@ def upper_codes(value: str) -> tuple[str, ...]:
     return out
 
 
+def mics(value: str) -> tuple[str, ...]:
+    """A comma-separated list of ISO 10383 MICs (four letters or digits), upper-cased, in order."""
+    out = tuple(dict.fromkeys(part.strip().upper() for part in value.split(",") if part.strip()))
+    for code in out:
+        if not re.fullmatch(r"[A-Z0-9]{4}", code):
+            raise ValueError(f"{code!r} is not a MIC (four letters or digits, such as XETR)")
+    return out
+
+
 def currency(value: str) -> str:
     code = value.strip().upper()
     if not re.fullmatch(r"[A-Z]{3}", code):
@@ -338,6 +347,10 @@ class Settings:
     base_currency: str = setting("USD", env="STOCKCACHE_BASE_CURRENCY", parse=currency_code,
                                  help="Currency of portfolio totals for users who have not chosen their own "
                                       "(PUT /api/me {\"base_currency\": \"EUR\"}).")
+    preferred_exchanges: tuple[str, ...] = setting(
+        ("XETR", "XNYS", "XNAS", "XLON", "XPAR", "XAMS"), env="STOCKCACHE_PREFERRED_EXCHANGES", parse=mics,
+        help="MICs in order of preference: a position or watch item added by ISIN is the ISIN's listing on the "
+             "first of these it has (else its first listing).")
     redis_url: str = setting("", env=("REDIS_URL", "STOCKCACHE_REDIS_URL"), parse=redis_url, secret=True,
                              help="Optional Redis URL for a cache tier shared by several instances; unset means "
                                   "no Redis.")

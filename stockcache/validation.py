@@ -309,6 +309,24 @@ def fx(base: str, data: Any) -> None:
         if not isinstance(code, str) or not _CODE_RE.fullmatch(code) or code == base:
             raise ValueError("rates holds a key that is not another currency's ISO code")
         _rate(rate, "rate")
+LOOKUP_LISTING_FIELDS: dict[str, Check] = {
+    "symbol": _pattern(r"[A-Z0-9.\-^=:_]{1,20}", "a symbol", optional=False),
+    "name": _text(500, optional=True),
+    "exchange": _mic,
+    "figi": _pattern(r"[B-DF-HJ-NP-TV-Z0-9]{12}", "a FIGI"),
+    "currency": _currency,
+}
+
+
+def lookup(isin: str, data: Any) -> None:
+    """The listings of one ISIN: ``{"isin", "listings": [...]}``, each a symbol as stockcache writes it."""
+    record = _record(data, {"isin": _no_check, "listings": _no_check}, "lookup")
+    if record.get("isin") != isin:
+        raise ValueError("lookup is for another ISIN")
+    for item in _items(record.get("listings"), "listings"):
+        _record(item, LOOKUP_LISTING_FIELDS, "listing")
+
+
 _NEWS_FIELDS: dict[str, Check] = {"symbol": _no_check, "articles": _no_check}
 _METRIC_FIELDS: dict[str, Check] = {"symbol": _no_check, "metrics": _no_check}
 

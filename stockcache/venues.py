@@ -146,3 +146,26 @@ ALIASES: Mapping[str, Venue] = {"XNAS": US, "XNGS": US, "XNMS": US, "XNCM": US, 
 def by_mic(mic: str) -> Venue | None:
     """The venue for an ISO MIC (segment MICs included), or None."""
     return BY_MIC.get(mic) or ALIASES.get(mic)
+
+# Bloomberg's equity exchange codes (what OpenFIGI calls ``exchCode``) of the venues above, to the
+# operating MIC a listing there carries (OpenFIGI's MIC table, docs upstream-apis-2.md). Composite
+# codes (``US``, ``GR``, ``SW``, ``CN``, ``JP``) name no one venue and are left out, as are
+# venues stockcache does not know (Stuttgart ``GS``, Munich ``GM``, Chicago ``UM``...). The
+# Nasdaq segments (``UW`` Global Select, ``UQ`` Global Market, ``UR`` Capital Market) are all Nasdaq.
+EXCHANGE_CODES: Mapping[str, str] = {
+    "UN": "XNYS", "UW": "XNAS", "UQ": "XNAS", "UR": "XNAS", "UP": "ARCX", "UA": "XASE",
+    "GY": "XETR", "GF": "XFRA", "LN": "XLON", "FP": "XPAR", "NA": "XAMS", "IM": "XMIL", "SE": "XSWX",
+    "SS": "XSTO", "CT": "XTSE", "HK": "XHKG", "JT": "XTKS",
+}
+# Where one symbol trades on several US venues (a Nasdaq share also on NYSE Arca and American),
+# the listing venue is the first of these it has.
+US_LISTING_ORDER = ("XNYS", "XNAS", "ARCX", "XASE")
+
+
+def by_exchange_code(code: str) -> tuple[str, Venue] | None:
+    """(MIC, venue) of a Bloomberg exchange code (``GY`` -> ``XETR``, Xetra), or None for a composite or unknown one."""
+    mic = EXCHANGE_CODES.get(code)
+    if mic is None:
+        return None
+    venue = by_mic(mic)
+    return (mic, venue) if venue is not None else None

@@ -20,7 +20,7 @@ _BAD_NUMBERS = "shares must be greater than 0 and cost_basis at least 0."
 def position_from(row: Row) -> Position:
     # float(): UPDATE ... RETURNING hands back whole REAL values as ints in SQLite.
     return Position(id=int(row["id"]), symbol=row["symbol"], shares=float(row["shares"]),
-                    cost_basis=float(row["cost_basis"]))
+                    cost_basis=float(row["cost_basis"]), isin=row["isin"])
 
 
 def _position_error(exc: Violation) -> StockcacheError:
@@ -40,27 +40,29 @@ class HoldingQueries(StoreBase):
     """Positions and watch items; a commit that may add a held symbol tells the holdings listeners."""
 
     def list_positions(self, user_id: int) -> list[Position]:
-        rows = self._rows("SELECT id, symbol, shares, cost_basis FROM positions WHERE user_id = ? ORDER BY id",
+        rows = self._rows("SELECT id, symbol, shares, cost_basis, isin FROM positions WHERE user_id = ? ORDER BY id",
                           (user_id,))
         return [position_from(r) for r in rows]
 
-    def add_position(self, user_id: int, symbol: str, shares: float, cost_basis: float) -> Position:
-        """A new position (values already cleaned by :func:`validate.position_input`)."""
+    def add_position(self, user_id: int, symbol: str, shares: float, cost_basis: float, *,
+                     isin: str | None = None) -> Position:
+        """A new position (values already cleaned by :func:`validate.position_input`); ``isin`` if added by one."""
         _finite(shares, cost_basis)
         now = self._now()
         try:
             with self._tx("add position") as tx:
                 rows = tx.rows(
-                    """INSERT INTO positions (user_id, symbol, shares, cost_basis, created_at, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?) RETURNING id""",
-                    (user_id, symbol, float(shares), float(cost_basis), now, now),
+                    """INSERT INTO positions (user_id, symbol, shares, cost_basis, created_at, updated_at, isin)
+                       VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+                    (user_id, symbol, float(shares), float(cost_basis), now, now, isin),
                 )
                 self._moved(tx, HOLDINGS)
         except Violation as exc:
             raise _position_error(exc) from exc
         self._bump()
         self._tell_holdings_listeners()
-        return Position(id=int(rows[0]["id"]), symbol=symbol, shares=float(shares), cost_basis=float(cost_basis))
+        return Position(id=int(rows[0]["id"]), symbol=symbol, shares=float(shares), cost_basis=float(cost_basis),
+                        isin=isin)
 
     def update_position(
         self,
@@ -76,6 +78,7 @@ class HoldingQueries(StoreBase):
         changes: dict[str, Any] = {}
         if symbol is not None:
             changes["symbol"] = symbol
+            changes["isin"] = None  # another symbol is no longer the listing the ISIN was resolved to
         if shares is not None:
             changes["shares"] = float(shares)
         if cost_basis is not None:
@@ -86,7 +89,7 @@ class HoldingQueries(StoreBase):
             with self._tx("update position") as tx:
                 rows = tx.rows(
                     f"""UPDATE positions SET {sets} WHERE id = ? AND user_id = ?
-                        RETURNING id, symbol, shares, cost_basis""",
+                        RETURNING id, symbol, shares, cost_basis, isin""",
                     (*changes.values(), self._now(), position_id, user_id),
                 )
                 if rows and symbol is not None:
@@ -106,18 +109,19 @@ class HoldingQueries(StoreBase):
 
     def list_watchlist(self, user_id: int) -> list[WatchItem]:
         rows = self._rows(
-            {"sqlite": "SELECT symbol, added_at FROM watchlist WHERE user_id = ? ORDER BY added_at, rowid",
-             "postgresql": "SELECT symbol, added_at FROM watchlist WHERE user_id = ? ORDER BY added_at, seq"},
+            {"sqlite": "SELECT symbol, added_at, isin FROM watchlist WHERE user_id = ? ORDER BY added_at, rowid",
+             "postgresql": "SELECT symbol, added_at, isin FROM watchlist WHERE user_id = ? ORDER BY added_at, seq"},
             (user_id,),
         )
-        return [WatchItem(symbol=r["symbol"], added_at=r["added_at"]) for r in rows]
+        return [WatchItem(symbol=r["symbol"], added_at=r["added_at"], isin=r["isin"]) for r in rows]
 
-    def add_watch(self, user_id: int, symbol: str) -> WatchItem:
-        """Watch a symbol; Conflict when the user already watches it."""
+    def add_watch(self, user_id: int, symbol: str, *, isin: str | None = None) -> WatchItem:
+        """Watch a symbol (``isin`` if added by one); Conflict when the user already watches it."""
         now = self._now()
         try:
             with self._tx("add watch") as tx:
-                tx.count("INSERT INTO watchlist (user_id, symbol, added_at) VALUES (?, ?, ?)", (user_id, symbol, now))
+                tx.count("INSERT INTO watchlist (user_id, symbol, added_at, isin) VALUES (?, ?, ?, ?)",
+                         (user_id, symbol, now, isin))
                 self._moved(tx, HOLDINGS)
         except Violation as exc:
             if exc.kind == "foreign_key":
@@ -125,7 +129,7 @@ class HoldingQueries(StoreBase):
             raise Conflict(f"{symbol} is already on the watchlist.", symbol=symbol) from exc
         self._bump()
         self._tell_holdings_listeners()
-        return WatchItem(symbol=symbol, added_at=now)
+        return WatchItem(symbol=symbol, added_at=now, isin=isin)
 
     def remove_watch(self, user_id: int, symbol: str) -> bool:
         with self._tx("remove watch") as tx:

@@ -45,19 +45,22 @@ class Position:
     symbol: str
     shares: float
     cost_basis: float  # price paid per share
+    isin: str | None = None  # the ISIN it was added by (its symbol is that ISIN's preferred listing)
 
     def to_dict(self) -> dict[str, Any]:
-        """The contract's shape: ``{"id", "symbol", "shares", "cost_basis"}``."""
-        return {"id": self.id, "symbol": self.symbol, "shares": self.shares, "cost_basis": self.cost_basis}
+        """The contract's shape: ``{"id", "symbol", "shares", "cost_basis", "isin"}``."""
+        return {"id": self.id, "symbol": self.symbol, "shares": self.shares, "cost_basis": self.cost_basis,
+                "isin": self.isin}
 
 
 @dataclass(frozen=True)
 class WatchItem:
     symbol: str
     added_at: str  # ISO 8601 UTC
+    isin: str | None = None  # the ISIN it was added by
 
     def to_dict(self) -> dict[str, Any]:
-        return {"symbol": self.symbol, "added_at": self.added_at}
+        return {"symbol": self.symbol, "added_at": self.added_at, "isin": self.isin}
 
 
 ALERT_CONDITIONS = ("above", "below", "change_percent_above", "change_percent_below")

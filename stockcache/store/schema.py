@@ -191,6 +191,13 @@ MIGRATIONS: tuple[tuple[Statement, ...], ...] = (
         "CREATE INDEX alert_deliveries_user ON alert_deliveries(user_id, id)",
         "CREATE INDEX alert_deliveries_alert ON alert_deliveries(alert_id)",
     ),
+    # 5: the ISIN a position or watch item was added by (issue 15; NULL: added by symbol).
+    (
+        {"sqlite": "ALTER TABLE positions ADD COLUMN isin TEXT CHECK (isin GLOB '[A-Z][A-Z][A-Z0-9]*')",
+         "postgresql": "ALTER TABLE positions ADD COLUMN isin TEXT CHECK (isin ~ '^[A-Z]{2}[A-Z0-9]{9}[0-9]$')"},
+        {"sqlite": "ALTER TABLE watchlist ADD COLUMN isin TEXT CHECK (isin GLOB '[A-Z][A-Z][A-Z0-9]*')",
+         "postgresql": "ALTER TABLE watchlist ADD COLUMN isin TEXT CHECK (isin ~ '^[A-Z]{2}[A-Z0-9]{9}[0-9]$')"},
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -200,8 +207,8 @@ COPY_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("users", ("id", "username", "password_hash", "is_admin", "created_at", "password_version",
                "base_currency")),
     ("api_tokens", ("id", "user_id", "token_hash", "label", "created_at", "last_used_at", "revoked_at", "scope")),
-    ("positions", ("id", "user_id", "symbol", "shares", "cost_basis", "created_at", "updated_at")),
-    ("watchlist", ("user_id", "symbol", "added_at")),
+    ("positions", ("id", "user_id", "symbol", "shares", "cost_basis", "created_at", "updated_at", "isin")),
+    ("watchlist", ("user_id", "symbol", "added_at", "isin")),
     ("alerts", ("id", "user_id", "symbol", "condition", "value", "channel", "note", "armed", "last_fired_at",
                 "created_at")),
     ("alert_deliveries", ("id", "alert_id", "user_id", "symbol", "condition", "value", "channel", "price",

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..currency import parse_code
 from ..errors import InvalidRequest, InvalidSymbol
-from ..symbols import normalize_symbol
+from ..symbols import normalize_isin, normalize_symbol
 from ..validation import MAX_PRICE, MIN_PRICE
 from .rows import ALERT_CONDITIONS
 
@@ -87,18 +87,36 @@ def _number(body: dict[Any, Any], name: str, low: float, high: float, *, zero: b
     return value + 0.0  # -0.0 becomes 0.0
 
 
+def isin(raw: object) -> str:
+    """A checked ISIN (shape and check digit), or InvalidRequest naming ``isin``."""
+    return normalize_isin(raw)
+
+
+def _symbol_or_isin(data: dict[Any, Any]) -> dict[str, str]:
+    """``{"symbol": ...}`` or ``{"isin": ...}``: a new holding names one of them, never both."""
+    if "symbol" in data and "isin" in data:
+        raise InvalidRequest("Give symbol or isin, not both.", field="isin")
+    if "isin" in data:
+        return {"isin": isin(data["isin"])}
+    if "symbol" not in data:
+        raise InvalidRequest("symbol (or isin) is required.", field="symbol")
+    return {"symbol": symbol(data["symbol"])}
+
+
 def position_input(body: object, *, partial: bool = False) -> dict[str, Any]:
-    """``{"symbol", "shares", "cost_basis"}`` cleaned; with ``partial`` any non-empty subset."""
+    """``{"symbol" or "isin", "shares", "cost_basis"}`` cleaned; with ``partial`` any non-empty subset (no isin)."""
     data = _object(body)
-    _refuse_unknown(data, _POSITION_FIELDS)
+    _refuse_unknown(data, _POSITION_FIELDS if partial else ("isin", *_POSITION_FIELDS))
     if not partial:
-        for name in _POSITION_FIELDS:
+        out: dict[str, Any] = _symbol_or_isin(data)
+        for name in _POSITION_FIELDS[1:]:
             if name not in data:
                 raise InvalidRequest(f"{name} is required.", field=name)
     elif not data:
         raise InvalidRequest("Give at least one of: " + ", ".join(_POSITION_FIELDS) + ".")
-    out: dict[str, Any] = {}
-    if "symbol" in data:
+    else:
+        out = {}
+    if partial and "symbol" in data:
         out["symbol"] = symbol(data["symbol"])
     if "shares" in data:
         out["shares"] = _number(data, "shares", MIN_SHARES, MAX_SHARES, zero=False)
@@ -107,13 +125,11 @@ def position_input(body: object, *, partial: bool = False) -> dict[str, Any]:
     return out
 
 
-def watch_input(body: object) -> str:
-    """The symbol of ``{"symbol": ...}``, normalised."""
+def watch_input(body: object) -> dict[str, str]:
+    """``{"symbol": ...}`` normalised, or ``{"isin": ...}`` checked."""
     data = _object(body)
-    _refuse_unknown(data, ("symbol",))
-    if "symbol" not in data:
-        raise InvalidRequest("symbol is required.", field="symbol")
-    return symbol(data["symbol"])
+    _refuse_unknown(data, ("symbol", "isin"))
+    return _symbol_or_isin(data)
 
 
 _ALERT_FIELDS = ("symbol", "condition", "value", "channel", "note")

@@ -100,15 +100,27 @@ def spec() -> dict[str, Any]:
     batch = {"type": "object", "properties": {"errors": {"type": "object",
                                                          "additionalProperties": _ref("ErrorBody")}},
              "additionalProperties": True}
-    position_in = {"type": "object", "required": ["symbol", "shares", "cost_basis"],
-                   "additionalProperties": False,
-                   "properties": {"symbol": {"type": "string", "pattern": SYMBOL_PATTERN},
-                                  "shares": {"type": "number", "exclusiveMinimum": 0},
-                                  "cost_basis": {"type": "number", "minimum": 0}}}
-    position_patch = {**position_in, "required": [], "minProperties": 1}
-    position = {"type": "object", "required": ["id", "symbol", "shares", "cost_basis"],
+    isin = {"type": "string", "pattern": "^[A-Za-z]{2}[A-Za-z0-9]{9}[0-9]$",
+            "description": "An ISIN with a valid check digit; resolved to its listing on the first of "
+                           "STOCKCACHE_PREFERRED_EXCHANGES it has."}
+    position_fields = {"symbol": {"type": "string", "pattern": SYMBOL_PATTERN},
+                       "shares": {"type": "number", "exclusiveMinimum": 0},
+                       "cost_basis": {"type": "number", "minimum": 0}}
+    position_in = {"type": "object", "required": ["shares", "cost_basis"], "additionalProperties": False,
+                   "oneOf": [{"required": ["symbol"]}, {"required": ["isin"]}],
+                   "properties": {**position_fields, "isin": isin}}
+    position_patch = {"type": "object", "additionalProperties": False, "minProperties": 1,
+                      "properties": position_fields}
+    position = {"type": "object", "required": ["id", "symbol", "shares", "cost_basis", "isin"],
                 "properties": {"id": {"type": "integer"}, "symbol": {"type": "string"},
-                               "shares": {"type": "number"}, "cost_basis": {"type": "number"}}}
+                               "shares": {"type": "number"}, "cost_basis": {"type": "number"},
+                               "isin": {"type": ["string", "null"]}}}
+    lookup = {"type": "object", "properties": {
+        "isin": {"type": "string"}, "query": {"type": "string"},
+        "listings": {"type": "array", "items": {"type": "object", "required": ["symbol"], "properties": {
+            "symbol": {"type": "string"}, "name": {"type": ["string", "null"]},
+            "exchange": {"type": ["string", "null"]}, "figi": {"type": ["string", "null"]},
+            "currency": {"type": "string"}, "type": {"type": "string"}}}}}}
     any_object = {"type": "object"}
     me = {"type": "object", "required": ["username", "is_admin", "via", "base_currency"],
           "properties": {"username": {"type": "string"}, "is_admin": {"type": "boolean"},
@@ -210,10 +222,17 @@ def spec() -> dict[str, Any]:
             "from its cached quote, profile, key figures, 30 daily bars and 7 days of headlines; cached for "
             "STOCKCACHE_TTL_AI_ANALYSIS. 503 rate_limited when the day's token budget would be passed.",
             {"200": _json(analysis, "An analysis."), **_errors(*_MARKET)}, params=[_SYMBOL])},
+        "/api/lookup": {"get": _op(
+            "The listings of an ISIN (?isin=), or listings whose name matches (?q=); give one.",
+            {"200": _json(lookup, "Listings."), **_errors(*_MARKET)},
+            params=[{"name": "isin", "in": "query", "required": False, "schema": isin},
+                    {"name": "q", "in": "query", "required": False,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 100}}], market=True)},
         "/api/portfolio": {
             "get": _op("Your positions.", {"200": _json(any_object, "Positions."), **_errors(401)}),
             "post": _op(f"Add a position (at most {MAX_POSITIONS} per user).",
-                        {"201": _json(position, "The position."), **_writes(400, 401, 413)}, body=position_in),
+                        {"201": _json(position, "The position."), **_writes(400, 401, 404, 413, 502, 503)},
+                        body=position_in),
         },
         "/api/portfolio/performance": {"get": _op(
             "Value, gain and day change of your positions, each in its own currency and in the base currency.", {
@@ -233,8 +252,10 @@ def spec() -> dict[str, Any]:
             "get": _op("Your watchlist with quotes.", {"200": _json(any_object, "Items."), **_errors(401)}),
             "post": _op(f"Add a symbol (at most {MAX_WATCHLIST_ITEMS} per user).",
                         {"201": _json(any_object, "Added."), **_writes(400, 401, 409, 413)},
-                        body={"type": "object", "required": ["symbol"], "additionalProperties": False,
-                              "properties": {"symbol": {"type": "string", "pattern": SYMBOL_PATTERN}}}),
+                        body={"type": "object", "additionalProperties": False,
+                              "oneOf": [{"required": ["symbol"]}, {"required": ["isin"]}],
+                              "properties": {"symbol": {"type": "string", "pattern": SYMBOL_PATTERN},
+                                             "isin": isin}}),
         },
         "/api/watchlist/{symbol}": {"delete": _op("Remove a symbol.", {
             "204": {"description": "Removed."}, **_writes(400, 401, 404)}, params=[_SYMBOL])},

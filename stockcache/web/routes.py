@@ -143,6 +143,15 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         note_cache_source(answer)
         return answer
 
+    @app.get("/api/lookup", market=True)
+    def lookup() -> dict[str, Any]:
+        isin, text = bottle.request.query.getunicode("isin"), bottle.request.query.getunicode("q")
+        if (isin is None) == (text is None):
+            raise InvalidRequest("Give one of ?isin=DE0007164600 or ?q=TEXT.")
+        answer = service.lookup_isin(isin) if isin is not None else service.lookup_text(str(text))
+        note_cache_source(answer)
+        return answer
+
     # -- portfolio -----------------------------------------------------------------
     @app.get("/api/portfolio")
     def portfolio() -> dict[str, Any]:
@@ -154,8 +163,10 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         user_id = principal().user_id
         if len(store.list_positions(user_id)) >= MAX_POSITIONS:
             raise InvalidRequest(f"A portfolio holds at most {MAX_POSITIONS} positions; remove one first.")
-        verified = service.verify_symbol(fields["symbol"])  # 404 for a symbol nobody knows, before it is kept
-        position = store.add_position(user_id, fields["symbol"], fields["shares"], fields["cost_basis"])
+        isin = fields.get("isin")
+        symbol = service.symbol_for_isin(isin) if isin is not None else fields["symbol"]
+        verified = service.verify_symbol(symbol)  # 404 for a symbol nobody knows, before it is kept
+        position = store.add_position(user_id, symbol, fields["shares"], fields["cost_basis"], isin=isin)
         bottle.response.status = 201
         return {**position.to_dict(), "verified": verified}
 
@@ -189,22 +200,24 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         items = store.list_watchlist(principal().user_id)
         batch = service.quotes_for(item.symbol for item in items)
         return {
-            "items": [{"symbol": item.symbol, "added_at": item.added_at,
+            "items": [{"symbol": item.symbol, "added_at": item.added_at, "isin": item.isin,
                        "quote": batch["quotes"].get(item.symbol)} for item in items],
             "errors": batch["errors"],
         }
 
     @app.post("/api/watchlist")
     def add_watch() -> Any:
-        symbol = validate.watch_input(json_body(max_body))
+        asked = validate.watch_input(json_body(max_body))
         user_id = principal().user_id
         watched = {item.symbol for item in store.list_watchlist(user_id)}
+        isin = asked.get("isin")
+        symbol = service.symbol_for_isin(isin) if isin is not None else asked["symbol"]
         if len(watched) >= MAX_WATCHLIST_ITEMS and symbol not in watched:  # a repeat still gets its 409
             raise TooManySymbols(f"A watchlist holds at most {MAX_WATCHLIST_ITEMS} symbols; remove one first.")
         verified = service.verify_symbol(symbol) if symbol not in watched else True  # a repeat costs no call
-        item = store.add_watch(user_id, symbol)
+        item = store.add_watch(user_id, symbol, isin=isin)
         bottle.response.status = 201
-        return {"symbol": item.symbol, "added_at": item.added_at, "verified": verified}
+        return {**item.to_dict(), "verified": verified}
 
     @app.delete("/api/watchlist/<symbol>")
     def remove_watch(symbol: str) -> Any:

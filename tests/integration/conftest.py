@@ -36,6 +36,7 @@ def upstream_settings(tmp_path, upstream: FakeUpstream, **overrides: Any) -> Set
         "finnhub_api_key": FINNHUB_KEY, "alphavantage_api_key": AV_KEY,
         "finnhub_url": upstream.finnhub_url, "alphavantage_url": upstream.alphavantage_url,
         "fx_url": upstream.url("frankfurter"), "coingecko_url": upstream.url("coingecko"),
+        "openfigi_url": upstream.url("openfigi"),
         "upstream_timeout": 2.0, "alphavantage_per_day": 1000, "alphavantage_per_second": 0,
     }
     values.update(overrides)

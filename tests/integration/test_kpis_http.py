@@ -33,9 +33,10 @@ def test_kpis_http_count_todays_requests_hits_and_calls(priced: Live, upstream):
     # Two logins and alice's three requests; this request is counted once it has been answered.
     assert today["requests"] == 5
     assert (today["hit_rate"], today["calls_saved"]) == (0.5, 2)
-    assert today["upstream_calls"] == {"alphavantage": 0, "finnhub": 2, "ecb": 0, "coingecko": 0} == {
+    assert today["upstream_calls"] == {"alphavantage": 0, "finnhub": 2, "ecb": 0, "coingecko": 0, "openfigi": 0} == {
         "alphavantage": upstream.calls("alphavantage"), "finnhub": upstream.calls("finnhub"),
-        "ecb": upstream.calls("frankfurter"), "coingecko": upstream.calls("coingecko")}
+        "ecb": upstream.calls("frankfurter"), "coingecko": upstream.calls("coingecko"),
+        "openfigi": upstream.calls("openfigi")}
     assert today["estimated_cost"] == 0.004
     assert 0 < today["p50_ms"] <= today["p95_ms"] <= today["p99_ms"]
     assert admin.get("/api/kpis?days=1").json()["days"][0]["requests"] == 6

@@ -74,8 +74,10 @@ def test_store_copy_round_trip_to_postgresql(tmp_path: Path, pg_url: str, upstre
         login = box.api.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
         jwt = login.json()["access_token"]
         alice = box.api.as_user(jwt)
-        positions = [_kept(alice.post("/api/portfolio", json={"symbol": s, "shares": n, "cost_basis": 10.5}))
-                     for n, s in enumerate(["AAPL", "MSFT"], start=1)]
+        # MSFT by its ISIN: the position keeps it, and so must the copy.
+        positions = [_kept(alice.post("/api/portfolio", json={**held, "shares": n, "cost_basis": 10.5}))
+                     for n, held in enumerate([{"symbol": "AAPL"}, {"isin": "US5949181045"}], start=1)]
+        assert positions[1]["symbol"] == "MSFT" and positions[1]["isin"] == "US5949181045"
         for symbol in ("NVDA", "AMD", "TSLA"):
             assert alice.post("/api/watchlist", json={"symbol": symbol}).status_code == 201
         watched = [item["symbol"] for item in alice.get("/api/watchlist").json()["items"]]

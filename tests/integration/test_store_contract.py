@@ -223,6 +223,19 @@ class TestStoreContract:
         assert store.delete_position(alice.id, p.id) is False
         assert store.list_positions(alice.id) == []
 
+    def test_store_holdings_added_by_isin_keep_it_until_the_symbol_changes(self, store: Store, two_users) -> None:
+        alice, _ = two_users
+        p = store.add_position(alice.id, "SAP.DE", 2, 100, isin="DE0007164600")
+        assert p.isin == "DE0007164600" and store.list_positions(alice.id) == [p]
+        assert store.update_position(alice.id, p.id, shares=3) == Position(p.id, "SAP.DE", 3.0, 100.0, "DE0007164600")
+        moved = store.update_position(alice.id, p.id, symbol="SAP.F")
+        assert moved == Position(p.id, "SAP.F", 3.0, 100.0, None)  # another listing: the ISIN no longer says it
+        item = store.add_watch(alice.id, "AAPL", isin="US0378331005")
+        store.add_watch(alice.id, "MSFT")
+        assert [(w.symbol, w.isin) for w in store.list_watchlist(alice.id)] == [("AAPL", "US0378331005"),
+                                                                                 ("MSFT", None)]
+        assert item.isin == "US0378331005"
+
     def test_store_user_cannot_read_or_touch_another_users_position(self, store: Store, two_users) -> None:
         alice, bob = two_users
         p = store.add_position(alice.id, "AAPL", 10, 150)

@@ -41,7 +41,8 @@ def test_lost_usage_ledger_spends_no_daily_budget_until_utc_midnight(tmp_path: P
         assert int(refused.headers["Retry-After"]) == math.ceil(seconds_to_utc_midnight(clock()))
         upstream_stats = alice.get("/api/cache/stats").json()["upstream"]
         assert {name: figures["budget_left"]["day"] for name, figures in upstream_stats.items()} == {
-            "finnhub": 0, "alphavantage": 0, "ecb": None,  # FX rates have no daily budget to lose
+            # FX rates and ISIN lookups have no daily budget to lose.
+            "finnhub": 0, "alphavantage": 0, "ecb": None, "openfigi": None,
             "coingecko": None}  # keyless beside the Finnhub key: a minute budget only
     finally:
         live.stop()

@@ -62,6 +62,7 @@ def test_metrics_count_reads_calls_errors_and_stale_answers_exactly(runtime, clo
         "alphavantage": {"calls": 2, "errors": 1, "rate_limited": 0},
         "ecb": {"calls": 0, "errors": 0, "rate_limited": 0},  # no FX rate was asked for
         "coingecko": {"calls": 0, "errors": 0, "rate_limited": 0},  # keyless beside Finnhub; no crypto pair asked
+        "openfigi": {"calls": 0, "errors": 0, "rate_limited": 0},  # nor an ISIN looked up
     }
     assert stats["upstream"]["finnhub"]["budget_left"]["minute"] == 0
     assert stats["stale_served"] == 1

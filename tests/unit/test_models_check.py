@@ -17,7 +17,7 @@ from stockcache.kinds import KINDS, check
 from stockcache.models import Candle, FxRates, History, ListingInfo, NewsItem, Profile, Quote
 from stockcache.upstream.providers import METRIC_NAMES
 from stockcache.upstream.providers.alphavantage import AlphaVantageConfig, AlphaVantageProvider
-from stockcache.upstream.providers.demo import DemoProvider
+from stockcache.upstream.providers.demo import DemoMarket, DemoProvider
 from stockcache.upstream.providers.finnhub import FinnhubConfig, FinnhubProvider
 from stockcache.upstream.router import checked
 from stockcache.validation import (
@@ -34,6 +34,8 @@ NOW = 1_767_000_000.0
 
 
 def _subject(kind: str, symbol: str = "AAPL") -> str:
+    if kind == "lookup":  # listings are asked by ISIN (a crypto pair has none: Apple's)
+        return DemoMarket().isin(symbol) or "US0378331005"
     return "USD" if kind == "fx" else symbol  # rates are asked by base currency
 
 

@@ -83,13 +83,16 @@ def test_days_param_defaults_and_bounds():
 def test_build_providers_from_settings():
     assert set(build_providers(Settings())) == {"demo"}
     both = build_providers(Settings(finnhub_api_key="a", alphavantage_api_key="b"))
-    # FX rates need no key and CoinGecko runs keyless: both on whenever not in demo mode; without a
-    # model API the demo source writes analyses.
-    assert set(both) == {"finnhub", "alphavantage", "ecb", "coingecko", "demo"} and both["demo"].kinds == {"analysis"}
+    # FX rates and ISIN lookups need no key and CoinGecko runs keyless: on whenever not in demo mode;
+    # without a model API the demo source writes analyses.
+    assert set(both) == {"finnhub", "alphavantage", "ecb", "coingecko", "openfigi", "demo"}
+    assert both["demo"].kinds == {"analysis"}
     assert isinstance(both["finnhub"], FinnhubProvider) and isinstance(both["alphavantage"], AlphaVantageProvider)
-    assert set(build_providers(Settings(alphavantage_api_key="b"))) == {"alphavantage", "ecb", "coingecko", "demo"}
+    assert set(build_providers(Settings(alphavantage_api_key="b"))) == {
+        "alphavantage", "ecb", "coingecko", "openfigi", "demo"}
+    assert set(build_providers(Settings(openfigi_api_key="c"))) == {"demo"}  # no prices: still demo mode
     with_model = build_providers(Settings(alphavantage_api_key="b", llm_api_key="k"))
-    assert set(with_model) == {"alphavantage", "ecb", "coingecko", "llm"}
+    assert set(with_model) == {"alphavantage", "ecb", "coingecko", "openfigi", "llm"}
     demo_data = build_providers(Settings(llm_url="http://127.0.0.1:11434/v1"))  # a local model, demo market data
     assert set(demo_data) == {"llm", "demo"} and "analysis" not in demo_data["demo"].kinds
     assert "KEY" not in repr(both) and "'a'" not in repr(both)

@@ -41,7 +41,8 @@ def test_demo_serves_every_kind_offline(offline, clock):
     assert provider.local and provider.kinds >= {"quote", "profile", "history", "news", "metric", "search"}
     assert provider.kinds <= set(KINDS)
     for kind in provider.kinds:
-        subject = "USD" if kind == "fx" else "AAPL"  # rates are asked by base currency
+        # Rates are asked by base currency, listings by ISIN.
+        subject = {"fx": "USD", "lookup": "US0378331005"}.get(kind, "AAPL")
         assert provider.produce(kind, subject, params(kind))
     assert len(offline.calls) == 0
 
@@ -49,9 +50,10 @@ def test_demo_serves_every_kind_offline(offline, clock):
 def test_demo_is_deterministic(clock):
     a, b = DemoProvider(clock=clock), DemoProvider(clock=clock)
     for symbol in SYMBOLS:
-        for kind in sorted(DemoProvider.kinds - {"fx"}):
+        for kind in sorted(DemoProvider.kinds - {"fx", "lookup"}):
             assert a.produce(kind, symbol, params(kind)) == b.produce(kind, symbol, params(kind))
     assert a.produce("fx", "GBP", {}) == b.produce("fx", "GBP", {})
+    assert a.produce("lookup", "DE0007164600", {}) == b.produce("lookup", "DE0007164600", {})
 
 
 def test_demo_price_moves_over_the_day_but_not_between_calls():
@@ -127,7 +129,7 @@ def test_demo_metric_and_search(clock):
 
 # Not analysis: it is written from the context the service read, which has said whether the symbol exists
 # (beside real market data the demo writes analyses of listings it does not know).
-@pytest.mark.parametrize("kind", sorted(DemoProvider.kinds - {"search", "fx", "analysis"}))
+@pytest.mark.parametrize("kind", sorted(DemoProvider.kinds - {"search", "fx", "analysis", "lookup"}))
 def test_demo_unknown_symbols_are_not_found(clock, kind):
     with pytest.raises(SymbolNotFound) as info:
         DemoProvider(clock=clock).produce(kind, "ZZZZ1", params(kind))

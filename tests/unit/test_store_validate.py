@@ -145,7 +145,7 @@ def test_symbol_validation_accepts_exactly_the_contract_alphabet(text: str) -> N
 
 @given(symbol=symbols_ok)
 def test_watch_input_normalises_valid_symbols(symbol: str) -> None:
-    assert watch_input({"symbol": symbol}) == symbol.upper()
+    assert watch_input({"symbol": symbol}) == {"symbol": symbol.upper()}
 
 
 @given(body=json_values)

@@ -20,6 +20,7 @@ from .demo import DemoMarket, DemoProvider
 from .finnhub import FinnhubProvider
 from .frankfurter import FrankfurterProvider
 from .llm import LlmProvider
+from .openfigi import OpenFigiProvider
 from .twelvedata import TwelveDataProvider
 
 __all__ = ["METRIC_NAMES", "PROVIDERS", "AlphaVantageProvider", "DemoMarket", "DemoProvider", "FinnhubProvider",
@@ -33,6 +34,7 @@ PROVIDERS: list[type[Provider]] = [
     TwelveDataProvider,
     CoinGeckoProvider,
     LlmProvider,
+    OpenFigiProvider,
     DemoProvider,
 ]
 

@@ -57,7 +57,7 @@ from ...errors import CurrencyNotFound, SymbolNotFound
 from ...models import Candle, FxRates, History, ListingInfo, News, NewsItem, Profile, Quote
 from ...settings import Section, Settings
 from ...symbols import CRYPTO, EQUITY, INDEX, listing
-from ...venues import BY_MIC, US, Venue
+from ...venues import BY_MIC, US, VENUES, Venue
 from ...venues import is_target_day as _target_day
 from .base import Clock, Provider, days_param, query_param
 
@@ -583,6 +583,26 @@ class DemoMarket:
         """The named listings of one ISIN (``DE0007164600`` -> SAP.DE, SAP.F)."""
         return tuple(symbol for symbol in self.listings() if _instrument(symbol).isin == isin)
 
+    def lookup(self, isin: str) -> dict[str, Any]:
+        """The named listings of ``isin`` as the ``lookup`` kind serves them (venues in ``VENUES`` order).
+
+        The demo has no FIGIs (``figi`` is null); an ISIN none of its listings has is not found.
+        """
+        symbols = [s for s in self.listings_by_isin(isin) if not self.is_unknown(s)]
+        if not symbols:
+            raise SymbolNotFound(f"demo knows no listing of {isin}", isin=isin)
+        order = {venue.mic: index for index, venue in enumerate(VENUES)}
+        items = []
+        for symbol in symbols:
+            inst = _instrument(symbol)
+            mic = _US_MICS.get(inst.exchange) if inst.venue is US else inst.mic
+            item: dict[str, Any] = {"symbol": symbol, "name": self.display_name(symbol), "exchange": mic,
+                                    "figi": None}
+            if is_code(inst.major):
+                item["currency"] = inst.major
+            items.append((order.get(inst.venue.mic if inst.venue else "", len(order)), symbol, item))
+        return {"isin": isin, "listings": [item for _, _, item in sorted(items, key=lambda t: t[:2])]}
+
     def indices(self) -> tuple[str, ...]:
         return tuple(_INDICES)
 
@@ -948,7 +968,8 @@ class DemoProvider(Provider):
     name = "demo"
     label = "the demo source"
     config = DemoConfig
-    kinds = frozenset({"quote", "profile", "history", "news", "metric", "search", "listing", "fx", "analysis"})
+    kinds = frozenset({"quote", "profile", "history", "news", "metric", "search", "listing", "fx", "analysis",
+                       "lookup"})
     keyed = False
     local = True
     fallback_kinds = frozenset({"analysis"})  # written by rules when no model API is configured
@@ -975,6 +996,8 @@ class DemoProvider(Provider):
             return market.search(query_param(params, symbol))
         if kind == "analysis":
             return self._analysis(symbol, params.get("context") or {})
+        if kind == "lookup":
+            return market.lookup(symbol)
         reported, major, _ = market.currency(symbol)
         if kind == "quote":
             return dataclasses.replace(_in_major(market.quote(symbol, now), reported), exchange=self._mic(symbol))
