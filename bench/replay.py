@@ -4,6 +4,7 @@
 200 users, the day with and without the background refresher: hit rate of the
 items users asked for, upstream calls per user-day, calls per distinct held
 symbol, stale answers, errors and the busiest budget windows.
+``--market europe`` runs the European day instead (:mod:`bench.replay_europe`).
 
 The market: a universe of 500 symbols whose popularity follows Zipf's law
 (s=1.1); each user holds 5 to 20 of them (drawn by popularity). Each user
@@ -332,12 +333,23 @@ def table(outcomes: list[Outcome], settings: Settings) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", default="10,50,200", help="comma-separated user counts")
+    parser.add_argument("--market", choices=("us", "europe"), default="us",
+                        help="us: the US session (the default); europe: a EUR portfolio of Xetra, London, Paris, "
+                             "Amsterdam and US listings on free keys, and with Alpha Vantage premium to compare "
+                             "(bench/replay_europe.py)")
+    parser.add_argument("--users", default=None, help="comma-separated user counts (us: 10,50,200; europe: 50)")
     parser.add_argument("--finnhub-per-minute", default="300,60",
-                        help="comma-separated Finnhub plans to compare, calls per minute (free: 60)")
+                        help="us only: comma-separated Finnhub plans to compare, calls per minute (free: 60)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.market == "europe":
+        from bench.replay_europe import run  # imports this module: loaded only when asked for
+
+        print(run([int(n) for n in (args.users or "50").split(",")], seed=args.seed))
+        print(f"\n({time.monotonic() - started:.0f} s wall time)")
+        return
+    args.users = args.users or "10,50,200"
     for per_minute in (int(p) for p in args.finnhub_per_minute.split(",")):
         overrides = {"finnhub_per_minute": per_minute}
         settings = bench_settings(Path("."), **overrides)
