@@ -428,7 +428,7 @@ def report(outcomes: Sequence[EuropeOutcome]) -> str:
         "| positions shown | quote hit rate | calls Finnhub / AV / FX | budget overruns | wrong currency "
         "| pence as pounds | other wrong price | priced right (of them in pence) | currency null | no price | stale "
         "| totals right / pages | complete pages |",
-        "| ---: | --- | --- | --- |" + " ---: |" * 15,
+        "| ---: | --- | --- | --- |" + " ---: |" * 14,
     ]
     for o in outcomes:
         c = o.checks
