@@ -4,6 +4,7 @@
 200 users, the day with and without the background refresher: hit rate of the
 items users asked for, upstream calls per user-day, calls per distinct held
 symbol, stale answers, errors and the busiest budget windows.
+``--market europe`` runs the European day instead (:mod:`bench.replay_europe`).
 
 The market: a universe of 500 symbols whose popularity follows Zipf's law
 (s=1.1); each user holds 5 to 20 of them (drawn by popularity). Each user
@@ -48,6 +49,7 @@ from stockcache.venues import US
 # Never connected to: the in-process session answers instead.
 FINNHUB_URL = "http://127.0.0.1:9/finnhub/api/v1"
 ALPHAVANTAGE_URL = "http://127.0.0.1:9/alphavantage/query"
+FX_URL = "http://127.0.0.1:9/frankfurter/v1"  # the fake's Frankfurter (ECB rates) mount
 
 
 class FakeClock:
@@ -82,12 +84,15 @@ class _Response:
 
 @dataclass(frozen=True)
 class Sent:
-    """One upstream call: provider, endpoint, symbol and the (fake) time its budget booked it for."""
+    """One upstream call: provider, endpoint, symbol, the (fake) time its budget booked it for, and the
+    time the fake answered it (``asked``: its data is the market at that time; ``at`` adds the delay the
+    per-second budget asked for, which the in-process session reports instead of waiting)."""
 
     provider: str
     endpoint: str
     symbol: str | None
     at: float
+    asked: float = 0.0
 
 
 class InProcessSession:
@@ -106,15 +111,28 @@ class InProcessSession:
     def request(self, method: str, url: str, *, params: Mapping[str, str] | None = None,
                 headers: Mapping[str, str] | None = None, delay: float = 0.0, **_: Any) -> _Response:
         params = dict(params or {})
-        path = urlsplit(url).path + ("?" + urlencode(params) if params else "")
-        provider = "finnhub" if "/finnhub/" in path else "alphavantage"
-        endpoint = path.split("/api/v1/", 1)[1].split("?")[0] if provider == "finnhub" else params.get("function", "")
+        route = urlsplit(url).path
+        path = route + ("?" + urlencode(params) if params else "")
+        provider, endpoint = self._what(route, params)
+        now = self._clock()
         with self._lock:
-            self.sent.append(Sent(provider, endpoint, params.get("symbol"), self._clock() + delay))
+            self.sent.append(Sent(provider, endpoint, params.get("symbol") or params.get("from"), now + delay, now))
         # FakeUpstream._handle is the fake's routing without its HTTP server: the same
         # bodies, faults and key checks as over loopback, at in-process speed.
         status, response_headers, body = self.fake._handle(method, path, dict(headers or {}))
         return _Response(status, response_headers, body)
+
+    def _what(self, route: str, params: Mapping[str, str]) -> tuple[str, str]:
+        """(provider, endpoint) of a request path: Finnhub, Alpha Vantage, or a mounted API (``frankfurter``)."""
+        if route.startswith("/finnhub/"):
+            return "finnhub", route.split("/api/v1/", 1)[1]
+        if route.startswith("/alphavantage/"):
+            return "alphavantage", params.get("function", "")
+        for name in self.fake.mounted():
+            api = self.fake.api(name)
+            if route.startswith(api.prefix + "/"):
+                return name, route[len(api.prefix):].removeprefix(api.base_path).strip("/")
+        return "unknown", route
 
     def close(self) -> None:
         pass
@@ -140,6 +158,7 @@ def bench_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": data_dir, "refresh": False, "finnhub_api_key": "BENCHKEY_fh",
         "alphavantage_api_key": "BENCHKEY_av", "finnhub_url": FINNHUB_URL, "alphavantage_url": ALPHAVANTAGE_URL,
+        "fx_url": FX_URL,
     }
     values.update(overrides)
     return Settings(**values)
@@ -255,9 +274,7 @@ def simulate(users: int, *, refresher: bool, day: str = "2026-03-02", seed: int 
             stale += sum(1 for row in answer["positions"] if row["stale"])
             errors += len(answer["errors"])
 
-        reads = service.metrics.by_label(Metrics.READS)
-        misses = sum(n for (_, tier), n in reads.items() if tier == Metrics.READ_MISS)
-        hits = sum(reads.values()) - misses
+        hits, misses = quote_reads(service.metrics)
         outcome = Outcome(
             users=users, refresher=refresher, distinct=len(store.held_symbols()), page_loads=len(loads),
             items=hits + misses, hits=hits, misses=misses, stale=stale, errors=errors,
@@ -273,15 +290,23 @@ def simulate(users: int, *, refresher: bool, day: str = "2026-03-02", seed: int 
     return outcome
 
 
+def quote_reads(metrics: Metrics) -> tuple[int, int]:
+    """(hits, misses) of the quotes users asked for (a page's FX table is a read of its own kind)."""
+    reads = metrics.by_label(Metrics.READS)
+    misses = reads.get(("quote", Metrics.READ_MISS), 0)
+    hits = sum(n for (kind, tier), n in reads.items() if kind == "quote" and tier != Metrics.READ_MISS)
+    return hits, misses
+
+
 def within_budget(o: Outcome, settings: Settings) -> bool:
     """No window of any provider saw more calls than its limit (0 means no limit)."""
     checks = [
-        (o.busiest_second["finnhub"], settings.finnhub_per_second),
-        (o.busiest_minute["finnhub"], settings.finnhub_per_minute),
-        (o.calls["finnhub"], settings.finnhub_per_day),
-        (o.busiest_second["alphavantage"], settings.alphavantage_per_second),
-        (o.busiest_minute["alphavantage"], settings.alphavantage_per_minute),
-        (o.calls["alphavantage"], settings.alphavantage_per_day),
+        (o.busiest_second["finnhub"], settings.get("finnhub_per_second")),
+        (o.busiest_minute["finnhub"], settings.get("finnhub_per_minute")),
+        (o.calls["finnhub"], settings.get("finnhub_per_day")),
+        (o.busiest_second["alphavantage"], settings.get("alphavantage_per_second")),
+        (o.busiest_minute["alphavantage"], settings.get("alphavantage_per_minute")),
+        (o.calls["alphavantage"], settings.get("alphavantage_per_day")),
     ]
     return all(not limit or used <= limit for used, limit in checks)
 
@@ -308,19 +333,31 @@ def table(outcomes: list[Outcome], settings: Settings) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", default="10,50,200", help="comma-separated user counts")
+    parser.add_argument("--market", choices=("us", "europe"), default="us",
+                        help="us: the US session (the default); europe: a EUR portfolio of Xetra, London, Paris, "
+                             "Amsterdam and US listings on free keys, and with Alpha Vantage premium to compare "
+                             "(bench/replay_europe.py)")
+    parser.add_argument("--users", default=None, help="comma-separated user counts (us: 10,50,200; europe: 50)")
     parser.add_argument("--finnhub-per-minute", default="300,60",
-                        help="comma-separated Finnhub plans to compare, calls per minute (free: 60)")
+                        help="us only: comma-separated Finnhub plans to compare, calls per minute (free: 60)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.market == "europe":
+        from bench.replay_europe import run  # imports this module: loaded only when asked for
+
+        print(run([int(n) for n in (args.users or "50").split(",")], seed=args.seed))
+        print(f"\n({time.monotonic() - started:.0f} s wall time)")
+        return
+    args.users = args.users or "10,50,200"
     for per_minute in (int(p) for p in args.finnhub_per_minute.split(",")):
         overrides = {"finnhub_per_minute": per_minute}
         settings = bench_settings(Path("."), **overrides)
         outcomes = [simulate(int(users), refresher=refresher, seed=args.seed, **overrides)
                     for users in args.users.split(",") for refresher in (False, True)]
-        print(f"Finnhub {settings.finnhub_per_minute}/min and {settings.finnhub_per_second}/s, Alpha Vantage "
-              f"{settings.alphavantage_per_day}/day and {settings.alphavantage_per_second}/s; quote TTL "
+        print(f"Finnhub {settings.get('finnhub_per_minute')}/min and {settings.get('finnhub_per_second')}/s, "
+              f"Alpha Vantage {settings.get('alphavantage_per_day')}/day and "
+              f"{settings.get('alphavantage_per_second')}/s; quote TTL "
               f"{settings.ttl_quote} s; refresher share {settings.refresh_budget_share}, lead "
               f"{settings.refresh_lead} s; market hours only; seed {args.seed}.\n")
         print(table(outcomes, settings))
