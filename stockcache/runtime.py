@@ -38,11 +38,14 @@ log = logging.getLogger(__name__)
 
 DATA_DIR_SETTING = "STOCKCACHE_DATA_DIR / --data-dir"
 USAGE_FILE = "usage.sqlite"
+# "demo" or "live": what the cache in this folder was filled from (see Runtime._forget_other_source).
+CACHE_SOURCE_FILE = "cache.source"
 # Every file a start may create in the data folder (each SQLite file with its -wal, -shm and
 # -journal): a start that fails removes those it created, so it leaves the folder as it was.
 _STARTUP_FILES = frozenset(
-    [SECRET_FILENAME] + [f"{name}{suffix}" for name in (CACHE_FILE, STORE_FILENAME, USAGE_FILE, KPI_FILE)
-                         for suffix in ("", "-wal", "-shm", "-journal")])
+    [SECRET_FILENAME, CACHE_SOURCE_FILE]
+    + [f"{name}{suffix}" for name in (CACHE_FILE, STORE_FILENAME, USAGE_FILE, KPI_FILE)
+       for suffix in ("", "-wal", "-shm", "-journal")])
 
 
 def _is_startup_file(name: str) -> bool:
@@ -201,6 +204,7 @@ class Runtime:
         try:
             self.cache: TieredCache = open_cache(settings=settings, clock=clock, janitor_interval=janitor_interval)
             built.append(self.cache.close)
+            self._forget_other_source()
             # SQLite in the data folder, or PostgreSQL shared by every instance (STOCKCACHE_DATABASE_URL).
             self.store: Store = open_configured_store(settings, clock=clock)
             built.append(self.store.close)
@@ -248,6 +252,25 @@ class Runtime:
             raise
         self.started_at = clock()
         self._closed = False
+
+    def _forget_other_source(self) -> None:
+        """Empty the cache when it was filled in the other mode: demo data once keys are set, or the reverse.
+
+        Demo entries are labelled, but a profile cached for a day (an analysis for a
+        week) would go on being served, as fresh, after the user set real keys.
+        """
+        marker = self.settings.data_dir / CACHE_SOURCE_FILE
+        source = "demo" if self.settings.demo else "live"
+        try:
+            before = marker.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            before = None
+        if before is not None and before != source:
+            removed = self.cache.clear_pattern("*")
+            log.warning("the cache held %s data; removed its %d entries now that the service runs on %s data",
+                        before, removed, source)
+        if before != source:
+            marker.write_text(source + "\n", encoding="ascii")
 
     def _login_counter(self) -> Any:
         """Where login attempts are counted for every instance: Redis when configured, else a shared store.

@@ -527,8 +527,10 @@ def _banner(runtime: Runtime, server: Server) -> None:
     settings = runtime.settings
     lines = [f"stockcache listening on {server.url}  (data: {settings.data_dir.resolve()})"]
     if settings.demo:
-        lines.append("DEMO MODE: no FINNHUB_API_KEY or ALPHAVANTAGE_API_KEY set; serving offline demo data "
-                     '(every answer says "source": "demo").')
+        from ..upstream.providers import market_key_names
+
+        lines.append(f"DEMO MODE: none of {', '.join(market_key_names())} is set; serving offline demo data "
+                     '(market data answers say "source": "demo").')
     else:
         lines.append("upstream sources: " + ", ".join(runtime.service.source_names))
     if runtime.store.count_users() == 0:

@@ -369,3 +369,5 @@ def test_coingecko_startup_says_whether_it_runs_keyless_or_with_a_key(tmp_path):
     assert KEY not in keyed
     demo = _startup_lines(tmp_path)
     assert "DEMO MODE" in demo and "CoinGecko" not in demo
+    assert all(name in demo for name in ("FINNHUB_API_KEY", "ALPHAVANTAGE_API_KEY", "TWELVEDATA_API_KEY",
+                                         "COINGECKO_API_KEY"))  # every key that would end demo mode

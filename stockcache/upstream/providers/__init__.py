@@ -25,7 +25,7 @@ from .twelvedata import TwelveDataProvider
 
 __all__ = ["METRIC_NAMES", "PROVIDERS", "AlphaVantageProvider", "DemoMarket", "DemoProvider", "FinnhubProvider",
            "FrankfurterProvider", "LlmProvider", "Provider", "UpstreamRequest", "build_providers",
-           "demo_mode", "provider_classes", "register", "sections", "venues_markdown"]
+           "demo_mode", "market_key_names", "provider_classes", "register", "sections", "venues_markdown"]
 
 PROVIDERS: list[type[Provider]] = [
     FinnhubProvider,
@@ -59,6 +59,11 @@ def sections() -> tuple[type[Section], ...]:
 def demo_mode(settings: Settings) -> bool:
     """True when no market-data provider has a key: the offline demo source serves."""
     return not any(p.keyed and p.has_key(settings) for p in PROVIDERS)
+
+
+def market_key_names() -> list[str]:
+    """The environment variables whose key ends demo mode (one per market-data provider), in registry order."""
+    return [name for p in PROVIDERS if p.keyed and (name := p.key_env()) is not None]
 
 
 def venues_markdown() -> str:
