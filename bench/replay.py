@@ -50,6 +50,11 @@ from stockcache.venues import US
 FINNHUB_URL = "http://127.0.0.1:9/finnhub/api/v1"
 ALPHAVANTAGE_URL = "http://127.0.0.1:9/alphavantage/query"
 FX_URL = "http://127.0.0.1:9/frankfurter/v1"  # the fake's Frankfurter (ECB rates) mount
+# The fake's other mounts: Twelve Data and OpenFIGI need a key to be used, CoinGecko runs keyless
+# once another key is set; none of them may ever be pointed at the real host by a replay.
+TWELVEDATA_URL = "http://127.0.0.1:9/twelvedata"
+COINGECKO_URL = "http://127.0.0.1:9/coingecko/api/v3"
+OPENFIGI_URL = "http://127.0.0.1:9/openfigi/v3"
 
 
 class FakeClock:
@@ -158,7 +163,8 @@ def bench_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": data_dir, "refresh": False, "finnhub_api_key": "BENCHKEY_fh",
         "alphavantage_api_key": "BENCHKEY_av", "finnhub_url": FINNHUB_URL, "alphavantage_url": ALPHAVANTAGE_URL,
-        "fx_url": FX_URL,
+        "fx_url": FX_URL, "twelvedata_url": TWELVEDATA_URL, "coingecko_url": COINGECKO_URL,
+        "openfigi_url": OPENFIGI_URL,
     }
     values.update(overrides)
     return Settings(**values)
@@ -335,18 +341,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--market", choices=("us", "europe"), default="us",
                         help="us: the US session (the default); europe: a EUR portfolio of Xetra, London, Paris, "
-                             "Amsterdam and US listings on free keys, and with Alpha Vantage premium to compare "
-                             "(bench/replay_europe.py)")
+                             "Amsterdam and US listings on free keys, with Alpha Vantage premium, and with Twelve Data "
+                             "and CoinGecko keys to compare (bench/replay_europe.py)")
     parser.add_argument("--users", default=None, help="comma-separated user counts (us: 10,50,200; europe: 50)")
     parser.add_argument("--finnhub-per-minute", default="300,60",
                         help="us only: comma-separated Finnhub plans to compare, calls per minute (free: 60)")
+    parser.add_argument("--plans", default=None,
+                        help="europe only: comma-separated plans of bench.replay_europe.PLANS (default: all of them)")
+    parser.add_argument("--crypto", action="store_true",
+                        help="europe only: some users also hold BTC-USD and ETH-EUR (the same stock portfolios)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     started = time.monotonic()
     if args.market == "europe":
-        from bench.replay_europe import run  # imports this module: loaded only when asked for
+        from bench.replay_europe import PLANS, run  # imports this module: loaded only when asked for
 
-        print(run([int(n) for n in (args.users or "50").split(",")], seed=args.seed))
+        plans = tuple(args.plans.split(",")) if args.plans else tuple(PLANS)
+        unknown = [plan for plan in plans if plan not in PLANS]
+        if unknown:
+            parser.error(f"unknown plan(s) {', '.join(unknown)}; known: {', '.join(PLANS)}")
+        print(run([int(n) for n in (args.users or "50").split(",")], plans=plans, seed=args.seed,
+                  crypto=args.crypto))
         print(f"\n({time.monotonic() - started:.0f} s wall time)")
         return
     args.users = args.users or "10,50,200"
