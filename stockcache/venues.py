@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import holidays
-
 
 @dataclass(frozen=True)
 class Venue:
@@ -96,6 +94,9 @@ def _zone(name: str) -> ZoneInfo:
 
 @functools.lru_cache(maxsize=256)
 def _holidays(calendar: str, year: int) -> frozenset[date]:
+    # Imported on first use: the package takes about 0.3 s to import, which start-up need not pay.
+    import holidays
+
     if calendar.startswith("country:"):
         found = holidays.country_holidays(calendar.removeprefix("country:"), years=year)
     else:

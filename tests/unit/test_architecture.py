@@ -255,8 +255,8 @@ def test_architecture_adding_a_provider_took_its_module_one_registry_line_and_it
     for path in sorted(PACKAGE.parent.glob("*/**/*")):
         rel = path.relative_to(PACKAGE.parent).as_posix()
         if not path.is_file() or rel.split("/")[0] not in ("stockcache", "bench", "scripts") \
-                or "__pycache__" in rel or rel.startswith("bench/bench_"):
-            continue  # benchmarks measure named providers; adding one needs none
+                or "__pycache__" in rel or rel.startswith(("bench/bench_", "bench/replay")):
+            continue  # benchmarks and replays measure named providers; adding one needs none
         if path.suffix == ".py":
             lines = _lines_naming(ast.parse(path.read_text(), rel), pattern)
         else:
