@@ -270,7 +270,9 @@ class Runtime:
             log.warning("the cache held %s data; removed its %d entries now that the service runs on %s data",
                         before, removed, source)
         if before != source:
-            marker.write_text(source + "\n", encoding="ascii")
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, like every file here
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(source + "\n")
 
     def _login_counter(self) -> Any:
         """Where login attempts are counted for every instance: Redis when configured, else a shared store.
