@@ -50,6 +50,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+AUTO = "auto"
+
+
+def auto_or_non_negative_int(text: str) -> int | str:
+    """``auto`` (the provider picks its limit from whether a key is set) or a whole number of at least 0."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    return non_negative_int(text)
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value <= 0:

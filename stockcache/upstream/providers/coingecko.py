@@ -44,7 +44,15 @@ from urllib.parse import urlsplit
 
 from ...errors import NoData, RateLimited, StockcacheError, SymbolNotFound, UpstreamAuthError, UpstreamError
 from ...models import Candle, History, ListingInfo, Quote
-from ...settings import Section, Settings, non_negative_float, non_negative_int, setting, url
+from ...settings import (
+    AUTO,
+    Section,
+    Settings,
+    auto_or_non_negative_int,
+    non_negative_float,
+    setting,
+    url,
+)
 from ...symbols import CRYPTO, Listing, listing
 from ..guard import Limits
 from .base import (
@@ -86,7 +94,6 @@ VS_CURRENCIES = frozenset({"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK
 # well inside the 8 KB that common proxies and CDNs accept, and a 40-pair page is one call.
 MAX_IDS = 50
 
-AUTO = "auto"
 KEYED_PER_MINUTE = 30  # the Demo plan: 30 a minute in older docs and third parties, 100 in the newest
 KEYLESS_PER_MINUTE = 5  # keyless: rate-limited per IP, shared with everyone behind it
 DEFAULT_429_PAUSE = 60  # Retry-After is not documented; back off a minute
@@ -98,13 +105,6 @@ _COIN_ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]|\.(?!\.)){0,99}")
 _DAY_MS = 86_400_000
 
 _KINDS = frozenset({"quote", "history", "search", "listing"})
-
-
-def per_minute_or_auto(text: str) -> int | str:
-    """``auto`` (30 with a key, 5 without) or a whole number of calls."""
-    if text.strip().lower() == AUTO:
-        return AUTO
-    return non_negative_int(text)
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class CoinGeckoConfig(Section):
                                 "any other market-data key is set.")
     url: str = setting("https://api.coingecko.com/api/v3", env="STOCKCACHE_COINGECKO_URL", parse=url,
                        help="CoinGecko base URL (the Pro host for a Pro key).")
-    per_minute: int | str = setting(AUTO, env="STOCKCACHE_COINGECKO_PER_MINUTE", parse=per_minute_or_auto,
+    per_minute: int | str = setting(AUTO, env="STOCKCACHE_COINGECKO_PER_MINUTE", parse=auto_or_non_negative_int,
                                     help=f"CoinGecko calls allowed per minute; 'auto' means {KEYED_PER_MINUTE} "
                                          f"with COINGECKO_API_KEY (Demo plan) and {KEYLESS_PER_MINUTE} without "
                                          "(keyless, shared by everyone on the same IP); 0 means no limit.")

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import InvalidRequest, RateLimited, SymbolNotFound, UpstreamAuthError, UpstreamError
-from ...settings import Section, Settings, non_negative_int, setting, url
+from ...settings import AUTO, Section, Settings, auto_or_non_negative_int, setting, url
 from ...symbols import Listing, normalize_isin, normalize_symbol
 from ...venues import US, US_LISTING_ORDER, VENUES, Venue, by_exchange_code
 from ..guard import Limits
 from .base import Clock, Provider, UpstreamRequest, retry_after_seconds, text_or_none
 
-AUTO = "auto"
 KEYLESS_PER_MINUTE, KEYED_PER_MINUTE = 25, 250
 _KEY_HEADER = "X-OPENFIGI-APIKEY"
 _NO_MATCH = "no identifier found"
@@ -38,13 +37,6 @@ _NO_MATCH = "no identifier found"
 # name (OpenFIGI's "ERICSSON LM-B SHS") where it can be; see symbol_for_ticker.
 _CLASS_IN_NAME = re.compile(r"[- ](?:SER\.? )?([A-D])(?: SHS| SHARES)?$")
 _VENUE_ORDER = {venue.mic: index for index, venue in enumerate(VENUES)}
-
-
-def per_minute_or_auto(text: str) -> int | str:
-    """``auto`` (250 with a key, 25 without) or a whole number of requests."""
-    if text.strip().lower() == AUTO:
-        return AUTO
-    return non_negative_int(text)
 
 
 @dataclass(frozen=True)
@@ -58,7 +50,7 @@ class OpenFigiConfig(Section):
                                 "whenever any market-data key is set.")
     url: str = setting("https://api.openfigi.com/v3", env="STOCKCACHE_OPENFIGI_URL", parse=url,
                        help="OpenFIGI base URL.")
-    per_minute: int | str = setting(AUTO, env="STOCKCACHE_OPENFIGI_PER_MINUTE", parse=per_minute_or_auto,
+    per_minute: int | str = setting(AUTO, env="STOCKCACHE_OPENFIGI_PER_MINUTE", parse=auto_or_non_negative_int,
                                     help=f"OpenFIGI requests allowed per minute; 'auto' means {KEYED_PER_MINUTE} "
                                          f"with OPENFIGI_API_KEY and {KEYLESS_PER_MINUTE} without; 0 means no "
                                          "limit.")
