@@ -318,15 +318,24 @@ class Router:
             if breaker is not None:
                 breaker.release()
             raise
+        return self._send(name, request, breaker, delay, deadline,
+                          lambda future: self._on_batch_answer(provider, chunk, params, future))
+
+    def _send(self, name: str, request: UpstreamRequest, breaker: CircuitBreaker | None, delay: float, deadline: float,
+              done: Callable[[Future[Answer]], None]) -> StockcacheError | None:
+        """Hand ``request`` to the transport; the error when the pool is shutting down, else None.
+
+        No call was made when it raises: the breaker's half-open probe slot is
+        given back, or the provider would stay off for good.
+        """
         try:
-            self.transport.send(name, request, delay=delay, deadline=deadline,
-                                done=lambda future: self._on_batch_answer(provider, chunk, params, future))
+            self.transport.send(name, request, delay=delay, deadline=deadline, done=done)
         except RuntimeError:
             if breaker is not None:
                 breaker.release()
             if not self.transport.closing:
                 raise
-            return _shutting_down(name)
+            return _shutting_down(name)  # the pool shut down between our check and here
         except BaseException:
             if breaker is not None:
                 breaker.release()
@@ -518,21 +527,11 @@ class Router:
             if breaker is not None:
                 breaker.release()
             raise
-        try:
-            self.transport.send(name, request, delay=delay, deadline=deadline,
-                                done=lambda future: self._on_answer(state, provider, future, request))
-        except RuntimeError:
-            if breaker is not None:
-                breaker.release()
-            if not self.transport.closing:
-                raise
-            state.errors.append(_shutting_down(name))  # the pool shut down between our check and here
+        refused = self._send(name, request, breaker, delay, deadline,
+                             lambda future: self._on_answer(state, provider, future, request))
+        if refused is not None:
+            state.errors.append(refused)
             return False
-        except BaseException:
-            if breaker is not None:
-                breaker.release()
-            raise
-        self.metrics.inc(Metrics.UPSTREAM_CALLS, name)
         return True
 
     def _on_answer(self, state: _Walk, provider: Provider, future: Future[Answer], request: UpstreamRequest) -> None:
