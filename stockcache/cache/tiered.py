@@ -112,6 +112,16 @@ class TieredCache:
         The fast path of a single cached read: no lower tier is asked and a miss
         is not counted, so the caller's full lookup (``get_many``) counts it once.
         """
+        entry = self.memory_peek(key)
+        if entry is not None:
+            self._count_hit(key, 0)
+        return entry
+
+    def memory_peek(self, key: str) -> Entry | None:
+        """:meth:`memory_hit` without counting: for a caller that may yet hand the read to the full path.
+
+        It counts the read itself with :meth:`count_memory_hit` if it serves the entry.
+        """
         try:
             entry = self._top_get(key)
         except CacheError as exc:
@@ -119,8 +129,11 @@ class TieredCache:
             return None
         if entry is None or self._clock() >= entry.expires_at:
             return None
-        self._count_hit(key, 0)
         return entry
+
+    def count_memory_hit(self, key: str) -> None:
+        """Count one read of ``key`` answered by the top tier (after :meth:`memory_peek`)."""
+        self._count_hit(key, 0)
 
     def get_entry(self, key: str) -> Entry | None:
         """The fresh entry for ``key`` (``entry.tier`` says where it was found), or None."""

@@ -63,6 +63,7 @@ from ..runtime import Runtime
 from ..settings import Settings
 from .app import API_CSP, SECURITY_HEADERS, AccessLog, AccessSink, access_log, create_app
 from .errors import error_body
+from .fastpath import FastReads
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,8 @@ class Server:
         settings = runtime.settings
         self.app = create_app(runtime)
         self._server = create_server(
-            AccessLog(self.app, runtime.metrics, sink=access_sink), host=host or settings.host,
+            AccessLog(FastReads(self.app, runtime.service.readthrough, runtime.auth), runtime.metrics,
+                      sink=access_sink), host=host or settings.host,
             port=settings.port if port is None else port, **waitress_options(settings),
         )
         for listener in list(self._server._map.values()) + [self._server]:
