@@ -44,6 +44,8 @@ class Kind:
 
     def key(self, subject: str, *params: object) -> str:
         """``KIND:SUBJECT[:PARAMS]``: never a URL, never a key or token."""
+        if not params:  # most reads (quote, profile): once per item of every batch
+            return f"{self.name}:{subject}"
         return ":".join([self.name, subject, *(str(p) for p in params)])
 
     def check(self, subject: str, data: Any) -> None:

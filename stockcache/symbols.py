@@ -9,6 +9,7 @@ upper-cased, so the check comes before any case change.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ def normalize_symbol(raw: object) -> str:
     """
     if not isinstance(raw, str):
         raise InvalidSymbol("A symbol must be a string.")
+    return _remembered(raw) if len(raw) <= _REMEMBERED_LENGTH else _normalize_text(raw)
+
+
+def _normalize_text(raw: str) -> str:
     symbol = strip_ascii(raw)
     if symbol.isascii():
         symbol = symbol.upper()
@@ -77,6 +82,13 @@ def normalize_symbol(raw: object) -> str:
             "Symbols are 1 to 20 characters of A-Z 0-9 . - ^ = : _", symbol=shown or None
         )
     return symbol
+
+
+# Every item of every batch is normalised, mostly the same few hundred symbols over and over:
+# remembering the answers halves a warm batch's per-item cost. Refusals are not remembered, and
+# neither is a long text (a symbol padded with spaces), so the memory stays a few hundred KB.
+_REMEMBERED_LENGTH = 32
+_remembered = functools.lru_cache(maxsize=4096)(_normalize_text)
 
 
 def normalize_symbols(raw: object, *, max_batch: int) -> tuple[list[str], dict[str, InvalidSymbol]]:

@@ -23,6 +23,9 @@ SECURITY_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
 )
 API_CSP = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+# What AccessLog adds to every answer that does not set its own (the dashboard sets its CSP).
+_ALL_OURS = (*SECURITY_HEADERS, API_CSP)
+_OURS = frozenset(name.lower() for name, _ in _ALL_OURS)
 
 
 def create_app(runtime: Runtime) -> bottle.Bottle:
@@ -85,10 +88,14 @@ class AccessLog:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             seen["status"] = status.split(" ", 1)[0]
+            for name, _ in headers:
+                if name.lower() in _OURS:
+                    break
+            else:  # the common case: the answer set none of them
+                headers.extend(_ALL_OURS)
+                return start_response(status, headers, exc_info)
             names = {name.lower() for name, _ in headers}
-            headers.extend(h for h in SECURITY_HEADERS if h[0].lower() not in names)
-            if "content-security-policy" not in names:
-                headers.append(API_CSP)
+            headers.extend(h for h in _ALL_OURS if h[0].lower() not in names)
             return start_response(status, headers, exc_info)
 
         try:
