@@ -751,6 +751,30 @@ class Authenticator:
             if hit[3] is not None:
                 self.store.note_token_use(hit[3])
             return hit[0]
+        return self._verify_token(token, key, version, now, hit)
+
+    def known(self, authorization: str | None) -> Principal | None:
+        """:meth:`authenticate` answered from the verified values alone: the Principal, or None
+        where that would take a store query or fail. Never raises, never does I/O.
+
+        For work on the server's I/O thread (``web.server``), which must not wait on
+        the store; a None sends the request to a worker thread and the full check.
+        """
+        if not authorization or not isinstance(authorization, str):
+            return None
+        scheme, _, value = authorization.strip().partition(" ")
+        token = value.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        hit = self._verified.get(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
+        if hit is None or hit[1] != self.store.generation() or not self._clock() < hit[2]:
+            return None
+        if hit[3] is not None:
+            self.store.note_token_use(hit[3])
+        return hit[0]
+
+    def _verify_token(self, token: str, key: bytes, version: int, now: float, hit: Any) -> Principal:
+        """The store's (and for a JWT the signature's) answer for a token not verified since ``version``."""
         token_id: str | None = None
         try:
             if token.startswith(TOKEN_PREFIX):

@@ -146,20 +146,42 @@ class ReadThrough:
             raise errors[subject]
         return found[subject]
 
-    def cached(self, kind: str, subject: str, key_params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-        """What :meth:`one` answers when a fresh, valid entry in memory holds data; else None, uncounted.
+    def cached(self, kind: str, subject: str) -> tuple[str, Entry] | None:
+        """The key and entry :meth:`one` would answer from when a fresh, valid entry in memory
+        holds data (counted as the read); else None, uncounted.
 
-        For the HTTP fast path (``web.fastpath``): a None hands the read to the full
+        For the HTTP fast path (``web.fastpath``), which renders the answer itself
+        (``render(entry.value, entry.tier, now)``). A None hands the read to the full
         path, which then counts it once, so a miss or a remembered error is never two reads.
         """
         spec = KINDS[kind]
-        key = spec.key(subject, *key_params)
+        key = spec.key(subject)
         entry = self.cache.memory_peek(key)
         if entry is None or not self._admit(spec, subject, key, entry) or "error" in entry.value:
             return None
         self.cache.count_memory_hit(key)
         self.metrics.inc(Metrics.READS, kind, entry.tier)
-        return render(entry.value, entry.tier, self.clock(), stale=False)
+        return key, entry
+
+    def cached_many(self, kind: str, subjects: Sequence[str]) -> list[tuple[str, Entry]] | None:
+        """:meth:`cached` for a batch, all or nothing: every subject's ``(key, entry)`` in order, or None
+        (nothing counted) unless each has a fresh, valid data entry in memory."""
+        if not subjects:
+            return None
+        spec = KINDS[kind]
+        keys = [spec.key(subject) for subject in subjects]
+        entries = self.cache.memory_peek_many(keys)
+        if len(entries) != len(keys):
+            return None
+        out = []
+        for subject, key in zip(subjects, keys, strict=True):
+            entry = entries[key]
+            if not self._admit(spec, subject, key, entry) or "error" in entry.value:
+                return None
+            out.append((key, entry))
+        self.cache.count_memory_hits(keys)
+        self.metrics.inc(Metrics.READS, kind, out[0][1].tier, amount=len(out))
+        return out
 
     def many(
         self,

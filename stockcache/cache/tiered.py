@@ -135,6 +135,20 @@ class TieredCache:
         """Count one read of ``key`` answered by the top tier (after :meth:`memory_peek`)."""
         self._count_hit(key, 0)
 
+    def memory_peek_many(self, keys: list[str]) -> dict[str, Entry]:
+        """:meth:`memory_peek` for many keys at once (one lock round), uncounted."""
+        try:
+            got = self._tiers[0].get_many(keys)
+        except CacheError as exc:
+            self._tier_failed(self._tiers[0], "get_many", exc)
+            return {}
+        now = self._clock()
+        return {key: entry for key, entry in got.items() if now < entry.expires_at}
+
+    def count_memory_hits(self, keys: Iterable[str]) -> None:
+        """Count one read of each key answered by the top tier (after :meth:`memory_peek_many`)."""
+        self._reads.record([(0, keys)], [])
+
     def get_entry(self, key: str) -> Entry | None:
         """The fresh entry for ``key`` (``entry.tier`` says where it was found), or None."""
         found = self._find(key)

@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from waitress import wasyncore
@@ -55,7 +56,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.receiver import ChunkedReceiver
 from waitress.server import BaseWSGIServer, create_server
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import BadRequest, RequestEntityTooLarge
 
 from ..errors import ConfigError, for_status
@@ -63,7 +64,7 @@ from ..runtime import Runtime
 from ..settings import Settings
 from .app import API_CSP, SECURITY_HEADERS, AccessLog, AccessSink, access_log, create_app
 from .errors import error_body
-from .fastpath import FastReads
+from .fastpath import ANSWERED, Answer, FastReads
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class _StrictParser(HTTPRequestParser):
     body_rcv: Any
     completed: bool
     error: Any
+    # The answer made for this request on the I/O thread (:class:`_IoThreadAnswers`), if any.
+    answer: Answer | None = None
 
     def received(self, data: bytes) -> int:
         consumed: int = super().received(data)
@@ -140,8 +143,20 @@ class _BoundedChunkedReceiver(ChunkedReceiver):
         return consumed
 
 
+class _JsonTask(WSGITask):
+    """waitress's WSGI task, handing FastReads the answer made on the I/O thread, if there is one."""
+
+    request: _StrictParser
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        if self.request.answer is not None:
+            environ[ANSWERED] = self.request.answer
+        return environ
+
+
 class _JsonChannel(HTTPChannel):
-    """waitress's channel with our JSON error task, and without its busy wait.
+    """waitress's channel with our JSON error task, answers made on the I/O thread, and no busy wait.
 
     waitress's ``writable()`` is true whenever the channel holds unsent output.
     While a task is still running and that output is under ``send_bytes``, its
@@ -154,13 +169,68 @@ class _JsonChannel(HTTPChannel):
     """
 
     error_task_class = _JsonErrorTask
+    task_class = _JsonTask
     parser_class = _StrictParser
+    requests: list[Any]
+    # Set by _IoThreadAnswers when the request just queued has its answer made: serve it here.
+    answer_here = False
 
     def writable(self) -> bool:
         if (self.requests and self.total_outbufs_len < self.adj.send_bytes
                 and not self.will_close and not self.close_when_flushed):
             return False  # handle_write would send nothing now
         return bool(super().writable())
+
+    def handle_read(self) -> None:
+        super().handle_read()
+        # After received() (which holds the requests lock while it queues), as a worker would.
+        while self.answer_here:
+            self.answer_here = False
+            self.service()
+
+
+class _IoThreadAnswers:
+    """A listener's ``add_task``: a cached read is answered on the I/O thread, the rest go to the workers.
+
+    Why: waitress hands every request to a worker thread and the worker's end
+    back to the I/O thread. For a cached quote that hand-off is most of the
+    cost: with 8 or more busy connections the threads queue for the GIL at
+    every hand-off and system call (about 50 voluntary context switches per
+    request were counted for the bare Bottle app at 8 connections), and CPU
+    per request doubled or tripled from 1 connection. A read FastReads can
+    answer from memory, for a token verified before (``answer_request``: no
+    I/O, no lock held for long), takes tens of microseconds, less than the
+    hand-off, so it is answered where it was read, as an event loop would.
+
+    Only a request the I/O thread itself queues, alone on its connection, with
+    little output waiting, is answered here (waitress may block a worker until
+    output drains, which on this thread would block everything); anything else,
+    and whatever FastReads cannot answer, goes to the workers as before.
+    """
+
+    def __init__(self, dispatch: Any, fast: FastReads, loop_thread: Callable[[], int | None]) -> None:
+        self._dispatch = dispatch
+        self._fast = fast
+        self._loop_thread = loop_thread
+
+    def __call__(self, channel: Any) -> None:
+        if (len(channel.requests) == 1 and channel.total_outbufs_len < _IO_THREAD_OUTPUT_LIMIT
+                and threading.get_ident() == self._loop_thread()):
+            request = channel.requests[0]
+            if request.error is None and not request.expect_continue:
+                try:
+                    request.answer = self._fast.answer_request(request.command, request.path, request.query,
+                                                               request.headers, request.get_body_stream())
+                except Exception:  # noqa: BLE001 - a worker's full path will answer (and log) it
+                    request.answer = None
+                if request.answer is not None:
+                    channel.answer_here = True
+                    return
+        self._dispatch(channel)
+
+
+# Output already waiting on a connection past which its next request goes to a worker (see above).
+_IO_THREAD_OUTPUT_LIMIT = 1 << 20
 
 
 def waitress_options(settings: Settings) -> dict[str, Any]:
@@ -195,17 +265,22 @@ class Server:
         self.runtime = runtime
         settings = runtime.settings
         self.app = create_app(runtime)
+        fast = FastReads(self.app, runtime.service.readthrough, runtime.auth, max_body=settings.max_request_body,
+                         max_batch=settings.max_batch, max_items=settings.memory_max_items)
         self._server = create_server(
-            AccessLog(FastReads(self.app, runtime.service.readthrough, runtime.auth), runtime.metrics,
-                      sink=access_sink), host=host or settings.host,
+            AccessLog(fast, runtime.metrics, sink=access_sink), host=host or settings.host,
             port=settings.port if port is None else port, **waitress_options(settings),
         )
-        for listener in list(self._server._map.values()) + [self._server]:
-            if isinstance(listener, BaseWSGIServer):
-                listener.channel_class = _JsonChannel  # type: ignore[misc]
         self._runner: threading.Thread | None = None
+        listeners = {id(x): x for x in [*self._server._map.values(), self._server] if isinstance(x, BaseWSGIServer)}
+        for listener in listeners.values():
+            listener.channel_class = _JsonChannel  # type: ignore[misc]
+            listener.add_task = _IoThreadAnswers(listener.add_task, fast, self._runner_ident)  # type: ignore[method-assign]
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+
+    def _runner_ident(self) -> int | None:
+        return self._runner.ident if self._runner is not None else None
 
     @property
     def stopping(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -80,6 +81,34 @@ def test_fastpath_leaves_every_failure_to_the_route(frozen: Live) -> None:
                           "/api/quote/ZZZZ1", "/api/quote/AAPL"]
 
 
+def test_fastpath_warm_batch_is_the_routes_answer(frozen: Live) -> None:
+    api = frozen.add_user("alice")
+    body = {"tickers": ["AAPL", "msft", "MSFT", "SAP.DE"]}
+    assert api.post("/api/batch-quotes", json=body).json()["errors"] == {}  # warms all three
+    bottle_saw = _bottle_requests(frozen)
+    fast = api.post("/api/batch-quotes", json=body)
+    routed = api.post("/api/batch-quotes?via=route", json=body)
+    assert bottle_saw == ["/api/batch-quotes"]
+    assert fast.status_code == routed.status_code == 200
+    assert fast.content == routed.content
+    assert list(fast.json()["quotes"]) == ["AAPL", "MSFT", "SAP.DE"] and fast.json()["errors"] == {}
+    assert _without_date(fast.headers) == _without_date(routed.headers)
+
+
+def test_fastpath_batch_with_a_miss_or_a_bad_symbol_is_the_routes(frozen: Live) -> None:
+    api = frozen.add_user("alice")
+    api.post("/api/batch-quotes", json={"tickers": ["AAPL"]})
+    bottle_saw = _bottle_requests(frozen)
+    cold = api.post("/api/batch-quotes", json={"tickers": ["AAPL", "NVDA"]})
+    assert cold.status_code == 200 and set(cold.json()["quotes"]) == {"AAPL", "NVDA"}
+    bad = api.post("/api/batch-quotes", json={"tickers": ["AAPL", "not a symbol"]})
+    assert bad.status_code == 200 and bad.json()["errors"]["not a symbol"]["code"] == "invalid_symbol"
+    nan = api.post("/api/batch-quotes", data=b'{"tickers": ["AAPL"], "x": NaN}',
+                   headers={"Content-Type": "application/json"})
+    assert nan.status_code == 400 and nan.json()["error"]["code"] == "invalid_request"
+    assert bottle_saw == ["/api/batch-quotes"] * 3
+
+
 def test_fastpath_reads_are_counted_once_each(frozen: Live) -> None:
     admin = frozen.add_user("root", admin=True)
     for path in ["/api/quote/AAPL", "/api/quote/AAPL", "/api/quote/AAPL", "/api/quote/ZZZZ2", "/api/quote/ZZZZ2"]:
@@ -103,3 +132,26 @@ def test_fastpath_raw_bytes_in_the_path_go_to_the_route(frozen: Live) -> None:
     finally:
         conn.close()
     assert answer.status == 400 and b'"invalid_symbol"' in body
+
+
+def test_fastpath_cached_read_answers_while_every_worker_waits_on_the_upstream(tmp_path, upstream) -> None:
+    # Two worker threads, both held by a hanging upstream: a cached quote is still answered, on the
+    # I/O thread, where it used to queue behind them (until the upstream timed out, here 30 s).
+    live = start_service(upstream_settings(tmp_path, upstream, threads=2, upstream_timeout=30.0))
+    held: list[threading.Thread] = []
+    try:
+        api = live.add_user("alice")
+        assert api.get("/api/quote/AAPL").status_code == 200  # cached, and the token verified once
+        for symbol in ("HANGA", "HANGB"):
+            upstream.set_fault("hang", symbol=symbol)
+            held.append(threading.Thread(target=api.as_user(api.token).get, args=(f"/api/quote/{symbol}",)))
+            held[-1].start()
+        assert upstream.wait_hanging(2, timeout=10)
+        cached = requests.get(live.url + "/api/quote/AAPL", headers={"Authorization": f"Bearer {api.token}"},
+                              timeout=10)
+        assert cached.status_code == 200 and cached.json()["cache"] == "memory"
+    finally:
+        upstream.release_hangs()
+        for thread in held:
+            thread.join(timeout=30)
+        live.stop()
