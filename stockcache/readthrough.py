@@ -179,7 +179,7 @@ class ReadThrough:
             if not self._admit(spec, subject, key, entry) or "error" in entry.value:
                 return None
             out.append((key, entry))
-        self.cache.count_memory_hits(keys)
+        self.cache.count_memory_hits(spec.name, len(keys))
         self.metrics.inc(Metrics.READS, kind, out[0][1].tier, amount=len(out))
         return out
 

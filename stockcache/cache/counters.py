@@ -59,6 +59,11 @@ class ReadCounts:
                 slots = self._slots(kind)
             slots[index] += 1
 
+    def hits(self, kind: str, index: int, count: int) -> None:
+        """``count`` reads of one kind's keys answered fresh by the tier at ``index`` (a warm batch)."""
+        with self._lock:
+            self._slots(kind)[index] += count
+
     def miss(self, key: str) -> None:
         """One read of ``key`` that no tier answered fresh."""
         kind = kind_of(key)

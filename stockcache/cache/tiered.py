@@ -145,9 +145,9 @@ class TieredCache:
         now = self._clock()
         return {key: entry for key, entry in got.items() if now < entry.expires_at}
 
-    def count_memory_hits(self, keys: Iterable[str]) -> None:
-        """Count one read of each key answered by the top tier (after :meth:`memory_peek_many`)."""
-        self._reads.record([(0, keys)], [])
+    def count_memory_hits(self, kind: str, count: int) -> None:
+        """Count ``count`` reads of ``kind``'s keys answered by the top tier (after :meth:`memory_peek_many`)."""
+        self._reads.hits(kind, 0, count)
 
     def get_entry(self, key: str) -> Entry | None:
         """The fresh entry for ``key`` (``entry.tier`` says where it was found), or None."""
