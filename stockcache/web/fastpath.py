@@ -56,6 +56,10 @@ Answer = tuple[bytes, bottle.Route]
 # The environ key under which the server hands FastReads an answer made on its I/O thread.
 ANSWERED = "stockcache.answered"
 
+# The largest request body read on the I/O thread: a batch of max_batch symbols is a few KB,
+# and parsing more there would hold up every other connection (the workers parse it instead).
+IO_THREAD_BODY = 16 * 1024
+
 # The answer's fields after the data's, in render()'s order; data holding one of them is left to the route.
 _TRAILING = frozenset({"source", "cache", "fetched_at", "age", "stale"})
 
@@ -157,12 +161,15 @@ class FastReads:
         if query or not authorization:
             return None
         return self.answer(method, path, authorization, headers.get("CONTENT_TYPE"), headers.get("CONTENT_LENGTH"),
-                           functools.partial(_file_body, body), verified=self._known)
+                           functools.partial(_file_body, body), verified=self._known, max_body=IO_THREAD_BODY)
 
     def answer(self, method: str, path: str, authorization: str, content_type: str | None,
                content_length: str | None, read_body: Callable[[int], bytes],
-               verified: Callable[[str], bool]) -> Answer | None:
-        """The body and route of a cached read's answer, or None to let the route answer."""
+               verified: Callable[[str], bool], max_body: int | None = None) -> Answer | None:
+        """The body and route of a cached read's answer, or None to let the route answer.
+
+        ``max_body`` caps the request bodies looked at (default: the service's limit).
+        """
         if method == "GET":
             prefix, _, raw = path.rpartition("/")
             target = self._by_prefix.get(prefix)
@@ -171,7 +178,8 @@ class FastReads:
             body = self._one(target[0], raw, authorization, verified)
             return None if body is None else (body, target[1])
         if method == "POST" and path == BATCH_ROUTE and self._batch_route is not None:
-            body = self._batch(authorization, content_type, content_length, read_body, verified)
+            limit = self._max_body if max_body is None else min(max_body, self._max_body)
+            body = self._batch(authorization, content_type, content_length, read_body, verified, limit)
             return None if body is None else (body, self._batch_route)
         return None
 
@@ -198,7 +206,7 @@ class FastReads:
         return self._encoded.answer(hit[0], hit[1], self._readthrough.clock())
 
     def _batch(self, authorization: str, content_type: str | None, content_length: str | None,
-               read_body: Callable[[int], bytes], verified: Callable[[str], bool]) -> bytes | None:
+               read_body: Callable[[int], bytes], verified: Callable[[str], bool], max_body: int) -> bytes | None:
         """A warm batch's body, or None; the request body stays readable for the route either way."""
         if (content_type or "").split(";")[0].strip().lower() != "application/json":
             return None
@@ -206,7 +214,7 @@ class FastReads:
             length = int(content_length or "")
         except ValueError:
             return None
-        if not 0 < length <= self._max_body:
+        if not 0 < length <= max_body:
             return None
         try:  # as the route's json_body reads it: UTF-8, and no NaN or Infinity
             body = json.loads(read_body(length).decode("utf-8"), parse_constant=_refuse_constant)
