@@ -27,7 +27,10 @@ both. Each cell is ``--rounds`` runs that alternate between the servers, and
 the medians are reported, so a burst of load from elsewhere on the machine
 hits every side. Beside requests/s, each
 run records the server process's CPU time per request (from /proc), a figure
-less sensitive to other load than throughput.
+less sensitive to other load than throughput, and its voluntary context
+switches per request (summed over its threads): each is a thread put to sleep
+on the GIL, a lock or I/O, the cost that grows with connections when every
+request changes threads.
 """
 
 from __future__ import annotations
@@ -79,18 +82,34 @@ class Load:
     p95: float
     p99: float
     cpu_us: float = 0.0
+    switches: float = 0.0  # the server's voluntary context switches per request, all threads
 
 
 def median_load(loads: list[Load]) -> Load:
     """The median of each figure over rounds (the rounds interleave the servers, so load spikes hit both)."""
     return Load(*(statistics.median(getattr(load, name) for load in loads)
-                  for name in ("rps", "p50", "p95", "p99", "cpu_us")))
+                  for name in ("rps", "p50", "p95", "p99", "cpu_us", "switches")))
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def voluntary_switches(pid: int) -> int:
+    """Voluntary context switches of a process's live threads so far: each is a thread that
+    went to sleep (on the GIL, a lock or I/O) and had to be woken."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
 
 
 def free_port() -> int:
@@ -196,14 +215,17 @@ def wrk(url: str, connections: int, duration: int, scripts: Path, token: str | N
     if token:
         argv += ["-H", f"Authorization: Bearer {token}"]
     cpu_before = cpu_seconds(pid) if pid else 0.0
+    switches_before = voluntary_switches(pid) if pid else 0
     out = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
+    switches = voluntary_switches(pid) - switches_before if pid else 0
     line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
     result = json.loads(line[len("WRKJSON "):])
     if result["non_2xx"] or result["socket_errors"] or not result["requests"]:
         raise SystemExit(f"wrk against {url} saw errors: {result}")
     return Load(result["requests"] / (result["duration_us"] / 1e6), result["p50_us"] / 1000,
-                result["p95_us"] / 1000, result["p99_us"] / 1000, cpu / result["requests"] * 1e6)
+                result["p95_us"] / 1000, result["p99_us"] / 1000, cpu / result["requests"] * 1e6,
+                switches / result["requests"])
 
 
 def startup_times(root: Path, data_dir: Path, runs: int) -> tuple[list[float], list[float]]:
@@ -339,13 +361,15 @@ def main(argv: list[str] | None = None) -> None:
     print("| wrk threads | connections | bare req/s | " + " | ".join(f"{n} req/s" for n in names)
           + " | " + " | ".join(f"{n} / bare" for n in names)
           + " | " + " | ".join(f"{n} p50 / p99 ms (p99/p50)" for n in names)
-          + " | server CPU per request, bare / " + " / ".join(v.name for v in variants) + " |")
-    print("|" + "---:|" * (3 + 3 * len(variants) + 1))
+          + " | server CPU per request, bare / " + " / ".join(v.name for v in variants)
+          + " | voluntary context switches per request, bare / " + " / ".join(v.name for v in variants) + " |")
+    print("|" + "---:|" * (3 + 3 * len(variants) + 2))
     for t, c, bare, ours in loads:
         print(f"| {t} | {c} | {bare.rps:,.0f} | " + " | ".join(f"{o.rps:,.0f}" for o in ours)
               + " | " + " | ".join(f"{o.rps / bare.rps:.2f}" for o in ours)
               + " | " + " | ".join(f"{o.p50:.2f} / {o.p99:.2f} ({o.p99 / o.p50:.1f}x)" for o in ours)
-              + f" | {bare.cpu_us:.0f} / " + " / ".join(f"{o.cpu_us:.0f}" for o in ours) + " µs |")
+              + f" | {bare.cpu_us:.0f} / " + " / ".join(f"{o.cpu_us:.0f}" for o in ours) + " µs"
+              + f" | {bare.switches:.1f} / " + " / ".join(f"{o.switches:.1f}" for o in ours) + " |")
     print("\n| one connection | code | req/s | p50 / p95 / p99 ms | p50 / one cached quote | server CPU per request |")
     print("|---|---|---:|---:|---:|---:|")
     for i, variant in enumerate(variants):
