@@ -135,13 +135,15 @@ def test_fastpath_raw_bytes_in_the_path_go_to_the_route(frozen: Live) -> None:
 
 
 def test_fastpath_cached_read_answers_while_every_worker_waits_on_the_upstream(tmp_path, upstream) -> None:
-    # Two worker threads, both held by a hanging upstream: a cached quote is still answered, on the
-    # I/O thread, where it used to queue behind them (until the upstream timed out, here 30 s).
+    # Two worker threads, both held by a hanging upstream: a cached quote and a warm batch are still
+    # answered, on the I/O thread, where they used to queue behind them (until the upstream timed out).
     live = start_service(upstream_settings(tmp_path, upstream, threads=2, upstream_timeout=30.0))
     held: list[threading.Thread] = []
     try:
         api = live.add_user("alice")
         assert api.get("/api/quote/AAPL").status_code == 200  # cached, and the token verified once
+        batch = {"tickers": ["AAPL", "MSFT"]}
+        assert api.post("/api/batch-quotes", json=batch).json()["errors"] == {}
         for symbol in ("HANGA", "HANGB"):
             upstream.set_fault("hang", symbol=symbol)
             held.append(threading.Thread(target=api.as_user(api.token).get, args=(f"/api/quote/{symbol}",)))
@@ -150,6 +152,9 @@ def test_fastpath_cached_read_answers_while_every_worker_waits_on_the_upstream(t
         cached = requests.get(live.url + "/api/quote/AAPL", headers={"Authorization": f"Bearer {api.token}"},
                               timeout=10)
         assert cached.status_code == 200 and cached.json()["cache"] == "memory"
+        warm = requests.post(live.url + "/api/batch-quotes", json=batch,
+                             headers={"Authorization": f"Bearer {api.token}"}, timeout=10)
+        assert warm.status_code == 200 and set(warm.json()["quotes"]) == {"AAPL", "MSFT"}
     finally:
         upstream.release_hangs()
         for thread in held:
