@@ -360,14 +360,15 @@ def main(argv: list[str] | None = None) -> None:
     names = [labels[v.name] for v in variants]
     print("| wrk threads | connections | bare req/s | " + " | ".join(f"{n} req/s" for n in names)
           + " | " + " | ".join(f"{n} / bare" for n in names)
-          + " | " + " | ".join(f"{n} p50 / p99 ms (p99/p50)" for n in names)
+          + " | bare p50 / p99 ms (p99/p50) | " + " | ".join(f"{n} p50 / p99 ms (p99/p50)" for n in names)
           + " | server CPU per request, bare / " + " / ".join(v.name for v in variants)
           + " | voluntary context switches per request, bare / " + " / ".join(v.name for v in variants) + " |")
-    print("|" + "---:|" * (3 + 3 * len(variants) + 2))
+    print("|" + "---:|" * (3 + 3 * len(variants) + 3))
     for t, c, bare, ours in loads:
         print(f"| {t} | {c} | {bare.rps:,.0f} | " + " | ".join(f"{o.rps:,.0f}" for o in ours)
               + " | " + " | ".join(f"{o.rps / bare.rps:.2f}" for o in ours)
-              + " | " + " | ".join(f"{o.p50:.2f} / {o.p99:.2f} ({o.p99 / o.p50:.1f}x)" for o in ours)
+              + f" | {bare.p50:.2f} / {bare.p99:.2f} ({bare.p99 / bare.p50:.1f}x) | "
+              + " | ".join(f"{o.p50:.2f} / {o.p99:.2f} ({o.p99 / o.p50:.1f}x)" for o in ours)
               + f" | {bare.cpu_us:.0f} / " + " / ".join(f"{o.cpu_us:.0f}" for o in ours) + " µs"
               + f" | {bare.switches:.1f} / " + " / ".join(f"{o.switches:.1f}" for o in ours) + " |")
     print("\n| one connection | code | req/s | p50 / p95 / p99 ms | p50 / one cached quote | server CPU per request |")
