@@ -151,13 +151,15 @@ class ReadThrough:
         holds data (counted as the read); else None, uncounted.
 
         For the HTTP fast path (``web.fastpath``), which renders the answer itself
-        (``render(entry.value, entry.tier, now)``). A None hands the read to the full
-        path, which then counts it once, so a miss or a remembered error is never two reads.
+        (``render(entry.value, entry.tier, now)``), also on the server's I/O thread. A None
+        hands the read to the full path, which then counts it once, so a miss or a
+        remembered error is never two reads. It serves only values :meth:`_admit` has
+        already found valid: checking a new one may drop it from every tier, Redis
+        included, which is I/O; the full path does that, once per value.
         """
-        spec = KINDS[kind]
-        key = spec.key(subject)
+        key = KINDS[kind].key(subject)
         entry = self.cache.memory_peek(key)
-        if entry is None or not self._admit(spec, subject, key, entry) or "error" in entry.value:
+        if entry is None or not self._served_fast(key, entry):
             return None
         self.cache.count_memory_hit(key)
         self.metrics.inc(Metrics.READS, kind, entry.tier)
@@ -174,14 +176,19 @@ class ReadThrough:
         if len(entries) != len(keys):
             return None
         out = []
-        for subject, key in zip(subjects, keys, strict=True):
+        for key in keys:
             entry = entries[key]
-            if not self._admit(spec, subject, key, entry) or "error" in entry.value:
+            if not self._served_fast(key, entry):
                 return None
             out.append((key, entry))
         self.cache.count_memory_hits(spec.name, len(keys))
         self.metrics.inc(Metrics.READS, kind, out[0][1].tier, amount=len(out))
         return out
+
+    def _served_fast(self, key: str, entry: Entry) -> bool:
+        """Whether :meth:`cached` may serve ``entry``: data (not a remembered error), already found valid."""
+        value = entry.value
+        return self._checked.get(key) is value and isinstance(value, dict) and "error" not in value
 
     def many(
         self,
@@ -497,7 +504,9 @@ class ReadThrough:
         """Cache data (returning the entry), or a short-lived negative (before waiters wake)."""
         if result is not None:
             value = envelope(result)
-            self.cache.set(key, value, ttl_level=kind.ttl_level)
+            # The router checked the model; what the cache keeps is a frozen copy, a new object,
+            # remembered as checked so the next read of it can take the fast path at once.
+            self._remember_checked(key, self.cache.store(key, value, ttl_level=kind.ttl_level).value)
             return value
         elif (isinstance(error, SymbolNotFound) and kind.remember_not_found
               and self.settings.negative_ttl > 0):
@@ -595,10 +604,13 @@ class ReadThrough:
         except ValueError as exc:
             self._drop(key, str(exc))
             return False
+        self._remember_checked(key, value)
+        return True
+
+    def _remember_checked(self, key: str, value: Any) -> None:
         if len(self._checked) >= self._checked_max:
             self._checked.clear()  # every value is checked once more, then remembered again
         self._checked[key] = value
-        return True
 
     def _drop(self, key: str, reason: str) -> None:
         # The value is never logged: it is someone else's data (the reason names fields, not values).
