@@ -13,6 +13,7 @@ import functools
 import re
 import string
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidRequest, InvalidSymbol, TooManySymbols
 from .venues import BY_SUFFIX, US, Venue
@@ -102,6 +103,12 @@ def normalize_symbols(raw: object, *, max_batch: int) -> tuple[list[str], dict[s
         raw = [part for part in raw.split(",") if strip_ascii(part)]
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest("Give a non-empty list of symbols.")
+    remember = len(raw) <= max_batch and all(type(item) is str and len(item) <= _REMEMBERED_LENGTH for item in raw)
+    if remember:
+        key = (max_batch, *raw)
+        known = _remembered_batches.get(key)
+        if known is not None:
+            return list(known), {}
     seen: dict[str, None] = {}
     invalid: dict[str, InvalidSymbol] = {}
     for item in raw:
@@ -112,7 +119,18 @@ def normalize_symbols(raw: object, *, max_batch: int) -> tuple[list[str], dict[s
             invalid[shown] = exc
         if len(seen) + len(invalid) > max_batch:
             raise TooManySymbols(f"At most {max_batch} symbols per request.")
+    if remember and not invalid:
+        if len(_remembered_batches) >= _REMEMBERED_BATCHES:
+            _remembered_batches.clear()
+        _remembered_batches[key] = tuple(seen)
     return list(seen), invalid
+
+
+# The same lists come back again and again (a portfolio page, a spreadsheet, a dashboard every
+# minute): their answers are remembered whole, for lists of short texts that are all valid.
+# At most 256 lists of max_batch texts of 32 characters: a few MB at worst.
+_REMEMBERED_BATCHES = 256
+_remembered_batches: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
 
 def listing(symbol: str) -> Listing:

@@ -74,23 +74,49 @@ class _Encoded:
     """
 
     def __init__(self, max_items: int) -> None:
-        self._heads: dict[str, tuple[Any, str, bytes | None]] = {}
+        # key -> (value, tier, head, '"SUBJECT":' + head, fetched_at); head None: not encodable this way.
+        self._heads: dict[str, tuple[Any, str, bytes | None, bytes, float]] = {}
         self._max = max(1, max_items)
 
-    def answer(self, key: str, entry: Entry, now: float) -> bytes | None:
-        """The answer's JSON, or None when this value cannot be encoded this way (the route then answers)."""
+    def _known(self, key: str, entry: Entry) -> tuple[Any, str, bytes | None, bytes, float]:
         value = entry.value
         known = self._heads.get(key)
         if known is None or known[0] is not value or known[1] != entry.tier:
-            known = (value, entry.tier, _head(value, entry.tier))
+            head = _head(value, entry.tier)
+            subject = key.partition(":")[2]  # plain ASCII, as every symbol: no escapes needed
+            known = (value, entry.tier, head, b'"%s":%s' % (subject.encode(), head or b""), value["fetched_at"])
             if len(self._heads) >= self._max:
                 self._heads.clear()
             self._heads[key] = known
-        head = known[2]
+        return known
+
+    def answer(self, key: str, entry: Entry, now: float) -> bytes | None:
+        """The answer's JSON, or None when this value cannot be encoded this way (the route then answers)."""
+        _, _, head, _, fetched_at = self._known(key, entry)
         if head is None:
             return None
-        age = int(now - value["fetched_at"])
-        return b"%s%d%s" % (head, age if age > 0 else 0, b',"stale":false}')
+        age = int(now - fetched_at)
+        return b"%s%d%s" % (head, age if age > 0 else 0, _TAIL)
+
+    def members(self, hits: list[tuple[str, Entry]], now: float) -> bytes | None:
+        """``"SUBJECT":answer`` for each hit, comma-separated (a batch's object members), or None.
+
+        One loop with the memory lookups inlined: a warm batch runs it for every item.
+        """
+        heads = self._heads
+        parts = []
+        for key, entry in hits:
+            known = heads.get(key)
+            if known is None or known[0] is not entry.value or known[1] != entry.tier:
+                known = self._known(key, entry)
+            if known[2] is None:
+                return None
+            age = int(now - known[4])
+            parts.append(b"%s%d%s" % (known[3], age if age > 0 else 0, _TAIL))
+        return b",".join(parts)
+
+
+_TAIL = b',"stale":false}'
 
 
 def _head(value: Any, tier: str) -> bytes | None:
@@ -231,14 +257,8 @@ class FastReads:
         hits = self._readthrough.cached_many("quote", symbols)
         if hits is None:
             return None
-        now = self._readthrough.clock()
-        parts = []
-        for symbol, (key, entry) in zip(symbols, hits, strict=True):
-            answer = self._encoded.answer(key, entry, now)
-            if answer is None:
-                return None
-            parts.append(b'"%s":%s' % (symbol.encode(), answer))  # a symbol is plain ASCII: no escapes
-        return b'{"quotes":{%s},"errors":{}}' % b",".join(parts)
+        members = self._encoded.members(hits, self._readthrough.clock())
+        return None if members is None else b'{"quotes":{%s},"errors":{}}' % members
 
 
 def _environ_body(environ: dict[str, Any], length: int) -> bytes:

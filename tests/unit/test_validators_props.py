@@ -98,3 +98,13 @@ def test_query_int_refuses_what_is_not_a_whole_number(raw: str) -> None:
 
 def test_query_int_missing_or_empty_is_the_default() -> None:
     assert query("") == 7 and query("days=") == 7
+
+
+@given(raw=st.lists(padded, min_size=1, max_size=40))
+def test_normalize_symbols_a_list_seen_before_gets_the_same_answer_in_a_list_of_its_own(raw: list[str]) -> None:
+    # Answers for lists seen before are remembered; the caller may still change what it gets.
+    first, invalid = normalize_symbols(raw, max_batch=50)
+    first.append("CHANGED")
+    again, invalid_again = normalize_symbols(list(raw), max_batch=50)
+    assert again == first[:-1] and "CHANGED" not in again
+    assert set(invalid_again) == set(invalid)
