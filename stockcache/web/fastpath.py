@@ -14,7 +14,11 @@ So :class:`FastReads`, in front of the Bottle app, answers
 
 sent with an ``Authorization`` header and no query string. Each cached value's
 answer, up to its ``age``, is encoded to JSON once and kept beside the value it
-came from (:class:`_Encoded`); a read appends ``age`` and ``stale``.
+came from (:class:`_Encoded`); a read appends ``age`` and ``stale``. The server
+asks :meth:`FastReads.answer_request` on its I/O thread first
+(``web.server._IoThreadAnswers``), so such a read never waits for a worker
+thread; there the token must be one verified before, as nothing may wait on
+the store.
 
 Everything else goes to Bottle, which answers as it always did: a miss, a
 remembered error, a symbol that does not normalise, a token that does not
