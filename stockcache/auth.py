@@ -699,12 +699,10 @@ class Authenticator:
 
         Every failure is Unauthorized with one generic message that never echoes the value.
         """
-        if not authorization:
+        token = _bearer(authorization)
+        if token is None:
             raise Unauthorized("Authentication required: send Authorization: Bearer <token>.")
-        scheme, _, value = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise Unauthorized("Authentication required: send Authorization: Bearer <token>.")
-        return self.authenticate_token(value.strip())
+        return self.authenticate_token(token)
 
     def authenticate_query_token(self, token: str) -> Principal:
         """The Principal for a token sent in a URL (``?token=``): a market-scoped API token only.
@@ -747,10 +745,9 @@ class Authenticator:
         version = self.store.generation()  # read before verifying: a write after it voids the entry
         now = self._clock()
         hit = self._verified.get(key)
-        if hit is not None and hit[1] == version and now < hit[2]:
-            if hit[3] is not None:
-                self.store.note_token_use(hit[3])
-            return hit[0]
+        remembered = self._reuse(hit, version, now)
+        if remembered is not None:
+            return remembered
         return self._verify_token(token, key, version, now, hit)
 
     def known(self, authorization: str | None) -> Principal | None:
@@ -760,14 +757,16 @@ class Authenticator:
         For work on the server's I/O thread (``web.server``), which must not wait on
         the store; a None sends the request to a worker thread and the full check.
         """
-        if not authorization or not isinstance(authorization, str):
-            return None
-        scheme, _, value = authorization.strip().partition(" ")
-        token = value.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+        token = _bearer(authorization)
+        if token is None or len(token) > MAX_TOKEN_LENGTH:
             return None
         hit = self._verified.get(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
-        if hit is None or hit[1] != self.store.generation() or not self._clock() < hit[2]:
+        return self._reuse(hit, self.store.generation(), self._clock())
+
+    def _reuse(self, hit: Any, version: int, now: float) -> Principal | None:
+        """A verified value's Principal while the store's generation is ``version`` and it has not
+        expired (noting the API token's use); else None."""
+        if hit is None or hit[1] != version or not now < hit[2]:
             return None
         if hit[3] is not None:
             self.store.note_token_use(hit[3])
@@ -791,6 +790,15 @@ class Authenticator:
             verified.clear()
         verified[key] = (principal, version, min(now + VERIFIED_LIFETIME, until), token_id, until)
         return principal
+
+
+def _bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value, or None for anything else."""
+    if not authorization or not isinstance(authorization, str):
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    token = value.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def _is_number(value: object) -> TypeGuard[float]:

@@ -157,13 +157,8 @@ class ReadThrough:
         already found valid: checking a new one may drop it from every tier, Redis
         included, which is I/O; the full path does that, once per value.
         """
-        key = KINDS[kind].key(subject)
-        entry = self.cache.memory_peek(key)
-        if entry is None or not self._served_fast(key, entry):
-            return None
-        self.cache.count_memory_hit(key)
-        self.metrics.inc(Metrics.READS, kind, entry.tier)
-        return key, entry
+        hits = self.cached_many(kind, [subject])
+        return hits[0] if hits else None
 
     def cached_many(self, kind: str, subjects: Sequence[str]) -> list[tuple[str, Entry]] | None:
         """:meth:`cached` for a batch, all or nothing: every subject's ``(key, entry)`` in order, or None
@@ -177,7 +172,7 @@ class ReadThrough:
             return None
         checked = self._checked
         out = []
-        for key in keys:  # _served_fast inlined: this runs for every item of a warm batch
+        for key in keys:
             entry = entries[key]
             value = entry.value
             if checked.get(key) is not value or not isinstance(value, dict) or "error" in value:
@@ -186,11 +181,6 @@ class ReadThrough:
         self.cache.count_memory_hits(spec.name, len(keys))
         self.metrics.inc(Metrics.READS, kind, out[0][1].tier, amount=len(out))
         return out
-
-    def _served_fast(self, key: str, entry: Entry) -> bool:
-        """Whether :meth:`cached` may serve ``entry``: data (not a remembered error), already found valid."""
-        value = entry.value
-        return self._checked.get(key) is value and isinstance(value, dict) and "error" not in value
 
     def many(
         self,

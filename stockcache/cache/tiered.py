@@ -112,16 +112,6 @@ class TieredCache:
         The fast path of a single cached read: no lower tier is asked and a miss
         is not counted, so the caller's full lookup (``get_many``) counts it once.
         """
-        entry = self.memory_peek(key)
-        if entry is not None:
-            self._count_hit(key, 0)
-        return entry
-
-    def memory_peek(self, key: str) -> Entry | None:
-        """:meth:`memory_hit` without counting: for a caller that may yet hand the read to the full path.
-
-        It counts the read itself with :meth:`count_memory_hit` if it serves the entry.
-        """
         try:
             entry = self._top_get(key)
         except CacheError as exc:
@@ -129,14 +119,12 @@ class TieredCache:
             return None
         if entry is None or self._clock() >= entry.expires_at:
             return None
+        self._count_hit(key, 0)
         return entry
 
-    def count_memory_hit(self, key: str) -> None:
-        """Count one read of ``key`` answered by the top tier (after :meth:`memory_peek`)."""
-        self._count_hit(key, 0)
-
     def memory_peek_many(self, keys: list[str]) -> dict[str, Entry]:
-        """:meth:`memory_peek` for many keys at once (one lock round), uncounted."""
+        """The fresh entries the top tier holds for ``keys`` (one lock round), uncounted: for a caller that
+        may yet hand the reads to the full lookup; it counts what it serves (:meth:`count_memory_hits`)."""
         try:
             got = self._tiers[0].get_many(keys)
         except CacheError as exc:
