@@ -235,6 +235,7 @@ class StockService:
                 "news": list((news.get(name) or {}).get("articles") or ()),
             }
         return out
+
     def lookup_isin(self, isin: str) -> dict[str, Any]:
         """The listings of an ISIN: ``{"isin", "listings": [{"symbol", "name", "exchange", "figi", "currency"?}]}``.
 
@@ -375,15 +376,18 @@ class StockService:
                 "unit": provider.unit,
             }
         out["upstream"] = upstream
-        out["llm_tokens"] = self._token_stats()
+        out["llm_tokens"] = self._token_stats(upstream)
         out["coalesced"] = self.metrics.total(Metrics.COALESCED)
         out["stale_served"] = self.metrics.total(Metrics.STALE_SERVED)
         out["demo"] = self.settings.demo
         out.update(activity_stats(self.metrics, self.settings))
         return out
 
-    def _token_stats(self) -> dict[str, Any]:
-        """Who writes analyses, and the model tokens spent today (every process on the data dir) and left."""
+    def _token_stats(self, upstream: Mapping[str, Any]) -> dict[str, Any]:
+        """Who writes analyses, and the model tokens spent today (every process on the data dir) and left.
+
+        ``upstream`` is stats()'s per-provider figures, read already (a shared budget's are Redis calls).
+        """
         route = self.readthrough.route("analysis")
         writer = route[0] if route else None
         out: dict[str, Any] = {"source": writer.name if writer else None,
@@ -394,9 +398,12 @@ class StockService:
         budget = self.router.budgets.get(writer.name)
         out["spent"] = self.metrics.get(Metrics.UPSTREAM_UNITS, writer.name)  # by this process since it started
         if budget is not None:
-            out["today"] = budget.calls_today()
+            seen = upstream.get(writer.name)
+            today, left = (seen["calls_today"], seen["budget_left"]) if seen else (budget.calls_today(),
+                                                                                   budget.remaining())
+            out["today"] = today
             out["per_day"] = budget.limits.per_day or None
-            out["left"] = budget.remaining().get("day")
+            out["left"] = left.get("day")
         return out
 
     def close(self) -> None:

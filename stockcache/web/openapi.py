@@ -13,9 +13,10 @@ from .. import __version__
 from ..store.rows import ALERT_CONDITIONS, DELIVERY_STATUSES
 from ..store.validate import MAX_ALERT_VALUE, NOTE_MAX
 from ..upstream.providers import provider_classes
+from ..validation import MAX_ANALYSIS_TEXT, OUTLOOKS
 from .exports import CSV_FIELDS, PRICE_FIELDS
 from .routes import MAX_POSITIONS, MAX_WATCHLIST_ITEMS
-from .routes_alerts import HISTORY_MAX, MAX_ALERTS
+from .routes_alerts import HISTORY_DEFAULT, HISTORY_MAX, MAX_ALERTS
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9.\-^=:_]{1,20}$"
 
@@ -133,8 +134,9 @@ def spec() -> dict[str, Any]:
         "type": "object", "required": ["symbol", "analysis", "outlook", "model", "based_on", "tokens"],
         "properties": {
             "symbol": {"type": "string"},
-            "analysis": {"type": "string", "maxLength": 2000, "description": "Plain text: show it as text."},
-            "outlook": {"enum": ["positive", "neutral", "negative"]},
+            "analysis": {"type": "string", "maxLength": MAX_ANALYSIS_TEXT,
+                         "description": "Plain text: show it as text."},
+            "outlook": {"enum": list(OUTLOOKS)},
             "model": {"type": "string"},
             "based_on": {"type": "object", "properties": {
                 "quote_fetched_at": {"type": ["string", "null"]}, "profile": {"type": "boolean"},
@@ -347,5 +349,6 @@ def _alert_paths() -> dict[str, Any]:
             "200": _json({"type": "object", "properties": {"deliveries": {"type": "array", "items": delivery}}},
                          "Deliveries."), **_errors(400, 401, 403)},
             params=[{"name": "limit", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX, "default": 50}}])},
+                     "schema": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX,
+                                "default": HISTORY_DEFAULT}}])},
     }

@@ -37,7 +37,8 @@ class _Collector:
         by_group = HistogramMetricFamily("stockcache_http_group_request_duration_seconds",
                                          "HTTP request latency by route group (market_data, portfolio, auth, "
                                          "admin, other).", labels=["group"])
-        for group, hist in _groups(metrics).items():
+        groups = _groups(metrics)  # one snapshot for the histograms and the quantiles below
+        for group, hist in groups.items():
             by_group.add_metric([group], _cumulative(hist.counts), hist.total)
         yield by_group
 
@@ -106,7 +107,7 @@ class _Collector:
             yield GaugeMetricFamily("stockcache_llm_tokens_left", "Model tokens left in today's budget.",
                                     value=tokens["left"])
 
-        yield from _activity(metrics, stats)
+        yield from _activity(metrics, stats, groups)
 
         yield CounterMetricFamily("stockcache_coalesced_requests",
                                   "Requests that joined an upstream call already in flight.",
@@ -136,7 +137,7 @@ def _groups(metrics: Metrics) -> dict[str, Histogram]:
     return out
 
 
-def _activity(metrics: Metrics, stats: dict[str, Any]) -> Iterator[Any]:
+def _activity(metrics: Metrics, stats: dict[str, Any], groups: dict[str, Histogram]) -> Iterator[Any]:
     """Reads by kind and tier, latency percentiles by route, and the refresher's counters."""
     read_hits = CounterMetricFamily("stockcache_read_hits",
                                     "Items of interactive requests answered fresh from a cache tier.",
@@ -164,7 +165,7 @@ def _activity(metrics: Metrics, stats: dict[str, Any]) -> Iterator[Any]:
     group_quantiles = GaugeMetricFamily("stockcache_http_group_latency_quantile_seconds",
                                         "p50/p95/p99 HTTP latency by route group, read off the histogram.",
                                         labels=["group", "quantile"])
-    for group, hist in _groups(metrics).items():
+    for group, hist in groups.items():
         for q in (0.5, 0.95, 0.99):
             value = hist.quantile(q)
             if value is not None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import bottle
 
-from ..auth import Principal
 from ..errors import InvalidRequest, NotFound, StockcacheError
 from ..runtime import Runtime
 from ..store import validate
@@ -27,16 +26,13 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
     service, store, settings = runtime.service, runtime.store, runtime.settings
     channels = [channel.name for channel in settings.notify]
 
-    def owner() -> Principal:
-        return principal()  # a market-data token never gets here: these are not market routes
-
     @app.get("/api/alerts")
     def list_alerts() -> dict[str, Any]:
-        return {"alerts": [a.to_dict() for a in store.list_alerts(owner().user_id)], "channels": channels}
+        return {"alerts": [a.to_dict() for a in store.list_alerts(principal().user_id)], "channels": channels}
 
     @app.post("/api/alerts")
     def add_alert() -> Any:
-        user_id = owner().user_id
+        user_id = principal().user_id
         fields = validate.alert_input(json_body(settings.max_request_body), channels)
         if len(store.list_alerts(user_id)) >= MAX_ALERTS:
             raise InvalidRequest(f"A user keeps at most {MAX_ALERTS} alerts; delete one first.")
@@ -53,7 +49,7 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
 
     @app.delete("/api/alerts/<alert_id:int>")
     def delete_alert(alert_id: int) -> Any:
-        if not _is_row_id(alert_id) or not store.delete_alert(owner().user_id, alert_id):
+        if not _is_row_id(alert_id) or not store.delete_alert(principal().user_id, alert_id):
             raise NotFound("No such alert.")
         return bottle.HTTPResponse(status=204)
 
@@ -62,4 +58,4 @@ def install(app: bottle.Bottle, runtime: Runtime) -> None:
         limit = query_int("limit", HISTORY_DEFAULT)
         if not 1 <= limit <= HISTORY_MAX:
             raise InvalidRequest(f"limit must be from 1 to {HISTORY_MAX}.", field="limit")
-        return {"deliveries": [d.to_dict() for d in store.alert_history(owner().user_id, limit)]}
+        return {"deliveries": [d.to_dict() for d in store.alert_history(principal().user_id, limit)]}
