@@ -90,8 +90,8 @@ def test_analysis_of_an_invalid_symbol_is_400_without_a_model_call(service, fake
 
 
 def test_analysis_thirty_concurrent_requests_make_one_model_call(service, fake):
-    fake.set_latency(0.4, provider="openai")  # long enough for every request to join the first one's flight
     alice = service.add_user("alice")
+    fake.set_fault("hang", provider="openai")  # the first model call waits until every request has been sent
     start = threading.Barrier(30)
     answers = []
     lock = threading.Lock()
@@ -105,8 +105,13 @@ def test_analysis_thirty_concurrent_requests_make_one_model_call(service, fake):
     threads = [threading.Thread(target=ask) for _ in range(30)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        assert fake.wait_hanging(1, timeout=10)
+    finally:
+        fake.clear_faults()
+        fake.release_hangs()
+        for thread in threads:
+            thread.join()
     assert [a.status_code for a in answers] == [200] * 30
     assert len({a.json()["analysis"] for a in answers}) == 1
     assert model_calls(fake) == 1
@@ -355,7 +360,9 @@ def test_analysis_local_server_without_a_key_is_used_as_is(tmp_path, fake, clock
 
 
 def test_analysis_refresher_never_spends_tokens(tmp_path, fake, clock):
-    live = start_service(model_settings(tmp_path, fake, refresh=True), clock=clock)
+    # refresh_hours "always": the clock's day would otherwise be outside the market's hours, and a
+    # round that refreshed nothing would prove nothing.
+    live = start_service(model_settings(tmp_path, fake, refresh=True, refresh_hours="always"), clock=clock)
     try:
         alice = live.add_user("alice")
         alice.post("/api/watchlist", json={"symbol": "AAPL"})
@@ -363,7 +370,10 @@ def test_analysis_refresher_never_spends_tokens(tmp_path, fake, clock):
         refresher = live.runtime.refresher
         assert refresher is not None
         clock.advance(8 * 86400)  # every entry, the analysis too, is past its TTL
+        before = fake.calls("finnhub", symbol="AAPL")
         refresher.run_once()
+        refreshed = fake.calls("finnhub", symbol="AAPL") - before
     finally:
         live.stop()
+    assert refreshed > 0  # the round did refresh AAPL's market data
     assert model_calls(fake) == 1
